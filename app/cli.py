@@ -1,0 +1,30 @@
+"""The `tandem` command: parses arguments and dispatches to the TUI or a subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from app import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tandem",
+        description="A local-first AI assistant: your model first, the cloud only when needed and allowed.",
+    )
+    parser.add_argument("--version", action="version", version=f"tandem {__version__}")
+    parser.add_argument("--db", metavar="PATH", help="history database (default: under TANDEM_HOME)")
+    parser.add_argument("--offline", action="store_true", help="never open a connection beyond this machine")
+    parser.add_subparsers(dest="command", metavar="COMMAND")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        print("tandem: the TUI is not built yet.", file=sys.stderr)
+        return 1
+    return 0

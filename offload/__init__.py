@@ -1,0 +1,1 @@
+"""Everything that may leave the machine: the router, redaction, cloud providers, keys, the egress ledger."""

@@ -1,0 +1,77 @@
+"""What the router yields for a turn; the app renders and persists these, nothing else does.
+
+Data flows one way: the app hands the router a Turn, the router yields these events back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+Route = Literal["local", "cloud"]
+
+
+@dataclass(frozen=True)
+class Token:
+    """A piece of the reply as it streams, from the local model or a cloud provider."""
+
+    text: str
+    route: Route
+    logprob: float | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Why the turn went where it went; features are the raw inputs to the score."""
+
+    route: Route
+    reason: str
+    confidence: float | None = None
+    features: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Discard:
+    """The streamed draft so far is withdrawn (the local draft is being replaced by the cloud's)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Egress:
+    """One request that left the machine, exactly as it was sent (after redaction)."""
+
+    provider: str
+    host: str
+    payload: str
+    bytes_sent: int
+    bytes_received: int
+    redactions: Mapping[str, int] = field(default_factory=dict)
+    """Placeholder kind -> count, never the original values."""
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the user should see beside the reply (the cloud failed, kept local, ...)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class TurnDone:
+    """The end of a turn, with what the store records on the assistant message."""
+
+    route: Route
+    model: str
+    provider: str
+    status: Literal["complete", "interrupted", "error"]
+    reason: str
+    confidence: float | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    ttft_ms: float | None = None
+    tok_s: float | None = None
+
+
+RouterEvent = Token | Decision | Discard | Egress | Notice | TurnDone
