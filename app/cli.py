@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
 from app import __version__
+from app.commands import COMMAND_MODULES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,7 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tandem {__version__}")
     parser.add_argument("--db", metavar="PATH", help="history database (default: under TANDEM_HOME)")
     parser.add_argument("--offline", action="store_true", help="never open a connection beyond this machine")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"app.commands.{name}").register(subparsers)
     return parser
 
 
@@ -27,4 +31,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         print("tandem: the TUI is not built yet.", file=sys.stderr)
         return 1
-    return 0
+    return int(args.handler(args))
