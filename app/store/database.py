@@ -45,10 +45,12 @@ def open_database(path: Path, busy_timeout: float = BUSY_TIMEOUT_S) -> sqlite_ut
 
 def use_wal(db: sqlite_utils.Database) -> None:
     """WAL lets readers go on while one process writes; NORMAL sync keeps every commit across a
-    process crash (not across a power cut), which is the failure a chat app meets."""
+    process crash (not across a power cut), which is the failure a chat app meets.
+    Secure delete zeroes deleted rows in the file, so deleting a conversation really removes it."""
     with db.ensure_autocommit_on():
         db.conn.execute("PRAGMA journal_mode = WAL").fetchone()
         db.conn.execute("PRAGMA synchronous = NORMAL")
+        db.conn.execute("PRAGMA secure_delete = ON")
 
 
 def _refuse_read_only(path: Path) -> None:

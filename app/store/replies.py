@@ -42,6 +42,10 @@ class ReplyWriter:
         self._finished = False
 
     @property
+    def finished(self) -> bool:
+        return self._finished
+
+    @property
     def text(self) -> str:
         return "".join(self._parts)
 

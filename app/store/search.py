@@ -32,7 +32,8 @@ def fts_query(text: str) -> str | None:
     Each word is quoted, so what the user types is never FTS5 syntax (AND, NEAR, "-", ":");
     None when the text has no word to look for.
     """
-    words = [word for word in text.split() if any(char.isalnum() for char in word)]
+    # SQLite reads the query as a C string: a NUL would cut it short inside a quote.
+    words = [word for word in text.replace("\0", " ").split() if any(char.isalnum() for char in word)]
     if not words:
         return None
     quoted = ['"' + word.replace('"', '""') + '"' for word in words]

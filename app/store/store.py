@@ -7,6 +7,7 @@ import contextlib
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -29,6 +30,7 @@ class Store:
         self.path = path
         self._lock = threading.RLock()
         self._closed = False
+        self._writers: weakref.WeakSet[ReplyWriter] = weakref.WeakSet()
 
     @classmethod
     def open(cls, path: Path | str | None = None, *, busy_timeout: float = BUSY_TIMEOUT_S) -> Store:
@@ -51,11 +53,15 @@ class Store:
         return cls(db, path)
 
     def close(self) -> None:
-        """Interrupt this process's unfinished replies and delete its "don't keep" conversations."""
+        """Keep this process's unfinished replies, as interrupted, and delete its "don't keep"
+        conversations."""
         with self._lock:
             if self._closed:
                 return
             try:
+                for writer in list(self._writers):
+                    if not writer.finished:
+                        writer.finish("interrupted")
                 with translate_errors(self.path):
                     recovery.release(self._db, os.getpid())
             finally:
@@ -146,7 +152,9 @@ class Store:
             conversation_id, "assistant", "", status="partial", parent_id=parent_id,
             route=route, model=model, provider=provider,
         )
-        return ReplyWriter(self._access, message, clock)
+        writer = ReplyWriter(self._access, message, clock)
+        self._writers.add(writer)
+        return writer
 
     # ---- search
 

@@ -115,3 +115,14 @@ def test_another_live_processs_dont_keep_conversation_outlives_our_open_but_not_
 
     with Store.open(db_path) as store:
         assert store.list_conversations() == []
+
+
+def test_a_deleted_conversations_text_is_gone_from_the_file_after_vacuum(store, db_path):
+    conversation = store.create_conversation("Diary")
+    store.add_message(conversation.id, "user", "my secret is Xylophone-Quokka-42")
+
+    store.delete_conversation(conversation.id)
+    store.vacuum()
+
+    files = b"".join(p.read_bytes() for p in db_path.parent.iterdir())
+    assert b"Xylophone" not in files and b"xylophone" not in files
