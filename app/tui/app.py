@@ -1,0 +1,159 @@
+"""TandemApp: opens the history store, paints the chat at once, and loads the local model in a
+background thread while a status line shows its progress."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+
+from app.local_models import LocalModel, ModelUnavailable, chosen_model, open_model
+from app.settings import THEMES, UserSettings, load_settings, save_settings
+from app.turns import RouterFactory, TurnRunner, default_router_factory
+
+EngineOpener = Callable[[LocalModel, Callable[[str, float], None] | None], Any]
+"""(model, on_progress) -> Engine; tests inject the real engine through this."""
+
+
+class NetworkChanged(Message):
+    """offload.network's state changed (posted from whichever thread noticed)."""
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+        super().__init__()
+
+
+class TandemApp(App[None]):
+    CSS_PATH = "tandem.tcss"
+    TITLE = "Tandem"
+    BINDINGS = [Binding("ctrl+q", "quit", "Quit", id="quit", priority=True)]
+
+    def __init__(
+        self,
+        db_path: Path | None = None,
+        *,
+        offline: bool = False,
+        open_engine: EngineOpener = open_model,
+        make_router: RouterFactory = default_router_factory,
+        load_engine: bool = True,
+    ) -> None:
+        super().__init__()
+        self.db_path = db_path
+        self.offline_flag = offline
+        self.open_engine = open_engine
+        self.make_router = make_router
+        self.should_load_engine = load_engine
+        self.store: Any = None
+        self.settings = UserSettings()
+        self.engine: Any = None
+        self.model: LocalModel | None = None
+        self._unsubscribe_network: Callable[[], None] | None = None
+
+    # --- start-up -----------------------------------------------------------------------------
+
+    async def on_mount(self) -> None:
+        from app.store import Store, StoreError
+
+        try:
+            self.store = Store.open(self.db_path)
+        except StoreError as problem:
+            self.exit(return_code=1, message=f"tandem: {problem}")
+            return
+        self.settings = load_settings(self.store)
+        self.theme = self.settings.theme
+        self.set_keymap(dict(self.settings.keymap))
+        from app.tui.screens.chat import ChatScreen
+
+        await self.push_screen(ChatScreen())
+        self._watch_network()
+        if self.should_load_engine:
+            self.load_engine(chosen_model(self.settings.model_dir, self.settings.backend))
+
+    @property
+    def chat(self) -> Any:
+        from app.tui.screens.chat import ChatScreen
+
+        return next(s for s in self.screen_stack if isinstance(s, ChatScreen))
+
+    @property
+    def offline(self) -> bool:
+        """The hard switch: --offline, or the offline privacy mode."""
+        return self.offline_flag or self.settings.mode == "offline"
+
+    def _watch_network(self) -> None:
+        from offload.network import NETWORK
+
+        NETWORK.set_offline(self.offline)
+        self._unsubscribe_network = NETWORK.subscribe(lambda state: self.post_message(NetworkChanged(state)))
+        self.chat.network_state(NETWORK.state)
+
+    def on_network_changed(self, message: NetworkChanged) -> None:
+        self.chat.network_state(message.state)
+
+    @work(thread=True, exclusive=True, group="engine")
+    def load_engine(self, model: LocalModel) -> None:
+        """Open the model off the UI thread; the status line follows its progress."""
+        self.call_from_thread(self._set_engine_status, f"loading {model.label}…")
+
+        def progress(stage: str, fraction: float) -> None:
+            self.call_from_thread(self._set_engine_status, f"loading {model.label}… {stage} {fraction:.0%}")
+
+        previous, self.engine = self.engine, None
+        if previous is not None:
+            previous.close()
+        try:
+            engine = self.open_engine(model, progress)
+        except ModelUnavailable as problem:
+            self.call_from_thread(self._set_engine_status, f"local model unavailable: {problem}")
+            return
+        except Exception as problem:  # an engine error names its own fix
+            self.call_from_thread(self._set_engine_status, f"{model.label} failed to load: {problem}")
+            return
+        self.engine, self.model = engine, model
+        self.call_from_thread(self._set_engine_status, f"⌂ {model.label} ready")
+
+    def _set_engine_status(self, status: str) -> None:
+        self.chat.engine_status(status)
+
+    # --- what the chat screen asks of the app -------------------------------------------------
+
+    def turn_runner(self) -> TurnRunner:
+        """A runner over the current engine and settings (a changed mode applies to the next turn)."""
+        return TurnRunner(self.store, self.make_router(self.engine, self.settings, self.offline_flag))
+
+    def update_settings(self, settings: UserSettings) -> None:
+        model_changed = (settings.model_dir, settings.backend) != (self.settings.model_dir, self.settings.backend)
+        save_settings(self.store, settings)
+        self.settings = settings
+        self.theme = settings.theme
+        from offload.network import NETWORK
+
+        NETWORK.set_offline(self.offline)
+        self.chat.refresh_privacy()
+        if model_changed:
+            self.load_engine(chosen_model(settings.model_dir, settings.backend))
+
+    def action_theme(self) -> None:
+        theme = THEMES[(THEMES.index(self.settings.theme) + 1) % len(THEMES)] if self.settings.theme in THEMES else THEMES[0]
+        self.update_settings(replace(self.settings, theme=theme))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        chat = self.chat
+        for title, help_text, action in chat.COMMANDS_FOR_PALETTE:
+            yield SystemCommand(title, help_text, getattr(chat, f"action_{action}"))
+
+    def on_unmount(self) -> None:
+        if self._unsubscribe_network is not None:
+            self._unsubscribe_network()
+        if self.engine is not None:
+            self.engine.close()
+        if self.store is not None:
+            self.store.close()

@@ -1,0 +1,132 @@
+"""Fixtures for the app's tests: a real history store in the per-test TANDEM_HOME, a TandemApp wired
+to it, and ScriptedRouter, a named stand-in for the router and a cloud until both can run here."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.store import Store
+from app.tui.app import TandemApp
+from offload.events import Decision, Discard, Egress, RouterEvent, Token, TurnDone
+from offload.router import Preview, Turn
+
+SIZE = (110, 32)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests run on anyio's pytest plugin (installed with httpx), on asyncio as Textual needs."""
+    return "asyncio"
+
+
+@pytest.fixture
+def db_path(isolated_home: Path) -> Path:
+    return isolated_home / "tandem.db"
+
+
+@pytest.fixture
+def store(db_path: Path):
+    with Store.open(db_path) as opened:
+        yield opened
+
+
+@pytest.fixture(autouse=True)
+def network_back_online():
+    """offload.network.NETWORK is process-wide; leave it online for the next test."""
+    yield
+    from offload.network import NETWORK
+
+    NETWORK.set_offline(False)
+
+
+class ScriptedRouter:
+    """FAKE, standing in for offload.router.Router and a cloud provider: it replays RouterEvents as
+    the router contract describes them, asks `approve` when given a Preview, and honours cancel.
+    The real router with the embedded model and a loopback cloud replace it as they land."""
+
+    def __init__(
+        self,
+        events: Sequence[RouterEvent] = (),
+        preview: Preview | None = None,
+        declined: Sequence[RouterEvent] = (),
+        wait_for_cancel: bool = False,
+    ) -> None:
+        self.events = list(events)
+        self.preview = preview
+        self.declined = list(declined)
+        self.wait_for_cancel = wait_for_cancel
+        self.turns: list[Turn] = []
+        self.approvals: list[bool] = []
+        self.started = threading.Event()
+        self.seen_in_store: list[Any] = []
+
+    def run(self, turn: Turn, approve=None, cancel: threading.Event | None = None):
+        self.turns.append(turn)
+        self.started.set()
+        if self.wait_for_cancel:
+            yield Token("partial ", "local")
+            assert cancel is not None
+            cancel.wait(10)
+            yield TurnDone("local", "tandem-nano", "tvm", "interrupted", "cancelled by you")
+            return
+        events = self.events
+        if self.preview is not None:
+            answer = bool(approve(self.preview))
+            self.approvals.append(answer)
+            if not answer:
+                events = self.declined
+        yield from events
+
+    def factory(self) -> Callable[[Any, Any, bool], ScriptedRouter]:
+        return lambda engine, settings, offline: self
+
+
+class NoEngine:
+    """FAKE engine handle: the scripted router never calls it; it only marks the model as ready."""
+
+    def close(self) -> None:
+        pass
+
+
+def ready_opener(model, on_progress):
+    return NoEngine()
+
+
+def local_reply(text: str = "Paris is the capital of France.") -> list[RouterEvent]:
+    return [
+        Decision("local", "every turn starts local"),
+        *(Token(word + " ", "local", -0.05) for word in text.split(" ")),
+        TurnDone("local", "tandem-nano", "tvm", "complete", "confident local answer", 0.93, 12, 7, 4.0, 41.5),
+    ]
+
+
+def cloud_reply(text: str = "The cloud answer.") -> list[RouterEvent]:
+    return [
+        Decision("local", "every turn starts local"),
+        Token("I am not ", "local", -2.5),
+        Discard("low local confidence (0.21)"),
+        Decision("cloud", "low local confidence (0.21)", 0.21),
+        Egress("openai", "api.openai.com", '{"messages": [{"content": "mail [EMAIL_1]"}]}', 64, 128, {"EMAIL": 1}),
+        Token(text, "cloud"),
+        TurnDone("cloud", "gpt-4o-mini", "openai", "complete", "low local confidence (0.21)", 0.21, 30, 5, 300.0, 55.0),
+    ]
+
+
+@pytest.fixture
+def make_app(db_path: Path):
+    """A TandemApp on the test's database; by default it loads no model (flows that need none)."""
+
+    def build(router: ScriptedRouter | None = None, **kwargs: Any) -> TandemApp:
+        if router is not None:
+            kwargs.setdefault("make_router", router.factory())
+            kwargs.setdefault("open_engine", ready_opener)
+        else:
+            kwargs.setdefault("load_engine", False)
+        return TandemApp(db_path, **kwargs)
+
+    return build
