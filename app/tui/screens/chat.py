@@ -132,15 +132,12 @@ class ChatScreen(Screen[None]):
         settings = self.tandem.settings
         status = self.query_one(StatusBar)
         status.mode = "offline" if self.tandem.offline_flag else settings.mode
-        header = self.query_one("#header", Static)
-        if self.conversation_id is None:
-            header.update(f"[b]{NEW_TITLE}[/b]   cloud: off")
-            return
-        conversation = self.store.get_conversation(self.conversation_id)
-        cloud = "[b]on[/b]" if conversation.cloud_opt_in else "off"
-        lock = "   🔒 local only" if conversation.local_only else ""
-        header.update(
-            f"[b]{escape(conversation.title)}[/b]   "
+        conversation = self.store.get_conversation(self.conversation_id) if self.conversation_id else None
+        title = conversation.title if conversation else NEW_TITLE
+        cloud = "[b]on[/b]" if conversation and conversation.cloud_opt_in else "off"
+        lock = "   🔒 local only" if conversation and conversation.local_only else ""
+        self.query_one("#header", Static).update(
+            f"[b]{escape(title)}[/b]   "
             f"[@click=screen.toggle_cloud]cloud: {cloud}[/] (Ctrl+O){lock}   "
             f"[@click=screen.cycle_mode]mode: {status.mode}[/] (Ctrl+G)"
         )
