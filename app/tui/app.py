@@ -1,5 +1,5 @@
-"""TandemApp: opens the history store, paints the chat at once, and loads the local model in a
-background thread while a status line shows its progress."""
+"""TandemApp: paints the chat at once, opens the history store and then loads the local model in
+background threads, while a status line shows their progress."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class NetworkChanged(Message):
 
 
 class TandemApp(App[None]):
-    CSS_PATH = "tandem.tcss"
+    CSS_PATH = Path(__file__).with_name("tandem.tcss")  # absolute, so subclasses elsewhere find it
     TITLE = "Tandem"
     BINDINGS = [Binding("ctrl+q", "quit", "Quit", id="quit", priority=True)]
 
@@ -39,6 +39,7 @@ class TandemApp(App[None]):
         self,
         db_path: Path | None = None,
         *,
+        store: Any = None,
         offline: bool = False,
         open_engine: EngineOpener = open_model,
         make_router: RouterFactory = default_router_factory,
@@ -50,7 +51,8 @@ class TandemApp(App[None]):
         self.open_engine = open_engine
         self.make_router = make_router
         self.should_load_engine = load_engine
-        self.store: Any = None
+        self.store: Any = store
+        """An open app.store.Store (the app closes it), or None to open db_path in the background."""
         self.settings = UserSettings()
         self.engine: Any = None
         self.model: LocalModel | None = None
@@ -59,20 +61,34 @@ class TandemApp(App[None]):
     # --- start-up -----------------------------------------------------------------------------
 
     async def on_mount(self) -> None:
-        from app.store import Store, StoreError
-
-        try:
-            self.store = Store.open(self.db_path)
-        except StoreError as problem:
-            self.exit(return_code=1, message=f"tandem: {problem}")
-            return
-        self.settings = load_settings(self.store)
-        self.theme = self.settings.theme
-        self.set_keymap(dict(self.settings.keymap))
         from app.tui.screens.chat import ChatScreen
 
         await self.push_screen(ChatScreen())
+        if self.store is not None:
+            await self._history_ready(self.store)
+        else:
+            # After the first frame: the worker's imports would hold the GIL while the screen paints.
+            self.call_after_refresh(self.open_history)
+
+    @work(thread=True, exclusive=True, group="history")
+    def open_history(self) -> None:
+        """Open the store off the UI thread: sqlite-utils and the migrations would delay the first paint."""
+        from app.store import Store, StoreError
+
+        try:
+            store = Store.open(self.db_path)
+        except StoreError as problem:
+            self.call_from_thread(self.exit, return_code=1, message=f"tandem: {problem}")
+            return
+        self.call_from_thread(self._history_ready, store)
+
+    async def _history_ready(self, store: Any) -> None:
+        self.store = store
+        self.settings = load_settings(store)
+        self.theme = self.settings.theme
+        self.set_keymap(dict(self.settings.keymap))
         self._watch_network()
+        await self.chat.show_history()
         if self.should_load_engine:
             self.load_engine(chosen_model(self.settings.model_dir, self.settings.backend))
 
@@ -141,6 +157,8 @@ class TandemApp(App[None]):
             self.load_engine(chosen_model(settings.model_dir, settings.backend))
 
     def action_theme(self) -> None:
+        if self.store is None:
+            return  # the choice is saved in the history store, still opening
         theme = THEMES[(THEMES.index(self.settings.theme) + 1) % len(THEMES)] if self.settings.theme in THEMES else THEMES[0]
         self.update_settings(replace(self.settings, theme=theme))
 

@@ -44,6 +44,16 @@ def network_back_online():
     NETWORK.set_offline(False)
 
 
+async def until_ready(pilot) -> None:
+    """Wait until the history is open and every start-up worker (history, then model) is done."""
+    app = pilot.app
+    for _ in range(500):
+        if app.store is not None and all(worker.is_finished for worker in app.workers):
+            break
+        await pilot.pause(0.01)
+    await pilot.pause()
+
+
 class ScriptedRouter:
     """FAKE, standing in for offload.router.Router and a cloud provider: it replays RouterEvents as
     the router contract describes them, asks `approve` when given a Preview, and honours cancel.
@@ -119,9 +129,12 @@ def cloud_reply(text: str = "The cloud answer.") -> list[RouterEvent]:
 
 @pytest.fixture
 def make_app(db_path: Path):
-    """A TandemApp on the test's database; by default it loads no model (flows that need none)."""
+    """A TandemApp on the test's database, opened up front so tests can act at once; by default it
+    loads no model (flows that need none)."""
 
     def build(router: ScriptedRouter | None = None, **kwargs: Any) -> TandemApp:
+        if "store" not in kwargs:
+            kwargs["store"] = Store.open(db_path)
         if router is not None:
             kwargs.setdefault("make_router", router.factory())
             kwargs.setdefault("open_engine", ready_opener)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
-from conftest import ready_opener
+from conftest import ready_opener, until_ready
 
 from app.store import EgressRecord
 from app.tui.app import TandemApp
@@ -38,8 +38,7 @@ def seeded(db_path, store) -> TandemApp:
 
 
 async def wait_ready(pilot) -> None:
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
+    await until_ready(pilot)
 
 
 def test_first_run(snap_compare, db_path):

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import SIZE
+from conftest import SIZE, until_ready
 
 from app.local_models import ModelUnavailable
 from app.tui.screens.chat import ChatScreen
@@ -24,9 +24,10 @@ def engine_status(app) -> str:
 
 
 async def test_a_first_run_opens_the_chat_with_no_questions(make_app, db_path):
-    async with make_app().run_test(size=SIZE) as pilot:
+    async with make_app(store=None).run_test(size=SIZE) as pilot:
         app = pilot.app
         assert isinstance(app.screen, ChatScreen)
+        await until_ready(pilot)
         assert app.chat.query_one("#prompt").has_focus
         assert "New conversation" in str(app.chat.query_one("#header").render())
         assert app.settings.mode == "ask"
@@ -59,9 +60,12 @@ async def test_the_model_loads_in_the_background_with_its_progress_shown(make_ap
 
 async def test_a_damaged_database_exits_with_a_message_not_a_traceback(make_app, db_path):
     db_path.write_bytes(b"this is not sqlite" * 100)
-    app = make_app()
+    app = make_app(store=None)  # opened by the app, in the background, as `tandem` does
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        for _ in range(100):
+            if app.return_code is not None:
+                break
+            await pilot.pause(0.05)
     assert app.return_code == 1
     assert db_path.read_bytes() == b"this is not sqlite" * 100
 

@@ -107,14 +107,15 @@ class ChatScreen(Screen[None]):
         yield StatusBar(id="status")
         yield Footer()
 
-    async def on_mount(self) -> None:
-        conversations = self.store.list_conversations()
-        if conversations:
-            await self.open_conversation(conversations[0].id)
-        else:
-            await self.refresh_sidebar()
-            self.refresh_privacy()
+    def on_mount(self) -> None:
+        self.engine_status("opening history…")
         self.query_one(PromptInput).focus()
+
+    async def show_history(self) -> None:
+        """The store is open: list the conversations and open the latest."""
+        conversations = self.store.list_conversations()
+        await self.open_conversation(conversations[0].id if conversations else None)
+        self.engine_status("history ready")
 
     # --- what the app pushes down -------------------------------------------------------------
 
@@ -344,6 +345,10 @@ class ChatScreen(Screen[None]):
     # --- a turn ---------------------------------------------------------------------------------
 
     async def on_prompt_input_submitted(self, event: PromptInput.Submitted) -> None:
+        if self.store is None:
+            self.notify("The history is still opening; send again in a moment.", severity="warning")
+            self.query_one(PromptInput).text = event.text
+            return
         if self.busy:
             self.notify("A reply is still streaming; press Esc to cancel it.", severity="warning")
             return
@@ -445,4 +450,4 @@ class ChatScreen(Screen[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "cancel":
             return self.busy  # Esc falls through to other widgets when nothing streams
-        return True
+        return self.store is not None  # the rest wait for the history to open
