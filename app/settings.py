@@ -91,6 +91,8 @@ def validate(settings: UserSettings) -> UserSettings:
             )
         if not provider.model.strip():
             raise SettingsError(f"Name a model for {provider.name}, like gpt-4o-mini.")
+    if settings.theme not in THEMES:
+        raise SettingsError(f"theme must be one of {', '.join(THEMES)}, not {settings.theme!r}.")
     if settings.provider not in {p.name for p in settings.providers}:
         raise SettingsError(f"No provider is named {settings.provider!r}; pick one of the list.")
     return settings
@@ -118,20 +120,27 @@ def _decode(name: str, value: Any) -> Any:
 
 
 def load_settings(table: SettingsTable) -> UserSettings:
-    """The saved settings; a field never saved, or saved unreadably, keeps its default."""
-    values: dict[str, Any] = {}
+    """The saved settings; a field never saved, or saved unreadably or invalidly, keeps its default."""
+    saved: dict[str, Any] = {}
     for f in fields(UserSettings):
         raw = table.get_setting(SETTINGS_PREFIX + f.name)
         if raw is None:
             continue
         try:
-            values[f.name] = _decode(f.name, raw)
+            saved[f.name] = _decode(f.name, raw)
         except (ValueError, TypeError, AttributeError):
             continue  # a hand-edited or older value: the default is the safe reading
     try:
-        return validate(UserSettings(**values))
+        return validate(UserSettings(**saved))
     except (SettingsError, TypeError):
-        return UserSettings()
+        pass
+    settings = UserSettings()  # something is off: keep each field that is valid on its own
+    for name, value in saved.items():
+        try:
+            settings = validate(replace(settings, **{name: value}))
+        except (SettingsError, TypeError):
+            continue
+    return settings
 
 
 def save_settings(table: SettingsTable, settings: UserSettings) -> None:

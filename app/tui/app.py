@@ -159,7 +159,7 @@ class TandemApp(App[None]):
     def action_theme(self) -> None:
         if self.store is None:
             return  # the choice is saved in the history store, still opening
-        theme = THEMES[(THEMES.index(self.settings.theme) + 1) % len(THEMES)] if self.settings.theme in THEMES else THEMES[0]
+        theme = THEMES[(THEMES.index(self.settings.theme) + 1) % len(THEMES)]
         self.update_settings(replace(self.settings, theme=theme))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:

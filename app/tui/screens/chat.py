@@ -319,17 +319,18 @@ class ChatScreen(Screen[None]):
         self.app.push_screen(KeysScreen([p.name for p in self.tandem.settings.providers]))
 
     def action_models(self) -> None:
-        from app.local_models import chosen_model, discover_models
+        from app.local_models import chosen_model, discover_models, embedded_model
         from app.tui.screens.models import ModelPickerScreen
 
+        if self.busy:  # switching closes the engine the reply is streaming from
+            self.notify("A reply is still streaming; press Esc to cancel it first.", severity="warning")
+            return
         settings = self.tandem.settings
 
         def picked(model: Any) -> None:
             if model is not None:
-                embedded = model == discover_models()[0]
-                self.tandem.update_settings(
-                    replace(settings, model_dir=None if embedded else str(model.path), backend=model.backend)
-                )
+                model_dir = None if model.path == embedded_model().path else str(model.path)
+                self.tandem.update_settings(replace(settings, model_dir=model_dir, backend=model.backend))
 
         current = chosen_model(settings.model_dir, settings.backend)
         self.app.push_screen(ModelPickerScreen(discover_models(), current), picked)
