@@ -21,10 +21,10 @@ class Tokenizer:
         from tokenizers import Tokenizer as HFTokenizer
 
         self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelFileError(f"{self.path} is missing; the model directory needs its tokenizer.json.")
         try:
             self._tokenizer = HFTokenizer.from_file(str(self.path))
-        except FileNotFoundError:
-            raise ModelFileError(f"{self.path} is missing; the model directory needs its tokenizer.json.") from None
         except Exception as error:  # tokenizers raises bare Exceptions for bad files
             raise ModelFileError(f"{self.path} is not a valid tokenizer ({error}); restore the file.") from None
         decoder = self._tokenizer.decoder
