@@ -114,12 +114,13 @@ def choose_template(checkpoint: HFCheckpoint, tokenizer: Tokenizer, name: str | 
 
 
 def _guess_template_name(checkpoint: HFCheckpoint, tokenizer: Tokenizer) -> str:
+    chatml = "qwen2" if checkpoint.model_config.model_type == "qwen2" else "chatml"
+    markers = (("<|start_header_id|>", "llama-3"), ("<|im_start|>", chatml), ("<|user|>", "phi-3"))
     text = checkpoint.chat_template_text()
-    qwen2 = checkpoint.model_config.model_type == "qwen2"
-    for marker, template in (("<|start_header_id|>", "llama-3"), ("<|im_start|>", "qwen2" if qwen2 else "chatml"), ("<|user|>", "phi-3")):
+    for marker, template in markers:
         if marker in text:
             return template
-    for marker, template in (("<|start_header_id|>", "llama-3"), ("<|im_start|>", "qwen2" if qwen2 else "chatml")):
+    for marker, template in markers[:2]:  # no chat template: go by the tokenizer's special tokens
         if tokenizer.token_to_id(marker) is not None:
             return template
     raise ModelFileError(
@@ -243,5 +244,6 @@ def describe(model: ModelConfig) -> str:
     tied = "tied" if model.tie_word_embeddings else "untied"
     return (
         f"{model.model_type}: {model.num_hidden_layers} layers, hidden {model.hidden_size}, "
-        f"{model.num_attention_heads} heads / {model.num_key_value_heads} KV, vocab {model.vocab_size}, {tied} embeddings"
+        f"{model.num_attention_heads} heads / {model.num_key_value_heads} KV, "
+        f"vocab {model.vocab_size}, {tied} embeddings"
     )

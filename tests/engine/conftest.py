@@ -58,12 +58,16 @@ def _write_tokenizer(folder: Path, style: str) -> Path:
     )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=384, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=384,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tokenizer.train_from_iterator(SENTENCES, trainer)
     tokenizer.save(str(folder / "tokenizer.json"))
     if style == "chatml":
-        config = {"bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "chat_template": CHATML_JINJA}
+        config = {"bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
+        config["chat_template"] = CHATML_JINJA
     else:
         config = {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "chat_template": LLAMA3_JINJA}
     config["tokenizer_class"] = "PreTrainedTokenizerFast"
@@ -181,3 +185,48 @@ def tiny_chat_config():
         )  # fmt: skip
 
     return build
+
+
+@pytest.fixture(scope="session")
+def hf_weights_from_mlc() -> Callable[[Path], dict]:
+    """weights(model_dir) -> {Hugging Face name: float32 array}: an MLC directory's parameters
+    dequantized and un-fused (qkv -> q, k, v; gate_up -> gate, up), ready for
+    `model.load_state_dict({k: torch.from_numpy(v) ...}, strict=False)` in a transformers
+    reference. Tied checkpoints get no lm_head.weight."""
+    from engine.artifact import load_params
+    from engine.config import read_chat_config
+    from engine.layout import restore_logical
+    from engine.quantization import QUANTIZATIONS
+
+    def weights(model_dir: Path) -> dict:
+        chat_config = read_chat_config(model_dir)
+        model = chat_config.model_config
+        params = load_params(model_dir, chat_config)
+        logical = restore_logical(params, model, QUANTIZATIONS[chat_config.quantization])
+        q_rows = model.num_attention_heads * model.head_dim
+        kv_rows = model.num_key_value_heads * model.head_dim
+        splits = {
+            "qkv_proj": (("q_proj", "k_proj", "v_proj"), (q_rows, q_rows + kv_rows)),
+            "c_attn": (("q_proj", "k_proj", "v_proj"), (q_rows, q_rows + kv_rows)),
+            "gate_up_proj": (("gate_proj", "up_proj"), (model.intermediate_size,)),
+        }
+        hf: dict = {}
+        for name, array in logical.items():
+            module, _, suffix = name.rpartition(".")
+            parent, _, leaf = module.rpartition(".")
+            array = array.astype("float32")
+            if leaf in splits:
+                parts, cuts = splits[leaf]
+                for part, piece in zip(parts, _split_rows(array, cuts)):
+                    hf[f"{parent}.{part}.{suffix}"] = piece
+            else:
+                hf[name] = array
+        return hf
+
+    return weights
+
+
+def _split_rows(array, cuts):
+    import numpy as np
+
+    return np.split(array, list(cuts), axis=0)

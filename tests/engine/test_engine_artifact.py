@@ -131,7 +131,8 @@ def test_shape_mismatch_names_the_file_and_tensor(tiny_chat_config):
     params = fake_params(chat_config)
     check_params(params, chat_config, source="tensor-cache.json")
     params["model.layers.0.mlp.down_proj.q_scale"] = np.zeros((64, 2), dtype=np.float16)
-    with pytest.raises(ModelFileError, match=r"tensor-cache.json: model.layers.0.mlp.down_proj.q_scale is float16\[64, 2\]"):
+    expected = r"tensor-cache.json: model.layers.0.mlp.down_proj.q_scale is float16\[64, 2\]"
+    with pytest.raises(ModelFileError, match=expected):
         check_params(params, chat_config, source="tensor-cache.json")
 
 

@@ -42,7 +42,8 @@ def test_chatml_family(name):
 def test_default_system_message_when_none_is_given():
     prompt = builtin_template("qwen2").render([{"role": "user", "content": "Hi"}])
     assert prompt == (
-        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     )
 
 
@@ -76,7 +77,8 @@ def test_mlc_dict_with_two_seps_and_no_role_after_system():
             "add_role_after_system_message": False,
         }
     )
-    prompt = template.render([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}])
+    turns = [("user", "a"), ("assistant", "b"), ("user", "c")]
+    prompt = template.render([{"role": role, "content": content} for role, content in turns])
     assert prompt == "[INST] <<SYS>>sys<</SYS>> a [/INST] b</s>[INST] c [/INST] "
 
 
