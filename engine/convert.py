@@ -3,7 +3,6 @@ tensor cache, mlc-chat-config.json (with a chat template fit to the tokenizer) a
 
 from __future__ import annotations
 
-import re
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,7 +25,15 @@ TOKENIZER_FILES = (
 )  # fmt: skip
 DEFAULT_CONTEXT_CAP = 8192
 """Longer native windows are capped by default: the KV cache grows with the window."""
-_SPECIAL_TOKEN = re.compile(r"<\|[^|<>]+\|>")
+_REQUIRED_TOKENS = {
+    "llama-3": ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
+    "chatml": ("<|im_start|>", "<|im_end|>"),
+    "qwen2": ("<|im_start|>", "<|im_end|>"),
+    "phi-3": ("<|user|>", "<|assistant|>", "<|end|>"),
+    "tinyllama_v1_0": ("</s>",),
+}
+"""The single tokens each built-in template's markup relies on; a tokenizer without them was
+not trained on that format."""
 
 Progress = Callable[[str, float], None]
 
@@ -97,7 +104,7 @@ def choose_template(checkpoint: HFCheckpoint, tokenizer: Tokenizer, name: str | 
             raise ModelFileError(f"{error.args[0]}.") from None
     else:
         template = builtin_template(_guess_template_name(checkpoint, tokenizer))
-    missing = [t for t in _SPECIAL_TOKEN.findall(_markup(template)) if tokenizer.token_to_id(t) is None]
+    missing = [t for t in _REQUIRED_TOKENS.get(template.name, ()) if tokenizer.token_to_id(t) is None]
     if missing:
         raise ModelFileError(
             f"{checkpoint.folder / TOKENIZER_FILE} lacks {', '.join(sorted(set(missing)))}, which the "
@@ -115,22 +122,20 @@ def choose_template(checkpoint: HFCheckpoint, tokenizer: Tokenizer, name: str | 
 
 def _guess_template_name(checkpoint: HFCheckpoint, tokenizer: Tokenizer) -> str:
     chatml = "qwen2" if checkpoint.model_config.model_type == "qwen2" else "chatml"
-    markers = (("<|start_header_id|>", "llama-3"), ("<|im_start|>", chatml), ("<|user|>", "phi-3"))
+    markers = (("<|start_header_id|>", "llama-3"), ("<|im_start|>", chatml), ("<|end|>", "phi-3"))
     text = checkpoint.chat_template_text()
     for marker, template in markers:
         if marker in text:
             return template
-    for marker, template in markers[:2]:  # no chat template: go by the tokenizer's special tokens
+    if "<|assistant|>" in text:  # Zephyr-style markers without phi-3's <|end|>
+        return "tinyllama_v1_0"
+    for marker, template in markers:  # no chat template: go by the tokenizer's special tokens
         if tokenizer.token_to_id(marker) is not None:
             return template
     raise ModelFileError(
         f"{checkpoint.folder}: cannot tell the model's chat format from its tokenizer; "
         f"name one with --conv-template ({', '.join(BUILTIN_TEMPLATES)})."
     )
-
-
-def _markup(template: ConvTemplate) -> str:
-    return template.system_template + "".join(template.roles.values()) + "".join(template.seps)
 
 
 def _chat_config(

@@ -163,6 +163,19 @@ BUILTIN_TEMPLATES: Mapping[str, ConvTemplate] = {
         stop_token_ids=(32000, 32007),
         system_prefix_token_ids=(1,),
     ),
+    # TinyLlama-1.1B-Chat: Zephyr-style role markers written as plain text, turns end with </s>.
+    "tinyllama_v1_0": ConvTemplate(
+        name="tinyllama_v1_0",
+        system_template=f"<|system|>\n{SYSTEM_PLACEHOLDER}</s>\n",
+        system_message="You are a helpful assistant.",
+        roles={"user": "<|user|>", "assistant": "<|assistant|>"},
+        seps=("</s>\n",),
+        role_content_sep="\n",
+        role_empty_sep="\n",
+        stop_str=("</s>",),
+        stop_token_ids=(2,),
+        system_prefix_token_ids=(1,),
+    ),
 }
 
 

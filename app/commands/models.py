@@ -85,6 +85,10 @@ def convert_model(args: argparse.Namespace) -> int:
         _clear_progress()
         print(f"tandem: error: {error}", file=sys.stderr)
         return 1
+    except OSError as error:  # the disk: permissions, space
+        _clear_progress()
+        print(f"tandem: error: cannot write {out_dir}: {error.strerror or error}; nothing was written.", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         _clear_progress()
         print("tandem: conversion cancelled; nothing was written.", file=sys.stderr)

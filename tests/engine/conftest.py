@@ -31,21 +31,54 @@ LLAMA3_JINJA = (
     "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
 )
 
+TINYLLAMA_JINJA = (
+    "{% for message in messages %}{% if message['role'] == 'user' %}{{ '<|user|>\\n' + message['content'] + "
+    "eos_token }}{% elif message['role'] == 'system' %}{{ '<|system|>\\n' + message['content'] + eos_token }}"
+    "{% elif message['role'] == 'assistant' %}{{ '<|assistant|>\\n' + message['content'] + eos_token }}{% endif %}"
+    "{% if loop.last and add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}{% endfor %}"
+)
+
 TokenizerBuilder = Callable[..., Path]
 CheckpointBuilder = Callable[..., Path]
 
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer_dir(tmp_path_factory) -> TokenizerBuilder:
-    """build(style="chatml"|"llama-3") -> a folder with tokenizer.json and tokenizer_config.json."""
+    """build(style) -> a folder with tokenizer.json and tokenizer_config.json. Styles: "chatml"
+    and "llama-3" (byte-level BPE with those special tokens), "tinyllama" (SentencePiece-style
+    BPE with byte fallback, <s> and </s>, as Llama 2 and TinyLlama use)."""
     built: dict[str, Path] = {}
 
     def build(style: str = "chatml") -> Path:
         if style not in built:
-            built[style] = _write_tokenizer(tmp_path_factory.mktemp(f"tokenizer-{style}"), style)
+            folder = tmp_path_factory.mktemp(f"tokenizer-{style}")
+            writer = _write_sentencepiece_tokenizer if style == "tinyllama" else _write_tokenizer
+            built[style] = writer(folder, style)
         return built[style]
 
     return build
+
+
+def _write_sentencepiece_tokenizer(folder: Path, style: str) -> Path:
+    from tokenizers import Tokenizer, decoders, models, normalizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    tokenizer.decoder = decoders.Sequence(
+        [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    trainer = trainers.BpeTrainer(vocab_size=200, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False)
+    tokenizer.train_from_iterator([s for s in SENTENCES if s.isascii()], trainer)
+    # SentencePiece's byte fallback: the 256 <0xNN> pieces, in the vocab but not special.
+    spec = json.loads(tokenizer.to_str())
+    vocab = spec["model"]["vocab"]
+    for byte in range(256):
+        vocab.setdefault(f"<0x{byte:02X}>", len(vocab))
+    (folder / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False))
+    config = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "chat_template": TINYLLAMA_JINJA}
+    config["tokenizer_class"] = "LlamaTokenizerFast"
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    return folder
 
 
 def _write_tokenizer(folder: Path, style: str) -> Path:

@@ -87,6 +87,14 @@ def test_llama3_style_tokenizer_gets_the_llama3_template(tiny_mlc_model):
     assert set(template.stop_token_ids) == {1, 4}  # <|end_of_text|>, <|eot_id|>
 
 
+def test_tinyllama_style_tokenizer_gets_its_template(tiny_mlc_model):
+    config = read_chat_config(tiny_mlc_model("q4f16_1", model_type="llama", tie=False, style="tinyllama"))
+    template = config.conv_template
+    assert template.name == "tinyllama_v1_0"
+    assert template.system_prefix_token_ids == (1,) and template.stop_token_ids == (2,)  # <s>, </s>
+    assert config.tokenizer_info["token_postproc_method"] == "byte_fallback"
+
+
 def test_bf16_checkpoint_converts_exactly(tiny_hf_checkpoint, tiny_mlc_model, hf_weights_from_mlc):
     restored = hf_weights_from_mlc(tiny_mlc_model("q0f32", model_type="llama", tie=False, dtype="bfloat16"))
     checkpoint = HFCheckpoint(tiny_hf_checkpoint(model_type="llama", tie=False, dtype="bfloat16"))

@@ -57,6 +57,16 @@ def test_phi3():
     )
 
 
+def test_tinyllama():
+    assert builtin_template("tinyllama_v1_0").render(CHAT) == (
+        "<|system|>\nBe brief.</s>\n"
+        "<|user|>\nHi</s>\n"
+        "<|assistant|>\nHello!</s>\n"
+        "<|user|>\nBye</s>\n"
+        "<|assistant|>\n"
+    )
+
+
 @pytest.mark.parametrize("name", list(BUILTIN_TEMPLATES))
 def test_dict_round_trip(name):
     template = BUILTIN_TEMPLATES[name]
@@ -93,5 +103,5 @@ def test_late_system_message_is_a_clear_error():
 
 
 def test_unknown_template_name_lists_the_known_ones():
-    with pytest.raises(KeyError, match="known: llama-3, chatml, qwen2, phi-3"):
+    with pytest.raises(KeyError, match="known: llama-3, chatml, qwen2, phi-3, tinyllama_v1_0"):
         builtin_template("vicuna")
