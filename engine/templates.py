@@ -6,7 +6,7 @@ carries Tandem's own definitions of the common templates, looked up by name.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -93,6 +93,10 @@ class ConvTemplate:
             parts.append(prefix + body + (assistant_sep if role == "assistant" else user_sep))
         parts.append(self.roles["assistant"] + self.role_empty_sep)
         return "".join(parts)
+
+    def prompt_token_ids(self, messages: Sequence[Mapping[str, str]], encode: Callable[[str], list[int]]) -> list[int]:
+        """The prompt as token ids: the prefix ids, then the rendered text through `encode`."""
+        return [*self.system_prefix_token_ids, *encode(self.render(messages))]
 
     def _split_system(self, messages: Sequence[Mapping[str, str]]) -> tuple[str, list[tuple[str, str]]]:
         system_message = self.system_message

@@ -105,3 +105,9 @@ def test_late_system_message_is_a_clear_error():
 def test_unknown_template_name_lists_the_known_ones():
     with pytest.raises(KeyError, match="known: llama-3, chatml, qwen2, phi-3, tinyllama_v1_0"):
         builtin_template("vicuna")
+
+
+def test_prompt_token_ids_put_the_prefix_first():
+    template = builtin_template("llama-3")
+    ids = template.prompt_token_ids([{"role": "user", "content": "Hi"}], encode=lambda text: [len(text)])
+    assert ids == [128000, len(template.render([{"role": "user", "content": "Hi"}]))]
