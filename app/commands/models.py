@@ -87,7 +87,8 @@ def convert_model(args: argparse.Namespace) -> int:
         return 1
     except OSError as error:  # the disk: permissions, space
         _clear_progress()
-        print(f"tandem: error: cannot write {out_dir}: {error.strerror or error}; nothing was written.", file=sys.stderr)
+        reason = error.strerror or error
+        print(f"tandem: error: cannot write {out_dir}: {reason}; nothing was written.", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         _clear_progress()
