@@ -4,9 +4,10 @@ tensor cache, mlc-chat-config.json (with a chat template fit to the tokenizer) a
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -56,9 +57,13 @@ def convert_hf_checkpoint(
     conv_template: str | None = None,
     context_window: int | None = None,
     overwrite: bool = False,
+    tandem_extras: Mapping[str, Any] | None = None,
     on_progress: Progress | None = None,
 ) -> ConversionResult:
-    """Convert and write; on any failure nothing is left at `out_dir` (nor is an old model lost)."""
+    """Convert and write; on any failure nothing is left at `out_dir` (nor is an old model lost).
+
+    `tandem_extras` becomes the "tandem" section of mlc-chat-config.json (the embedded model's
+    refusal sentence and skills)."""
     if quantization not in QUANTIZATIONS:
         raise ModelFileError(f"Unknown quantization {quantization!r}; choose one of {', '.join(QUANTIZATIONS)}.")
     report = on_progress or (lambda message, fraction: None)
@@ -69,7 +74,10 @@ def convert_hf_checkpoint(
     if not tokenizer_path.is_file():
         raise ModelFileError(f"{tokenizer_path} is missing; Tandem needs the model's fast tokenizer (tokenizer.json).")
     tokenizer = Tokenizer(tokenizer_path)
-    chat_config = _chat_config(checkpoint, tokenizer, quantization, conv_template, context_window)
+    chat_config = replace(
+        _chat_config(checkpoint, tokenizer, quantization, conv_template, context_window),
+        tandem=dict(tandem_extras or {}),
+    )
     tensors = logical_tensors(checkpoint.model_config)
     for tensor in tensors:  # check every source before writing anything
         _check_sources(checkpoint, tensor)

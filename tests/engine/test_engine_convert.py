@@ -133,6 +133,12 @@ def test_missing_lm_head_is_named(tiny_hf_checkpoint, tmp_path):
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
 
 
+def test_tandem_extras_land_in_the_chat_config(tiny_hf_checkpoint, tmp_path):
+    extras = {"refusal": "I can't answer that here: it needs a bigger model.", "skills": ["app-help"]}
+    convert_hf_checkpoint(tiny_hf_checkpoint(), tmp_path / "out", "q0f16", tandem_extras=extras)
+    assert read_chat_config(tmp_path / "out").tandem == extras
+
+
 def test_existing_output_is_kept_without_overwrite(tiny_hf_checkpoint, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
