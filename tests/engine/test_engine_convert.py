@@ -139,6 +139,23 @@ def test_tandem_extras_land_in_the_chat_config(tiny_hf_checkpoint, tmp_path):
     assert read_chat_config(tmp_path / "out").tandem == extras
 
 
+def test_converting_over_the_checkpoint_itself_is_refused(tiny_hf_checkpoint):
+    source = tiny_hf_checkpoint()
+    with pytest.raises(ModelFileError, match="holds the checkpoint being converted"):
+        convert_hf_checkpoint(source, source, "q0f16", overwrite=True)
+    with pytest.raises(ModelFileError, match="holds the checkpoint being converted"):
+        convert_hf_checkpoint(source, source.parent, "q0f16", overwrite=True)
+    assert (source / "config.json").is_file()
+
+
+def test_overwrite_replaces_an_older_conversion(tiny_hf_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    convert_hf_checkpoint(tiny_hf_checkpoint(), out, "q0f16")
+    convert_hf_checkpoint(tiny_hf_checkpoint(), out, "q4f16_1", overwrite=True)
+    assert read_chat_config(out).quantization == "q4f16_1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
 def test_existing_output_is_kept_without_overwrite(tiny_hf_checkpoint, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
