@@ -188,3 +188,25 @@ def test_cli_bad_hf_dir_is_one_clear_line(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "config.json is missing" in lines[0], done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
+
+
+def test_safetensors_reader_matches_the_safetensors_library(tiny_hf_checkpoint):
+    from safetensors.torch import load_file
+
+    for dtype in ("float32", "bfloat16"):
+        folder = tiny_hf_checkpoint(model_type="qwen2", tie=False, dtype=dtype)
+        checkpoint = HFCheckpoint(folder)
+        (path,) = folder.glob("*.safetensors")
+        reference = load_file(path)
+        assert set(reference) == set(checkpoint.tensor_names)
+        for name, tensor in reference.items():
+            np.testing.assert_array_equal(checkpoint.tensor(name), tensor.float().numpy(), err_msg=name)
+
+
+def test_truncated_safetensors_is_named(tiny_hf_checkpoint, tmp_path):
+    hf_dir = tmp_path / "hf"
+    shutil.copytree(tiny_hf_checkpoint(), hf_dir)
+    (weights,) = hf_dir.glob("*.safetensors")
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(ModelFileError, match=r"model.safetensors is truncated"):
+        convert_hf_checkpoint(hf_dir, tmp_path / "out", "q4f16_1")
