@@ -210,3 +210,12 @@ def test_truncated_safetensors_is_named(tiny_hf_checkpoint, tmp_path):
     weights.write_bytes(weights.read_bytes()[:-100])
     with pytest.raises(ModelFileError, match=r"model.safetensors is truncated"):
         convert_hf_checkpoint(hf_dir, tmp_path / "out", "q4f16_1")
+
+
+def test_cli_lists_a_broken_model_as_unusable(isolated_home):
+    broken = isolated_home / "models" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "mlc-chat-config.json").write_text('{"model_type": "gpt2"}')
+    done = run_cli("models")
+    assert done.returncode == 0
+    assert "broken" in done.stdout and "unusable" in done.stdout and "gpt2" in done.stdout
