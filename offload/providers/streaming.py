@@ -118,7 +118,7 @@ def _send_with_retries(client: httpx.Client, call: ChatCall, cancel: threading.E
             if response.status_code == 200:
                 return response
             error = _status_error(response, call)
-        delay = _retry_delay(error, attempt, call.retry)
+        delay = retry_delay(error, attempt, call.retry)
         if delay is None:
             raise error
         if cancel is not None:
@@ -143,8 +143,9 @@ def _read_events(
                 for _ in events:  # drain what follows the terminal event, so the byte count is whole
                     pass
                 return
-    except SSEError as exc:
-        raise ProtocolError(call.provider, call.host, scrub(str(exc), [call.secret])) from None
+    except SSEError:
+        content_type = response.headers.get("content-type", "no content type").partition(";")[0]
+        raise ProtocolError(call.provider, call.host, f"a {content_type} reply, not an event stream") from None
     except ValueError as exc:
         raise ProtocolError(call.provider, call.host, scrub(str(exc), [call.secret])) from None
     except httpx.TimeoutException:
@@ -241,8 +242,9 @@ def retry_after_seconds(headers: httpx.Headers) -> float | None:
         return None
 
 
-def _retry_delay(error: ProviderError, attempt: int, policy: RetryPolicy) -> float | None:
-    """Seconds to wait before the next attempt, or None when the error goes to the caller now."""
+def retry_delay(error: ProviderError, attempt: int, policy: RetryPolicy) -> float | None:
+    """Seconds to wait after failed attempt number `attempt` (from 0), or None when the error goes
+    to the caller now: not retryable, attempts used up, or a Retry-After longer than we wait."""
     if not error.retryable or attempt + 1 >= policy.attempts:
         return None
     retry_after = getattr(error, "retry_after", None)
