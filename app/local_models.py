@@ -34,12 +34,25 @@ def embedded_model() -> LocalModel:
     return LocalModel("tandem-nano", embedded_model_dir(), "auto", "embedded · works offline, no key")
 
 
+def describe(path: Path) -> str:
+    """What the model's config says (architecture, quantization, context), or why it is unusable."""
+    from engine.config import read_chat_config
+    from engine.errors import ModelFileError
+
+    try:
+        config = read_chat_config(path)
+    except ModelFileError as problem:
+        return f"unusable: {problem}"
+    return f"{config.model_type} · {config.quantization} · context {config.context_window_size}"
+
+
 def discover_models() -> list[LocalModel]:
+    """Every model the picker offers, the embedded one first (heavier than it looks: reads configs)."""
     found = [embedded_model()]
     root = models_dir()
     if root.is_dir():
         for folder in sorted(p for p in root.iterdir() if (p / MODEL_CONFIG).is_file()):
-            found.append(LocalModel(folder.name, folder, "auto", f"converted · {folder}"))
+            found.append(LocalModel(folder.name, folder, "auto", f"{describe(folder)} · {folder}"))
     if importlib.util.find_spec("mlc_llm") is not None:
         found += [LocalModel(f"{m.label} on MLC LLM", m.path, "mlc", "mlc_llm runtime") for m in list(found)]
     return found
