@@ -161,11 +161,16 @@ def fit_calibration(
         theta -= step
         if np.abs(step).max() < 1e-8:
             break
-    partial = Calibration(tuple(names), tuple(mean), tuple(scale), tuple(theta[:-1]), float(theta[-1]))
+    partial = Calibration(tuple(names), _floats(mean), _floats(scale), _floats(theta[:-1]),
+                          float(theta[-1]))
     scores = np.array([partial.score(row) for row in rows])
     reference = tuple(float(q) for q in np.quantile(scores, np.linspace(0, 1, 101)))
     return Calibration(partial.names, partial.mean, partial.scale, partial.weights, partial.bias,
                        reference, fitted_on)
+
+
+def _floats(values: np.ndarray) -> tuple[float, ...]:
+    return tuple(float(v) for v in values)
 
 
 @dataclass(frozen=True)
