@@ -41,7 +41,14 @@ def find_emails(text: str) -> Iterable[Finding]:
 _PHONE_REGION = "US"
 
 
+# Digit groups joined by the separators phone numbers are written with.
+_PHONE_RUN = re.compile(r"(?<![\w+])\(?\+?\d[\d() .-]*\d(?!\w)")
+_PHONE_GROUP = re.compile(r"\+?\d+")
+
+
 def find_phones(text: str) -> Iterable[Finding]:
+    """libphonenumber's matcher, plus its validator on the digit groups of every number-like
+    run, so that a number written next to other digits is still found."""
     if not any(ch.isdigit() for ch in text):
         return
     import phonenumbers
@@ -52,29 +59,66 @@ def find_phones(text: str) -> Iterable[Finding]:
     for match in matcher:
         yield Finding("PHONE", match.start, match.end, match.raw_string)
 
+    def is_phone(candidate: str) -> bool:
+        if sum(ch.isdigit() for ch in candidate) < 7:
+            return False
+        try:
+            number = phonenumbers.parse(candidate, _PHONE_REGION)
+        except phonenumbers.NumberParseException:
+            return False
+        return phonenumbers.is_valid_number(number)
 
-# 13 to 19 digits, optionally grouped by single spaces or dashes, as cards are written.
-_CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+    for run in _PHONE_RUN.finditer(text):
+        for start, end in _valid_subspans(run, _PHONE_GROUP, is_phone, max_groups=6):
+            yield Finding("PHONE", start, end, text[start:end])
+
+
+def _valid_subspans(
+    run: re.Match[str], token: re.Pattern[str], is_valid: Callable[[str], bool], max_groups: int = 10
+) -> Iterable[tuple[int, int]]:
+    """Every valid span within a run of grouped characters ("32 4111 1111 1111 1111") that starts
+    and ends on group boundaries: a number written next to another must not hide inside a longer
+    invalid candidate. detect() merges the overlaps."""
+    groups = [(run.start() + m.start(), run.start() + m.end()) for m in token.finditer(run.group())]
+    for i in range(len(groups)):
+        for j in range(i, min(i + max_groups, len(groups))):
+            if is_valid(run.string[groups[i][0] : groups[j][1]]):
+                yield groups[i][0], groups[j][1]
+
+
+# Digits grouped by single spaces or dashes, as cards are written; each card is 13 to 19 digits.
+_DIGIT_RUN = re.compile(r"(?<![\d-])\d+(?:[ -]\d+)*(?![\d-])")
+_DIGITS = re.compile(r"\d+")
+
+
+def _is_card(candidate: str) -> bool:
+    from stdnum import luhn
+
+    digits = re.sub(r"\D", "", candidate)
+    return 13 <= len(digits) <= 19 and len(set(digits)) > 1 and luhn.is_valid(digits)
 
 
 def find_cards(text: str) -> Iterable[Finding]:
-    from stdnum import luhn
-
-    for match in _CARD.finditer(text):
-        digits = re.sub(r"\D", "", match.group())
-        if 13 <= len(digits) <= 19 and luhn.is_valid(digits) and len(set(digits)) > 1:
-            yield Finding("CARD", match.start(), match.end(), match.group())
+    for run in _DIGIT_RUN.finditer(text):
+        for start, end in _valid_subspans(run, _DIGITS, _is_card):
+            yield Finding("CARD", start, end, text[start:end])
 
 
-_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{1,4}){3,8}(?![A-Za-z0-9])")
+_ALNUM_RUN = re.compile(r"(?<![A-Za-z0-9])[A-Z0-9]+(?: [A-Z0-9]+)*(?![A-Za-z0-9])")
+_ALNUM = re.compile(r"[A-Z0-9]+")
+_IBAN_START = re.compile(r"[A-Z]{2}\d{2}")
+
+
+def _is_iban(candidate: str) -> bool:
+    from stdnum import iban
+
+    return bool(_IBAN_START.match(candidate)) and 15 <= len(candidate) <= 42 and iban.is_valid(candidate)
 
 
 def find_ibans(text: str) -> Iterable[Finding]:
-    from stdnum import iban
-
-    for match in _IBAN.finditer(text):
-        if iban.is_valid(match.group()):
-            yield Finding("IBAN", match.start(), match.end(), match.group())
+    for run in _ALNUM_RUN.finditer(text):
+        for start, end in _valid_subspans(run, _ALNUM, _is_iban):
+            yield Finding("IBAN", start, end, text[start:end])
 
 
 _SSN = re.compile(r"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])")
@@ -212,13 +256,22 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
 
 
 def detect(text: str, detectors: Sequence[Detector]) -> list[Finding]:
-    """Non-overlapping findings in text order; longer spans win, then earlier detectors."""
-    candidates: list[tuple[int, int, Finding]] = []
-    for rank, detector in enumerate(detectors):
-        candidates.extend((rank, index, f) for index, f in enumerate(detector(text)))
-    candidates.sort(key=lambda c: (-(c[2].end - c[2].start), c[0], c[2].start))
-    taken: list[Finding] = []
-    for _, _, finding in candidates:
-        if all(finding.end <= t.start or finding.start >= t.end for t in taken):
-            taken.append(finding)
-    return sorted(taken, key=lambda f: f.start)
+    """Non-overlapping findings in text order. Overlapping candidates merge into one span, so
+    nothing any detector flagged is left visible; it takes the kind of the longest candidate
+    (ties: the earlier detector)."""
+    candidates = [(rank, f) for rank, detector in enumerate(detectors) for f in detector(text)]
+    candidates.sort(key=lambda c: (c[1].start, c[1].end))
+    merged: list[Finding] = []
+    best: list[tuple[int, int]] = []  # per merged span: (-length, rank) of its strongest candidate
+    for rank, finding in candidates:
+        strength = (-(finding.end - finding.start), rank)
+        if merged and finding.start < merged[-1].end:
+            last = merged[-1]
+            kind = finding.kind if strength < best[-1] else last.kind
+            best[-1] = min(best[-1], strength)
+            end = max(last.end, finding.end)
+            merged[-1] = Finding(kind, last.start, end, text[last.start : end])
+        else:
+            merged.append(finding)
+            best.append(strength)
+    return merged

@@ -12,7 +12,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Literal
 
 from engine.api import Engine, FinishEvent, GenerationRequest, Message, TokenEvent
 from engine.errors import ContextWindowExceeded
@@ -26,6 +26,10 @@ from offload.confidence import (
 from offload.events import Decision, Discard, Egress, Notice, RouterEvent, Token, TurnDone
 from offload.privacy import ConversationPolicy, PrivacySettings, Verdict, cloud_context, may_leave
 from offload.redaction import Redactor
+
+if TYPE_CHECKING:
+    from offload.network import Network
+    from offload.providers.base import Exchange, Provider
 
 
 @dataclass(frozen=True)
@@ -47,25 +51,6 @@ class Preview:
 
 
 Approver = Callable[[Preview], bool]
-
-
-class CloudProvider(Protocol):
-    """What the router needs of a cloud provider (offload.providers implements it)."""
-
-    name: str
-    host: str
-    model: str
-
-    def stream_chat(
-        self, messages: Sequence[Message], *, max_tokens: int, cancel: threading.Event | None
-    ) -> Iterator[Any]:
-        """Yield the reply's text pieces (str, or objects with a `text` attribute)."""
-        ...
-
-
-class NetworkState(Protocol):
-    @property
-    def online(self) -> bool: ...
 
 
 _FORCE_PREFIX = re.compile(r"^\s*/(cloud|local)\b\s*", re.IGNORECASE)
@@ -125,15 +110,25 @@ class Router:
         self,
         engine: Engine,
         settings: PrivacySettings,
-        provider: CloudProvider | None = None,
-        network: NetworkState | None = None,
+        provider: Provider | None = None,
+        network: Network | None = None,
+        *,
+        cloud_model: str | None = None,
+        cloud_temperature: float = 0.7,
         threshold: EscalationThreshold | None = None,
         calibration: Calibration | None = None,
     ) -> None:
+        if provider is not None and not cloud_model:
+            raise ValueError(
+                f"Router got the provider {provider.name!r} but no cloud_model: "
+                "pass the model to ask there, e.g. cloud_model='gpt-4o-mini'."
+            )
         self.engine = engine
         self.settings = settings
         self.provider = provider
         self.network = network
+        self.cloud_model = cloud_model or ""
+        self.cloud_temperature = cloud_temperature
         self.threshold = threshold or EscalationThreshold()
         self.calibration = calibration or Calibration.load()
         self._redactors: dict[int, Redactor] = {}
@@ -149,7 +144,8 @@ class Router:
         """The privacy gate for this turn: every cloud send is conditioned on it."""
         if self.provider is None:
             return Verdict(False, "no cloud provider is set up")
-        online = True if self.network is None else bool(self.network.online)
+        # check() re-probes a cloud that failed before, so one bad connect does not lock it out.
+        online = True if self.network is None else self.network.check().online
         return may_leave(self.settings, policy, online)
 
     def run(
@@ -305,13 +301,17 @@ class Router:
         approve: Approver | None, cancel: threading.Event, draft: _LocalDraft | None,
         features: Mapping[str, float], confidence: float | None = None,
     ) -> Iterator[RouterEvent]:
+        from offload.errors import ProviderError
+        from offload.providers.base import StreamEnd
+
         provider = self.provider
         assert provider is not None and verdict.allowed, "escalation is decided by the gate only"
         outgoing = cloud_context(messages, self.settings.context_turns)
         redactor = self.redactor_for(turn.conversation_id) if self.settings.redact else None
         if redactor is not None:
             outgoing = redactor.redact_messages(outgoing)
-        payload = json.dumps({"model": provider.model, "messages": outgoing}, ensure_ascii=False)
+        model, temperature = self.cloud_model, self.cloud_temperature
+        payload = provider.payload(outgoing, model, turn.max_tokens, temperature)
 
         if verdict.needs_approval:
             approved = approve is not None and approve(Preview(provider.name, provider.host, payload))
@@ -329,41 +329,46 @@ class Router:
             yield Discard(f"escalating to {provider.name}: {why}")
         yield Decision("cloud", f"escalated: {why}", confidence, dict(features))
         restorer = redactor.streaming_restorer() if redactor else None
-        received = 0
         streamed = False
+        end: StreamEnd | None = None
         try:
-            for piece in provider.stream_chat(outgoing, max_tokens=turn.max_tokens, cancel=cancel):
-                text = piece if isinstance(piece, str) else getattr(piece, "text", "") or ""
-                received += len(text.encode("utf-8"))
-                shown = restorer.feed(text) if restorer else text
+            for event in provider.stream_chat(outgoing, model, turn.max_tokens, temperature, cancel):
+                if isinstance(event, StreamEnd):
+                    end = event
+                    continue
+                shown = restorer.feed(event.text) if restorer else event.text
                 if shown:
                     streamed = True
                     yield Token(text=shown, route="cloud")
             tail = restorer.flush() if restorer else ""
             if tail:
                 yield Token(text=tail, route="cloud")
-        # Any failure of the cloud leg, typed or not, must leave the user with the local answer.
-        except Exception as error:  # noqa: BLE001
-            yield self._egress(provider, payload, received, redactor)
-            yield Notice(f"The cloud ({provider.name}) failed: {error}. Showing the local answer.")
+        except ProviderError as error:
+            if error.exchange is not None:
+                yield self._egress(error.exchange, redactor)
+            yield Notice(f"The cloud failed: {error} Showing the local answer.")
             if streamed:
                 yield Discard("the cloud reply broke off")
             reason = f"kept local: {why}, but the cloud failed"
             yield from self._fall_back_local(turn, messages, cancel, draft, reason,
                                              LOW_CONFIDENCE if confidence is None else confidence)
             return
-        yield self._egress(provider, payload, received, redactor)
+        assert end is not None, "a provider ends every call that did not raise with a StreamEnd"
+        yield self._egress(end.exchange, redactor)
+        usage = end.usage
         yield TurnDone(
-            route="cloud", model=provider.model, provider=provider.name,
-            status="interrupted" if cancel.is_set() else "complete",
+            route="cloud", model=end.model, provider=provider.name,
+            status="interrupted" if end.finish_reason == "cancelled" else "complete",
             reason=f"escalated: {why}", confidence=confidence,
+            tokens_in=usage.prompt_tokens if usage else 0,
+            tokens_out=usage.completion_tokens if usage else 0,
         )
 
-    def _egress(
-        self, provider: CloudProvider, payload: str, received: int, redactor: Redactor | None
-    ) -> Egress:
+    @staticmethod
+    def _egress(exchange: Exchange, redactor: Redactor | None) -> Egress:
+        """The ledger's record, from what the provider measured on the wire."""
         return Egress(
-            provider=provider.name, host=provider.host, payload=payload,
-            bytes_sent=len(payload.encode("utf-8")), bytes_received=received,
-            redactions=redactor.kinds_in(payload) if redactor else {},
+            provider=exchange.provider, host=exchange.host, payload=exchange.payload,
+            bytes_sent=exchange.bytes_sent, bytes_received=exchange.bytes_received,
+            redactions=redactor.kinds_in(exchange.payload) if redactor else {},
         )

@@ -1,6 +1,7 @@
 """Fixtures for the router tests, imported explicitly by tests/offload/test_router_*.py.
 
-The recording server is a real OpenAI-compatible SSE server on 127.0.0.1. ScriptedEngine is a
+The recording server is a real OpenAI-compatible SSE server on 127.0.0.1, reached through the
+real provider and network choke point. ScriptedEngine is a
 fake, named as one: it stands in for the local engine where a test needs exact logprobs.
 """
 
@@ -13,9 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
 import pytest
-from httpx_sse import connect_sse
 
 from engine.api import (
     Alternative,
@@ -27,6 +26,8 @@ from engine.api import (
     Usage,
 )
 from engine.errors import ContextWindowExceeded
+from offload.network import Network
+from offload.providers import OpenAICompatible, RetryPolicy
 
 REFUSAL = "I can't answer that here: it needs a bigger model."
 
@@ -98,33 +99,10 @@ def recording_server() -> Iterator[RecordingServer]:
         yield state
 
 
-class LoopbackChatStandIn:
-    """A minimal OpenAI-compatible streaming client for these tests until offload.providers
-    lands on this branch; the router sees only the CloudProvider protocol."""
-
-    name = "loopback"
-    model = "echo-1"
-
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-        self.host = httpx.URL(base_url).host
-
-    def stream_chat(self, messages, *, max_tokens, cancel=None) -> Iterator[str]:
-        body = {"model": self.model, "messages": list(messages), "stream": True,
-                "max_tokens": max_tokens}
-        with httpx.Client(base_url=self.base_url, timeout=5.0) as client:
-            with connect_sse(client, "POST", "/v1/chat/completions", json=body) as source:
-                source.response.raise_for_status()
-                for sse in source.iter_sse():
-                    if sse.data == "[DONE]":
-                        return
-                    delta = json.loads(sse.data)["choices"][0]["delta"].get("content")
-                    if delta:
-                        yield delta
-
-
-def cloud_provider(server: RecordingServer):
-    return LoopbackChatStandIn(server.url)
+def loopback_provider(server: RecordingServer, network: Network | None = None) -> OpenAICompatible:
+    """The real OpenAI-compatible provider, pointed at the recording server, one attempt only."""
+    return OpenAICompatible(f"{server.url}/v1", name="loopback", network=network or Network(),
+                            retry=RetryPolicy(attempts=1))
 
 
 # -- a scripted local engine (fake) ------------------------------------------------------------

@@ -11,7 +11,7 @@ import threading
 
 from conftest_router import (
     REFUSAL,
-    LoopbackChatStandIn,
+    loopback_provider,
     ScriptedEngine,
     confident,
     recording_server,  # noqa: F401 (a fixture)
@@ -50,7 +50,7 @@ def text_of(events, route=None) -> str:
 
 def make_router(server, mode="auto", engine=None, **settings) -> Router:
     return Router(engine or ScriptedEngine(answer_by_topic), PrivacySettings(mode=mode, **settings),
-                  provider=LoopbackChatStandIn(server.url))
+                  provider=loopback_provider(server), cloud_model="echo-1")
 
 
 def test_a_confident_answer_stays_local_and_nothing_leaves(recording_server) -> None:
@@ -76,9 +76,10 @@ def test_a_refusal_escalates_with_redaction_restored_in_the_reply(recording_serv
     assert "[EMAIL_1]" in body and "[CARD_1]" in body
     assert text_of(events) == "Echo: vim: mail ann@corp.example about 4111 1111 1111 1111"
     egress = next(e for e in events if isinstance(e, Egress))
-    assert egress.host == "127.0.0.1" and egress.redactions == {"EMAIL": 1, "CARD": 1}
+    assert egress.host == recording_server.url.removeprefix("http://") and egress.redactions == {"EMAIL": 1, "CARD": 1}
     assert json.loads(egress.payload)["messages"] == recording_server.requests[0]["json"]["messages"]
-    assert egress.bytes_sent == len(egress.payload.encode()) and egress.bytes_received > 0
+    assert egress.payload == body
+    assert egress.bytes_sent > len(body.encode()) and egress.bytes_received > 0  # headers count too
     done = events[-1]
     assert done.route == "cloud" and "bigger model" in done.reason
 
@@ -101,7 +102,7 @@ def test_ask_mode_shows_the_exact_payload_and_a_no_keeps_it_local(recording_serv
     events = run(make_router(recording_server, mode="ask", engine=engine), "vim? ssn 536-22-8901",
                  approve=decline)
     assert recording_server.requests == []
-    assert previews and previews[0].host == "127.0.0.1" and previews[0].provider == "loopback"
+    assert previews and previews[0].host.startswith("127.0.0.1:") and previews[0].provider == "loopback"
     assert "536-22-8901" not in previews[0].payload and "[SSN_1]" in previews[0].payload
     assert text_of(events) == REFUSAL, "the cut-short draft is answered again in full"
     done = events[-1]
@@ -112,7 +113,7 @@ def test_ask_mode_sends_exactly_what_was_approved(recording_server) -> None:
     previews: list[Preview] = []
     events = run(make_router(recording_server, mode="ask"), "vim? ssn 536-22-8901",
                  approve=lambda p: previews.append(p) or True)
-    assert json.loads(previews[0].payload)["messages"] == recording_server.requests[0]["json"]["messages"]
+    assert previews[0].payload == recording_server.requests[0]["raw"]
     assert events[-1].route == "cloud"
 
 

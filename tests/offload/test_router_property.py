@@ -10,14 +10,13 @@ personal data, a real local engine, and a recording server on 127.0.0.1 standing
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest_router import LoopbackChatStandIn, serving_recorder
+from conftest_router import loopback_provider, serving_recorder
 from offload.events import Discard, Token, TurnDone
+from offload.network import Network
 from offload.privacy import ConversationPolicy, PrivacySettings
 from offload.router import Router, Turn
 
@@ -48,13 +47,6 @@ def local_engine():
     engine.close()
 
 
-@dataclass
-class Network:
-    """The online state as the router reads it (offload.network provides the real one)."""
-
-    online: bool
-
-
 def sentence(draw, planted: int = 0) -> str:
     kinds = draw(st.lists(st.sampled_from(sorted(PLANTED)), min_size=planted, max_size=3))
     words = draw(st.lists(st.sampled_from(["how", "do", "I", "quit", "vim", "mail", "to", "with", "and"]),
@@ -75,7 +67,7 @@ def scenarios(draw):
     policy = ConversationPolicy(cloud_opt_in=open_door or draw(st.booleans()),
                                 local_only=not open_door and draw(st.booleans()))
     online = open_door or draw(st.booleans())
-    approves = open_door or draw(st.booleans())
+    approves = draw(st.booleans())
     history = []
     for _ in range(draw(st.integers(0, 3))):
         history += [{"role": "user", "content": sentence(draw)},
@@ -91,8 +83,9 @@ def test_nothing_leaves_unless_allowed_and_nothing_personal_ever(local_engine, s
     privacy, policy, online, approves, history, prompt = scenario
     messages = [*history, {"role": "user", "content": prompt}]
     with serving_recorder() as server:
-        router = Router(local_engine, privacy, provider=LoopbackChatStandIn(server.url),
-                        network=Network(online))
+        network = Network(offline=not online)
+        router = Router(local_engine, privacy, provider=loopback_provider(server, network),
+                        network=network, cloud_model="echo-1")
         previews = []
         events = list(router.run(Turn(1, messages, policy, max_tokens=12),
                                  approve=lambda p: previews.append(p) or approves))

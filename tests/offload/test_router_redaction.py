@@ -114,3 +114,19 @@ def test_importing_offload_loads_no_detector_library() -> None:
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "how GB82 WEST 1234 5698 7654 32 4111 1111 1111 1111",
+        "ids 12 4111 1111 1111 1111 and 5500-0000-0000-0004 7",
+        "DE89370400440532013000 GB82 WEST 1234 5698 7654 32",
+    ],
+)
+def test_values_written_side_by_side_never_leak(text: str) -> None:
+    out = redacted(text)
+    for value in ("GB82 WEST 1234 5698 7654 32", "4111 1111 1111 1111", "5500-0000-0000-0004",
+                  "DE89370400440532013000"):
+        if value in text:
+            assert value not in out and value.replace(" ", "") not in out.replace(" ", "")
