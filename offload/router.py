@@ -160,18 +160,20 @@ class Router:
         can_escalate = verdict.allowed and force != "local"
         yield Decision(route="local", reason="every turn starts local")
 
-        need = self._capability_shortfall(turn, messages, force)
+        need, prompt_tokens = self._capability_shortfall(messages, force)
         if need and can_escalate:
             yield from self._escalate(turn, messages, need, verdict, approve, cancel, None, {})
             return
-        if need:
-            yield Notice(f"This turn needs the cloud ({need}), but {verdict.reason}; answering locally.")
-        elif force == "cloud" and not can_escalate:
+        if force == "cloud":
             yield Notice(f"You asked for the cloud, but {verdict.reason}; answering locally.")
+            need = None  # the local answer is judged on its own merits
+        elif need:
+            yield Notice(f"This turn needs the cloud ({need}), but {verdict.reason}; answering locally.")
 
         draft = yield from self._generate_local(turn, messages, cancel, monitored=can_escalate)
         if draft is None:
             return
+        draft.prompt_tokens = draft.prompt_tokens or prompt_tokens
         if draft.finish is not None and draft.finish.reason == "cancelled":
             yield self._local_done(draft, "interrupted", "cancelled", None)
             return
@@ -206,22 +208,23 @@ class Router:
         return force, messages
 
     def _capability_shortfall(
-        self, turn: Turn, messages: Sequence[Message], force: str | None
-    ) -> str | None:
+        self, messages: Sequence[Message], force: str | None
+    ) -> tuple[str | None, int]:
+        """Why this turn should not even try locally (or None), and its prompt's token count."""
         if force == "local":
-            return None
+            return None, 0
         if force == "cloud":
-            return "you asked for the cloud (/cloud)"
+            return "you asked for the cloud (/cloud)", 0
         window = self.engine.info.context_window
         try:
             prompt_tokens = self.engine.count_prompt_tokens(messages)
         except ContextWindowExceeded as error:
-            return f"the prompt ({error.prompt_tokens} tokens) is over the local context window ({window})"
+            prompt_tokens = error.prompt_tokens
         if prompt_tokens >= window:
-            return f"the prompt ({prompt_tokens} tokens) is over the local context window ({window})"
+            return f"the prompt ({prompt_tokens} tokens) is over the local context window ({window})", prompt_tokens
         need = outside_skills(messages[-1]["content"] if messages else "",
                               self.engine.info.extra.get("skills"))
-        return f"it needs {need}, outside the local model's skills" if need else None
+        return (f"it needs {need}, outside the local model's skills" if need else None), prompt_tokens
 
     def _confidence_shortfall(self, draft: _LocalDraft, assessment: Assessment) -> str | None:
         if draft.aborted:
@@ -283,12 +286,16 @@ class Router:
 
     def _fall_back_local(
         self, turn: Turn, messages: Sequence[Message], cancel: threading.Event,
-        draft: _LocalDraft | None, reason: str, confidence: float | None,
+        draft: _LocalDraft | None, reason: str, confidence: float | None, on_screen: bool,
     ) -> Iterator[RouterEvent]:
-        """The local answer stays: re-shown if complete, generated in full if it was cut short."""
+        """The local answer stays: shown again if it was withdrawn, generated in full if it was
+        cut short or never made."""
         if draft is not None and draft.aborted is None and draft.finish is not None:
-            yield Token(text=draft.text, route="local")
+            if not on_screen:
+                yield Token(text=draft.text, route="local")
         else:
+            if draft is not None and draft.tokens and on_screen:
+                yield Discard("the local draft was cut short; answering again in full")
             draft = yield from self._generate_local(turn, messages, cancel, monitored=False)
             if draft is None:
                 return
@@ -319,10 +326,9 @@ class Router:
                 reason = f"kept local: {why}; you declined sending it to {provider.host}"
                 yield Notice(f"Not sent to {provider.host}: you declined. The local answer stays.")
                 yield Decision("local", reason, confidence, dict(features))
-                if draft is not None and draft.tokens and draft.aborted:
-                    yield Discard("the local draft was cut short; answering again in full")
-                yield from self._fall_back_local(turn, messages, cancel, draft, reason, LOW_CONFIDENCE
-                                                 if confidence is None else min(confidence, 0.5))
+                low = LOW_CONFIDENCE if confidence is None else min(confidence, 0.5)
+                yield from self._fall_back_local(turn, messages, cancel, draft, reason, low,
+                                                 on_screen=True)
                 return
 
         if draft is not None and draft.tokens:
@@ -350,8 +356,9 @@ class Router:
             if streamed:
                 yield Discard("the cloud reply broke off")
             reason = f"kept local: {why}, but the cloud failed"
-            yield from self._fall_back_local(turn, messages, cancel, draft, reason,
-                                             LOW_CONFIDENCE if confidence is None else confidence)
+            low = LOW_CONFIDENCE if confidence is None else min(confidence, 0.5)
+            yield from self._fall_back_local(turn, messages, cancel, draft, reason, low,
+                                             on_screen=False)
             return
         assert end is not None, "a provider ends every call that did not raise with a StreamEnd"
         yield self._egress(end.exchange, redactor)

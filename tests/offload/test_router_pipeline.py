@@ -202,3 +202,13 @@ def test_cancel_during_local_generation_ends_interrupted_and_local(recording_ser
     router = make_router(recording_server)
     events = list(router.run(Turn(1, [{"role": "user", "content": "vim?"}], OPTED_IN), cancel=cancel))
     assert events[-1].status == "interrupted" and recording_server.requests == []
+
+
+def test_declining_a_finished_low_confidence_draft_shows_it_once(recording_server) -> None:
+    engine = ScriptedEngine(lambda text: [(w, -2.5) for w in ["Perhaps", " try", " this", "."]])
+    events = run(make_router(recording_server, mode="ask", engine=engine), "something odd",
+                 approve=lambda preview: False)
+    assert recording_server.requests == [] and engine.generations == 1
+    assert [e.text for e in events if isinstance(e, Token)] == ["Perhaps", " try", " this", "."]
+    assert not any(isinstance(e, Discard) for e in events)
+    assert events[-1].route == "local" and events[-1].confidence < 0.5
