@@ -34,14 +34,17 @@ from offload.confidence import (  # noqa: E402
     is_refusal,
 )
 
-EVAL_DIRS = (REPO / "assets" / "eval", REPO / "assets" / "eval" / "router")
+OUR_EVAL_DIR = REPO / "assets" / "eval" / "router"
 
 
 @dataclass(frozen=True)
 class Prompt:
     text: str
     answerable: bool
-    expect: tuple[str, ...]
+    expect: tuple[str, ...] = ()
+    """Any of these in the answer makes it correct (our own prompt files)."""
+    fact: str | None = None
+    """The expected fact id (the nano helper's held-out set, judged by its scoring module)."""
 
 
 @dataclass
@@ -57,37 +60,37 @@ class Run:
 
 
 def load_prompts(path: Path | None) -> tuple[list[Prompt], str]:
-    """The given file, else the nano helper's eval files when they carry labels, else ours."""
-    candidates = [path] if path else [
-        *(sorted(EVAL_DIRS[0].glob("*.jsonl")) if EVAL_DIRS[0].exists() else []),
-        *sorted(EVAL_DIRS[1].glob("*.jsonl")),
-    ]
-    prompts: list[Prompt] = []
-    used: list[str] = []
-    for file in candidates:
-        rows = [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
-        labelled = [r for r in rows if "prompt" in r and _label(r) is not None]
-        if labelled:
-            used.append(str(file.relative_to(REPO)) if file.is_relative_to(REPO) else str(file))
-            prompts += [Prompt(r["prompt"], bool(_label(r)), _expectations(r)) for r in labelled]
-    return prompts, ", ".join(used)
+    """The given file; else the embedded model's held-out set (assets/eval, written apart from
+    its training generators) together with ours (assets/eval/router)."""
+    if path:
+        return _read_ours(path), str(path)
+    prompts, sources = [], []
+    try:
+        from assets.eval import scoring
+    except ImportError:
+        scoring = None
+    if scoring is not None:
+        prompts += [Prompt(c.prompt, True, fact=c.fact) for c in scoring.in_domain_cases()]
+        prompts += [Prompt(c.prompt, False) for c in scoring.out_of_domain_cases()]
+        sources.append("assets/eval (held-out)")
+    for file in sorted(OUR_EVAL_DIR.glob("*.jsonl")):
+        prompts += _read_ours(file)
+        sources.append(str(file.relative_to(REPO)))
+    return prompts, ", ".join(sources)
 
 
-def _label(row: dict) -> bool | None:
-    for key in ("answerable", "in_domain"):
-        if key in row:
-            return bool(row[key])
-    return None
-
-
-def _expectations(row: dict) -> tuple[str, ...]:
-    expect = row.get("expect", row.get("answer", ()))
-    return (expect,) if isinstance(expect, str) else tuple(expect)
+def _read_ours(file: Path) -> list[Prompt]:
+    rows = [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [Prompt(r["prompt"], bool(r["answerable"]), tuple(r.get("expect", ()))) for r in rows]
 
 
 def is_correct(prompt: Prompt, answer: str, refused: bool) -> bool:
     if not prompt.answerable or refused:
         return False
+    if prompt.fact is not None:
+        from assets.eval import scoring
+
+        return scoring.is_answer(answer, prompt.fact)
     said = answer.casefold()
     return not prompt.expect or any(e.casefold() in said for e in prompt.expect)
 
@@ -194,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.add_argument("--model", type=Path, help="model directory (default: the embedded model)")
-    parser.add_argument("--prompts", type=Path, help="a JSONL file of {prompt, answerable, expect}")
+    parser.add_argument("--prompts", type=Path, help="only this JSONL file of {prompt, answerable, expect}")
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--fit", action="store_true", help=f"write fitted weights to {WEIGHTS_PATH.name}")
     parser.add_argument("--png", type=Path, default=REPO / ".cache" / "bench" / "router-deferral.png")
@@ -223,11 +226,14 @@ def main(argv: list[str] | None = None) -> int:
 
     good = [r.correct for r in runs]
     scores = cross_validated_scores(runs)
+    # The headline separates answerable from unanswerable prompts (the issue's bar); the stricter
+    # figure also counts a wrong answer to an answerable prompt as one to escalate.
+    answerable_label = [r.prompt.answerable for r in runs]
     rng = random.Random(0)
     baselines = {
-        "random": auroc([rng.random() for _ in runs], good),
-        "prompt_length": auroc([-len(r.prompt.text) for r in runs], good),
-        "mean_logprob": auroc([r.features["mean_logprob"] for r in runs], good),
+        "random": auroc([rng.random() for _ in runs], answerable_label),
+        "prompt_length": auroc([-len(r.prompt.text) for r in runs], answerable_label),
+        "mean_logprob": auroc([r.features["mean_logprob"] for r in runs], answerable_label),
     }
     calibration = fit(runs, fitted_on=f"{len(runs)} prompts: {source}") or Calibration.load()
     if args.fit:
@@ -248,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
                          "mean_logprob": deferral_curve([r.features["mean_logprob"] for r in runs], runs),
                          "random": [(0.0, curve[0][1]), (1.0, 1.0)]})
     result = {
-        "auroc": round(auroc(scores, good), 4),
+        "auroc": round(auroc(scores, answerable_label), 4),
+        "auroc_correct": round(auroc(scores, good), 4),
         "baselines": {k: round(v, 4) for k, v in baselines.items()},
         "kept_local": round(kept_local, 4),
         "escalated": round(escalated, 4),
@@ -258,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"local answers correct: {sum(good)}/{len(answerable)} answerable; "
           f"refused: {sum(r.refused for r in runs if r.prompt.answerable)} answerable (false refusals), "
           f"{sum(r.refused for r in runs if not r.prompt.answerable)}/{len(unanswerable)} unanswerable")
-    print(f"AUROC (5-fold cross-validated, refusal gate + logistic regression): {result['auroc']}")
+    print(f"AUROC answerable vs not (5-fold cross-validated, refusal gate + logistic regression): "
+          f"{result['auroc']}; correct answer vs all else: {result['auroc_correct']}")
     for name, value in result["baselines"].items():
         print(f"  baseline {name:<14} AUROC {value}")
     print(f"at the shipped threshold (risk {EscalationThreshold().risk}, cutoff {cutoff:.2f}): "
