@@ -26,6 +26,20 @@ class Finding:
 
 Detector = Callable[[str], Iterable[Finding]]
 
+
+def _valid_subspans(
+    run: re.Match[str], token: re.Pattern[str], is_valid: Callable[[str], bool], max_groups: int = 10
+) -> Iterable[tuple[int, int]]:
+    """Every valid span within a run of grouped characters ("32 4111 1111 1111 1111") that starts
+    and ends on group boundaries: a number written next to another must not hide inside a longer
+    invalid candidate. detect() merges the overlaps."""
+    groups = [(run.start() + m.start(), run.start() + m.end()) for m in token.finditer(run.group())]
+    for i in range(len(groups)):
+        for j in range(i, min(i + max_groups, len(groups))):
+            if is_valid(run.string[groups[i][0] : groups[j][1]]):
+                yield groups[i][0], groups[j][1]
+
+
 _EMAIL = re.compile(
     r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@"
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])"
@@ -39,8 +53,6 @@ def find_emails(text: str) -> Iterable[Finding]:
 
 # A fallback region makes national formats parse too; numbers written with +CC parse whatever it is.
 _PHONE_REGION = "US"
-
-
 # Digit groups joined by the separators phone numbers are written with.
 _PHONE_RUN = re.compile(r"(?<![\w+])\(?\+?\d[\d() .-]*\d(?!\w)")
 _PHONE_GROUP = re.compile(r"\+?\d+")
@@ -71,19 +83,6 @@ def find_phones(text: str) -> Iterable[Finding]:
     for run in _PHONE_RUN.finditer(text):
         for start, end in _valid_subspans(run, _PHONE_GROUP, is_phone, max_groups=6):
             yield Finding("PHONE", start, end, text[start:end])
-
-
-def _valid_subspans(
-    run: re.Match[str], token: re.Pattern[str], is_valid: Callable[[str], bool], max_groups: int = 10
-) -> Iterable[tuple[int, int]]:
-    """Every valid span within a run of grouped characters ("32 4111 1111 1111 1111") that starts
-    and ends on group boundaries: a number written next to another must not hide inside a longer
-    invalid candidate. detect() merges the overlaps."""
-    groups = [(run.start() + m.start(), run.start() + m.end()) for m in token.finditer(run.group())]
-    for i in range(len(groups)):
-        for j in range(i, min(i + max_groups, len(groups))):
-            if is_valid(run.string[groups[i][0] : groups[j][1]]):
-                yield groups[i][0], groups[j][1]
 
 
 # Digits grouped by single spaces or dashes, as cards are written; each card is 13 to 19 digits.

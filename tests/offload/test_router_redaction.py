@@ -130,3 +130,27 @@ def test_values_written_side_by_side_never_leak(text: str) -> None:
                   "DE89370400440532013000"):
         if value in text:
             assert value not in out and value.replace(" ", "") not in out.replace(" ", "")
+
+
+_NETWORK_EVENTS: list[str] = []
+_WATCHING = False
+
+
+def _record_network(event: str, args: tuple) -> None:
+    if _WATCHING and event in ("socket.connect", "socket.getaddrinfo", "socket.gethostbyname"):
+        _NETWORK_EVENTS.append(event)
+
+
+def test_redaction_opens_no_socket_and_resolves_no_name() -> None:
+    global _WATCHING
+    sys.addaudithook(_record_network)  # audit hooks stay for the process; the flag scopes this one
+    _WATCHING = True
+    try:
+        Redactor(("Kestrel",)).redact(
+            "ann@corp.example +44 20 7946 0958 4111 1111 1111 1111 GB82 WEST 1234 5698 7654 32 "
+            "536-22-8901 10.0.0.1 ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789 eyJhbGciOiJIUzI1NiJ9."
+            "eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U Kestrel"
+        )
+    finally:
+        _WATCHING = False
+    assert _NETWORK_EVENTS == []
