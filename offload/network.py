@@ -52,12 +52,29 @@ class NetworkState:
         return not self.forced_offline and self.reachable
 
 
-@dataclass
-class Meter:
-    """Bytes that went through the sockets of one client, as they were written and read."""
+class Wire:
+    """One client's sockets: the bytes written and read through them, and a way to cut them all
+    (from any thread) so that a blocked read ends at once, as cancelling a reply needs."""
 
-    sent: int = 0
-    received: int = 0
+    def __init__(self) -> None:
+        self.sent = 0
+        self.received = 0
+        self._sockets: list[socket.socket] = []
+        self._cut = False
+
+    def cut(self) -> None:
+        self._cut = True
+        for sock in list(self._sockets):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed
+
+    def _attach(self, sock: socket.socket | None) -> None:
+        if sock is not None:
+            self._sockets.append(sock)
+            if self._cut:
+                self.cut()
 
 
 Listener = Callable[[NetworkState], None]
@@ -139,8 +156,8 @@ class Network:
         self._connected()
         return True
 
-    def client(self, timeout: httpx.Timeout, meter: Meter | None = None) -> httpx.Client:
-        """An httpx client whose every socket passes this network's guard and counts into `meter`."""
+    def client(self, timeout: httpx.Timeout, wire: Wire | None = None) -> httpx.Client:
+        """An httpx client whose every socket passes this network's guard and runs through `wire`."""
         import httpcore
         import httpx
 
@@ -149,7 +166,7 @@ class Network:
         # httpx has no public hook for the socket layer; swapping its pool for one with our
         # network backend is the single place Tandem reaches inside it (httpx is pinned <0.29).
         transport._pool = httpcore.ConnectionPool(
-            ssl_context=context, network_backend=_GuardedBackend(self, meter or Meter())
+            ssl_context=context, network_backend=_GuardedBackend(self, wire or Wire())
         )
         return httpx.Client(transport=transport, timeout=timeout, trust_env=False, follow_redirects=False)
 
@@ -198,13 +215,13 @@ def _ssl_context() -> ssl.SSLContext:
 
 
 class _GuardedBackend:
-    """httpcore's network backend with the offline guard, reachability reports and byte metering."""
+    """httpcore's network backend with the offline guard, reachability reports and the wire."""
 
-    def __init__(self, network: Network, meter: Meter) -> None:
+    def __init__(self, network: Network, wire: Wire) -> None:
         import httpcore
 
         self._network = network
-        self._meter = meter
+        self._wire = wire
         self._inner = httpcore.SyncBackend()
 
     def connect_tcp(
@@ -214,7 +231,7 @@ class _GuardedBackend:
         timeout: float | None = None,
         local_address: str | None = None,
         socket_options: Any = None,
-    ) -> _MeteredStream:
+    ) -> _WiredStream:
         import httpcore
 
         self._network.ensure_allowed(host)
@@ -224,7 +241,8 @@ class _GuardedBackend:
             self._network._connect_failed(host, port)
             raise
         self._network._connected()
-        return _MeteredStream(stream, self._meter)
+        self._wire._attach(stream.get_extra_info("socket"))
+        return _WiredStream(stream, self._wire)
 
     def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options: Any = None) -> Any:
         raise OfflineError(f"unix:{path}")  # providers speak TCP only; refuse anything else
@@ -233,25 +251,27 @@ class _GuardedBackend:
         self._inner.sleep(seconds)
 
 
-class _MeteredStream:
-    def __init__(self, inner: Any, meter: Meter) -> None:
+class _WiredStream:
+    def __init__(self, inner: Any, wire: Wire) -> None:
         self._inner = inner
-        self._meter = meter
+        self._wire = wire
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         data = self._inner.read(max_bytes, timeout)
-        self._meter.received += len(data)
+        self._wire.received += len(data)
         return data
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         self._inner.write(buffer, timeout)
-        self._meter.sent += len(buffer)
+        self._wire.sent += len(buffer)
 
     def close(self) -> None:
         self._inner.close()
 
-    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None) -> _MeteredStream:
-        return _MeteredStream(self._inner.start_tls(ssl_context, server_hostname, timeout), self._meter)
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> _WiredStream:
+        return _WiredStream(self._inner.start_tls(ssl_context, server_hostname, timeout), self._wire)
 
     def get_extra_info(self, info: str) -> Any:
         return self._inner.get_extra_info(info)

@@ -32,7 +32,7 @@ from offload.errors import (
     Unreachable,
     scrub,
 )
-from offload.network import Meter, Network
+from offload.network import Network, Wire
 from offload.providers.base import Exchange, ProviderEvent, RetryPolicy, StreamEnd, TextDelta, Timeouts
 
 _ERROR_BODY_LIMIT = 64 * 1024
@@ -68,31 +68,50 @@ class ChatCall:
 
 
 def stream(call: ChatCall, decoder: StreamDecoder, cancel: threading.Event | None) -> Iterator[ProviderEvent]:
-    """Yield the reply's TextDeltas, then a StreamEnd; a ProviderError carries what left in `.exchange`."""
-    meter = Meter()
+    """Yield the reply's TextDeltas, then a StreamEnd; a ProviderError carries what left in `.exchange`.
+
+    Cancelling cuts the connection at once, even in the middle of a blocked read; the call then
+    ends with finish_reason "cancelled" rather than an error."""
+    wire = Wire()
+    finished = threading.Event()
+    if cancel is not None:
+        threading.Thread(target=_cut_on_cancel, args=(cancel, wire, finished), daemon=True).start()
     try:
         call.network.ensure_allowed(httpx.URL(call.url).host)
         timeout = httpx.Timeout(call.timeouts.read, connect=call.timeouts.connect)
-        with call.network.client(timeout, meter) as client:
+        with call.network.client(timeout, wire) as client:
             response = _send_with_retries(client, call, cancel)
-            if response is None:
-                finish_reason: str | None = "cancelled"
-            else:
+            if response is not None:
                 try:
                     for text in _read_events(response, call, decoder, cancel):
                         yield TextDelta(text)
                 finally:
                     response.close()
-                finish_reason = "cancelled" if _is_set(cancel) and not decoder.done else decoder.finish_reason
     except ProviderError as error:
-        error.exchange = _exchange(call, meter) if meter.sent else None
-        raise
+        if not (_is_set(cancel) and isinstance(error, _CUT_SHORT)):
+            error.exchange = _exchange(call, wire) if wire.sent else None
+            raise
+        # else the error is the cut itself: the call ends as cancelled below
+    finally:
+        finished.set()
+    cancelled = _is_set(cancel) and not decoder.done
     yield StreamEnd(
-        finish_reason=finish_reason or "stop",
+        finish_reason="cancelled" if cancelled else decoder.finish_reason or "stop",
         usage=decoder.usage,
         model=decoder.model,
-        exchange=_exchange(call, meter),
+        exchange=_exchange(call, wire),
     )
+
+
+_CUT_SHORT = (ConnectionLost, ReadTimeout, ProtocolError, Unreachable, ConnectTimeout)
+"""What a connection cut by a cancel looks like from the reading side."""
+
+
+def _cut_on_cancel(cancel: threading.Event, wire: Wire, finished: threading.Event) -> None:
+    while not finished.is_set():
+        if cancel.wait(0.05):
+            wire.cut()
+            return
 
 
 def _send_with_retries(client: httpx.Client, call: ChatCall, cancel: threading.Event | None) -> httpx.Response | None:
@@ -118,7 +137,7 @@ def _send_with_retries(client: httpx.Client, call: ChatCall, cancel: threading.E
             if response.status_code == 200:
                 return response
             error = _status_error(response, call)
-        delay = _retry_delay(error, attempt, call.retry)
+        delay = retry_delay(error, attempt, call.retry)
         if delay is None:
             raise error
         if cancel is not None:
@@ -143,8 +162,9 @@ def _read_events(
                 for _ in events:  # drain what follows the terminal event, so the byte count is whole
                     pass
                 return
-    except SSEError as exc:
-        raise ProtocolError(call.provider, call.host, scrub(str(exc), [call.secret])) from None
+    except SSEError:
+        content_type = response.headers.get("content-type", "no content type").partition(";")[0]
+        raise ProtocolError(call.provider, call.host, f"a {content_type} reply, not an event stream") from None
     except ValueError as exc:
         raise ProtocolError(call.provider, call.host, scrub(str(exc), [call.secret])) from None
     except httpx.TimeoutException:
@@ -241,8 +261,9 @@ def retry_after_seconds(headers: httpx.Headers) -> float | None:
         return None
 
 
-def _retry_delay(error: ProviderError, attempt: int, policy: RetryPolicy) -> float | None:
-    """Seconds to wait before the next attempt, or None when the error goes to the caller now."""
+def retry_delay(error: ProviderError, attempt: int, policy: RetryPolicy) -> float | None:
+    """Seconds to wait after failed attempt number `attempt` (from 0), or None when the error goes
+    to the caller now: not retryable, attempts used up, or a Retry-After longer than we wait."""
     if not error.retryable or attempt + 1 >= policy.attempts:
         return None
     retry_after = getattr(error, "retry_after", None)
@@ -257,8 +278,8 @@ def _reason(exc: httpx.ConnectError) -> str:
     return text[0].lower() + text[1:]
 
 
-def _exchange(call: ChatCall, meter: Meter) -> Exchange:
-    return Exchange(call.provider, call.host, call.body, meter.sent, meter.received)
+def _exchange(call: ChatCall, wire: Wire) -> Exchange:
+    return Exchange(call.provider, call.host, call.body, wire.sent, wire.received)
 
 
 def _is_set(cancel: threading.Event | None) -> bool:

@@ -203,3 +203,45 @@ def make_provider(kind: str, base: str, network: Network | None = None, **option
 
 
 EVENTS = {"openai": openai_events, "anthropic": anthropic_events}
+
+
+_SENTENCES = [
+    "Tandem answers on your machine first.",
+    "The cloud helps only when you allow it.",
+    "Press Ctrl+N for a new conversation.",
+    "Numbers 0 1 2 3 4 5 6 7 8 9 and a café.",
+] * 3
+_CHATML_TEMPLATE = (
+    "{% for m in messages %}{{'<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{'<|im_start|>assistant\\n'}}{% endif %}"
+)
+
+
+def build_tiny_checkpoint(folder):
+    """A random chatml Llama (hidden 64, 2 layers) saved by transformers, with a byte-level BPE
+    tokenizer beside it: a real model for `tandem serve` when the embedded one is absent."""
+    import torch
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tokenizer.train_from_iterator(_SENTENCES, trainer)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+        "chat_template": _CHATML_TEMPLATE, "tokenizer_class": "PreTrainedTokenizerFast",
+    }))  # fmt: skip
+    config = transformers.LlamaConfig(
+        vocab_size=tokenizer.get_vocab_size(), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True,
+        bos_token_id=None, eos_token_id=tokenizer.token_to_id("<|im_end|>"),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(config).eval().save_pretrained(folder)
+    return folder

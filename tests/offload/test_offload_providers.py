@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
-from offload_faults import API_KEY, EVENTS, make_provider, stream
+import pytest
+from offload_faults import API_KEY, EVENTS, make_provider, silent, stream
 
 from engine.api import Usage
-from offload.providers import StreamEnd, TextDelta
+from offload.providers import StreamEnd, TextDelta, Timeouts
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi to [EMAIL_1]."}]
 
@@ -77,6 +79,23 @@ def test_cancel_stops_the_stream_and_says_so(server, kind):
             end = event
     assert texts == ["one"]
     assert end.finish_reason == "cancelled"
+
+
+@pytest.mark.parametrize("stall", ["before-reply", "mid-stream"])
+def test_cancel_cuts_a_stalled_connection_at_once(server, kind, stall):
+    if stall == "before-reply":
+        server.play(silent)
+    else:
+        server.play(stream(EVENTS[kind](["only this"], done=False), end="hang"))
+    provider = make_provider(kind, server.base, timeouts=Timeouts(connect=2.0, read=30.0))
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    started = time.monotonic()
+    text, end = collect(provider, cancel)
+    assert time.monotonic() - started < 3
+    assert end.finish_reason == "cancelled"
+    assert text == ("" if stall == "before-reply" else "only this")
+    assert end.exchange.bytes_sent == server.bytes_in
 
 
 def test_loopback_openai_compatible_server_needs_no_key(server):
