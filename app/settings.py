@@ -27,13 +27,14 @@ class ProviderSettings:
     """One cloud (or on-prem) model Tandem may escalate to."""
 
     name: str
-    kind: Literal["openai", "anthropic"]
+    kind: Literal["openai-compatible", "anthropic"]
+    """The protocol, as offload.providers.open_provider takes it."""
     base_url: str
     model: str
 
 
 DEFAULT_PROVIDERS: tuple[ProviderSettings, ...] = (
-    ProviderSettings("openai", "openai", "https://api.openai.com/v1", "gpt-4o-mini"),
+    ProviderSettings("openai", "openai-compatible", "https://api.openai.com/v1", "gpt-4o-mini"),
     ProviderSettings("anthropic", "anthropic", "https://api.anthropic.com", "claude-3-5-haiku-latest"),
 )
 
@@ -48,7 +49,8 @@ class UserSettings:
     provider: str = "openai"
     """The provider escalations go to."""
     escalate_below: float = 0.5
-    """Local replies whose confidence falls below this are handed to the cloud (when allowed)."""
+    """Local replies whose confidence falls below this are handed to the cloud (when allowed);
+    the router's EscalationThreshold risk is 1 minus this."""
     theme: str = "textual-dark"
     model_dir: str | None = None
     """The local model directory; None means the embedded tandem-nano."""

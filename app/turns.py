@@ -12,7 +12,6 @@ from typing import Any, Literal
 from offload.events import Decision, Discard, Egress, Notice, RouterEvent, Token, TurnDone
 
 NEW_TITLE = "New conversation"
-FORCE_PREFIXES: dict[str, Literal["local", "cloud"]] = {"/cloud": "cloud", "/local": "local"}
 
 EventSink = Callable[[RouterEvent], None]
 Approver = Callable[[Any], bool]
@@ -24,15 +23,6 @@ RouterFactory = Callable[[Any, Any, bool], Any]
 class TurnError(Exception):
     """A turn failed (the local model or the cloud broke); the message says what and what to do.
     The user's message is kept and the reply is stored with status "error"."""
-
-
-def split_force(text: str) -> tuple[str, Literal["local", "cloud"] | None]:
-    """`/cloud ...` or `/local ...` at the start of a message forces the route."""
-    stripped = text.strip()
-    for prefix, route in FORCE_PREFIXES.items():
-        if stripped == prefix or stripped.startswith((prefix + " ", prefix + "\n")):
-            return stripped[len(prefix) :].strip(), route
-    return text, None
 
 
 def title_from(text: str, limit: int = 48) -> str:
@@ -105,10 +95,10 @@ class TurnRunner:
         force: Literal["local", "cloud"] | None = None,
     ) -> TurnResult:
         """Run one turn; `force` (the CLI's --local/--cloud) wins over a typed /local or /cloud."""
-        from offload.router import Turn
+        from offload.router import Turn, split_force_prefix
 
-        content, typed_force = split_force(text)
-        force = force or typed_force
+        typed_force, content = split_force_prefix(text)
+        content, force = content.strip(), force or typed_force
         if not content:
             raise TurnError("The message is empty: type something after /cloud or /local.")
         conversation = self.store.get_conversation(conversation_id)
@@ -191,7 +181,20 @@ def _explain(error: Exception) -> str:
 
 
 def default_router_factory(engine: Any, settings: Any, offline: bool) -> Any:
-    """The Router for the current settings, built fresh per turn so a changed mode applies at once."""
+    """The Router for the current settings, built fresh per turn so a changed mode, provider or
+    threshold applies at once; the cloud provider reads its key from the keyring now."""
+    from offload.confidence import EscalationThreshold
+    from offload.network import NETWORK
+    from offload.providers import open_provider
     from offload.router import Router
 
-    return Router(engine, settings.privacy(offline))
+    cloud = settings.active_provider()
+    provider = open_provider(cloud.kind, cloud.name, cloud.base_url, network=NETWORK) if cloud else None
+    return Router(
+        engine,
+        settings.privacy(offline),
+        provider,
+        NETWORK,
+        cloud_model=cloud.model if cloud else None,
+        threshold=EscalationThreshold(risk=1.0 - settings.escalate_below),
+    )

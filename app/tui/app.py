@@ -57,6 +57,8 @@ class TandemApp(App[None]):
         self.engine: Any = None
         self.model: LocalModel | None = None
         self._unsubscribe_network: Callable[[], None] | None = None
+        self._router: Any = None
+        self._router_key: tuple[Any, ...] = ()
 
     # --- start-up -----------------------------------------------------------------------------
 
@@ -141,8 +143,16 @@ class TandemApp(App[None]):
     # --- what the chat screen asks of the app -------------------------------------------------
 
     def turn_runner(self) -> TurnRunner:
-        """A runner over the current engine and settings (a changed mode applies to the next turn)."""
-        return TurnRunner(self.store, self.make_router(self.engine, self.settings, self.offline_flag))
+        """A runner over the current engine and settings. The router is kept while they stay the
+        same: it holds each conversation's redaction placeholders, which must stay stable."""
+        key = (id(self.engine), self.settings, self.offline_flag)
+        if self._router is None or self._router_key != key:
+            self._router, self._router_key = self.make_router(self.engine, self.settings, self.offline_flag), key
+        return TurnRunner(self.store, self._router)
+
+    def forget_router(self) -> None:
+        """Build the next turn's router afresh (an API key changed: providers read keys when built)."""
+        self._router = None
 
     def update_settings(self, settings: UserSettings) -> None:
         model_changed = (settings.model_dir, settings.backend) != (self.settings.model_dir, self.settings.backend)

@@ -147,3 +147,23 @@ async def test_a_message_waits_while_the_model_is_not_ready(make_app):
         await pilot.pause()
         assert list(app.screen.query(MessageView)) == []
         assert app.chat.query_one(PromptInput).text == "hello"  # kept for when the model is ready
+
+
+async def test_one_router_serves_the_turns_so_placeholders_stay_stable(make_app):
+    built = []
+    router = ScriptedRouter(local_reply())
+
+    def factory(engine, settings, offline):
+        built.append(settings.mode)
+        return router
+
+    app = make_app(router, make_router=factory)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        for text in ("one", "two"):
+            await send(pilot, text)
+            await settle(pilot, app)
+        await pilot.press("ctrl+g")  # a new mode: a new router
+        await send(pilot, "three")
+        await settle(pilot, app)
+        assert built == ["ask", "auto"] and len(router.turns) == 3

@@ -18,7 +18,7 @@ def test_settings_round_trip(store):
     chosen = UserSettings(
         mode="auto",
         terms=("Falcon",),
-        providers=(ProviderSettings("onprem", "openai", "http://10.0.0.5:8000/v1", "llama-70b"),),
+        providers=(ProviderSettings("onprem", "openai-compatible", "http://10.0.0.5:8000/v1", "llama-70b"),),
         provider="onprem",
         escalate_below=0.3,
         theme="textual-light",

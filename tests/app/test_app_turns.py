@@ -7,7 +7,7 @@ import threading
 import pytest
 from conftest import ScriptedRouter, cloud_reply, local_reply
 
-from app.turns import NEW_TITLE, TurnError, TurnRunner, split_force, title_from
+from app.turns import NEW_TITLE, TurnError, TurnRunner, title_from
 from offload.events import Token, TurnDone
 from offload.router import Preview
 
@@ -110,19 +110,6 @@ def test_a_new_conversation_is_titled_from_its_first_message(store):
     assert store.get_conversation(conversation.id).title == "How do I reverse a list?"
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("/cloud why?", ("why?", "cloud")),
-        ("/local  hi", ("hi", "local")),
-        ("/cloudy day", ("/cloudy day", None)),
-        ("plain", ("plain", None)),
-    ],
-)
-def test_split_force(text, expected):
-    assert split_force(text) == expected
-
-
 def test_an_empty_forced_message_is_refused(store):
     conversation = store.create_conversation(title="t")
     with pytest.raises(TurnError, match="empty"):
@@ -140,3 +127,19 @@ def test_turn_done_is_the_last_event_the_runner_passes_on(store):
     events: list = []
     TurnRunner(store, ScriptedRouter(local_reply())).run(conversation.id, "q", on_event=events.append)
     assert isinstance(events[-1], TurnDone)
+
+
+def test_the_default_router_escalates_to_the_chosen_provider_at_the_chosen_threshold():
+    from app.settings import ProviderSettings, UserSettings
+    from app.turns import default_router_factory
+
+    settings = UserSettings(
+        providers=(ProviderSettings("onprem", "openai-compatible", "http://127.0.0.1:9/v1", "llama-70b"),),
+        provider="onprem",
+        escalate_below=0.3,
+    )
+    router = default_router_factory(None, settings, offline=False)
+    assert (router.provider.name, router.cloud_model) == ("onprem", "llama-70b")
+    assert router.threshold.risk == pytest.approx(0.7)
+    assert router.settings.mode == "ask"
+    assert default_router_factory(None, settings, offline=True).settings.mode == "offline"

@@ -316,7 +316,9 @@ class ChatScreen(Screen[None]):
     def action_keys(self) -> None:
         from app.tui.screens.keys import KeysScreen
 
-        self.app.push_screen(KeysScreen([p.name for p in self.tandem.settings.providers]))
+        self.app.push_screen(
+            KeysScreen([p.name for p in self.tandem.settings.providers]), lambda _: self.tandem.forget_router()
+        )
 
     def action_models(self) -> None:
         from app.local_models import chosen_model, discover_models, embedded_model
