@@ -29,5 +29,5 @@ def describe_reply(
     if status != "complete":
         parts.append(status)
     if reason:
-        parts.append(f"escalated: {reason}" if route == "cloud" else reason)
+        parts.append(reason)
     return " · ".join(parts)

@@ -120,11 +120,64 @@ def cloud_reply(text: str = "The cloud answer.") -> list[RouterEvent]:
         Decision("local", "every turn starts local"),
         Token("I am not ", "local", -2.5),
         Discard("low local confidence (0.21)"),
-        Decision("cloud", "low local confidence (0.21)", 0.21),
+        Decision("cloud", "escalated: low local confidence (0.21)", 0.21),
         Egress("openai", "api.openai.com", '{"messages": [{"content": "mail [EMAIL_1]"}]}', 64, 128, {"EMAIL": 1}),
         Token(text, "cloud"),
-        TurnDone("cloud", "gpt-4o-mini", "openai", "complete", "low local confidence (0.21)", 0.21, 30, 5, 300.0, 55.0),
+        TurnDone(
+            "cloud", "gpt-4o-mini", "openai", "complete", "escalated: low local confidence (0.21)", 0.21, 30, 5, 300.0, 55.0
+        ),
     ]
+
+
+class LoopbackCloud:
+    """A real OpenAI-compatible server on 127.0.0.1: streams `reply` as SSE chunks and keeps every
+    request body it received, exactly as it arrived."""
+
+    def __init__(self, reply: str) -> None:
+        import http.server
+
+        cloud = self
+        self.reply = reply
+        self.bodies: list[str] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                cloud.bodies.append(self.rfile.read(int(self.headers["content-length"])).decode())
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.end_headers()
+                words = cloud.reply.split(" ")
+                for index, word in enumerate(words):
+                    text = word if index == len(words) - 1 else word + " "
+                    self._event({"model": "loopback-model", "choices": [{"delta": {"content": text}}]})
+                self._event({"choices": [{"delta": {}, "finish_reason": "stop"}]})
+                self._event({"choices": [], "usage": {"prompt_tokens": 20, "completion_tokens": len(words)}})
+                self.wfile.write(b"data: [DONE]\n\n")
+
+            def _event(self, chunk: dict) -> None:
+                import json
+
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def loopback_cloud():
+    cloud = LoopbackCloud("I will write to [EMAIL_1] today.")
+    yield cloud
+    cloud.close()
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ def seeded(db_path, store) -> TandemApp:
     store.add_message(
         conversation.id, "assistant", "The Roman Empire lasted from 27 BC to AD 476 in the West…",
         route="cloud", model="gpt-4o-mini", provider="openai", confidence=0.18, tok_s=61.0,
-        escalation_reason="outside the local model's skills",
+        escalation_reason="escalated: it needs a long document, outside the local model's skills",
     )
     return TandemApp(db_path, open_engine=ready_opener)
 

@@ -51,7 +51,7 @@ def test_an_escalated_reply_replaces_the_local_draft_and_records_egress(store):
     reply = store.messages(conversation.id)[-1]
     assert reply.content == "From the cloud."
     assert (reply.route, reply.provider, reply.model) == ("cloud", "openai", "gpt-4o-mini")
-    assert reply.escalation_reason == "low local confidence (0.21)"
+    assert reply.escalation_reason == "escalated: low local confidence (0.21)"
     [egress] = store.egress()
     assert (egress.conversation_id, egress.host, egress.bytes_sent) == (conversation.id, "api.openai.com", 64)
     assert egress.payload == '{"messages": [{"content": "mail [EMAIL_1]"}]}'
