@@ -36,6 +36,8 @@ class ProviderSettings:
 DEFAULT_PROVIDERS: tuple[ProviderSettings, ...] = (
     ProviderSettings("openai", "openai-compatible", "https://api.openai.com/v1", "gpt-4o-mini"),
     ProviderSettings("anthropic", "anthropic", "https://api.anthropic.com", "claude-3-5-haiku-latest"),
+    # A bigger machine of your own: `tandem serve`, vLLM, Ollama's /v1 or llama.cpp's server.
+    ProviderSettings("onprem", "openai-compatible", "http://127.0.0.1:8000/v1", "default"),
 )
 
 

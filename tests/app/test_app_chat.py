@@ -4,7 +4,7 @@ cancelling and copying. The router is the named ScriptedRouter stand-in (see con
 from __future__ import annotations
 
 import pytest
-from conftest import SIZE, ScriptedRouter, cloud_reply, local_reply
+from app_helpers import SIZE, ScriptedRouter, cloud_reply, local_reply
 
 from app.tui.screens.approve import ApproveScreen
 from app.tui.widgets.message import MessageView

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import SIZE, NoEngine, until_ready
+from app_helpers import SIZE, NoEngine, until_ready
 
 from app.settings import ProviderSettings, UserSettings, save_settings
 from app.tui.screens.approve import ApproveScreen

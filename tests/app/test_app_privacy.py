@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
-from conftest import SIZE
+from app_helpers import SIZE
 
 from app.settings import load_settings
 from app.store import EgressRecord

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from conftest import SIZE, until_ready
+from app_helpers import SIZE, until_ready
 
 from app.local_models import embedded_model, open_model
 from app.tui.widgets.message import MessageView

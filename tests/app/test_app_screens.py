@@ -6,7 +6,7 @@ import json
 
 import keyring
 import pytest
-from conftest import SIZE
+from app_helpers import SIZE
 
 from app.local_models import LocalModel, ModelUnavailable
 from app.paths import data_dir

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import SIZE
+from app_helpers import SIZE
 
 from app.tui.screens.search import SearchScreen
 from app.tui.widgets.message import MessageView

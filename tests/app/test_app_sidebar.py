@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import SIZE
+from app_helpers import SIZE
 
 from app.tui.screens.confirm import ConfirmScreen
 from app.tui.screens.rename import RenameScreen

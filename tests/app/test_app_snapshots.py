@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
-from conftest import ready_opener, until_ready
+from app_helpers import ready_opener, until_ready
 
 from app.store import EgressRecord
 from app.tui.app import TandemApp

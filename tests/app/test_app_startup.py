@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import SIZE, until_ready
+from app_helpers import SIZE, until_ready
 
 from app.local_models import ModelUnavailable
 from app.tui.screens.chat import ChatScreen

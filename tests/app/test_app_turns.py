@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from conftest import ScriptedRouter, cloud_reply, local_reply
+from app_helpers import ScriptedRouter, cloud_reply, local_reply
 
 from app.turns import NEW_TITLE, TurnError, TurnRunner, title_from
 from offload.events import Token, TurnDone
