@@ -16,7 +16,7 @@ import sqlite_utils
 from app.store import conversations, messages
 from app.store.database import write_transaction
 from app.store.errors import ReplyClosed
-from app.store.records import MESSAGE_METADATA, Message, now
+from app.store.records import ROUTES, Message, now
 
 CHECKPOINT_INTERVAL_S = 0.25
 FINAL_STATUSES = ("complete", "interrupted", "error")
@@ -73,22 +73,39 @@ class ReplyWriter:
             self._unsaved = False
         self._last_checkpoint = self._clock()
 
-    def finish(self, status: str = "complete", **facts: object) -> Message:
-        """Record the final text, status and facts (route, model, provider, tokens_in, tokens_out,
-        ttft_ms, tok_s, confidence, escalation_reason); route, model and provider may change here,
-        when the cloud took the turn over. Facts given as None keep what the row has."""
+    def finish(
+        self,
+        status: str = "complete",
+        tokens_in: int | None = None,
+        tokens_out: int | None = None,
+        ttft_ms: float | None = None,
+        tok_s: float | None = None,
+        confidence: float | None = None,
+        escalation_reason: str | None = None,
+        *,
+        route: str | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+    ) -> Message:
+        """Record the final text, status and facts, once. Route, model and provider change here
+        when the cloud took the turn over; a fact left None keeps what the row has."""
         if self._finished:
             raise ReplyClosed(self.message_id)
         if status not in FINAL_STATUSES:
             raise ValueError(f"a reply finishes as one of {', '.join(FINAL_STATUSES)}, not {status!r}")
-        unknown = set(facts) - set(MESSAGE_METADATA)
-        if unknown:
-            raise ValueError(f"unknown reply facts {', '.join(sorted(unknown))}; known: {', '.join(MESSAGE_METADATA)}")
-        known = {key: value for key, value in facts.items() if value is not None}
+        if route not in (None, *ROUTES):
+            raise ValueError(f"route {route!r} is not one of {', '.join(ROUTES)}")
+        facts = {
+            "tokens_in": tokens_in, "tokens_out": tokens_out, "ttft_ms": ttft_ms, "tok_s": tok_s,
+            "confidence": confidence, "escalation_reason": escalation_reason,
+            "route": route, "model": model, "provider": provider,
+        }
+        known = {name: value for name, value in facts.items() if value is not None}
         row = {"content": self.text, "status": status, "writer_pid": None, **known}
-        with self._access() as db, write_transaction(db):
-            db["messages"].update(self.message_id, row)
-            conversations.touch(db, self.conversation_id, now())
+        with self._access() as db:
+            with write_transaction(db):
+                db["messages"].update(self.message_id, row)
+                conversations.touch(db, self.conversation_id, now())
             self._finished = True
             return messages.get(db, self.message_id)
 
