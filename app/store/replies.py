@@ -15,7 +15,7 @@ import sqlite_utils
 
 from app.store import conversations, messages
 from app.store.database import write_transaction
-from app.store.errors import ReplyClosed
+from app.store.errors import ReplyClosed, StoreLocked
 from app.store.records import ROUTES, Message, now
 
 CHECKPOINT_INTERVAL_S = 0.25
@@ -55,7 +55,12 @@ class ReplyWriter:
         self._parts.append(text)
         self._unsaved = True
         if self._clock() - self._last_checkpoint >= CHECKPOINT_INTERVAL_S:
-            self.checkpoint()
+            try:
+                self.checkpoint()
+            except StoreLocked:
+                # Another process held the file past the busy timeout: the text is still here,
+                # and the next checkpoint (or finish) writes it. The stream must go on.
+                self._last_checkpoint = self._clock()
 
     def discard(self) -> None:
         """Withdraw the text so far (a local draft being replaced by the cloud's reply)."""
