@@ -15,7 +15,7 @@ import sqlite_utils
 
 from app.store import conversations, messages
 from app.store.database import write_transaction
-from app.store.errors import ReplyClosed, StoreLocked
+from app.store.errors import MessageNotFound, ReplyClosed, StoreLocked
 from app.store.records import ROUTES, Message, now
 
 CHECKPOINT_INTERVAL_S = 0.25
@@ -74,7 +74,7 @@ class ReplyWriter:
         """Write the text so far now; append() calls this itself when 250 ms have passed."""
         if self._unsaved:
             with self._access() as db, write_transaction(db):
-                db["messages"].update(self.message_id, {"content": self.text})
+                self._write(db, {"content": self.text})
             self._unsaved = False
         self._last_checkpoint = self._clock()
 
@@ -109,10 +109,17 @@ class ReplyWriter:
         row = {"content": self.text, "status": status, "writer_pid": None, **known}
         with self._access() as db:
             with write_transaction(db):
-                db["messages"].update(self.message_id, row)
+                self._write(db, row)
                 conversations.touch(db, self.conversation_id, now())
             self._finished = True
             return messages.get(db, self.message_id)
+
+    def _write(self, db: sqlite_utils.Database, row: dict[str, object]) -> None:
+        # Column names come from this class, never from callers' strings.
+        assignments = ", ".join(f"{column} = ?" for column in row)
+        cursor = db.execute(f"UPDATE messages SET {assignments} WHERE id = ?", [*row.values(), self.message_id])
+        if cursor.rowcount == 0:
+            raise MessageNotFound(self.message_id)
 
     def __enter__(self) -> ReplyWriter:
         return self

@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 from store_helpers import raw_rows, spawn_child
 
-from app.store import ReplyClosed, Store
+from app.store import MessageNotFound, ReplyClosed, Store
 
 
 @pytest.fixture
@@ -164,3 +164,12 @@ def test_a_checkpoint_blocked_by_another_writer_is_retried_and_the_stream_goes_o
         clock.advance(300)
         reply.append(", then saved")
         assert observer.content(reply.message_id) == "written while the file is busy, then saved"
+
+
+def test_a_reply_whose_conversation_was_deleted_meanwhile_says_so(store, question):
+    reply = store.begin_reply(question.conversation_id, question.id)
+    reply.append("about to vanish")
+    store.delete_conversation(question.conversation_id)
+    with pytest.raises(MessageNotFound, match=f"no message {reply.message_id}"):
+        reply.finish("complete")
+    store.close()  # and closing the store does not trip over it
