@@ -127,8 +127,8 @@ def main() -> int:
             per_query = {query: (matching(path, query), median_ms(lambda: store.search(query), args.repeat))
                          for query in SEARCHES}
 
-    for query, (matching, ms) in per_query.items():
-        print(f"  search {query!r:<20} {matching:>7,} matching messages, median {ms:6.2f} ms")
+    for query, (count, ms) in per_query.items():
+        print(f"  search {query!r:<20} {count:>7,} matching messages, median {ms:6.2f} ms")
     labels = {"list_ms": "list conversations (200 newest)", "open_ms": f"open a {BIG_CONVERSATION}-message conversation",
               "search_ms": "full-text search (20 best, snippets)"}
     for key, value in results.items():
