@@ -14,11 +14,10 @@ from engine.artifact import (
     read_tensor_cache,
     write_tensor_cache,
 )
-from engine.config import ChatConfig, ModelConfig
+from engine.config import ChatConfig
 from engine.errors import ModelFileError
 from engine.layout import stored_specs
 from engine.quantization import QUANTIZATIONS
-from engine.templates import builtin_template
 
 
 def sample_params() -> dict[str, np.ndarray]:
@@ -114,26 +113,12 @@ def test_unknown_dtype_names_the_file(tmp_path):
         read_tensor_cache(tmp_path)
 
 
-def tiny_chat_config(quantization: str = "q4f16_1") -> ChatConfig:
-    model = ModelConfig(
-        model_type="qwen2", hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=100,
-        rms_norm_eps=1e-6, rope_theta=10000.0, rope_scaling=None, tie_word_embeddings=False,
-        attention_bias=True, max_position_embeddings=128,
-    )
-    return ChatConfig(
-        model_config=model, model_type="qwen2", quantization=quantization, vocab_size=100,
-        context_window_size=128, prefill_chunk_size=64, sliding_window_size=-1,
-        conv_template=builtin_template("qwen2"),
-    )
-
-
 def fake_params(chat_config: ChatConfig) -> dict[str, np.ndarray]:
     specs = stored_specs(chat_config.model_config, QUANTIZATIONS[chat_config.quantization])
     return {name: np.zeros(spec.shape, dtype=spec.dtype) for name, spec in specs.items()}
 
 
-def test_expected_names_follow_mlc():
+def test_expected_names_follow_mlc(tiny_chat_config):
     names = set(fake_params(tiny_chat_config()))
     assert "model.embed_tokens.q_weight" in names and "lm_head.q_scale" in names
     assert "model.layers.1.self_attn.c_attn.bias" in names  # qwen2's fused qkv carries a bias
@@ -141,18 +126,39 @@ def test_expected_names_follow_mlc():
     assert "model.norm.weight" in names
 
 
-def test_shape_mismatch_names_the_file_and_tensor(tmp_path):
+def test_shape_mismatch_names_the_file_and_tensor(tiny_chat_config):
     chat_config = tiny_chat_config()
     params = fake_params(chat_config)
     check_params(params, chat_config, source="tensor-cache.json")
     params["model.layers.0.mlp.down_proj.q_scale"] = np.zeros((64, 2), dtype=np.float16)
-    with pytest.raises(ModelFileError, match=r"tensor-cache.json: model.layers.0.mlp.down_proj.q_scale is float16\[64, 2\]"):
+    expected = r"tensor-cache.json: model.layers.0.mlp.down_proj.q_scale is float16\[64, 2\]"
+    with pytest.raises(ModelFileError, match=expected):
         check_params(params, chat_config, source="tensor-cache.json")
 
 
-def test_missing_tensor_is_named():
+def test_missing_tensor_is_named(tiny_chat_config):
     chat_config = tiny_chat_config()
     params = fake_params(chat_config)
     del params["lm_head.q_weight"]
     with pytest.raises(ModelFileError, match="lacks lm_head.q_weight"):
         check_params(params, chat_config, source="tensor-cache.json")
+
+
+def test_tvm_reads_what_we_write_and_we_read_what_tvm_writes(tmp_path):
+    """apache-tvm's own tensor-cache helpers (what MLC's tools use) agree with ours both ways."""
+    tvm = pytest.importorskip("tvm")
+    from tvm.contrib import tvmjs
+
+    params = sample_params()
+    ours = tmp_path / "ours"
+    write_tensor_cache(ours, params.items())
+    loaded, _ = tvmjs.load_tensor_cache(str(ours), tvm.cpu())
+    for name, array in params.items():
+        expected = decode_bf16(encode_bf16(array)) if array.dtype == np.float32 else array
+        np.testing.assert_array_equal(loaded[name].numpy(), expected, err_msg=name)
+
+    theirs = tmp_path / "theirs"
+    tvmjs.dump_tensor_cache(params, str(theirs), encode_format="f32-to-bf16", show_progress=False)
+    ours_again = read_tensor_cache(theirs)
+    for name, array in params.items():
+        np.testing.assert_array_equal(ours_again[name], loaded[name].numpy(), err_msg=name)

@@ -9,8 +9,6 @@ import pytest
 from engine.config import model_config_from_hf, read_chat_config, write_chat_config
 from engine.errors import ModelFileError
 
-from test_engine_artifact import tiny_chat_config
-
 HF_LLAMA = {
     "model_type": "llama",
     "hidden_size": 64,
@@ -67,13 +65,13 @@ def test_unknown_model_type_names_the_file():
         model_config_from_hf({**HF_LLAMA, "model_type": "gpt2"}, source="my/config.json")
 
 
-def test_chat_config_round_trip(tmp_path):
+def test_chat_config_round_trip(tmp_path, tiny_chat_config):
     config = tiny_chat_config()
     write_chat_config(config, tmp_path)
     assert read_chat_config(tmp_path) == config
 
 
-def test_unknown_quantization_names_the_file(tmp_path):
+def test_unknown_quantization_names_the_file(tmp_path, tiny_chat_config):
     write_chat_config(tiny_chat_config(), tmp_path)
     path = tmp_path / "mlc-chat-config.json"
     data = json.loads(path.read_text())
@@ -83,7 +81,7 @@ def test_unknown_quantization_names_the_file(tmp_path):
         read_chat_config(tmp_path)
 
 
-def test_unknown_model_type_in_chat_config_names_the_file(tmp_path):
+def test_unknown_model_type_in_chat_config_names_the_file(tmp_path, tiny_chat_config):
     write_chat_config(tiny_chat_config(), tmp_path)
     path = tmp_path / "mlc-chat-config.json"
     data = json.loads(path.read_text())
@@ -93,7 +91,7 @@ def test_unknown_model_type_in_chat_config_names_the_file(tmp_path):
         read_chat_config(tmp_path)
 
 
-def test_template_given_by_name_in_older_configs(tmp_path):
+def test_template_given_by_name_in_older_configs(tmp_path, tiny_chat_config):
     write_chat_config(tiny_chat_config(), tmp_path)
     path = tmp_path / "mlc-chat-config.json"
     data = json.loads(path.read_text())
@@ -107,7 +105,7 @@ def test_missing_chat_config_names_the_file(tmp_path):
         read_chat_config(tmp_path)
 
 
-def test_mlc_style_model_config_with_position_embedding_base(tmp_path):
+def test_mlc_style_model_config_with_position_embedding_base(tmp_path, tiny_chat_config):
     write_chat_config(tiny_chat_config(), tmp_path)
     path = tmp_path / "mlc-chat-config.json"
     data = json.loads(path.read_text())
