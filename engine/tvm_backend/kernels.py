@@ -66,31 +66,54 @@ def q4_value(word: tirx.PrimExpr, k: tirx.PrimExpr) -> tirx.PrimExpr:
     return nibble.astype("float32") - tirx.const(7.0, "float32")
 
 
-def _linear_compute(shape: LinearShape, rows: int | tirx.Var) -> tirx.PrimFunc:
+def _dense_compute(shape: LinearShape, rows: int | tirx.Var) -> tirx.PrimFunc:
     k_in, n_out, tile = shape.k_in, shape.n_out, shape.tile
     x = te.placeholder((rows, k_in), "float32", name="x")
+    w = te.placeholder(shape.weight_shapes()["weight"][0], "float32", name="w")
     k = te.reduce_axis((0, k_in), name="k")
-    if shape.kind == "q0":
-        w = te.placeholder(shape.weight_shapes()["weight"][0], "float32", name="w")
-        inputs = [x, w]
-
-        def weight(n, k):
-            return w[n // tile, k, n % tile]
-
-    else:
-        specs = shape.weight_shapes()
-        q = te.placeholder(specs["q_weight"][0], "uint32", name="q_weight")
-        s = te.placeholder(specs["q_scale"][0], "float32", name="q_scale")
-        inputs = [x, q, s]
-
-        def weight(n, k):
-            word = q[n // tile, k // Q4_PER_WORD, n % tile]
-            return q4_value(word, k) * s[n // tile, k // Q4_GROUP, n % tile]
-
     y = te.compute(
-        (rows, n_out), lambda m, n: te.sum(x[m, k] * weight(n, k), axis=k), name="matmul"
+        (rows, n_out),
+        lambda m, n: te.sum(x[m, k] * w[n // tile, k, n % tile], axis=k),
+        name="matmul",
     )
-    return te.create_prim_func([*inputs, y])
+    return te.create_prim_func([x, w, y])
+
+
+def _q4_compute(shape: LinearShape, rows: int | tirx.Var) -> tirx.PrimFunc:
+    """y = sum over groups g of scale[g] * (sum_j x_j * code_j - 7 * sum_j x_j): the offset and
+    the scale leave the inner loop, which is then one FMA per weight (after the nibble unpack)."""
+    k_in, n_out, tile = shape.k_in, shape.n_out, shape.tile
+    groups = q4_groups(k_in)
+    specs = shape.weight_shapes()
+    x = te.placeholder((rows, k_in), "float32", name="x")
+    q = te.placeholder(specs["q_weight"][0], "uint32", name="q_weight")
+    s = te.placeholder(specs["q_scale"][0], "float32", name="q_scale")
+
+    def x_at(m, k):  # a ragged last group reads zeros past k_in
+        return x[m, k] if k_in % Q4_GROUP == 0 else tirx.if_then_else(k < k_in, x[m, tirx.min(k, k_in - 1)], 0.0)
+
+    j = te.reduce_axis((0, Q4_GROUP), name="j")
+    x_sum = te.compute((rows, groups), lambda m, g: te.sum(x_at(m, g * Q4_GROUP + j), axis=j), name="x_sum")
+    jj = te.reduce_axis((0, Q4_GROUP), name="jj")
+
+    def code(n, k):
+        word = q[n // tile, k // Q4_PER_WORD, n % tile]
+        shift = tirx.Cast("uint32", (k % Q4_PER_WORD) * 4)
+        return ((word >> shift) & tirx.const(15, "uint32")).astype("float32")
+
+    partial = te.compute(
+        (rows, n_out, groups),
+        lambda m, n, g: te.sum(x_at(m, g * Q4_GROUP + jj) * code(n, g * Q4_GROUP + jj), axis=jj),
+        name="group_dot",
+    )
+    g = te.reduce_axis((0, groups), name="g")
+    seven = tirx.const(7.0, "float32")
+    y = te.compute(
+        (rows, n_out),
+        lambda m, n: te.sum(s[n // tile, g, n % tile] * (partial[m, n, g] - seven * x_sum[m, g]), axis=g),
+        name="matmul",
+    )
+    return te.create_prim_func([x, q, s, y])
 
 
 def _schedule(func: tirx.PrimFunc, shape: LinearShape, row_tile: int) -> tirx.PrimFunc:
@@ -100,15 +123,21 @@ def _schedule(func: tirx.PrimFunc, shape: LinearShape, row_tile: int) -> tirx.Pr
     block = sch.get_sblock("matmul")
     m, n, k = sch.get_loops(block)
     n_tile, lanes = sch.split(n, [None, shape.tile])
-    k_unroll = Q4_PER_WORD if shape.k_in % Q4_PER_WORD == 0 else 1
-    k_outer, k_inner = sch.split(k, [None, k_unroll])
     m_outer, m_inner = sch.split(m, [None, row_tile])
-    sch.reorder(n_tile, m_outer, k_outer, k_inner, m_inner, lanes)
+    if shape.kind == "q4":
+        k_outer, k_inner = k, None  # k runs over groups; group_dot does the inner 32
+    else:
+        k_unroll = Q4_PER_WORD if shape.k_in % Q4_PER_WORD == 0 else 1
+        k_outer, k_inner = sch.split(k, [None, k_unroll])
+    sch.reorder(n_tile, m_outer, k_outer, *([k_inner] if k_inner else []), m_inner, lanes)
     sch.parallel(n_tile)
     accumulator = sch.cache_write(block, 0, "local")
     sch.reverse_compute_at(accumulator, m_outer)
+    if shape.kind == "q4":
+        _schedule_group_dot(sch, k_outer, row_tile)
+    else:
+        sch.unroll(k_inner)
     sch.vectorize(lanes)
-    sch.unroll(k_inner)
     sch.unroll(m_inner)
     sch.decompose_reduction(block, k_outer)
     sch.vectorize(sch.get_loops(accumulator)[-1])
@@ -117,13 +146,32 @@ def _schedule(func: tirx.PrimFunc, shape: LinearShape, row_tile: int) -> tirx.Pr
     return func.with_attrs({"tir.is_scheduled": True, "op_pattern": 8})
 
 
+def _schedule_group_dot(sch: Schedule, group_loop, row_tile: int) -> None:
+    """One group's dot products computed in registers right where the group is consumed."""
+    group_dot = sch.get_sblock("group_dot")
+    sch.compute_at(group_dot, group_loop)
+    sch.set_scope(group_dot, 0, "local")
+    loops = sch.get_loops(group_dot)
+    # Under the group loop: (rows if row_tile > 1), lanes, j; a row tile of 1 leaves no row loop.
+    inner = loops[len(loops) - (3 if row_tile > 1 else 2) :]
+    j, lanes = inner[-1], inner[-2]
+    sch.reorder(j, *inner[:-1])
+    j_outer, j_inner = sch.split(j, [None, Q4_PER_WORD])
+    sch.vectorize(lanes)
+    sch.unroll(j_inner)
+    if row_tile > 1:
+        sch.unroll(inner[0])
+    sch.decompose_reduction(group_dot, j_outer)
+
+
 @lru_cache(maxsize=None)
 def linear_kernel(shape: LinearShape, phase: Literal["decode", "prefill"]) -> tirx.PrimFunc:
     """y[rows, n_out] = x[rows, k_in] @ W.T, W given in the tiled layout of `shape`.
 
     decode: one row; prefill: a symbolic number of rows, tiled by PREFILL_ROW_TILE (the
     last partial tile is predicated on the row count)."""
+    compute = _q4_compute if shape.kind == "q4" else _dense_compute
     if phase == "decode":
-        return _schedule(_linear_compute(shape, 1), shape, 1)
+        return _schedule(compute(shape, 1), shape, 1)
     rows = tirx.Var("rows", "int64")
-    return _schedule(_linear_compute(shape, rows), shape, PREFILL_ROW_TILE)
+    return _schedule(compute(shape, rows), shape, PREFILL_ROW_TILE)
