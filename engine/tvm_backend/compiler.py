@@ -93,6 +93,11 @@ def compiled_model(
     return compiled
 
 
+def discard(compiled: CompiledModel) -> None:
+    """Drop a cached library that failed to load (truncated, or built by another toolchain)."""
+    shutil.rmtree(compiled.library.parent, ignore_errors=True)
+
+
 def _export(config: ModelConfig, kind: str, target: HostTarget):
     from engine.models.llama import LlamaForCausalLM
 
@@ -115,7 +120,10 @@ def _store(entry: Path, executable, params: tuple[ParamSpec, ...]) -> None:
     staging = Path(tempfile.mkdtemp(prefix=entry.name + ".", dir=entry.parent))
     try:
         executable.export_library(str(staging / LIBRARY_FILE))
-        manifest = {"params": [[name, list(shape), dtype] for name, shape, dtype in params]}
+        manifest = {
+            "library_sha256": _digest(staging / LIBRARY_FILE),
+            "params": [[name, list(shape), dtype] for name, shape, dtype in params],
+        }
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest), encoding="utf-8")
         try:
             os.replace(staging, entry)
@@ -126,10 +134,23 @@ def _store(entry: Path, executable, params: tuple[ParamSpec, ...]) -> None:
 
 
 def _read_entry(entry: Path) -> CompiledModel | None:
+    """The cached model, or None (dropping a damaged entry): loading a truncated library
+    would kill the process with SIGBUS, so its digest is checked first."""
+    if not entry.exists():
+        return None
+    library = entry / LIBRARY_FILE
     try:
         manifest = json.loads((entry / MANIFEST_FILE).read_text(encoding="utf-8"))
         params = tuple((name, tuple(shape), dtype) for name, shape, dtype in manifest["params"])
+        intact = manifest["library_sha256"] == _digest(library)
     except (OSError, ValueError, KeyError, TypeError):
+        intact = False
+    if not intact:
+        shutil.rmtree(entry, ignore_errors=True)
         return None
-    library = entry / LIBRARY_FILE
-    return CompiledModel(library, params, 0.0) if library.is_file() else None
+    return CompiledModel(library, params, 0.0)
+
+
+def _digest(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
