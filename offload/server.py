@@ -204,9 +204,10 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length)
 
     def _start(self, request: GenerationRequest, cancel: threading.Event) -> Iterator[TokenEvent | FinishEvent]:
-        """The engine's events, with the first one already pulled so that errors become 400/500."""
-        events = iter(self.server.engine.generate(request, cancel))
+        """The engine's events, with the first one already pulled so that errors become 400/500
+        (an engine may raise when asked, or on the first event)."""
         try:
+            events = iter(self.server.engine.generate(request, cancel))
             first = next(events)
         except ContextWindowExceeded as error:
             raise ApiError(400, str(error), "context_length_exceeded", "messages") from None
