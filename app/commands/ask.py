@@ -73,8 +73,10 @@ def _answer_with(store: Any, question: str, args: argparse.Namespace, offline: b
     from app.local_models import ModelUnavailable, chosen_model, open_model
     from app.settings import load_settings
     from app.turns import TurnError, TurnRunner, default_router_factory, title_from
+    from offload.network import NETWORK
 
     settings = load_settings(store)
+    NETWORK.set_offline(offline or settings.mode == "offline")  # the hard switch, beside the router's gate
     model = chosen_model(settings.model_dir, settings.backend)
     try:
         engine = open_model(model)
@@ -101,10 +103,7 @@ def _answer_with(store: Any, question: str, args: argparse.Namespace, offline: b
     if args.as_json:
         print(json.dumps({**asdict(result), "conversation_id": conversation.id}, ensure_ascii=False))
     else:
-        if not stream:
-            print(result.reply)
-        else:
-            print()
+        print("" if stream else result.reply)  # a streamed reply is on screen already; end its line
         for notice in result.notices:
             print(f"⚑ {notice}", file=sys.stderr)
         print(_route_line(result), file=sys.stderr)

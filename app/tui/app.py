@@ -135,6 +135,7 @@ class TandemApp(App[None]):
             self.call_from_thread(self._set_engine_status, f"{model.label} failed to load: {problem}")
             return
         self.engine, self.model = engine, model
+        self.turn_runner()  # build the router now (httpx, redaction, calibration), not on the first Enter
         self.call_from_thread(self._set_engine_status, f"⌂ {model.label} ready")
 
     def _set_engine_status(self, status: str) -> None:
