@@ -34,6 +34,9 @@ async def test_ctrl_o_toggles_cloud_for_this_conversation_only(make_app, store):
         assert store.get_conversation(mine.id).cloud_opt_in
         assert not store.get_conversation(other.id).cloud_opt_in
         assert "cloud: on" in header(app)
+        await pilot.pause()
+        labels = [str(label.render()) for label in app.chat.query("ConversationItem Label")]
+        assert labels == ["mine ☁", "other"]
         await pilot.press("ctrl+o")
         assert not store.get_conversation(mine.id).cloud_opt_in
 

@@ -269,7 +269,6 @@ class ChatScreen(Screen[None]):
     def action_toggle_cloud(self) -> None:
         if self.conversation_id is None:
             self.conversation_id = self.store.create_conversation(title=NEW_TITLE).id
-            self.run_worker(self.refresh_sidebar())
         conversation = self.store.get_conversation(self.conversation_id)
         if conversation.local_only and not conversation.cloud_opt_in:
             self.notify("This conversation is locked to local; lift the lock from the palette first.", severity="warning")
@@ -277,6 +276,7 @@ class ChatScreen(Screen[None]):
         self.store.update_conversation(self.conversation_id, cloud_opt_in=not conversation.cloud_opt_in)
         self.notify(f"Cloud {'allowed' if not conversation.cloud_opt_in else 'off'} for this conversation.")
         self.refresh_privacy()
+        self.run_worker(self.refresh_sidebar())
 
     def action_toggle_local_lock(self) -> None:
         if self.conversation_id is None:
@@ -287,6 +287,7 @@ class ChatScreen(Screen[None]):
             self.conversation_id, local_only=locking, **({"cloud_opt_in": False} if locking else {})
         )
         self.refresh_privacy()
+        self.run_worker(self.refresh_sidebar())
 
     def action_cycle_mode(self) -> None:
         if self.tandem.offline_flag:

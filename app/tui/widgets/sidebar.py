@@ -7,15 +7,19 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.markup import escape
 from textual.message import Message
 from textual.widgets import Input, Label, ListItem, ListView
 
 
 class ConversationItem(ListItem):
-    def __init__(self, conversation_id: int, title: str, archived: bool = False) -> None:
-        super().__init__(Label(title), classes="-archived" if archived else "")
-        self.conversation_id = conversation_id
-        self.title = title
+    """A conversation's title, marked ☁ when it may use the cloud and 🔒 when locked to local."""
+
+    def __init__(self, conversation: Any) -> None:
+        mark = " 🔒" if conversation.local_only else " ☁" if conversation.cloud_opt_in else ""
+        super().__init__(Label(escape(conversation.title) + mark), classes="-archived" if conversation.archived else "")
+        self.conversation_id = conversation.id
+        self.title = conversation.title
 
 
 class Sidebar(Vertical):
@@ -43,7 +47,7 @@ class Sidebar(Vertical):
         """Replace the list with these conversations (records with id, title, archived)."""
         view = self.list_view
         await view.clear()
-        items = [ConversationItem(c.id, c.title, bool(c.archived)) for c in conversations]
+        items = [ConversationItem(c) for c in conversations]
         await view.extend(items)
         ids = [item.conversation_id for item in items]
         if current in ids:
