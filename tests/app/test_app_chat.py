@@ -167,3 +167,21 @@ async def test_one_router_serves_the_turns_so_placeholders_stay_stable(make_app)
         await send(pilot, "three")
         await settle(pilot, app)
         assert built == ["ask", "auto"] and len(router.turns) == 3
+
+
+async def test_quitting_mid_reply_keeps_the_reply_as_interrupted(make_app, db_path):
+    from app.store import Store
+
+    router = ScriptedRouter(wait_for_cancel=True)
+    app = make_app(router)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        await send(pilot, "long answer please")
+        assert router.started.wait(5)
+        await pilot.press("ctrl+q")
+    with Store.open(db_path) as store:
+        [conversation] = store.list_conversations()
+        assert [(m.role, m.status) for m in store.messages(conversation.id)] == [
+            ("user", "complete"),
+            ("assistant", "interrupted"),
+        ]

@@ -446,6 +446,10 @@ class ChatScreen(Screen[None]):
         await self.refresh_sidebar()
         self.refresh_privacy()
 
+    def on_unmount(self) -> None:
+        if self.cancel_event is not None:
+            self.cancel_event.set()  # quitting mid-reply: stop the worker before the engine closes
+
     def action_cancel(self) -> None:
         if self.cancel_event is not None:
             self.cancel_event.set()
