@@ -44,3 +44,20 @@ async def test_search_without_hits_says_so_and_escape_returns(make_app, store):
         assert "0 results" in str(pilot.app.screen.query_one("#summary").render())
         await pilot.press("escape")
         assert not isinstance(pilot.app.screen, SearchScreen)
+
+
+async def test_a_hit_early_in_a_long_conversation_is_shown_and_focused(make_app, store):
+    from app.tui.screens.chat import SHOWN_MESSAGES
+
+    long = store.create_conversation(title="long")
+    for index in range(SHOWN_MESSAGES + 20):
+        store.add_message(long.id, "user", "needle in the haystack" if index == 3 else f"message {index}")
+    store.create_conversation(title="newer")
+    async with make_app().run_test(size=SIZE) as pilot:
+        app = pilot.app
+        await pilot.press("ctrl+f", *"needle", "enter")
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.chat.conversation_id == long.id
+        assert app.focused.content == "needle in the haystack"

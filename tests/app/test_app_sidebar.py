@@ -100,3 +100,19 @@ async def test_archive_hides_a_conversation_and_show_archived_brings_it_back(mak
         await app.chat.action_toggle_archived()
         await pilot.pause()
         assert set(titles(app)) == {"keep", "old"}
+
+
+async def test_a_long_conversation_opens_on_its_latest_messages_and_shows_the_rest_on_demand(make_app, store):
+    from app.tui.screens.chat import SHOWN_MESSAGES
+
+    long = store.create_conversation(title="long")
+    for index in range(SHOWN_MESSAGES + 15):
+        store.add_message(long.id, "user", f"message {index}")
+    async with make_app().run_test(size=SIZE) as pilot:
+        app = pilot.app
+        shown = [v.content for v in app.chat.query(MessageView)]
+        assert len(shown) == SHOWN_MESSAGES and shown[-1] == f"message {SHOWN_MESSAGES + 14}"
+        await pilot.click("#earlier")
+        await pilot.pause()
+        shown = [v.content for v in app.chat.query(MessageView)]
+        assert shown == [f"message {index}" for index in range(SHOWN_MESSAGES + 15)]

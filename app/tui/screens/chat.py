@@ -14,7 +14,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.markup import escape
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Button, Footer, Input, Static
 
 from app.route_labels import describe_reply
 from app.tui.widgets.message import MessageView
@@ -25,6 +25,9 @@ from app.turns import NEW_TITLE, TurnError, TurnResult, title_from
 
 if TYPE_CHECKING:
     from app.tui.app import TandemApp
+
+SHOWN_MESSAGES = 60
+"""Messages mounted when a conversation opens; a button above them shows the earlier ones."""
 
 
 class TurnEvent(Message):
@@ -84,6 +87,7 @@ class ChatScreen(Screen[None]):
         self.show_archived = False
         self.cancel_event: threading.Event | None = None
         self.reply_view: MessageView | None = None
+        self._hidden: list[Any] = []
 
     @property
     def tandem(self) -> TandemApp:
@@ -150,11 +154,20 @@ class ChatScreen(Screen[None]):
     # --- conversations ------------------------------------------------------------------------
 
     async def open_conversation(self, conversation_id: int | None, focus_message: int | None = None) -> None:
+        """Show a conversation: its latest messages (a long one opens fast), or from a search hit on."""
         self.conversation_id = conversation_id
         pane = self.query_one("#messages", VerticalScroll)
         await pane.remove_children()
-        views = [self._view_of(m) for m in self.store.messages(conversation_id)] if conversation_id else []
+        messages = self.store.messages(conversation_id) if conversation_id else []
+        ids = [m.id for m in messages]
+        start = max(0, len(messages) - SHOWN_MESSAGES)
+        if focus_message in ids:
+            start = min(start, max(0, ids.index(focus_message) - 2))
+        views = [self._view_of(m) for m in messages[start:]]
+        if start:
+            await pane.mount(Button(f"Show {start} earlier messages", id="earlier", variant="default"))
         await pane.mount_all(views)
+        self._hidden = messages[:start]
         await self.refresh_sidebar()
         self.refresh_privacy()
         target = next((v for v in views if v.message_id == focus_message), None)
@@ -164,6 +177,15 @@ class ChatScreen(Screen[None]):
             pane.scroll_to_widget(target, animate=False)
         else:
             pane.scroll_end(animate=False)
+
+    async def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "earlier":
+            event.stop()
+            pane = self.query_one("#messages", VerticalScroll)
+            first = pane.query(MessageView).first()
+            await pane.mount_all([self._view_of(m) for m in self._hidden], before=first)
+            self._hidden = []
+            await event.button.remove()
 
     def _view_of(self, message: Any) -> MessageView:
         if message.role != "assistant":
