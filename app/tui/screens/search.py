@@ -18,7 +18,8 @@ from app.store.search import MARK_CLOSE, MARK_OPEN
 class HitItem(ListItem):
     def __init__(self, hit: Any) -> None:
         who = "you" if hit.role == "user" else hit.role
-        super().__init__(Static(f"[b]{escape(hit.title)}[/b] · {who}\n{_highlight(hit.snippet)}"))
+        snippet = _highlight(" ".join(hit.snippet.split()))  # one line, whatever the message's layout
+        super().__init__(Static(f"[b]{escape(hit.title)}[/b] · {who}\n{snippet}"))
         self.hit = hit
 
 
