@@ -131,8 +131,7 @@ class TVMEngine:
             detokenizer = self.tokenizer.streamer()
             budget = min(request.max_tokens, self.context_window - len(prompt))
             started = time.perf_counter()
-            session.reset()
-            logits = session.prefill(prompt)
+            logits = session.prefill_reusing_cache(prompt)
             prefill_s = time.perf_counter() - started
             ttft_ms = 0.0
             decode_s = 0.0

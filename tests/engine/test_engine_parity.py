@@ -87,3 +87,19 @@ def test_decode_logits_equal_a_fresh_prefill_over_the_same_tokens(tiny_mlc_model
         fresh = session.prefill(tokens[: len(prompt) + step])
         np.testing.assert_allclose(decoded[step], fresh, atol=1e-4)
     engine.close()
+
+
+def test_a_prompt_extending_the_cached_one_prefills_only_the_new_tokens(tiny_mlc_model):
+    engine = open_engine(tiny_mlc_model("q4f32_1", model_type="llama", tie=True), backend="tvm")
+    session = engine.session
+    first = engine.tokenizer.encode(PROMPT)
+    tokens, _ = greedy_run(session, first, 4)
+    follow_up = tokens + engine.tokenizer.encode(" over the lazy dog")
+    reused = session.prefill_reusing_cache(follow_up)
+    assert session.length == len(follow_up)
+    diverging = first[:5] + [7, 8, 9]  # shares only five tokens: the rest is rolled back
+    reused_diverging = session.prefill_reusing_cache(diverging)
+    for prompt, logits in ((follow_up, reused), (diverging, reused_diverging)):
+        session.reset()
+        np.testing.assert_allclose(logits, session.prefill(prompt), atol=1e-4)
+    engine.close()
