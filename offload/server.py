@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import socket
 import threading
 import time
 import uuid
@@ -130,17 +131,21 @@ class EngineServer(ThreadingHTTPServer):
         self.engine = engine
         self.token = token
         self.generation_lock = threading.Lock()
-        super().__init__((host, port), _Handler)
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        super().__init__((host.strip("[]"), port), _Handler)
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"http://[{host}]:{port}/v1" if ":" in host else f"http://{host}:{port}/v1"
 
 
 def make_server(engine: Engine, host: str = "127.0.0.1", port: int = 8000, token: str | None = None) -> EngineServer:
     """Bind (loopback unless told otherwise); call `serve_forever()` to answer requests."""
     return EngineServer(engine, host, port, token)
+
+
+_ROUTES = {("GET", "/v1/models"): "_models", ("POST", "/v1/chat/completions"): "_chat"}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -149,21 +154,24 @@ class _Handler(BaseHTTPRequestHandler):
     server: EngineServer
 
     def do_GET(self) -> None:
-        self._answer(lambda: self._models() if self.path.rstrip("/") == "/v1/models" else self._not_found())
+        self._dispatch()
 
     def do_POST(self) -> None:
-        self._answer(lambda: self._chat() if self.path == "/v1/chat/completions" else self._not_found())
+        self._dispatch()
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Malformed requests that http.server rejects itself get a JSON body too."""
         self.close_connection = True
         self._send_json(code, ApiError(code, message or "Bad request.").body())
 
-    def _answer(self, respond: Any) -> None:
+    def _dispatch(self) -> None:
         try:
             if not self._authorized():
                 raise ApiError(401, "Missing or wrong bearer token: send the server's token as the API key.", "invalid_api_key")
-            respond()
+            route = _ROUTES.get((self.command, self.path.split("?")[0].rstrip("/")))
+            if route is None:
+                raise ApiError(404, f"No route {self.command} {self.path}: this server offers GET /v1/models and POST /v1/chat/completions.")
+            getattr(self, route)()
         except ApiError as error:
             self._send_json(error.status, error.body(), {"www-authenticate": "Bearer"} if error.status == 401 else None)
 
@@ -172,9 +180,6 @@ class _Handler(BaseHTTPRequestHandler):
             return True
         given = self.headers.get("authorization", "")
         return hmac.compare_digest(given.encode(), f"Bearer {self.server.token}".encode())
-
-    def _not_found(self) -> None:
-        raise ApiError(404, f"No route {self.command} {self.path}: this server offers /v1/models and /v1/chat/completions.")
 
     def _models(self) -> None:
         info = self.server.engine.info
