@@ -159,8 +159,7 @@ def _read_events(
                 return
             yield from decoder.decode(event)
             if decoder.done:
-                for _ in events:  # drain what follows the terminal event, so the byte count is whole
-                    pass
+                _drain(events)
                 return
     except SSEError:
         content_type = response.headers.get("content-type", "no content type").partition(";")[0]
@@ -173,6 +172,16 @@ def _read_events(
         raise ConnectionLost(call.host) from None
     if decoder.finish_reason is None:
         raise ConnectionLost(call.host)
+
+
+def _drain(events: Iterator[ServerSentEvent]) -> None:
+    """Read what follows the terminal event (the end of the chunked body) so the byte count is
+    whole; the reply is complete, so a failure here is no failure of the call."""
+    try:
+        for _ in events:
+            pass
+    except (httpx.TransportError, ResponseTooLarge):
+        pass
 
 
 class _CappedStream(httpx.SyncByteStream):

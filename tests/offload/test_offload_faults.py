@@ -218,3 +218,10 @@ def test_error_reported_inside_the_stream_is_a_server_error(server, kind):
     assert "upstream failed" in str(error)
     assert text == "so far"
     assert len(server.received) == 1
+
+
+def test_a_reset_after_the_final_event_still_completes_the_reply(server, kind):
+    server.play(stream(EVENTS[kind](["complete"]), end="reset"))
+    text, end = run(make_provider(kind, server.base))
+    assert isinstance(end, StreamEnd) and end.finish_reason == "stop"
+    assert text == "complete"
