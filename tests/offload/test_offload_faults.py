@@ -71,7 +71,7 @@ def test_retry_after_beyond_the_limit_is_not_waited_for(server):
     _, error = run(make_provider("openai", server.base))
     assert isinstance(error, RateLimited) and error.retry_after == 3600
     assert len(server.received) == 1
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 10  # not the hour it asked for
 
 
 def test_500_then_success_is_retried(server, kind):
@@ -121,7 +121,7 @@ def test_connect_timeout_is_retried_then_typed(unaccepting_port, kind):
     started = time.monotonic()
     text, error = run(provider)
     assert isinstance(error, ConnectTimeout)
-    assert 0.6 <= time.monotonic() - started < 3
+    assert 0.6 <= time.monotonic() - started < 10
     assert error.exchange is None
     assert_user_facing(error)
 

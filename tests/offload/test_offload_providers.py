@@ -92,7 +92,7 @@ def test_cancel_cuts_a_stalled_connection_at_once(server, kind, stall):
     threading.Timer(0.3, cancel.set).start()
     started = time.monotonic()
     text, end = collect(provider, cancel)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 10  # not the 30 s read timeout
     assert end.finish_reason == "cancelled"
     assert text == ("" if stall == "before-reply" else "only this")
     assert end.exchange.bytes_sent == server.bytes_in
