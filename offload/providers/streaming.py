@@ -10,7 +10,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Protocol
 
@@ -57,13 +57,13 @@ class ChatCall:
     provider: str
     host: str
     url: str
-    headers: Mapping[str, str]
+    headers: Mapping[str, str] = field(repr=False)  # holds the key: kept out of tracebacks' locals
     body: str
     network: Network
     timeouts: Timeouts
     retry: RetryPolicy
     max_response_bytes: int
-    secret: str | None = None
+    secret: str | None = field(default=None, repr=False)
     """The API key, only so that `scrub` can keep it out of error messages."""
 
 

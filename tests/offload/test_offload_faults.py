@@ -225,3 +225,14 @@ def test_a_reset_after_the_final_event_still_completes_the_reply(server, kind):
     text, end = run(make_provider(kind, server.base))
     assert isinstance(end, StreamEnd) and end.finish_reason == "stop"
     assert text == "complete"
+
+
+def test_a_traceback_with_locals_does_not_show_the_key(server, kind):
+    # Crash reports (Textual's among them) print every frame's locals: the key must not be one.
+    import traceback
+
+    server.play(respond(401, f'{{"error": {{"message": "bad key {API_KEY}"}}}}'))
+    _, error = run(make_provider(kind, server.base))
+    report = "".join(traceback.TracebackException.from_exception(error, capture_locals=True).format())
+    assert "stream_chat" in report and "_send_with_retries" in report
+    assert API_KEY not in report
