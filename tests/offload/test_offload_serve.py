@@ -4,6 +4,7 @@ Tandem's own OpenAI provider as the client (and raw HTTP where the wire format i
 from __future__ import annotations
 
 import json
+import select
 import signal
 import subprocess
 import sys
@@ -145,6 +146,7 @@ def test_cli_serves_until_interrupted(served_model_dir):
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
+        assert select.select([process.stdout], [], [], 60)[0], "tandem serve printed nothing within 60 s"
         line = process.stdout.readline()
         assert line.startswith("Serving "), process.stderr.read() if process.poll() is not None else line
         url = line.split(" at ")[1].split()[0]
