@@ -166,12 +166,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         try:
+            body = self._read_body()  # first, so a refused request leaves a clean connection behind
             if not self._authorized():
                 raise ApiError(401, "Missing or wrong bearer token: send the server's token as the API key.", "invalid_api_key")
             route = _ROUTES.get((self.command, self.path.split("?")[0].rstrip("/")))
             if route is None:
                 raise ApiError(404, f"No route {self.command} {self.path}: this server offers GET /v1/models and POST /v1/chat/completions.")
-            getattr(self, route)()
+            getattr(self, route)(body)
         except ApiError as error:
             self._send_json(error.status, error.body(), {"www-authenticate": "Bearer"} if error.status == 401 else None)
 
@@ -181,13 +182,13 @@ class _Handler(BaseHTTPRequestHandler):
         given = self.headers.get("authorization", "")
         return hmac.compare_digest(given.encode(), f"Bearer {self.server.token}".encode())
 
-    def _models(self) -> None:
+    def _models(self, body: bytes) -> None:
         info = self.server.engine.info
         model = {"id": info.model_id, "object": "model", "created": 0, "owned_by": "tandem", "context_window": info.context_window}
         self._send_json(200, {"object": "list", "data": [model]})
 
-    def _chat(self) -> None:
-        params = parse_chat(self._read_body())
+    def _chat(self, body: bytes) -> None:
+        params = parse_chat(body)
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         cancel = threading.Event()
         with self.server.generation_lock:
@@ -198,8 +199,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self._complete(events, params, completion_id)
 
     def _read_body(self) -> bytes:
+        declared = self.headers.get("content-length")
+        if declared is None and "transfer-encoding" not in self.headers:
+            return b""
         try:
-            length = int(self.headers.get("content-length", ""))
+            length = int(declared or "")
         except ValueError:
             self.close_connection = True
             raise ApiError(411, "Send the request body with a Content-Length.") from None

@@ -106,6 +106,13 @@ def test_missing_or_wrong_token_is_401(peer):
         list(client_for(peer, key="wrong-token").stream_chat(MESSAGES, "m", 4, 0.0))
 
 
+def test_a_refused_request_leaves_the_connection_usable(peer):
+    with httpx.Client(timeout=30) as client:  # one keep-alive connection for both requests
+        refused = client.post(peer.url + "/chat/completions", json={"messages": MESSAGES})
+        served = client.post(peer.url + "/chat/completions", json={"messages": MESSAGES, "max_tokens": 2}, headers=AUTH)
+    assert (refused.status_code, served.status_code) == (401, 200)
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [
