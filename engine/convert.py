@@ -4,9 +4,10 @@ tensor cache, mlc-chat-config.json (with a chat template fit to the tokenizer) a
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -56,20 +57,28 @@ def convert_hf_checkpoint(
     conv_template: str | None = None,
     context_window: int | None = None,
     overwrite: bool = False,
+    tandem_extras: Mapping[str, Any] | None = None,
     on_progress: Progress | None = None,
 ) -> ConversionResult:
-    """Convert and write; on any failure nothing is left at `out_dir` (nor is an old model lost)."""
+    """Convert and write. On any failure nothing is left at `out_dir`; a model already there
+    (with `overwrite`) is replaced only once the new one is complete.
+
+    `tandem_extras` becomes the "tandem" section of mlc-chat-config.json (the embedded model's
+    refusal sentence and skills)."""
     if quantization not in QUANTIZATIONS:
         raise ModelFileError(f"Unknown quantization {quantization!r}; choose one of {', '.join(QUANTIZATIONS)}.")
     report = on_progress or (lambda message, fraction: None)
     out = Path(out_dir)
-    _check_destination(out, overwrite)
+    _check_destination(out, Path(hf_dir), overwrite)
     checkpoint = HFCheckpoint(hf_dir)
     tokenizer_path = checkpoint.folder / TOKENIZER_FILE
     if not tokenizer_path.is_file():
         raise ModelFileError(f"{tokenizer_path} is missing; Tandem needs the model's fast tokenizer (tokenizer.json).")
     tokenizer = Tokenizer(tokenizer_path)
-    chat_config = _chat_config(checkpoint, tokenizer, quantization, conv_template, context_window)
+    chat_config = replace(
+        _chat_config(checkpoint, tokenizer, quantization, conv_template, context_window),
+        tandem=dict(tandem_extras or {}),
+    )
     tensors = logical_tensors(checkpoint.model_config)
     for tensor in tensors:  # check every source before writing anything
         _check_sources(checkpoint, tensor)
@@ -198,7 +207,10 @@ def _eos_token_ids(checkpoint: HFCheckpoint, tokenizer: Tokenizer) -> tuple[int,
     return tuple(dict.fromkeys(ids))
 
 
-def _check_destination(out: Path, overwrite: bool) -> None:
+def _check_destination(out: Path, hf_dir: Path, overwrite: bool) -> None:
+    source = hf_dir.resolve()
+    if out.resolve() == source or out.resolve() in source.parents:
+        raise ModelFileError(f"{out} holds the checkpoint being converted; write the model to another folder.")
     if out.exists() and not out.is_dir():
         raise ModelFileError(f"{out} is a file; give a folder to write the model into.")
     if out.is_dir() and any(out.iterdir()) and not overwrite:

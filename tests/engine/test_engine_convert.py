@@ -133,6 +133,29 @@ def test_missing_lm_head_is_named(tiny_hf_checkpoint, tmp_path):
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
 
 
+def test_tandem_extras_land_in_the_chat_config(tiny_hf_checkpoint, tmp_path):
+    extras = {"refusal": "I can't answer that here: it needs a bigger model.", "skills": ["app-help"]}
+    convert_hf_checkpoint(tiny_hf_checkpoint(), tmp_path / "out", "q0f16", tandem_extras=extras)
+    assert read_chat_config(tmp_path / "out").tandem == extras
+
+
+def test_converting_over_the_checkpoint_itself_is_refused(tiny_hf_checkpoint):
+    source = tiny_hf_checkpoint()
+    with pytest.raises(ModelFileError, match="holds the checkpoint being converted"):
+        convert_hf_checkpoint(source, source, "q0f16", overwrite=True)
+    with pytest.raises(ModelFileError, match="holds the checkpoint being converted"):
+        convert_hf_checkpoint(source, source.parent, "q0f16", overwrite=True)
+    assert (source / "config.json").is_file()
+
+
+def test_overwrite_replaces_an_older_conversion(tiny_hf_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    convert_hf_checkpoint(tiny_hf_checkpoint(), out, "q0f16")
+    convert_hf_checkpoint(tiny_hf_checkpoint(), out, "q4f16_1", overwrite=True)
+    assert read_chat_config(out).quantization == "q4f16_1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
 def test_existing_output_is_kept_without_overwrite(tiny_hf_checkpoint, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -165,3 +188,34 @@ def test_cli_bad_hf_dir_is_one_clear_line(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "config.json is missing" in lines[0], done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
+
+
+def test_safetensors_reader_matches_the_safetensors_library(tiny_hf_checkpoint):
+    from safetensors.torch import load_file
+
+    for dtype in ("float32", "bfloat16"):
+        folder = tiny_hf_checkpoint(model_type="qwen2", tie=False, dtype=dtype)
+        checkpoint = HFCheckpoint(folder)
+        (path,) = folder.glob("*.safetensors")
+        reference = load_file(path)
+        assert set(reference) == set(checkpoint.tensor_names)
+        for name, tensor in reference.items():
+            np.testing.assert_array_equal(checkpoint.tensor(name), tensor.float().numpy(), err_msg=name)
+
+
+def test_truncated_safetensors_is_named(tiny_hf_checkpoint, tmp_path):
+    hf_dir = tmp_path / "hf"
+    shutil.copytree(tiny_hf_checkpoint(), hf_dir)
+    (weights,) = hf_dir.glob("*.safetensors")
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(ModelFileError, match=r"model.safetensors is truncated"):
+        convert_hf_checkpoint(hf_dir, tmp_path / "out", "q4f16_1")
+
+
+def test_cli_lists_a_broken_model_as_unusable(isolated_home):
+    broken = isolated_home / "models" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "mlc-chat-config.json").write_text('{"model_type": "gpt2"}')
+    done = run_cli("models")
+    assert done.returncode == 0
+    assert "broken" in done.stdout and "unusable" in done.stdout and "gpt2" in done.stdout
