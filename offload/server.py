@@ -214,8 +214,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _start(self, request: GenerationRequest, cancel: threading.Event) -> Iterator[TokenEvent | FinishEvent]:
         """The engine's events, with the first one already pulled so that errors become 400/500."""
-        events = iter(self.server.engine.generate(request, cancel))
-        try:
+        try:  # an engine may raise when called or on the first step: both are answered here
+            events = iter(self.server.engine.generate(request, cancel))
             first = next(events)
         except ContextWindowExceeded as error:
             raise ApiError(400, str(error), "context_length_exceeded", "messages") from None
