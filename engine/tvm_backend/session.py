@@ -5,7 +5,7 @@ Every TVM failure surfaces as EngineError, so the host process never sees a TVM 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -41,7 +41,7 @@ class ModelSession:
     def __init__(
         self,
         compiled: CompiledModel,
-        params: Sequence[np.ndarray],
+        params: Iterable[np.ndarray],
         device: tvm.runtime.Device,
         hidden_size: int,
         vocab_rows: int,
