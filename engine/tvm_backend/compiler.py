@@ -31,6 +31,7 @@ _SOURCES = (
     "models/layers.py",
     "tvm_backend/kernels.py",
     "tvm_backend/compiler.py",
+    "tvm_backend/pipeline.py",
 )
 
 
@@ -110,9 +111,9 @@ def _export(config: ModelConfig, kind: str, target: HostTarget):
 
 
 def _pipeline(target: HostTarget):
-    from tvm.relax.backend.cpu_generic.pipeline import get_default_pipeline
+    from engine.tvm_backend.pipeline import cpu_pipeline
 
-    return get_default_pipeline(target.target)
+    return cpu_pipeline(target.target)
 
 
 def _store(entry: Path, executable, params: tuple[ParamSpec, ...]) -> None:

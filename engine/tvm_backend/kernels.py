@@ -168,7 +168,7 @@ def _schedule(func: tirx.PrimFunc, shape: LinearShape, row_tile: int) -> tirx.Pr
         _schedule_unpad(sch, shape.tile)
     # Opaque: relax must neither fuse neighbours into this kernel nor re-schedule it.
     func = sch.mod["main"].without_attr("global_symbol")
-    return func.with_attrs({"tir.is_scheduled": True, "op_pattern": 8})
+    return func.with_attrs({"tirx.is_scheduled": True, "op_pattern": 8})
 
 
 def _schedule_unpad(sch: Schedule, tile: int) -> None:
