@@ -102,8 +102,9 @@ def discard(compiled: CompiledModel) -> None:
 def _export(config: ModelConfig, kind: str, target: HostTarget):
     from engine.models.llama import LlamaForCausalLM
 
-    model = LlamaForCausalLM(config, kind, target.target)
-    module, named_params = model.export_tvm(spec=model.export_spec())
+    with target.target:  # kernel tiles follow the target's vector width
+        model = LlamaForCausalLM(config, kind, target.target)
+        module, named_params = model.export_tvm(spec=model.export_spec())
     params = tuple(
         (name, tuple(int(dim) for dim in param.shape), str(param.dtype)) for name, param in named_params
     )

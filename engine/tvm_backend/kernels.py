@@ -13,23 +13,38 @@ from typing import Literal
 
 from tvm import te, tirx
 from tvm.s_tir import Schedule
+from tvm.target import Target
+from tvm.target.codegen import target_has_features
 
 WeightKind = Literal["q0", "q4"]
 
-VECTOR_TILE = 16
-"""Output rows per tile: 16 float32 lanes fill an AVX-512 register (two AVX2 ones)."""
-PREFILL_ROW_TILE = 8
-"""Prompt rows computed together so each dequantized weight vector serves several tokens."""
 Q4_PER_WORD = 8
 Q4_GROUP = 32
 
 
+def vector_lanes() -> int:
+    """float32 lanes of the current target's vector registers (16 with AVX-512, 8 with AVX2)."""
+    target = Target.current(allow_none=True)
+    if target is None or target.kind.name != "llvm":
+        return 8
+    if target_has_features("avx512f", target):
+        return 16
+    return 8 if target_has_features("avx", target) else 4
+
+
 def output_tile(n_out: int) -> int:
-    """The widest tile (up to VECTOR_TILE) that divides the output dimension."""
-    tile = VECTOR_TILE
+    """The widest tile, up to two vector registers (measured fastest for the decode GEMV on
+    AVX-512), that divides the output dimension."""
+    tile = 2 * vector_lanes()
     while n_out % tile:
         tile //= 2
     return tile
+
+
+def prefill_row_tile(tile: int) -> int:
+    """Prompt rows computed together, so each dequantized weight vector serves several tokens:
+    8 fit the 32 AVX-512 registers beside a 32-wide tile; narrower tiles mean fewer registers."""
+    return 8 if tile >= 32 else 4
 
 
 def q4_groups(k_in: int) -> int:
@@ -42,10 +57,8 @@ class LinearShape:
     kind: WeightKind
     n_out: int
     k_in: int
-
-    @property
-    def tile(self) -> int:
-        return output_tile(self.n_out)
+    tile: int
+    """Output rows per tile of the weight layout (see output_tile)."""
 
     def weight_shapes(self) -> dict[str, tuple[tuple[int, ...], str]]:
         """Parameter name suffix -> (shape, dtype) in the tiled layout."""
@@ -200,10 +213,10 @@ def _schedule_group_dot(sch: Schedule, group_loop, row_tile: int) -> None:
 def linear_kernel(shape: LinearShape, phase: Literal["decode", "prefill"]) -> tirx.PrimFunc:
     """y[rows, n_out] = x[rows, k_in] @ W.T, W given in the tiled layout of `shape`.
 
-    decode: one row; prefill: a symbolic number of rows, tiled by PREFILL_ROW_TILE (the
-    last partial tile is predicated on the row count)."""
+    decode: one row; prefill: a symbolic number of rows, zero-padded to whole row tiles."""
     compute = _q4_compute if shape.kind == "q4" else _dense_compute
     if phase == "decode":
         return _schedule(compute(shape, 1, 1), shape, 1)
     rows = tirx.Var("rows", "int64")
-    return _schedule(compute(shape, rows, PREFILL_ROW_TILE), shape, PREFILL_ROW_TILE)
+    row_tile = prefill_row_tile(shape.tile)
+    return _schedule(compute(shape, rows, row_tile), shape, row_tile)
