@@ -1,6 +1,6 @@
 """The TVM engine against transformers: logits for a prefill and 16 greedy decode steps, in
 q0f32 (reference: the same bf16-rounded weights) and q4f32_1 (reference: the dequantized
-weights), for Llama and Qwen2, tied and untied heads, with GQA."""
+weights), plus the float16 storages, for Llama and Qwen2, tied and untied heads, with GQA."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ CASES = [
     pytest.param("qwen2", False, "q0f32", {}, id="qwen2-untied-q0f32"),
     pytest.param("llama", False, "q4f32_1", {}, id="llama-untied-q4f32_1"),
     pytest.param("qwen2", True, "q4f32_1", {}, id="qwen2-tied-q4f32_1"),
+    # float16 storage runs on the same float32 kernels (q4f16_1 dequantizes without fp16 rounding).
+    pytest.param("qwen2", False, "q0f16", {}, id="qwen2-untied-q0f16"),
+    pytest.param("llama", True, "q4f16_1", {}, id="llama-tied-q4f16_1"),
     # 80 is not a multiple of the 32-wide quantization group: down_proj has a ragged last group.
     pytest.param("llama", True, "q4f32_1", {"intermediate_size": 80}, id="llama-ragged-group-q4f32_1"),
 ]
