@@ -56,6 +56,13 @@ class ConversationNotFound(StoreError):
         )
 
 
+class MessageNotFound(StoreError):
+    def __init__(self, message_id: int) -> None:
+        super().__init__(
+            f"there is no message {message_id}; it may have been deleted with its conversation"
+        )
+
+
 class ReplyClosed(StoreError):
     def __init__(self, message_id: int) -> None:
         super().__init__(f"reply {message_id} is already finished; begin a new reply to write more")

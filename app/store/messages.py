@@ -9,6 +9,7 @@ import sqlite_utils
 
 from app.store import conversations
 from app.store.database import write_transaction
+from app.store.errors import MessageNotFound
 from app.store.records import MESSAGE_METADATA, ROLES, ROUTES, STATUSES, Message, now, to_text
 
 
@@ -38,12 +39,17 @@ def add(
     }
     with write_transaction(db):
         conversations.touch(db, conversation_id, created)
+        if parent_id is not None:
+            get(db, parent_id)
         message_id = db["messages"].insert(row).last_pk
     return get(db, message_id)
 
 
 def get(db: sqlite_utils.Database, message_id: int) -> Message:
-    return Message.from_row(next(db["messages"].rows_where("id = ?", [message_id])))
+    rows = list(db["messages"].rows_where("id = ?", [message_id]))
+    if not rows:
+        raise MessageNotFound(message_id)
+    return Message.from_row(rows[0])
 
 
 def of_conversation(db: sqlite_utils.Database, conversation_id: int) -> list[Message]:

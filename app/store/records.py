@@ -39,7 +39,7 @@ class Conversation:
     cloud_opt_in: bool = False
     local_only: bool = False
     ephemeral: bool = False
-    """"Don't keep": deleted when the process that made it closes the store."""
+    """Don't keep: deleted when the process that made it closes the store (or, if it died, at the next open)."""
     archived: bool = False
     model: str | None = None
     """The local model this conversation prefers, None for the default."""

@@ -15,8 +15,8 @@ import sqlite_utils
 
 from app.store import conversations, messages
 from app.store.database import write_transaction
-from app.store.errors import ReplyClosed
-from app.store.records import MESSAGE_METADATA, Message, now
+from app.store.errors import MessageNotFound, ReplyClosed, StoreLocked
+from app.store.records import ROUTES, Message, now
 
 CHECKPOINT_INTERVAL_S = 0.25
 FINAL_STATUSES = ("complete", "interrupted", "error")
@@ -55,7 +55,12 @@ class ReplyWriter:
         self._parts.append(text)
         self._unsaved = True
         if self._clock() - self._last_checkpoint >= CHECKPOINT_INTERVAL_S:
-            self.checkpoint()
+            try:
+                self.checkpoint()
+            except StoreLocked:
+                # Another process held the file past the busy timeout: the text is still here,
+                # and the next checkpoint (or finish) writes it. The stream must go on.
+                self._last_checkpoint = self._clock()
 
     def discard(self) -> None:
         """Withdraw the text so far (a local draft being replaced by the cloud's reply)."""
@@ -69,28 +74,52 @@ class ReplyWriter:
         """Write the text so far now; append() calls this itself when 250 ms have passed."""
         if self._unsaved:
             with self._access() as db, write_transaction(db):
-                db["messages"].update(self.message_id, {"content": self.text})
+                self._write(db, {"content": self.text})
             self._unsaved = False
         self._last_checkpoint = self._clock()
 
-    def finish(self, status: str = "complete", **facts: object) -> Message:
-        """Record the final text, status and facts (route, model, provider, tokens_in, tokens_out,
-        ttft_ms, tok_s, confidence, escalation_reason); route, model and provider may change here,
-        when the cloud took the turn over. Facts given as None keep what the row has."""
+    def finish(
+        self,
+        status: str = "complete",
+        tokens_in: int | None = None,
+        tokens_out: int | None = None,
+        ttft_ms: float | None = None,
+        tok_s: float | None = None,
+        confidence: float | None = None,
+        escalation_reason: str | None = None,
+        *,
+        route: str | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+    ) -> Message:
+        """Record the final text, status and facts, once. Route, model and provider change here
+        when the cloud took the turn over; a fact left None keeps what the row has."""
         if self._finished:
             raise ReplyClosed(self.message_id)
         if status not in FINAL_STATUSES:
             raise ValueError(f"a reply finishes as one of {', '.join(FINAL_STATUSES)}, not {status!r}")
-        unknown = set(facts) - set(MESSAGE_METADATA)
-        if unknown:
-            raise ValueError(f"unknown reply facts {', '.join(sorted(unknown))}; known: {', '.join(MESSAGE_METADATA)}")
-        known = {key: value for key, value in facts.items() if value is not None}
+        if route not in (None, *ROUTES):
+            raise ValueError(f"route {route!r} is not one of {', '.join(ROUTES)}")
+        facts = {
+            "tokens_in": tokens_in, "tokens_out": tokens_out, "ttft_ms": ttft_ms, "tok_s": tok_s,
+            "confidence": confidence, "escalation_reason": escalation_reason,
+            "route": route, "model": model, "provider": provider,
+        }
+        known = {name: value for name, value in facts.items() if value is not None}
         row = {"content": self.text, "status": status, "writer_pid": None, **known}
-        with self._access() as db, write_transaction(db):
-            db["messages"].update(self.message_id, row)
-            conversations.touch(db, self.conversation_id, now())
+        with self._access() as db:
+            with write_transaction(db):
+                self._write(db, row)
+                conversations.touch(db, self.conversation_id, now())
             self._finished = True
             return messages.get(db, self.message_id)
+
+    def _write(self, db: sqlite_utils.Database, row: dict[str, object]) -> None:
+        # Column names come from this class, never from callers' strings.
+        assignments = ", ".join(f"{column} = ?" for column in row)
+        cursor = db.execute(f"UPDATE messages SET {assignments} WHERE id = ?", [*row.values(), self.message_id])
+        if cursor.rowcount == 0:
+            raise MessageNotFound(self.message_id)
 
     def __enter__(self) -> ReplyWriter:
         return self

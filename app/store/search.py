@@ -11,6 +11,11 @@ MARK_OPEN = "«"
 MARK_CLOSE = "»"
 ELLIPSIS = "…"
 SNIPPET_TOKENS = 12
+PREFIX_MIN_CHARS = 3
+"""A last word this long or longer matches as a prefix; shorter ones would match nearly everything."""
+RANK_WINDOW = 5_000
+"""When more messages match, only the newest this many are ranked: bm25 costs time per match,
+and a word in half of all messages must not make search slow."""
 
 # messages_fts.rowid is messages.id: an INTEGER PRIMARY KEY, stable across VACUUM.
 _SEARCH_SQL = f"""
@@ -20,14 +25,19 @@ SELECT messages.id AS message_id, messages.conversation_id, messages.role, conve
 FROM messages_fts
 JOIN messages ON messages.id = messages_fts.rowid
 JOIN conversations ON conversations.id = messages.conversation_id
-WHERE messages_fts MATCH :query
+WHERE messages_fts MATCH :query AND messages_fts.rowid >= :floor
 ORDER BY messages_fts.rank
 LIMIT :limit
 """
 
+_WINDOW_FLOOR_SQL = """
+SELECT rowid FROM messages_fts WHERE messages_fts MATCH ? ORDER BY rowid DESC LIMIT 1 OFFSET ?
+"""
+
 
 def fts_query(text: str) -> str | None:
-    """Every word must appear, the last one as a prefix (so results come while typing).
+    """Every word must appear, the last one also as a prefix once it has PREFIX_MIN_CHARS
+    (so results come while typing).
 
     Each word is quoted, so what the user types is never FTS5 syntax (AND, NEAR, "-", ":");
     None when the text has no word to look for.
@@ -37,7 +47,8 @@ def fts_query(text: str) -> str | None:
     if not words:
         return None
     quoted = ['"' + word.replace('"', '""') + '"' for word in words]
-    quoted[-1] += "*"
+    if len(words[-1]) >= PREFIX_MIN_CHARS:
+        quoted[-1] += "*"
     return " ".join(quoted)
 
 
@@ -45,7 +56,10 @@ def search(db: sqlite_utils.Database, text: str, limit: int = 20) -> list[Search
     query = fts_query(text)
     if query is None:
         return []
-    rows = db.query(_SEARCH_SQL, {"open": MARK_OPEN, "close": MARK_CLOSE, "query": query, "limit": limit})
+    floor = db.execute(_WINDOW_FLOOR_SQL, [query, RANK_WINDOW - 1]).fetchone()
+    rows = db.query(_SEARCH_SQL, {
+        "open": MARK_OPEN, "close": MARK_CLOSE, "query": query, "limit": limit, "floor": floor[0] if floor else 0,
+    })
     return [
         SearchHit(
             conversation_id=row["conversation_id"],

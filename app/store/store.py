@@ -17,7 +17,7 @@ import sqlite_utils
 
 from app.store import conversations, egress, export, messages, migrations, recovery, search, settings
 from app.store.database import BUSY_TIMEOUT_S, open_database, translate_errors, use_wal, write_transaction
-from app.store.errors import StoreError
+from app.store.errors import MessageNotFound, StoreError
 from app.store.records import Conversation, EgressRecord, Message, SearchHit, now
 from app.store.replies import Clock, ReplyWriter
 
@@ -61,7 +61,8 @@ class Store:
             try:
                 for writer in list(self._writers):
                     if not writer.finished:
-                        writer.finish("interrupted")
+                        with contextlib.suppress(MessageNotFound):  # deleted with its conversation
+                            writer.finish("interrupted")
                 with translate_errors(self.path):
                     recovery.release(self._db, os.getpid())
             finally:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from store_helpers import raw_rows, spawn_child
 
-from app.store import ConversationNotFound, Store
+from app.store import ConversationNotFound, MessageNotFound, Store
 
 
 def test_a_new_conversation_starts_private_and_kept(store):
@@ -85,6 +85,8 @@ def test_unknown_conversations_and_bad_values_are_refused(store):
         store.add_message(conversation.id, "robot", "beep")
     with pytest.raises(ValueError, match="route 'moon'"):
         store.add_message(conversation.id, "assistant", "hi", route="moon")
+    with pytest.raises(MessageNotFound, match="no message 77"):
+        store.add_message(conversation.id, "assistant", "hi", parent_id=77)
     with pytest.raises(ValueError, match="unknown message fields colour"):
         store.add_message(conversation.id, "assistant", "hi", colour="red")
 

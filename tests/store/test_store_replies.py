@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 from store_helpers import raw_rows, spawn_child
 
-from app.store import ReplyClosed, Store
+from app.store import MessageNotFound, ReplyClosed, Store
 
 
 @pytest.fixture
@@ -146,3 +146,30 @@ def test_start_up_marks_a_dead_writers_partial_reply_interrupted_but_not_a_live_
     with Store.open(db_path) as store:
         reply = store.messages(store.list_conversations()[0].id)[-1]
     assert (reply.id, reply.status, reply.content) == (reply_id, "interrupted", "half an ans")
+
+
+def test_a_checkpoint_blocked_by_another_writer_is_retried_and_the_stream_goes_on(db_path, clock):
+    with Store.open(db_path, busy_timeout=0.05) as store:
+        conversation = store.create_conversation("Busy")
+        reply = store.begin_reply(conversation.id, clock=clock)
+        observer = Observer(db_path)
+        other = sqlite3.connect(db_path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+
+        clock.advance(300)
+        reply.append("written while the file is busy")
+        assert observer.content(reply.message_id) == ""
+
+        other.execute("ROLLBACK")
+        clock.advance(300)
+        reply.append(", then saved")
+        assert observer.content(reply.message_id) == "written while the file is busy, then saved"
+
+
+def test_a_reply_whose_conversation_was_deleted_meanwhile_says_so(store, question):
+    reply = store.begin_reply(question.conversation_id, question.id)
+    reply.append("about to vanish")
+    store.delete_conversation(question.conversation_id)
+    with pytest.raises(MessageNotFound, match=f"no message {reply.message_id}"):
+        reply.finish("complete")
+    store.close()  # and closing the store does not trip over it

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from store_helpers import raw_rows
 
+from app.store import search
 from app.store.search import MARK_CLOSE, MARK_OPEN, fts_query
 
 
@@ -51,8 +52,19 @@ def test_every_word_must_match_the_last_as_a_prefix_and_stems_and_accents_fold(s
 
 def test_fts_syntax_typed_by_the_user_is_searched_as_words():
     assert fts_query('NEAR(a b) OR "x" -y col:z*') == '"NEAR(a" "b)" "OR" """x""" "-y" "col:z*"*'
+    assert fts_query("python er") == '"python" "er"'
     assert fts_query("  ") is None
     assert fts_query("-- ** ()") is None
+
+
+def test_when_very_many_messages_match_the_newest_are_ranked(store, monkeypatch):
+    conversation = store.create_conversation("Tea")
+    best_but_old = store.add_message(conversation.id, "user", "tea tea tea")
+    newer = [store.add_message(conversation.id, "user", f"some tea, note {n} with more words") for n in range(4)]
+    assert store.search("tea")[0].message_id == best_but_old.id
+
+    monkeypatch.setattr(search, "RANK_WINDOW", 3)
+    assert {h.message_id for h in store.search("tea")} == {m.id for m in newer[-3:]}
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
