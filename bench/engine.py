@@ -95,8 +95,20 @@ def measure_tandem(model_dir: Path) -> dict[str, float]:
         "decode_tok_s": 1.0 / statistics.median(steps),
         "prefill_tok_s": PROMPT_TOKENS / prefill_s,
         "ttft_ms": prefill_s * 1000,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
     }
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set. VmHWM belongs to the process image; ru_maxrss would
+    report the forking parent's peak when that was larger."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
 
 
 def measure_transformers(hf_dir: Path) -> dict[str, float]:

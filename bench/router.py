@@ -168,6 +168,11 @@ def deferral_curve(scores: list[float], runs: list[Run], points: int = 11) -> li
     return curve
 
 
+def _figure(value: float) -> float | None:
+    """Rounded for the report; None (JSON null) where undefined, e.g. no correct answer at all."""
+    return None if value != value else round(value, 4)
+
+
 def write_png(path: Path, curves: dict[str, list[tuple[float, float]]], size: int = 320) -> None:
     """A plain line chart on a white square, axes 0..1, written with zlib alone."""
     canvas = np.full((size, size, 3), 255, dtype=np.uint8)
@@ -254,9 +259,9 @@ def main(argv: list[str] | None = None) -> int:
                          "mean_logprob": deferral_curve([r.features["mean_logprob"] for r in runs], runs),
                          "random": [(0.0, curve[0][1]), (1.0, 1.0)]})
     result = {
-        "auroc": round(auroc(scores, answerable_label), 4),
-        "auroc_correct": round(auroc(scores, good), 4),
-        "baselines": {k: round(v, 4) for k, v in baselines.items()},
+        "auroc": _figure(auroc(scores, answerable_label)),
+        "auroc_correct": _figure(auroc(scores, good)),
+        "baselines": {k: _figure(v) for k, v in baselines.items()},
         "kept_local": round(kept_local, 4),
         "escalated": round(escalated, 4),
         "early_abort_saved": round(early_abort_saved, 4),

@@ -92,7 +92,8 @@ class StreamMonitor:
     refusal: str | None
     low_logprob: float = -4.0
     low_run: int = 6
-    refusal_prefix_chars: int = 14
+    refusal_prefix_chars: int = 7
+    """Enough of the refusal to tell it from an answer ("I can't" vs the model's "I can help")."""
     _text: str = field(default="", init=False)
     _run: int = field(default=0, init=False)
 

@@ -66,8 +66,8 @@ class AuthError(ProviderError):
         self.provider, self.status = provider, status
         problem = "rejected the API key" if status == 401 else "refused access with this API key"
         super().__init__(
-            f"{provider} {problem} (HTTP {status}). "
-            f"Check the key and store a valid one with `tandem keys set {provider}`."
+            f"{provider} {problem} (HTTP {status}). `tandem keys list` shows where the key comes from; "
+            f"`tandem keys set {provider}` stores a new one."
         )
 
 

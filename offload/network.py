@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from offload.errors import OfflineError
 
 if TYPE_CHECKING:
+    import ssl
+
     import httpx
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost."})

@@ -84,6 +84,8 @@ def outside_skills(text: str, skills_json: str | None) -> str | None:
         declared = json.loads(skills_json)
     except json.JSONDecodeError:
         return None
+    if not isinstance(declared, list):
+        return None
     names = " ".join(
         (s if isinstance(s, str) else str(s.get("name", ""))) for s in declared
     ).casefold()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import socket
 import threading
 import time
 import uuid
@@ -130,17 +131,21 @@ class EngineServer(ThreadingHTTPServer):
         self.engine = engine
         self.token = token
         self.generation_lock = threading.Lock()
-        super().__init__((host, port), _Handler)
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        super().__init__((host.strip("[]"), port), _Handler)
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"http://[{host}]:{port}/v1" if ":" in host else f"http://{host}:{port}/v1"
 
 
 def make_server(engine: Engine, host: str = "127.0.0.1", port: int = 8000, token: str | None = None) -> EngineServer:
     """Bind (loopback unless told otherwise); call `serve_forever()` to answer requests."""
     return EngineServer(engine, host, port, token)
+
+
+_ROUTES = {("GET", "/v1/models"): "_models", ("POST", "/v1/chat/completions"): "_chat"}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -149,21 +154,25 @@ class _Handler(BaseHTTPRequestHandler):
     server: EngineServer
 
     def do_GET(self) -> None:
-        self._answer(lambda: self._models() if self.path.rstrip("/") == "/v1/models" else self._not_found())
+        self._dispatch()
 
     def do_POST(self) -> None:
-        self._answer(lambda: self._chat() if self.path == "/v1/chat/completions" else self._not_found())
+        self._dispatch()
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Malformed requests that http.server rejects itself get a JSON body too."""
         self.close_connection = True
         self._send_json(code, ApiError(code, message or "Bad request.").body())
 
-    def _answer(self, respond: Any) -> None:
+    def _dispatch(self) -> None:
         try:
+            body = self._read_body()  # first, so a refused request leaves a clean connection behind
             if not self._authorized():
                 raise ApiError(401, "Missing or wrong bearer token: send the server's token as the API key.", "invalid_api_key")
-            respond()
+            route = _ROUTES.get((self.command, self.path.split("?")[0].rstrip("/")))
+            if route is None:
+                raise ApiError(404, f"No route {self.command} {self.path}: this server offers GET /v1/models and POST /v1/chat/completions.")
+            getattr(self, route)(body)
         except ApiError as error:
             self._send_json(error.status, error.body(), {"www-authenticate": "Bearer"} if error.status == 401 else None)
 
@@ -173,16 +182,13 @@ class _Handler(BaseHTTPRequestHandler):
         given = self.headers.get("authorization", "")
         return hmac.compare_digest(given.encode(), f"Bearer {self.server.token}".encode())
 
-    def _not_found(self) -> None:
-        raise ApiError(404, f"No route {self.command} {self.path}: this server offers /v1/models and /v1/chat/completions.")
-
-    def _models(self) -> None:
+    def _models(self, body: bytes) -> None:
         info = self.server.engine.info
         model = {"id": info.model_id, "object": "model", "created": 0, "owned_by": "tandem", "context_window": info.context_window}
         self._send_json(200, {"object": "list", "data": [model]})
 
-    def _chat(self) -> None:
-        params = parse_chat(self._read_body())
+    def _chat(self, body: bytes) -> None:
+        params = parse_chat(body)
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         cancel = threading.Event()
         with self.server.generation_lock:
@@ -193,8 +199,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self._complete(events, params, completion_id)
 
     def _read_body(self) -> bytes:
+        declared = self.headers.get("content-length")
+        if declared is None and "transfer-encoding" not in self.headers:
+            return b""
         try:
-            length = int(self.headers.get("content-length", ""))
+            length = int(declared or "")
         except ValueError:
             self.close_connection = True
             raise ApiError(411, "Send the request body with a Content-Length.") from None
@@ -204,9 +213,8 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length)
 
     def _start(self, request: GenerationRequest, cancel: threading.Event) -> Iterator[TokenEvent | FinishEvent]:
-        """The engine's events, with the first one already pulled so that errors become 400/500
-        (an engine may raise when asked, or on the first event)."""
-        try:
+        """The engine's events, with the first one already pulled so that errors become 400/500."""
+        try:  # an engine may raise when called or on the first step: both are answered here
             events = iter(self.server.engine.generate(request, cancel))
             first = next(events)
         except ContextWindowExceeded as error:

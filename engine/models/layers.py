@@ -16,6 +16,7 @@ from engine.tvm_backend.kernels import (
     LinearShape,
     WeightKind,
     linear_kernel,
+    output_tile,
     q4_groups,
     q4_value,
 )
@@ -25,7 +26,7 @@ class Linear(nn.Module):
     """y = x @ W.T (+ bias), W stored dense (q0) or as 4-bit groups with scales (q4)."""
 
     def __init__(self, in_features: int, out_features: int, kind: WeightKind, bias: bool = False):
-        self.shape = LinearShape(kind, out_features, in_features)
+        self.shape = LinearShape(kind, out_features, in_features, output_tile(out_features))
         for name, (shape, dtype) in self.shape.weight_shapes().items():
             setattr(self, name, nn.Parameter(shape, dtype))
         self.bias = nn.Parameter((out_features,), "float32") if bias else None

@@ -31,6 +31,7 @@ _SOURCES = (
     "models/layers.py",
     "tvm_backend/kernels.py",
     "tvm_backend/compiler.py",
+    "tvm_backend/pipeline.py",
 )
 
 
@@ -101,8 +102,9 @@ def discard(compiled: CompiledModel) -> None:
 def _export(config: ModelConfig, kind: str, target: HostTarget):
     from engine.models.llama import LlamaForCausalLM
 
-    model = LlamaForCausalLM(config, kind, target.target)
-    module, named_params = model.export_tvm(spec=model.export_spec())
+    with target.target:  # kernel tiles follow the target's vector width
+        model = LlamaForCausalLM(config, kind, target.target)
+        module, named_params = model.export_tvm(spec=model.export_spec())
     params = tuple(
         (name, tuple(int(dim) for dim in param.shape), str(param.dtype)) for name, param in named_params
     )
@@ -110,9 +112,9 @@ def _export(config: ModelConfig, kind: str, target: HostTarget):
 
 
 def _pipeline(target: HostTarget):
-    from tvm.relax.backend.cpu_generic.pipeline import get_default_pipeline
+    from engine.tvm_backend.pipeline import cpu_pipeline
 
-    return get_default_pipeline(target.target)
+    return cpu_pipeline(target.target)
 
 
 def _store(entry: Path, executable, params: tuple[ParamSpec, ...]) -> None:

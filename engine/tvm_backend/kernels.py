@@ -13,23 +13,38 @@ from typing import Literal
 
 from tvm import te, tirx
 from tvm.s_tir import Schedule
+from tvm.target import Target
+from tvm.target.codegen import target_has_features
 
 WeightKind = Literal["q0", "q4"]
 
-VECTOR_TILE = 16
-"""Output rows per tile: 16 float32 lanes fill an AVX-512 register (two AVX2 ones)."""
-PREFILL_ROW_TILE = 4
-"""Prompt rows computed together so each dequantized weight vector serves several tokens."""
 Q4_PER_WORD = 8
 Q4_GROUP = 32
 
 
+def vector_lanes() -> int:
+    """float32 lanes of the current target's vector registers (16 with AVX-512, 8 with AVX2)."""
+    target = Target.current(allow_none=True)
+    if target is None or target.kind.name != "llvm":
+        return 8
+    if target_has_features("avx512f", target):
+        return 16
+    return 8 if target_has_features("avx", target) else 4
+
+
 def output_tile(n_out: int) -> int:
-    """The widest tile (up to VECTOR_TILE) that divides the output dimension."""
-    tile = VECTOR_TILE
+    """The widest tile, up to two vector registers (measured fastest for the decode GEMV on
+    AVX-512), that divides the output dimension."""
+    tile = 2 * vector_lanes()
     while n_out % tile:
         tile //= 2
     return tile
+
+
+def prefill_row_tile(tile: int) -> int:
+    """Prompt rows computed together, so each dequantized weight vector serves several tokens:
+    8 fit the 32 AVX-512 registers beside a 32-wide tile; narrower tiles mean fewer registers."""
+    return 8 if tile >= 32 else 4
 
 
 def q4_groups(k_in: int) -> int:
@@ -42,10 +57,8 @@ class LinearShape:
     kind: WeightKind
     n_out: int
     k_in: int
-
-    @property
-    def tile(self) -> int:
-        return output_tile(self.n_out)
+    tile: int
+    """Output rows per tile of the weight layout (see output_tile)."""
 
     def weight_shapes(self) -> dict[str, tuple[tuple[int, ...], str]]:
         """Parameter name suffix -> (shape, dtype) in the tiled layout."""
@@ -66,34 +79,57 @@ def q4_value(word: tirx.PrimExpr, k: tirx.PrimExpr) -> tirx.PrimExpr:
     return nibble.astype("float32") - tirx.const(7.0, "float32")
 
 
-def _dense_compute(shape: LinearShape, rows: int | tirx.Var) -> tirx.PrimFunc:
+def _padded_input(x: te.Tensor, rows, row_tile: int, k_padded: int):
+    """x zero-padded to whole row tiles and whole quantization groups, so the scheduled loops
+    need no predicate (a predicate on the symbolic row count defeats register tiling)."""
+    k_in = x.shape[1]
+    rows_padded = rows if row_tile == 1 else (rows + row_tile - 1) // row_tile * row_tile
+    if row_tile == 1 and k_padded == k_in:
+        return x, rows_padded
+    last_row, last_col = rows - 1, k_in - 1
+
+    def value(m, k):
+        inside = tirx.all(m < rows, k < k_in)
+        return tirx.if_then_else(inside, x[tirx.min(m, last_row), tirx.min(k, last_col)], 0.0)
+
+    return te.compute((rows_padded, k_padded), value, name="x_padded"), rows_padded
+
+
+def _unpadded(y_padded: te.Tensor, rows) -> te.Tensor:
+    if y_padded.shape[0] is rows:
+        return y_padded
+    return te.compute((rows, y_padded.shape[1]), lambda m, n: y_padded[m, n], name="unpad")
+
+
+def _dense_compute(shape: LinearShape, rows, row_tile: int) -> tirx.PrimFunc:
     k_in, n_out, tile = shape.k_in, shape.n_out, shape.tile
     x = te.placeholder((rows, k_in), "float32", name="x")
+    xp, rows_padded = _padded_input(x, rows, row_tile, k_in)
     w = te.placeholder(shape.weight_shapes()["weight"][0], "float32", name="w")
     k = te.reduce_axis((0, k_in), name="k")
     y = te.compute(
-        (rows, n_out),
-        lambda m, n: te.sum(x[m, k] * w[n // tile, k, n % tile], axis=k),
+        (rows_padded, n_out),
+        lambda m, n: te.sum(xp[m, k] * w[n // tile, k, n % tile], axis=k),
         name="matmul",
     )
-    return te.create_prim_func([x, w, y])
+    return te.create_prim_func([x, w, _unpadded(y, rows)])
 
 
-def _q4_compute(shape: LinearShape, rows: int | tirx.Var) -> tirx.PrimFunc:
+def _q4_compute(shape: LinearShape, rows, row_tile: int) -> tirx.PrimFunc:
     """y = sum over groups g of scale[g] * (sum_j x_j * code_j - 7 * sum_j x_j): the offset and
     the scale leave the inner loop, which is then one FMA per weight (after the nibble unpack)."""
     k_in, n_out, tile = shape.k_in, shape.n_out, shape.tile
     groups = q4_groups(k_in)
     specs = shape.weight_shapes()
     x = te.placeholder((rows, k_in), "float32", name="x")
+    xp, rows_padded = _padded_input(x, rows, row_tile, groups * Q4_GROUP)
     q = te.placeholder(specs["q_weight"][0], "uint32", name="q_weight")
     s = te.placeholder(specs["q_scale"][0], "float32", name="q_scale")
 
-    def x_at(m, k):  # a ragged last group reads zeros past k_in
-        return x[m, k] if k_in % Q4_GROUP == 0 else tirx.if_then_else(k < k_in, x[m, tirx.min(k, k_in - 1)], 0.0)
-
     j = te.reduce_axis((0, Q4_GROUP), name="j")
-    x_sum = te.compute((rows, groups), lambda m, g: te.sum(x_at(m, g * Q4_GROUP + j), axis=j), name="x_sum")
+    x_sum = te.compute(
+        (rows_padded, groups), lambda m, g: te.sum(xp[m, g * Q4_GROUP + j], axis=j), name="x_sum"
+    )
     jj = te.reduce_axis((0, Q4_GROUP), name="jj")
 
     def code(n, k):
@@ -102,18 +138,18 @@ def _q4_compute(shape: LinearShape, rows: int | tirx.Var) -> tirx.PrimFunc:
         return ((word >> shift) & tirx.const(15, "uint32")).astype("float32")
 
     partial = te.compute(
-        (rows, n_out, groups),
-        lambda m, n, g: te.sum(x_at(m, g * Q4_GROUP + jj) * code(n, g * Q4_GROUP + jj), axis=jj),
+        (rows_padded, n_out, groups),
+        lambda m, n, g: te.sum(xp[m, g * Q4_GROUP + jj] * code(n, g * Q4_GROUP + jj), axis=jj),
         name="group_dot",
     )
     g = te.reduce_axis((0, groups), name="g")
     seven = tirx.const(7.0, "float32")
     y = te.compute(
-        (rows, n_out),
+        (rows_padded, n_out),
         lambda m, n: te.sum(s[n // tile, g, n % tile] * (partial[m, n, g] - seven * x_sum[m, g]), axis=g),
         name="matmul",
     )
-    return te.create_prim_func([x, q, s, y])
+    return te.create_prim_func([x, q, s, _unpadded(y, rows)])
 
 
 def _schedule(func: tirx.PrimFunc, shape: LinearShape, row_tile: int) -> tirx.PrimFunc:
@@ -141,9 +177,18 @@ def _schedule(func: tirx.PrimFunc, shape: LinearShape, row_tile: int) -> tirx.Pr
     sch.unroll(m_inner)
     sch.decompose_reduction(block, k_outer)
     sch.vectorize(sch.get_loops(accumulator)[-1])
+    if row_tile > 1:
+        _schedule_unpad(sch, shape.tile)
     # Opaque: relax must neither fuse neighbours into this kernel nor re-schedule it.
     func = sch.mod["main"].without_attr("global_symbol")
-    return func.with_attrs({"tir.is_scheduled": True, "op_pattern": 8})
+    return func.with_attrs({"tirx.is_scheduled": True, "op_pattern": 8})
+
+
+def _schedule_unpad(sch: Schedule, tile: int) -> None:
+    unpad = sch.get_sblock("unpad")
+    rows, columns = sch.get_loops(unpad)
+    sch.parallel(rows)
+    sch.vectorize(sch.split(columns, [None, tile])[1])
 
 
 def _schedule_group_dot(sch: Schedule, group_loop, row_tile: int) -> None:
@@ -168,10 +213,10 @@ def _schedule_group_dot(sch: Schedule, group_loop, row_tile: int) -> None:
 def linear_kernel(shape: LinearShape, phase: Literal["decode", "prefill"]) -> tirx.PrimFunc:
     """y[rows, n_out] = x[rows, k_in] @ W.T, W given in the tiled layout of `shape`.
 
-    decode: one row; prefill: a symbolic number of rows, tiled by PREFILL_ROW_TILE (the
-    last partial tile is predicated on the row count)."""
+    decode: one row; prefill: a symbolic number of rows, zero-padded to whole row tiles."""
     compute = _q4_compute if shape.kind == "q4" else _dense_compute
     if phase == "decode":
-        return _schedule(compute(shape, 1), shape, 1)
+        return _schedule(compute(shape, 1, 1), shape, 1)
     rows = tirx.Var("rows", "int64")
-    return _schedule(compute(shape, rows), shape, PREFILL_ROW_TILE)
+    row_tile = prefill_row_tile(shape.tile)
+    return _schedule(compute(shape, rows, row_tile), shape, row_tile)

@@ -6,7 +6,7 @@ embedding's tensors."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -26,13 +26,13 @@ def _source_name(name: str, tied: bool) -> str:
     return name
 
 
-def repack_params(
+def repacked_params(
     mlc_params: Mapping[str, np.ndarray],
     wanted: Sequence[tuple[str, tuple[int, ...], str]],
     tied: bool,
-) -> list[np.ndarray]:
-    """Arrays in the order and layout of `wanted` (name, shape, dtype) from MLC's tensors."""
-    packed = []
+) -> Iterator[np.ndarray]:
+    """Arrays in the order and layout of `wanted` (name, shape, dtype) from MLC's tensors, one
+    at a time, so only one repacked copy is alive while they move to the device."""
     for name, shape, dtype in wanted:
         source = _source_name(name, tied)
         if source not in mlc_params:
@@ -48,5 +48,4 @@ def repack_params(
                 f"The tensor {source!r} has shape {tuple(array.shape)} but the model config "
                 f"implies {tuple(shape)}. The config and weights disagree; convert the model again."
             )
-        packed.append(np.ascontiguousarray(array.astype(dtype, copy=False)))
-    return packed
+        yield np.ascontiguousarray(array.astype(dtype, copy=False))

@@ -11,7 +11,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 
+from app.paths import cache_dir
 from engine import sampling
 from engine.api import (
     Alternative,
@@ -27,10 +29,15 @@ from engine.api import (
 )
 from engine.artifact import load_params
 from engine.config import ChatConfig, read_chat_config
-from engine.info_extras import info_extras
 from engine.errors import ContextWindowExceeded, EngineError
+from engine.info_extras import info_extras
+from engine.models.llama import weight_kind
 from engine.stopping import StopChecker
 from engine.tokenizer import Tokenizer
+from engine.tvm_backend.compiler import CompiledModel, compiled_model, discard
+from engine.tvm_backend.repack import repacked_params
+from engine.tvm_backend.session import ModelSession
+from engine.tvm_backend.target import HostTarget, host_target
 
 ProgressCallback = Callable[[str, float], None]
 
@@ -42,49 +49,16 @@ class TVMEngine:
     """A local model on apache-tvm. One generate() runs at a time; others wait for it."""
 
     def __init__(self, model_dir: Path | str, on_progress: ProgressCallback | None = None) -> None:
-        from app.paths import cache_dir
-        from engine.models.llama import weight_kind
-        from engine.tvm_backend.compiler import CompiledModel, compiled_model, discard
-        from engine.tvm_backend.repack import repack_params
-        from engine.tvm_backend.session import ModelSession
-        from engine.tvm_backend.target import host_target
-
         report = on_progress or (lambda stage, fraction: None)
         self.model_dir = Path(model_dir)
         self.chat_config: ChatConfig = read_chat_config(self.model_dir)
-        model = self.chat_config.model_config
         self.tokenizer = Tokenizer.from_model_dir(self.model_dir)
+        self.context_window = min(self.chat_config.context_window_size, MAX_CPU_CONTEXT)
+        target = host_target()
         report("reading weights", 0.0)
         mlc_params = load_params(self.model_dir, self.chat_config)
-        target = host_target()
-        kind = weight_kind(self.chat_config.quantization)
-        compile_progress = _scaled(report, 0.05, 0.9)
-        compiled = compiled_model(model, kind, target, cache_dir(), compile_progress)
-        report("loading weights", 0.9)
-        params = repack_params(mlc_params, compiled.params, model.tie_word_embeddings)
-        del mlc_params
-        self.context_window = min(self.chat_config.context_window_size, MAX_CPU_CONTEXT)
-
-        def start_session(library: CompiledModel) -> ModelSession:
-            return ModelSession(
-                library,
-                params,
-                target.device,
-                hidden_size=model.hidden_size,
-                vocab_rows=model.vocab_size,
-                max_tokens=self.context_window,
-                prefill_chunk=min(self.chat_config.prefill_chunk_size, self.context_window),
-            )
-
-        try:
-            self.session: ModelSession | None = start_session(compiled)
-        except EngineError:
-            if compiled.compile_s:  # freshly built and still broken: nothing to retry
-                raise
-            discard(compiled)  # a damaged cache entry: build it again, once
-            compiled = compiled_model(model, kind, target, cache_dir(), compile_progress)
-            self.session = start_session(compiled)
-        self.compile_s = compiled.compile_s
+        self.session: ModelSession | None
+        self.session, self.compile_s = self._start_session(mlc_params, target, report)
         template = self.chat_config.conv_template
         self._stop_ids = (*template.stop_token_ids, *self.chat_config.eos_token_ids)
         self._lock = threading.Lock()
@@ -97,6 +71,37 @@ class TVMEngine:
             extra=info_extras(self.chat_config.tandem),
         )
         report("ready", 1.0)
+
+    def _start_session(
+        self, mlc_params: dict[str, np.ndarray], target: HostTarget, report: ProgressCallback
+    ) -> tuple[ModelSession, float]:
+        """The compiled library (cached or built now) with the repacked weights on the device;
+        a cached library that will not load is rebuilt once."""
+        model = self.chat_config.model_config
+        kind = weight_kind(self.chat_config.quantization)
+        compile_progress = _scaled(report, 0.05, 0.9)
+
+        def start(compiled: CompiledModel) -> ModelSession:
+            report("loading weights", 0.9)
+            return ModelSession(
+                compiled,
+                repacked_params(mlc_params, compiled.params, model.tie_word_embeddings),
+                target.device,
+                hidden_size=model.hidden_size,
+                vocab_rows=model.vocab_size,
+                max_tokens=self.context_window,
+                prefill_chunk=min(self.chat_config.prefill_chunk_size, self.context_window),
+            )
+
+        compiled = compiled_model(model, kind, target, cache_dir(), compile_progress)
+        try:
+            return start(compiled), compiled.compile_s
+        except EngineError:
+            if compiled.compile_s:  # freshly built and still broken: nothing to retry
+                raise
+        discard(compiled)
+        compiled = compiled_model(model, kind, target, cache_dir(), compile_progress)
+        return start(compiled), compiled.compile_s
 
     @property
     def info(self) -> EngineInfo:
@@ -131,8 +136,7 @@ class TVMEngine:
             detokenizer = self.tokenizer.streamer()
             budget = min(request.max_tokens, self.context_window - len(prompt))
             started = time.perf_counter()
-            session.reset()
-            logits = session.prefill(prompt)
+            logits = session.prefill_reusing_cache(prompt)
             prefill_s = time.perf_counter() - started
             ttft_ms = 0.0
             decode_s = 0.0
@@ -188,7 +192,7 @@ class TVMEngine:
             ),
         )
 
-    def _require_session(self):
+    def _require_session(self) -> ModelSession:
         if self.session is None:
             raise EngineError("This engine was closed; open the model again.")
         return self.session

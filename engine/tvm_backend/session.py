@@ -5,7 +5,7 @@ Every TVM failure surfaces as EngineError, so the host process never sees a TVM 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -34,12 +34,14 @@ def _tvm_errors(action: str):
 
 
 class ModelSession:
-    """One sequence in a paged KV cache of `max_tokens` positions."""
+    """One sequence in a paged KV cache of `max_tokens` positions. It remembers the tokens it
+    holds, so a prompt that extends the previous one (the next turn of a chat) only prefills
+    what is new."""
 
     def __init__(
         self,
         compiled: CompiledModel,
-        params: Sequence[np.ndarray],
+        params: Iterable[np.ndarray],
         device: tvm.runtime.Device,
         hidden_size: int,
         vocab_rows: int,
@@ -69,21 +71,39 @@ class ModelSession:
             self._remove_sequence = tvm.get_global_func("vm.builtin.kv_state_remove_sequence")
             self._begin_forward = tvm.get_global_func("vm.builtin.kv_state_begin_forward")
             self._end_forward = tvm.get_global_func("vm.builtin.kv_state_end_forward")
+            self._popn = tvm.get_global_func("vm.builtin.kv_state_popn")
             self._reshape = tvm.get_global_func("vm.builtin.reshape")
-        self._length: int | None = None
+        self._tokens: list[int] | None = None
+        """What the cache holds; None before the first reset or after a failed forward."""
 
     @property
     def length(self) -> int:
         """Tokens in the cache for the current sequence."""
-        return self._length or 0
+        return len(self._tokens or ())
 
     def reset(self) -> None:
         """Start an empty sequence."""
         with _tvm_errors("clearing the KV cache"):
-            if self._length is not None:
+            try:
                 self._remove_sequence(self._kv, SEQUENCE_ID)
+            except Exception:  # noqa: BLE001  (nothing to remove yet)
+                pass
             self._add_sequence(self._kv, SEQUENCE_ID)
-        self._length = 0
+        self._tokens = []
+
+    def prefill_reusing_cache(self, token_ids: Sequence[int]) -> np.ndarray:
+        """Like reset() + prefill(token_ids), but keeps the cached prefix the two share."""
+        if self._tokens is None:
+            self.reset()
+        shared = 0
+        limit = min(len(self._tokens), len(token_ids) - 1)  # at least one token to compute logits
+        while shared < limit and self._tokens[shared] == token_ids[shared]:
+            shared += 1
+        if shared < len(self._tokens):
+            with _tvm_errors("rolling back the KV cache"):
+                self._popn(self._kv, SEQUENCE_ID, len(self._tokens) - shared)
+            del self._tokens[shared:]
+        return self.prefill(token_ids[shared:])
 
     def prefill(self, token_ids: Sequence[int]) -> np.ndarray:
         """Append tokens (in chunks of prefill_chunk); logits after the last one."""
@@ -100,6 +120,7 @@ class ModelSession:
 
     def _forward(self, token_ids: Sequence[int], function) -> np.ndarray:
         ids = self._checked(token_ids)
+        tokens, self._tokens = self._tokens, None  # stays None if the forward fails midway
         with _tvm_errors("running the model"):
             embedded = self._embed(tvm.runtime.tensor(ids, self.device), self._params)
             embedded = self._reshape(embedded, ShapeTuple([1, len(ids), self.hidden_size]))
@@ -107,11 +128,12 @@ class ModelSession:
             logits, _ = function(embedded, self._kv, self._params)
             self._end_forward(self._kv)
             result = logits.numpy().reshape(-1)
-        self._length = self.length + len(ids)
+        tokens.extend(int(i) for i in ids)
+        self._tokens = tokens
         return result
 
     def _checked(self, token_ids: Sequence[int]) -> np.ndarray:
-        if self._length is None:
+        if self._tokens is None:
             raise EngineError("The model session has no sequence; call reset() first.")
         ids = np.asarray(token_ids, dtype=np.int64)
         bad = ids[(ids < 0) | (ids >= self.vocab_rows)]

@@ -73,14 +73,11 @@ class OpenAICompatible:
     ) -> Iterator[ProviderEvent]:
         if self._requires_key and not self._api_key:
             raise MissingKey(self.name, keys.env_var(self.name))
-        headers = {"content-type": "application/json", "accept": "text/event-stream"}
-        if self._api_key:
-            headers["authorization"] = f"Bearer {self._api_key}"
         call = ChatCall(
             provider=self.name,
             host=self.host,
             url=self._url,
-            headers=headers,
+            headers=self._headers(),
             body=self.payload(messages, model, max_tokens, temperature),
             network=self._network,
             timeouts=self._timeouts,
@@ -89,6 +86,12 @@ class OpenAICompatible:
             secret=self._api_key,
         )
         yield from stream(call, _ChunkDecoder(self.name, model, self._api_key), cancel)
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json", "accept": "text/event-stream"}
+        if self._api_key:
+            headers["authorization"] = f"Bearer {self._api_key}"
+        return headers
 
 
 class _ChunkDecoder:

@@ -10,7 +10,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Protocol
 
@@ -57,13 +57,13 @@ class ChatCall:
     provider: str
     host: str
     url: str
-    headers: Mapping[str, str]
+    headers: Mapping[str, str] = field(repr=False)  # holds the key: kept out of tracebacks' locals
     body: str
     network: Network
     timeouts: Timeouts
     retry: RetryPolicy
     max_response_bytes: int
-    secret: str | None = None
+    secret: str | None = field(default=None, repr=False)
     """The API key, only so that `scrub` can keep it out of error messages."""
 
 
@@ -159,8 +159,7 @@ def _read_events(
                 return
             yield from decoder.decode(event)
             if decoder.done:
-                for _ in events:  # drain what follows the terminal event, so the byte count is whole
-                    pass
+                _drain(events)
                 return
     except SSEError:
         content_type = response.headers.get("content-type", "no content type").partition(";")[0]
@@ -173,6 +172,16 @@ def _read_events(
         raise ConnectionLost(call.host) from None
     if decoder.finish_reason is None:
         raise ConnectionLost(call.host)
+
+
+def _drain(events: Iterator[ServerSentEvent]) -> None:
+    """Read what follows the terminal event (the end of the chunked body) so the byte count is
+    whole; the reply is complete, so a failure here is no failure of the call."""
+    try:
+        for _ in events:
+            pass
+    except (httpx.TransportError, ResponseTooLarge):
+        pass
 
 
 class _CappedStream(httpx.SyncByteStream):

@@ -149,3 +149,18 @@ def test_a_closed_engine_says_so(tiny_mlc_model):
     opened.close()
     with pytest.raises(EngineError, match="closed"):
         list(opened.generate(GenerationRequest(messages=MESSAGES, max_tokens=2)))
+
+
+def test_concurrent_generations_take_turns_and_match_sequential_ones(engine):
+    expected = [t.token_id for t in greedy(engine, 8)[0]]
+    results: list[list[int]] = []
+
+    def worker() -> None:
+        results.append([t.token_id for t in greedy(engine, 8)[0]])
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert results == [expected] * 3

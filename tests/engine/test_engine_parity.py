@@ -1,6 +1,6 @@
 """The TVM engine against transformers: logits for a prefill and 16 greedy decode steps, in
 q0f32 (reference: the same bf16-rounded weights) and q4f32_1 (reference: the dequantized
-weights), for Llama and Qwen2, tied and untied heads, with GQA."""
+weights), plus the float16 storages, for Llama and Qwen2, tied and untied heads, with GQA."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ CASES = [
     pytest.param("qwen2", False, "q0f32", {}, id="qwen2-untied-q0f32"),
     pytest.param("llama", False, "q4f32_1", {}, id="llama-untied-q4f32_1"),
     pytest.param("qwen2", True, "q4f32_1", {}, id="qwen2-tied-q4f32_1"),
+    # float16 storage runs on the same float32 kernels (q4f16_1 dequantizes without fp16 rounding).
+    pytest.param("qwen2", False, "q0f16", {}, id="qwen2-untied-q0f16"),
+    pytest.param("llama", True, "q4f16_1", {}, id="llama-tied-q4f16_1"),
     # 80 is not a multiple of the 32-wide quantization group: down_proj has a ragged last group.
     pytest.param("llama", True, "q4f32_1", {"intermediate_size": 80}, id="llama-ragged-group-q4f32_1"),
 ]
@@ -86,4 +89,20 @@ def test_decode_logits_equal_a_fresh_prefill_over_the_same_tokens(tiny_mlc_model
         session.reset()
         fresh = session.prefill(tokens[: len(prompt) + step])
         np.testing.assert_allclose(decoded[step], fresh, atol=1e-4)
+    engine.close()
+
+
+def test_a_prompt_extending_the_cached_one_prefills_only_the_new_tokens(tiny_mlc_model):
+    engine = open_engine(tiny_mlc_model("q4f32_1", model_type="llama", tie=True), backend="tvm")
+    session = engine.session
+    first = engine.tokenizer.encode(PROMPT)
+    tokens, _ = greedy_run(session, first, 4)
+    follow_up = tokens + engine.tokenizer.encode(" over the lazy dog")
+    reused = session.prefill_reusing_cache(follow_up)
+    assert session.length == len(follow_up)
+    diverging = first[:5] + [7, 8, 9]  # shares only five tokens: the rest is rolled back
+    reused_diverging = session.prefill_reusing_cache(diverging)
+    for prompt, logits in ((follow_up, reused), (diverging, reused_diverging)):
+        session.reset()
+        np.testing.assert_allclose(logits, session.prefill(prompt), atol=1e-4)
     engine.close()

@@ -71,7 +71,7 @@ def test_retry_after_beyond_the_limit_is_not_waited_for(server):
     _, error = run(make_provider("openai", server.base))
     assert isinstance(error, RateLimited) and error.retry_after == 3600
     assert len(server.received) == 1
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 10  # not the hour it asked for
 
 
 def test_500_then_success_is_retried(server, kind):
@@ -121,7 +121,7 @@ def test_connect_timeout_is_retried_then_typed(unaccepting_port, kind):
     started = time.monotonic()
     text, error = run(provider)
     assert isinstance(error, ConnectTimeout)
-    assert 0.6 <= time.monotonic() - started < 3
+    assert 0.6 <= time.monotonic() - started < 10
     assert error.exchange is None
     assert_user_facing(error)
 
@@ -218,3 +218,21 @@ def test_error_reported_inside_the_stream_is_a_server_error(server, kind):
     assert "upstream failed" in str(error)
     assert text == "so far"
     assert len(server.received) == 1
+
+
+def test_a_reset_after_the_final_event_still_completes_the_reply(server, kind):
+    server.play(stream(EVENTS[kind](["complete"]), end="reset"))
+    text, end = run(make_provider(kind, server.base))
+    assert isinstance(end, StreamEnd) and end.finish_reason == "stop"
+    assert text == "complete"
+
+
+def test_a_traceback_with_locals_does_not_show_the_key(server, kind):
+    # Crash reports (Textual's among them) print every frame's locals: the key must not be one.
+    import traceback
+
+    server.play(respond(401, f'{{"error": {{"message": "bad key {API_KEY}"}}}}'))
+    _, error = run(make_provider(kind, server.base))
+    report = "".join(traceback.TracebackException.from_exception(error, capture_locals=True).format())
+    assert "stream_chat" in report and "_send_with_retries" in report
+    assert API_KEY not in report

@@ -113,3 +113,14 @@ def test_cli_errors_are_one_clear_line():
     missing = tandem("keys", "remove", "anthropic")
     assert missing.returncode == 1 and "no anthropic key" in missing.stderr
     assert os.environ.get("PYTHON_KEYRING_BACKEND") == "keyrings.alt.file.PlaintextKeyring"
+
+
+def test_no_usable_keyring_is_a_clear_error_and_env_keys_still_work(monkeypatch):
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+    with pytest.raises(KeyStoreError, match="environment variable"):
+        keys.set_key("openai", SECRET)
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    assert keys.get_key("openai") == SECRET
+    listed = tandem("keys", "list")
+    assert listed.returncode == 1
+    assert listed.stderr.startswith("tandem: The system keyring cannot be used") and "Traceback" not in listed.stderr

@@ -4,6 +4,7 @@ Tandem's own OpenAI provider as the client (and raw HTTP where the wire format i
 from __future__ import annotations
 
 import json
+import select
 import signal
 import subprocess
 import sys
@@ -29,7 +30,7 @@ def peer(served_engine):
     from offload.server import make_server
 
     server = make_server(served_engine, "127.0.0.1", 0, token=TOKEN)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     yield server
     server.shutdown()
     server.server_close()
@@ -105,6 +106,13 @@ def test_missing_or_wrong_token_is_401(peer):
         list(client_for(peer, key="wrong-token").stream_chat(MESSAGES, "m", 4, 0.0))
 
 
+def test_a_refused_request_leaves_the_connection_usable(peer):
+    with httpx.Client(timeout=30) as client:  # one keep-alive connection for both requests
+        refused = client.post(peer.url + "/chat/completions", json={"messages": MESSAGES})
+        served = client.post(peer.url + "/chat/completions", json={"messages": MESSAGES, "max_tokens": 2}, headers=AUTH)
+    assert (refused.status_code, served.status_code) == (401, 200)
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [
@@ -145,6 +153,7 @@ def test_cli_serves_until_interrupted(served_model_dir):
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
+        assert select.select([process.stdout], [], [], 60)[0], "tandem serve printed nothing within 60 s"
         line = process.stdout.readline()
         assert line.startswith("Serving "), process.stderr.read() if process.poll() is not None else line
         url = line.split(" at ")[1].split()[0]

@@ -72,7 +72,7 @@ def test_monitor_stops_at_the_refusals_first_tokens() -> None:
     pieces = [(w, -0.01) for w in ["I", " can't", " answer", " that", " here", ":", " it", " needs"]]
     count, reason = feed(StreamMonitor(REFUSAL), pieces)
     assert reason is not None and "bigger model" in reason
-    assert count == 3
+    assert count == 2
 
 
 def test_monitor_stops_on_a_run_of_guesses_but_not_on_one() -> None:
@@ -84,7 +84,7 @@ def test_monitor_stops_on_a_run_of_guesses_but_not_on_one() -> None:
 
 
 def test_an_answer_that_starts_like_the_refusal_but_differs_goes_on() -> None:
-    pieces = [(w, -0.01) for w in ["I", " can't", " find", " that", " setting", " in", " Tandem"]]
+    pieces = [(w, -0.01) for w in ["I", " can", " help", " with", " Tandem", " itself", "."]]
     assert feed(StreamMonitor(REFUSAL), pieces)[1] is None
 
 
