@@ -158,3 +158,12 @@ async def test_bindings_carry_the_documented_ids_and_can_be_remapped(make_app, s
         await pilot.press("ctrl+b")
         await pilot.pause()
         assert [c.title for c in store.list_conversations()] == ["New conversation"]
+
+
+async def test_an_unusable_keyring_is_named_not_fatal(make_app, monkeypatch):
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+    async with make_app().run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+k")
+        await pilot.pause()
+        assert isinstance(pilot.app.screen, KeysScreen)
+        assert str(pilot.app.screen.query_one("#error").render()).startswith("⚠ ")

@@ -17,11 +17,8 @@ class KeysScreen(ModalScreen[None]):
 
     def __init__(self, providers: Sequence[str]) -> None:
         """`providers`: those the settings name; any other with a stored key is listed too."""
-        from offload import keys
-
         super().__init__()
-        stored = [name for name, _ in keys.providers()]
-        self.providers = list(dict.fromkeys([*providers, *stored]))
+        self.providers = list(providers)
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
@@ -41,14 +38,19 @@ class KeysScreen(ModalScreen[None]):
         self._refresh()
 
     def _refresh(self) -> None:
+        """Where each provider's key comes from; a keyring that cannot be read is named, not fatal."""
         from offload import keys
+        from offload.errors import KeyStoreError
 
         table = self.query_one("#sources", DataTable)
         table.clear()
-        for provider in self.providers:
-            source = keys.source_of(provider)
-            where = {"env": f"environment ({keys.env_var(provider)})", "keyring": "system keyring"}.get(source or "", "not set")
-            table.add_row(provider, where, key=provider)
+        try:
+            stored = [name for name, _ in keys.providers()]
+            for provider in dict.fromkeys([*self.providers, *stored]):
+                where = {"env": f"environment ({keys.env_var(provider)})", "keyring": "system keyring"}
+                table.add_row(provider, where.get(keys.source_of(provider) or "", "not set"), key=provider)
+        except KeyStoreError as problem:
+            self.query_one("#error", Static).update(f"⚠ {problem}")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         from offload import keys
