@@ -17,7 +17,6 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Static
 
 from app.route_labels import describe_reply
-from app.tui.widgets.message import MessageView
 from app.tui.widgets.prompt import PromptInput
 from app.tui.widgets.sidebar import Sidebar
 from app.tui.widgets.status_bar import StatusBar
@@ -25,6 +24,7 @@ from app.turns import NEW_TITLE, TurnError, TurnResult, title_from
 
 if TYPE_CHECKING:
     from app.tui.app import TandemApp
+    from app.tui.widgets.message import MessageView
 
 SHOWN_MESSAGES = 60
 """Messages mounted when a conversation opens; a button above them shows the earlier ones."""
@@ -182,12 +182,16 @@ class ChatScreen(Screen[None]):
         if event.button.id == "earlier":
             event.stop()
             pane = self.query_one("#messages", VerticalScroll)
-            first = pane.query(MessageView).first()
+            first = pane.query("MessageView").first()
             await pane.mount_all([self._view_of(m) for m in self._hidden], before=first)
             self._hidden = []
             await event.button.remove()
 
     def _view_of(self, message: Any) -> MessageView:
+        # Imported here, as in on_prompt_input_submitted: Markdown is slow to import, and the first
+        # frame (painted before the history opens) has no message to show.
+        from app.tui.widgets.message import MessageView
+
         if message.role != "assistant":
             return MessageView(message.role, message.content, message_id=message.id)
         meta = describe_reply(
@@ -361,7 +365,7 @@ class ChatScreen(Screen[None]):
         self.app.push_screen(ModelPickerScreen(discover_models(), current), picked)
 
     def action_copy(self) -> None:
-        replies = [v for v in self.query(MessageView) if v.role == "assistant" and v.content]
+        replies = [v for v in self.query("MessageView") if v.role == "assistant" and v.content]
         if not replies:
             self.notify("No reply to copy yet.", severity="warning")
             return
@@ -384,6 +388,8 @@ class ChatScreen(Screen[None]):
             return
         conversation_id = self._ensure_conversation(event.text)
         pane = self.query_one("#messages", VerticalScroll)
+        from app.tui.widgets.message import MessageView
+
         self.reply_view = MessageView("assistant", meta="⌂ local · thinking…")
         await pane.mount_all([MessageView("user", event.text), self.reply_view])
         pane.anchor()
