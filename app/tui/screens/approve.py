@@ -29,7 +29,8 @@ class ApproveScreen(ModalScreen[bool]):
                 f"Send this to [b]{self.preview.provider}[/b] at [b]{self.preview.host}[/b]?",
                 id="destination",
             )
-            yield Static(f"{len(self.preview.payload.encode())} bytes, exactly as below:", classes="hint")
+            size = len(self.preview.payload.encode())
+            yield Static(f"{size} bytes, exactly as below. Esc keeps the turn on this machine.", classes="hint")
             yield TextArea(self.preview.payload, read_only=True, id="payload")
             with Horizontal(classes="buttons"):
                 yield Button("Send", variant="warning", id="send")
