@@ -33,6 +33,7 @@ _SOURCES = (
     "tvm_backend/kernels.py",
     "tvm_backend/compiler.py",
     "tvm_backend/pipeline.py",
+    "tvm_backend/attention.py",
 )
 
 
@@ -105,10 +106,24 @@ def _export(config: ModelConfig, kind: str, target: HostTarget):
     with target.target:  # kernel tiles follow the target's vector width
         model = LlamaForCausalLM(config, kind, target.target)
         module, named_params = model.export_tvm(spec=model.export_spec())
+    module = _with_parallel_prefill_attention(module, config)
     params = tuple(
         (name, tuple(int(dim) for dim in param.shape), str(param.dtype)) for name, param in named_params
     )
     return module, params
+
+
+def _with_parallel_prefill_attention(module: tvm.IRModule, config: ModelConfig) -> tvm.IRModule:
+    """Swap the KV cache's serial ragged-prefill attention for Tandem's parallel one."""
+    from engine.tvm_backend.attention import RAGGED_PREFILL_NAME, ragged_prefill_attention
+
+    names = {global_var.name_hint: global_var for global_var in module.functions}
+    if RAGGED_PREFILL_NAME in names:
+        kernel = ragged_prefill_attention(
+            config.num_key_value_heads, config.num_attention_heads, config.head_dim
+        )
+        module.update_func(names[RAGGED_PREFILL_NAME], kernel)
+    return module
 
 
 def _build(module: tvm.IRModule, target: HostTarget):
