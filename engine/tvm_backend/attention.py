@@ -11,6 +11,8 @@ import math
 
 from tvm.script import tirx as T
 
+from engine.tvm_backend.kernels import KERNEL_ATTR
+
 RAGGED_PREFILL_NAME = "batch_prefill_ragged_kv"
 """The name of the function the TIR paged KV cache calls for it (apache-tvm 0.27)."""
 LANES = 16
@@ -81,4 +83,4 @@ def ragged_prefill_attention(h_kv: int, h_q: int, head_dim: int):
                         output[q_indptr[b] + task // h_q, task % h_q, i] = acc[i] / state[1]
                     lse[q_indptr[b] + task // h_q, task % h_q] = state[0] + T.log2(state[1])
     # fmt: on
-    return ragged_prefill.with_attr("tirx.is_scheduled", True)
+    return ragged_prefill.with_attrs({"tirx.is_scheduled": True, KERNEL_ATTR: "attention"})

@@ -127,9 +127,10 @@ def _with_parallel_prefill_attention(module: tvm.IRModule, config: ModelConfig) 
 
 
 def _build(module: tvm.IRModule, target: HostTarget):
-    """tvm.compile, except that the hand-scheduled kernels get an LLVM module of their own:
-    compiled beside the other functions in one module they ran 3x slower (measured on
-    apache-tvm 0.27). This uses relax's internal codegen/link steps, pinned with the TVM version."""
+    """tvm.compile, except that each group of hand-written kernels gets an LLVM module of its
+    own: built in one module with the other functions (or with each other), the linear kernels
+    ran 3x slower (measured on apache-tvm 0.27). This uses relax's internal codegen and link
+    steps, pinned with the TVM version."""
     from tvm import relax, tirx
     from tvm.relax import vm_build
 
@@ -139,13 +140,14 @@ def _build(module: tvm.IRModule, target: HostTarget):
         module = cpu_pipeline(target.target)(module)
     builder = relax.ExecBuilder()
     module = vm_build._vmcodegen(builder, module, "bytecode")
-    kernels, others = {}, {}
+    groups: dict[str, dict] = {}
+    others = {}
     for global_var, function in module.functions.items():
         if isinstance(function, tirx.PrimFunc):
-            hand_scheduled = function.attrs is not None and KERNEL_ATTR in function.attrs
-            (kernels if hand_scheduled else others)[global_var] = function
-    kernel_library = tvm.tirx.build(tvm.IRModule(kernels), target=target.target)
-    return vm_build._vmlink(builder, target.target, tvm.IRModule(others), ext_libs=[kernel_library])
+            group = function.attrs.get(KERNEL_ATTR) if function.attrs is not None else None
+            (groups.setdefault(str(group), {}) if group else others)[global_var] = function
+    libraries = [tvm.tirx.build(tvm.IRModule(group), target=target.target) for group in groups.values()]
+    return vm_build._vmlink(builder, target.target, tvm.IRModule(others), ext_libs=libraries)
 
 
 def _store(entry: Path, executable, params: tuple[ParamSpec, ...]) -> None:

@@ -21,7 +21,8 @@ WeightKind = Literal["q0", "q4"]
 Q4_PER_WORD = 8
 Q4_GROUP = 32
 KERNEL_ATTR = "tandem.kernel"
-"""Marks the functions of this module, which the compiler builds in an LLVM module of their own."""
+"""Names the group of a hand-written kernel; the compiler builds each group in an LLVM module
+of its own."""
 
 
 def vector_lanes() -> int:
@@ -183,7 +184,7 @@ def _schedule(func: tirx.PrimFunc, shape: LinearShape, row_tile: int) -> tirx.Pr
         _schedule_unpad(sch, shape.tile)
     # Opaque: relax must neither fuse neighbours into this kernel nor re-schedule it.
     func = sch.mod["main"].without_attr("global_symbol")
-    return func.with_attrs({"tirx.is_scheduled": True, "op_pattern": 8, KERNEL_ATTR: True})
+    return func.with_attrs({"tirx.is_scheduled": True, "op_pattern": 8, KERNEL_ATTR: "linear"})
 
 
 def _schedule_unpad(sch: Schedule, tile: int) -> None:
