@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 from collections.abc import Sequence
 
 from app import __version__
@@ -29,6 +28,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        print("tandem: the TUI is not built yet.", file=sys.stderr)
-        return 1
+        return run_tui(args)
     return int(args.handler(args))
+
+
+def run_tui(args: argparse.Namespace) -> int:
+    """Open the TUI; textual is the only heavy import before the first paint."""
+    from pathlib import Path
+
+    from app.tui.app import TandemApp
+
+    app = TandemApp(Path(args.db) if args.db else None, offline=args.offline)
+    app.run()
+    return app.return_code or 0

@@ -1,0 +1,148 @@
+"""`tandem ask`: one question from the command line, answered through the same turn runner as the TUI.
+Exit codes: 0 answered, 1 the turn or the database failed, 2 bad input, 3 no local model, 130 interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from typing import Any
+
+EXIT_FAILED, EXIT_USAGE, EXIT_NO_MODEL, EXIT_INTERRUPTED = 1, 2, 3, 130
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "ask",
+        help="ask one question and print the reply",
+        description="Ask one question. The local model answers first; the cloud only when needed and allowed.",
+    )
+    parser.add_argument("prompt", nargs="?", default="-", help='the question; "-" or nothing reads it from stdin')
+    route = parser.add_mutually_exclusive_group()
+    route.add_argument("--local", dest="force", action="store_const", const="local", help="answer locally only")
+    route.add_argument(
+        "--cloud", dest="force", action="store_const", const="cloud", help="send this question to the cloud (if allowed)"
+    )
+    # Its own dest: a subparser default would overwrite the global --offline.
+    parser.add_argument("--offline", dest="ask_offline", action="store_true", help="nothing leaves this machine")
+    parser.add_argument("--json", dest="as_json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=run, force=None)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"tandem ask: {message}", file=sys.stderr)
+    return code
+
+
+def read_question(prompt: str) -> str:
+    if prompt != "-":
+        return prompt.strip()
+    if sys.stdin is None or sys.stdin.isatty():
+        return ""
+    return sys.stdin.read().strip()
+
+
+def run(args: argparse.Namespace) -> int:
+    question = read_question(args.prompt)
+    if not question:
+        return _fail('the question is empty: pass it as an argument, or pipe it in with "-".', EXIT_USAGE)
+    offline = bool(args.offline or args.ask_offline)
+    if args.force == "cloud" and offline:
+        return _fail("--cloud and --offline contradict each other: drop one.", EXIT_USAGE)
+    try:
+        return _answer(question, args, offline)
+    except KeyboardInterrupt:
+        return _fail("interrupted; your question and the partial reply are saved.", EXIT_INTERRUPTED)
+
+
+def _answer(question: str, args: argparse.Namespace, offline: bool) -> int:
+    from pathlib import Path
+
+    from app.store import Store, StoreError
+
+    try:
+        store = Store.open(Path(args.db) if args.db else None)
+    except StoreError as problem:
+        return _fail(str(problem), EXIT_FAILED)
+    with store:
+        return _answer_with(store, question, args, offline)
+
+
+def _answer_with(store: Any, question: str, args: argparse.Namespace, offline: bool) -> int:
+    from app.local_models import ModelUnavailable, chosen_model, open_model
+    from app.settings import load_settings
+    from app.turns import TurnError, TurnRunner, default_router_factory, title_from
+
+    settings = load_settings(store)
+    model = chosen_model(settings.model_dir, settings.backend)
+    try:
+        engine = open_model(model)
+    except ModelUnavailable as problem:
+        return _fail(str(problem), EXIT_NO_MODEL)
+    except Exception as problem:  # engine errors name their own fix
+        return _fail(f"{model.label} failed to load: {problem}", EXIT_NO_MODEL)
+    try:
+        conversation = store.create_conversation(title=title_from(question), cloud_opt_in=args.force == "cloud")
+        runner = TurnRunner(store, default_router_factory(engine, settings, offline))
+        stream = sys.stdout.isatty() and not args.as_json
+        try:
+            result = runner.run(
+                conversation.id,
+                question,
+                approve=_approve_on_terminal,
+                force=args.force,
+                on_event=_print_tokens if stream else None,
+            )
+        except TurnError as problem:
+            return _fail(str(problem), EXIT_FAILED)
+    finally:
+        engine.close()
+    if args.as_json:
+        print(json.dumps({**asdict(result), "conversation_id": conversation.id}, ensure_ascii=False))
+    else:
+        if not stream:
+            print(result.reply)
+        else:
+            print()
+        for notice in result.notices:
+            print(f"⚑ {notice}", file=sys.stderr)
+        print(_route_line(result), file=sys.stderr)
+    return 0 if result.status != "error" else EXIT_FAILED
+
+
+def _print_tokens(event: Any) -> None:
+    from offload.events import Discard, Token
+
+    if isinstance(event, Token):
+        sys.stdout.write(event.text)
+        sys.stdout.flush()
+    elif isinstance(event, Discard):
+        print(f"\n⚑ local draft withdrawn: {event.reason}", file=sys.stderr)
+
+
+def _route_line(result: Any) -> str:
+    from app.route_labels import describe_reply
+
+    return describe_reply(
+        route=result.route,
+        provider=result.provider,
+        model=result.model,
+        confidence=result.confidence,
+        tok_s=result.tok_s,
+        reason=result.reason,
+        status=result.status,
+    )
+
+
+def _approve_on_terminal(preview: Any) -> bool:
+    """Ask mode on the command line: show the payload on the terminal and wait for y/N.
+    Without a terminal to ask on, nothing leaves."""
+    try:
+        with open("/dev/tty", "r+", encoding="utf-8") as tty:
+            tty.write(f"\nSend this to {preview.provider} at {preview.host}?\n{preview.payload}\n[y/N] ")
+            tty.flush()
+            return tty.readline().strip().lower() in ("y", "yes")
+    except OSError:
+        print("⚑ ask mode needs a terminal to approve a cloud request; kept local.", file=sys.stderr)
+        return False

@@ -1,0 +1,86 @@
+"""The local models Tandem can run: the embedded tandem-nano, directories converted into the data
+folder, each offered on MLC LLM's runtime too when the mlc_llm package is installed."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.paths import data_dir
+
+MODEL_CONFIG = "mlc-chat-config.json"
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    label: str
+    path: Path
+    backend: str
+    """What engine.loader.open_engine takes: "auto", or "mlc" to insist on MLC LLM."""
+    detail: str = ""
+
+
+def models_dir() -> Path:
+    """Where `tandem models convert` puts converted models by default."""
+    return data_dir() / "models"
+
+
+def embedded_model() -> LocalModel:
+    from assets import embedded_model_dir
+
+    return LocalModel("tandem-nano", embedded_model_dir(), "auto", "embedded · works offline, no key")
+
+
+def describe(path: Path) -> str:
+    """What the model's config says (architecture, quantization, context), or why it is unusable."""
+    from engine.config import read_chat_config
+    from engine.errors import ModelFileError
+
+    try:
+        config = read_chat_config(path)
+    except ModelFileError as problem:
+        return f"unusable: {problem}"
+    return f"{config.model_type} · {config.quantization} · context {config.context_window_size}"
+
+
+def discover_models() -> list[LocalModel]:
+    """Every model the picker offers, the embedded one first (heavier than it looks: reads configs)."""
+    found = [embedded_model()]
+    root = models_dir()
+    if root.is_dir():
+        for folder in sorted(p for p in root.iterdir() if (p / MODEL_CONFIG).is_file()):
+            found.append(LocalModel(folder.name, folder, "auto", f"{describe(folder)} · {folder}"))
+    if importlib.util.find_spec("mlc_llm") is not None:
+        found += [LocalModel(f"{m.label} on MLC LLM", m.path, "mlc", "mlc_llm runtime") for m in list(found)]
+    return found
+
+
+def chosen_model(model_dir: str | None, backend: str = "auto") -> LocalModel:
+    """The model the settings name; the embedded one when none is named."""
+    if model_dir is None:
+        return embedded_model()
+    for model in discover_models():
+        if str(model.path) == model_dir and model.backend == backend:
+            return model
+    path = Path(model_dir)
+    return LocalModel(path.name, path, backend, str(path))
+
+
+class ModelUnavailable(Exception):
+    """No engine can open the chosen model here; the message says why and what to do."""
+
+
+def open_model(model: LocalModel, on_progress: Callable[[str, float], None] | None = None) -> Any:
+    """Open `model` on the local engine (heavy: call it off the UI thread)."""
+    try:
+        from engine.loader import open_engine
+    except ImportError as missing:
+        raise ModelUnavailable(
+            f"This build has no local engine ({missing.name or 'engine.loader'} is missing); reinstall Tandem."
+        ) from missing
+    if not model.path.is_dir():
+        raise ModelUnavailable(f"The model folder {model.path} does not exist; pick another with Ctrl+L.")
+    return open_engine(model.path, backend=model.backend, on_progress=on_progress)

@@ -1,0 +1,33 @@
+"""How Tandem labels a reply: where it ran, how sure the local model was, how fast, and why."""
+
+from __future__ import annotations
+
+
+def describe_reply(
+    *,
+    route: str | None,
+    provider: str | None,
+    model: str | None,
+    confidence: float | None,
+    tok_s: float | None,
+    reason: str | None,
+    status: str = "complete",
+) -> str:
+    """The line above an assistant reply: where it ran, how sure the local model was, how fast, why."""
+    where = "☁ cloud" if route == "cloud" else "⌂ local"
+    parts = [where]
+    if route == "cloud":
+        source = " ".join(part for part in (provider, model) if part)
+    else:
+        source = f"{model} ({provider})" if model and provider else (model or provider or "")
+    if source:
+        parts.append(source)
+    if confidence is not None:
+        parts.append(f"confidence {confidence:.2f}")
+    if tok_s:
+        parts.append(f"{tok_s:.1f} tok/s")
+    if status != "complete":
+        parts.append(status)
+    if reason:
+        parts.append(reason)
+    return " · ".join(parts)

@@ -1,0 +1,1 @@
+"""One screen per file: the chat, and the modal screens it opens."""

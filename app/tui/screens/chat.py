@@ -1,0 +1,456 @@
+"""The chat screen: sidebar, conversation header, streaming messages and the prompt. It owns every
+chat action (the bindings and palette entries) and runs each turn in a thread worker."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.markup import escape
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Static
+
+from app.route_labels import describe_reply
+from app.tui.widgets.message import MessageView
+from app.tui.widgets.prompt import PromptInput
+from app.tui.widgets.sidebar import Sidebar
+from app.tui.widgets.status_bar import StatusBar
+from app.turns import NEW_TITLE, TurnError, TurnResult, title_from
+
+if TYPE_CHECKING:
+    from app.tui.app import TandemApp
+
+
+class TurnEvent(Message):
+    """A RouterEvent, posted from the turn worker thread."""
+
+    def __init__(self, event: Any) -> None:
+        self.event = event
+        super().__init__()
+
+
+class TurnFinished(Message):
+    def __init__(self, result: TurnResult | None, error: str | None) -> None:
+        self.result = result
+        self.error = error
+        super().__init__()
+
+
+class ChatScreen(Screen[None]):
+    # Priority so they work while the prompt (a TextArea with its own ctrl keys) has focus.
+    BINDINGS = [
+        Binding("ctrl+n", "new_chat", "New", id="new_chat", priority=True),
+        Binding("ctrl+f", "search", "Search", id="search", priority=True),
+        Binding("f2", "rename", "Rename", id="rename", priority=True),
+        Binding("ctrl+d", "delete_chat", "Delete", id="delete_chat", priority=True),
+        Binding("ctrl+o", "toggle_cloud", "Cloud", id="toggle_cloud", priority=True),
+        Binding("ctrl+g", "cycle_mode", "Mode", id="cycle_mode", priority=True),
+        Binding("ctrl+e", "egress", "Egress", id="egress", priority=True),
+        Binding("ctrl+s", "settings", "Settings", id="settings", priority=True, show=False),
+        Binding("ctrl+k", "keys", "Keys", id="keys", priority=True, show=False),
+        Binding("ctrl+l", "models", "Models", id="models", priority=True, show=False),
+        Binding("ctrl+t", "app.theme", "Theme", id="theme", priority=True, show=False),
+        Binding("ctrl+y", "copy", "Copy reply", id="copy", priority=True, show=False),
+        Binding("escape", "cancel", "Cancel", id="cancel", priority=True),
+    ]
+
+    COMMANDS_FOR_PALETTE: tuple[tuple[str, str, str], ...] = (
+        ("New conversation", "Start a new conversation (Ctrl+N)", "new_chat"),
+        ("Search history", "Full-text search over every conversation (Ctrl+F)", "search"),
+        ("Rename conversation", "Give this conversation a new title (F2)", "rename"),
+        ("Delete conversation", "Delete this conversation for good, after confirming (Ctrl+D)", "delete_chat"),
+        ("Archive conversation", "Hide this conversation from the list; its history stays", "archive"),
+        ("Show or hide archived", "List archived conversations too, or not", "toggle_archived"),
+        ("Toggle cloud for this conversation", "Allow or forbid escalation to the cloud here (Ctrl+O)", "toggle_cloud"),
+        ("Lock conversation to local", "Forbid the cloud here whatever the mode, or lift the lock", "toggle_local_lock"),
+        ("Cycle privacy mode", "offline → ask → auto (Ctrl+G)", "cycle_mode"),
+        ("Egress ledger", "Every request that left this machine (Ctrl+E)", "egress"),
+        ("Settings", "Providers, models, thresholds, redaction terms (Ctrl+S)", "settings"),
+        ("API keys", "Keys in the system keyring (Ctrl+K)", "keys"),
+        ("Model picker", "Pick the local model (Ctrl+L)", "models"),
+        ("Copy last reply", "Copy the last reply to the clipboard (Ctrl+Y)", "copy"),
+        ("Cancel reply", "Stop the reply that is streaming (Esc)", "cancel"),
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conversation_id: int | None = None
+        self.show_archived = False
+        self.cancel_event: threading.Event | None = None
+        self.reply_view: MessageView | None = None
+
+    @property
+    def tandem(self) -> TandemApp:
+        return self.app  # type: ignore[return-value]
+
+    @property
+    def store(self) -> Any:
+        return self.tandem.store
+
+    @property
+    def busy(self) -> bool:
+        return self.cancel_event is not None
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="main"):
+            yield Sidebar(id="sidebar")
+            with Vertical(id="chat"):
+                yield Static(id="header")
+                yield VerticalScroll(id="messages")
+                yield PromptInput(id="prompt")
+        yield StatusBar(id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.engine_status("opening history…")
+        self.query_one(PromptInput).focus()
+
+    async def show_history(self) -> None:
+        """The store is open: list the conversations and open the latest."""
+        conversations = self.store.list_conversations()
+        await self.open_conversation(conversations[0].id if conversations else None)
+        self.engine_status("history ready")
+
+    # --- what the app pushes down -------------------------------------------------------------
+
+    def engine_status(self, status: str) -> None:
+        self.query_one(StatusBar).engine_status = status
+
+    def network_state(self, state: Any) -> None:
+        """offload.network's NetworkState: online, or why not."""
+        status = self.query_one(StatusBar)
+        status.network_detail = state.detail
+        status.offline = not state.online
+
+    def refresh_privacy(self) -> None:
+        """Redraw the header and the status bar's mode badge."""
+        settings = self.tandem.settings
+        status = self.query_one(StatusBar)
+        status.mode = "offline" if self.tandem.offline_flag else settings.mode
+        conversation = self.store.get_conversation(self.conversation_id) if self.conversation_id else None
+        title = conversation.title if conversation else NEW_TITLE
+        cloud = "[b]on[/b]" if conversation and conversation.cloud_opt_in else "off"
+        lock = "   🔒 local only" if conversation and conversation.local_only else ""
+        self.query_one("#header", Static).update(
+            f"[b]{escape(title)}[/b]   "
+            f"[@click=screen.toggle_cloud]cloud: {cloud}[/] (Ctrl+O){lock}   "
+            f"[@click=screen.cycle_mode]mode: {status.mode}[/] (Ctrl+G)"
+        )
+
+    async def refresh_sidebar(self) -> None:
+        conversations = self.store.list_conversations(include_archived=self.show_archived)
+        await self.query_one(Sidebar).show(conversations, self.conversation_id)
+
+    # --- conversations ------------------------------------------------------------------------
+
+    async def open_conversation(self, conversation_id: int | None, focus_message: int | None = None) -> None:
+        self.conversation_id = conversation_id
+        pane = self.query_one("#messages", VerticalScroll)
+        await pane.remove_children()
+        views = [self._view_of(m) for m in self.store.messages(conversation_id)] if conversation_id else []
+        await pane.mount_all(views)
+        await self.refresh_sidebar()
+        self.refresh_privacy()
+        target = next((v for v in views if v.message_id == focus_message), None)
+        if target is not None:
+            target.add_class("-found")
+            target.focus()
+            pane.scroll_to_widget(target, animate=False)
+        else:
+            pane.scroll_end(animate=False)
+
+    def _view_of(self, message: Any) -> MessageView:
+        if message.role != "assistant":
+            return MessageView(message.role, message.content, message_id=message.id)
+        meta = describe_reply(
+            route=message.route,
+            provider=message.provider,
+            model=message.model,
+            confidence=message.confidence,
+            tok_s=message.tok_s,
+            reason=message.escalation_reason,
+            status=message.status,
+        )
+        return MessageView("assistant", message.content, meta=meta, message_id=message.id)
+
+    def _ensure_conversation(self, first_message: str) -> int:
+        if self.conversation_id is None:
+            self.conversation_id = self.store.create_conversation(title=title_from(first_message)).id
+        return self.conversation_id
+
+    async def on_sidebar_selected(self, event: Sidebar.Selected) -> None:
+        if self.busy:
+            self.notify("A reply is still streaming; press Esc to cancel it first.", severity="warning")
+            return
+        await self.open_conversation(event.conversation_id)
+        self.query_one(PromptInput).focus()
+
+    async def action_new_chat(self) -> None:
+        if self.busy:
+            self.notify("A reply is still streaming; press Esc to cancel it first.", severity="warning")
+            return
+        conversation = self.store.create_conversation(title=NEW_TITLE)
+        await self.open_conversation(conversation.id)
+        self.query_one(PromptInput).focus()
+
+    def action_rename(self) -> None:
+        if self.conversation_id is None:
+            self.notify("No conversation to rename yet.", severity="warning")
+            return
+        from app.tui.screens.rename import RenameScreen
+
+        conversation_id = self.conversation_id
+
+        async def renamed(title: str | None) -> None:
+            if title:
+                self.store.update_conversation(conversation_id, title=title)
+                await self.refresh_sidebar()
+                self.refresh_privacy()
+
+        self.app.push_screen(RenameScreen(self.store.get_conversation(conversation_id).title), renamed)
+
+    def action_delete_chat(self) -> None:
+        if self.conversation_id is None or self.busy:
+            self.notify("No conversation to delete here.", severity="warning")
+            return
+        from app.tui.screens.confirm import ConfirmScreen
+
+        conversation_id = self.conversation_id
+        title = self.store.get_conversation(conversation_id).title
+
+        async def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.store.delete_conversation(conversation_id)
+                self.notify(f"Deleted “{title}”.")
+                remaining = self.store.list_conversations(include_archived=self.show_archived)
+                await self.open_conversation(remaining[0].id if remaining else None)
+
+        self.app.push_screen(
+            ConfirmScreen(f"Delete “{escape(title)}” and all its messages? This cannot be undone."), confirmed
+        )
+
+    async def action_archive(self) -> None:
+        if self.conversation_id is None or self.busy:
+            return
+        conversation = self.store.get_conversation(self.conversation_id)
+        self.store.update_conversation(self.conversation_id, archived=not conversation.archived)
+        self.notify(f"{'Unarchived' if conversation.archived else 'Archived'} “{conversation.title}”.")
+        remaining = self.store.list_conversations(include_archived=self.show_archived)
+        await self.open_conversation(remaining[0].id if remaining else None)
+
+    async def action_toggle_archived(self) -> None:
+        self.show_archived = not self.show_archived
+        await self.refresh_sidebar()
+
+    # --- search ---------------------------------------------------------------------------------
+
+    def action_search(self) -> None:
+        self.query_one("#search", Input).focus()
+
+    def on_sidebar_search_submitted(self, event: Sidebar.SearchSubmitted) -> None:
+        from app.tui.screens.search import SearchScreen
+
+        hits = self.store.search(event.query)
+
+        async def jump(target: tuple[int, int] | None) -> None:
+            if target is not None:
+                await self.open_conversation(target[0], focus_message=target[1])
+
+        self.app.push_screen(SearchScreen(event.query, hits), jump)
+
+    # --- privacy --------------------------------------------------------------------------------
+
+    def action_toggle_cloud(self) -> None:
+        if self.conversation_id is None:
+            self.conversation_id = self.store.create_conversation(title=NEW_TITLE).id
+            self.run_worker(self.refresh_sidebar())
+        conversation = self.store.get_conversation(self.conversation_id)
+        if conversation.local_only and not conversation.cloud_opt_in:
+            self.notify("This conversation is locked to local; lift the lock from the palette first.", severity="warning")
+            return
+        self.store.update_conversation(self.conversation_id, cloud_opt_in=not conversation.cloud_opt_in)
+        self.notify(f"Cloud {'allowed' if not conversation.cloud_opt_in else 'off'} for this conversation.")
+        self.refresh_privacy()
+
+    def action_toggle_local_lock(self) -> None:
+        if self.conversation_id is None:
+            return
+        conversation = self.store.get_conversation(self.conversation_id)
+        locking = not conversation.local_only
+        self.store.update_conversation(
+            self.conversation_id, local_only=locking, **({"cloud_opt_in": False} if locking else {})
+        )
+        self.refresh_privacy()
+
+    def action_cycle_mode(self) -> None:
+        if self.tandem.offline_flag:
+            self.notify("Started with --offline: nothing leaves this machine until you restart without it.")
+            return
+        settings = self.tandem.settings.next_mode()
+        self.tandem.update_settings(settings)
+        self.notify(f"Privacy mode: {settings.mode}.")
+
+    # --- screens --------------------------------------------------------------------------------
+
+    def action_egress(self) -> None:
+        from app.tui.screens.egress import EgressScreen
+
+        self.app.push_screen(EgressScreen(self.store.egress()))
+
+    def action_settings(self) -> None:
+        from app.tui.screens.settings import SettingsScreen
+
+        def saved(settings: Any) -> None:
+            if settings is not None:
+                self.tandem.update_settings(settings)
+                self.notify("Settings saved.")
+
+        self.app.push_screen(SettingsScreen(self.tandem.settings), saved)
+
+    def action_keys(self) -> None:
+        from app.tui.screens.keys import KeysScreen
+
+        self.app.push_screen(
+            KeysScreen([p.name for p in self.tandem.settings.providers]), lambda _: self.tandem.forget_router()
+        )
+
+    def action_models(self) -> None:
+        from app.local_models import chosen_model, discover_models, embedded_model
+        from app.tui.screens.models import ModelPickerScreen
+
+        if self.busy:  # switching closes the engine the reply is streaming from
+            self.notify("A reply is still streaming; press Esc to cancel it first.", severity="warning")
+            return
+        settings = self.tandem.settings
+
+        def picked(model: Any) -> None:
+            if model is not None:
+                model_dir = None if model.path == embedded_model().path else str(model.path)
+                self.tandem.update_settings(replace(settings, model_dir=model_dir, backend=model.backend))
+
+        current = chosen_model(settings.model_dir, settings.backend)
+        self.app.push_screen(ModelPickerScreen(discover_models(), current), picked)
+
+    def action_copy(self) -> None:
+        replies = [v for v in self.query(MessageView) if v.role == "assistant" and v.content]
+        if not replies:
+            self.notify("No reply to copy yet.", severity="warning")
+            return
+        self.app.copy_to_clipboard(replies[-1].content)
+        self.notify("Copied the last reply.")
+
+    # --- a turn ---------------------------------------------------------------------------------
+
+    async def on_prompt_input_submitted(self, event: PromptInput.Submitted) -> None:
+        if self.store is None:
+            self.notify("The history is still opening; send again in a moment.", severity="warning")
+            self.query_one(PromptInput).text = event.text
+            return
+        if self.busy:
+            self.notify("A reply is still streaming; press Esc to cancel it.", severity="warning")
+            return
+        if self.tandem.engine is None:
+            self.notify("The local model is not ready yet; see the status line.", severity="warning")
+            self.query_one(PromptInput).text = event.text
+            return
+        conversation_id = self._ensure_conversation(event.text)
+        pane = self.query_one("#messages", VerticalScroll)
+        self.reply_view = MessageView("assistant", meta="⌂ local · thinking…")
+        await pane.mount_all([MessageView("user", event.text), self.reply_view])
+        pane.anchor()
+        self.cancel_event = threading.Event()
+        self.run_turn(conversation_id, event.text, self.cancel_event)
+
+    @work(thread=True, exclusive=True, group="turn")
+    def run_turn(self, conversation_id: int, text: str, cancel: threading.Event) -> None:
+        try:
+            result = self.tandem.turn_runner().run(
+                conversation_id,
+                text,
+                approve=self._approve_from_worker,
+                cancel=cancel,
+                on_event=lambda event: self.post_message(TurnEvent(event)),
+            )
+        except TurnError as error:
+            self.post_message(TurnFinished(None, str(error)))
+        else:
+            self.post_message(TurnFinished(result, None))
+
+    def _approve_from_worker(self, preview: Any) -> bool:
+        """The router's approve callback: show the payload in a modal and wait for the answer.
+        Runs on the worker thread; a cancelled turn answers no."""
+        from app.tui.screens.approve import ApproveScreen
+
+        decided = threading.Event()
+        answer: list[bool] = [False]
+        screen = ApproveScreen(preview)
+
+        def on_answer(send: bool | None) -> None:
+            answer[0] = bool(send)
+            decided.set()
+
+        self.app.call_from_thread(self.app.push_screen, screen, on_answer)
+        while not decided.wait(0.05):
+            if self.cancel_event is None or self.cancel_event.is_set():
+                self.app.call_from_thread(screen.dismiss, False)
+                decided.wait(1.0)
+                return False
+        return answer[0]
+
+    async def on_turn_event(self, message: TurnEvent) -> None:
+        from offload.events import Decision, Discard, Notice, Token
+
+        view, event = self.reply_view, message.event
+        if view is None:
+            return
+        if isinstance(event, Token):
+            await view.write(event.text)
+        elif isinstance(event, Discard):
+            await view.restart()
+            view.add_note(f"local draft withdrawn: {event.reason}")
+        elif isinstance(event, Decision):
+            where = "☁ cloud" if event.route == "cloud" else "⌂ local"
+            view.set_meta(f"{where} · {event.reason}")
+        elif isinstance(event, Notice):
+            view.add_note(event.text)
+
+    async def on_turn_finished(self, message: TurnFinished) -> None:
+        view, self.reply_view, self.cancel_event = self.reply_view, None, None
+        if view is None:
+            return
+        result = message.result
+        if result is None:
+            await view.finish()
+            view.set_meta(f"⚠ error · {message.error}")
+            view.add_class("-error")
+        else:
+            await view.finish(result.reply)
+            view.set_meta(
+                describe_reply(
+                    route=result.route,
+                    provider=result.provider,
+                    model=result.model,
+                    confidence=result.confidence,
+                    tok_s=result.tok_s,
+                    reason=result.reason,
+                    status=result.status,
+                )
+            )
+        await self.refresh_sidebar()
+        self.refresh_privacy()
+
+    def action_cancel(self) -> None:
+        if self.cancel_event is not None:
+            self.cancel_event.set()
+            self.notify("Cancelling the reply…")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cancel":
+            return self.busy  # Esc falls through to other widgets when nothing streams
+        return self.store is not None  # the rest wait for the history to open

@@ -1,0 +1,32 @@
+"""The prompt input: a TextArea where Enter sends and Ctrl+J inserts a newline."""
+
+from __future__ import annotations
+
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import TextArea
+
+
+class PromptInput(TextArea):
+    BINDINGS = [
+        # Priority, so they win over TextArea's own handling of Enter.
+        Binding("enter", "send", "Send", id="send", priority=True),
+        Binding("ctrl+j", "newline", "Newline", id="newline", priority=True, show=False),
+    ]
+
+    class Submitted(Message):
+        def __init__(self, text: str) -> None:
+            self.text = text
+            super().__init__()
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(soft_wrap=True, show_line_numbers=False, tab_behavior="focus", **kwargs)
+
+    def action_send(self) -> None:
+        text = self.text.strip()
+        if text:
+            self.post_message(self.Submitted(text))
+            self.clear()
+
+    def action_newline(self) -> None:
+        self.insert("\n")

@@ -1,0 +1,200 @@
+"""The one turn runner the TUI and the CLI share: it saves the user's message before anything runs,
+drives the router, hands each event to the caller, checkpoints the reply through the store's
+ReplyWriter, and records what left the machine and where the reply ran."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from offload.events import Decision, Discard, Egress, Notice, RouterEvent, Token, TurnDone
+
+NEW_TITLE = "New conversation"
+
+EventSink = Callable[[RouterEvent], None]
+Approver = Callable[[Any], bool]
+"""Takes an offload.router.Preview; True lets the request leave."""
+RouterFactory = Callable[[Any, Any, bool], Any]
+"""(engine, UserSettings, offline) -> a Router: something with run(turn, approve, cancel)."""
+
+
+class TurnError(Exception):
+    """A turn failed (the local model or the cloud broke); the message says what and what to do.
+    The user's message is kept and the reply is stored with status "error"."""
+
+
+def title_from(text: str, limit: int = 48) -> str:
+    """A conversation title from its first message: its first line, shortened at a word."""
+    line = " ".join(text.strip().splitlines()[0].split()) if text.strip() else NEW_TITLE
+    if len(line) <= limit:
+        return line
+    return line[:limit].rsplit(" ", 1)[0] + "…"
+
+
+@dataclass
+class TurnResult:
+    """What a turn produced, as the CLI prints it and the chat pane labels it."""
+
+    reply: str = ""
+    route: str = "local"
+    model: str = ""
+    provider: str = ""
+    status: str = "complete"
+    reason: str = ""
+    confidence: float | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    ttft_ms: float | None = None
+    tok_s: float | None = None
+    notices: list[str] = field(default_factory=list)
+    egress_bytes: int = 0
+
+    def observe(self, event: RouterEvent) -> None:
+        if isinstance(event, Token):
+            self.reply += event.text
+            self.route = event.route
+        elif isinstance(event, Discard):
+            self.reply = ""
+            self.notices.append(f"local draft withdrawn: {event.reason}")
+        elif isinstance(event, Decision):
+            self.route, self.reason = event.route, event.reason
+            if event.confidence is not None:
+                self.confidence = event.confidence
+        elif isinstance(event, Notice):
+            self.notices.append(event.text)
+        elif isinstance(event, Egress):
+            self.egress_bytes += event.bytes_sent
+        elif isinstance(event, TurnDone):
+            self.route, self.model, self.provider = event.route, event.model, event.provider
+            self.status, self.reason = event.status, event.reason
+            if event.confidence is not None:
+                self.confidence = event.confidence
+            self.tokens_in, self.tokens_out = event.tokens_in, event.tokens_out
+            self.ttft_ms, self.tok_s = event.ttft_ms, event.tok_s
+
+
+class TurnRunner:
+    """Runs turns against one store and one router. Call run() from a worker thread: it blocks
+    for the whole turn."""
+
+    def __init__(self, store: Any, router: Any, max_tokens: int = 256) -> None:
+        self.store = store
+        self.router = router
+        self.max_tokens = max_tokens
+
+    def run(
+        self,
+        conversation_id: int,
+        text: str,
+        *,
+        approve: Approver | None = None,
+        cancel: threading.Event | None = None,
+        on_event: EventSink | None = None,
+        force: Literal["local", "cloud"] | None = None,
+    ) -> TurnResult:
+        """Run one turn; `force` (the CLI's --local/--cloud) wins over a typed /local or /cloud."""
+        from offload.router import Turn, split_force_prefix
+
+        typed_force, content = split_force_prefix(text)
+        content, force = content.strip(), force or typed_force
+        if not content:
+            raise TurnError("The message is empty: type something after /cloud or /local.")
+        conversation = self.store.get_conversation(conversation_id)
+        history = self.store.messages(conversation_id)
+        if not history and conversation.title == NEW_TITLE:
+            self.store.update_conversation(conversation_id, title=title_from(content))
+        question = self.store.add_message(conversation_id, "user", content)  # committed before generation starts
+        turn = Turn(
+            conversation_id=conversation_id,
+            messages=self._context(conversation_id),
+            policy=_policy(conversation),
+            force=force,
+            max_tokens=self.max_tokens,
+        )
+        result = TurnResult()
+        writer = self.store.begin_reply(conversation_id, parent_id=question.id)
+        try:
+            for event in self.router.run(turn, approve, cancel):
+                result.observe(event)
+                self._persist(conversation_id, writer, event)
+                if on_event is not None:
+                    on_event(event)
+        except BaseException as error:
+            interrupted = isinstance(error, KeyboardInterrupt)
+            writer.finish(status="interrupted" if interrupted else "error")
+            if isinstance(error, Exception):
+                raise TurnError(_explain(error)) from error
+            raise
+        return result
+
+    def _context(self, conversation_id: int) -> Sequence[dict[str, str]]:
+        """The conversation as the router sees it: finished and interrupted messages, oldest first."""
+        return [
+            {"role": m.role, "content": m.content}
+            for m in self.store.messages(conversation_id)
+            if m.content and m.status in ("complete", "interrupted")
+        ]
+
+    def _persist(self, conversation_id: int, writer: Any, event: RouterEvent) -> None:
+        if isinstance(event, Token):
+            writer.append(event.text)
+        elif isinstance(event, Discard):
+            writer.discard()
+        elif isinstance(event, Egress):
+            self.store.record_egress(
+                conversation_id=conversation_id,
+                provider=event.provider,
+                host=event.host,
+                payload=event.payload,
+                bytes_sent=event.bytes_sent,
+                bytes_received=event.bytes_received,
+                redactions=dict(event.redactions),
+            )
+        elif isinstance(event, TurnDone):
+            writer.finish(
+                status=event.status,
+                route=event.route,
+                model=event.model,
+                provider=event.provider,
+                confidence=event.confidence,
+                escalation_reason=event.reason,
+                tokens_in=event.tokens_in,
+                tokens_out=event.tokens_out,
+                ttft_ms=event.ttft_ms,
+                tok_s=event.tok_s,
+            )
+
+
+def _policy(conversation: Any) -> Any:
+    from offload.privacy import ConversationPolicy
+
+    return ConversationPolicy(cloud_opt_in=bool(conversation.cloud_opt_in), local_only=bool(conversation.local_only))
+
+
+def _explain(error: Exception) -> str:
+    """Errors from the engine and offload already speak to the user; anything else gets its type named."""
+    if type(error).__module__.split(".")[0] in ("engine", "offload"):
+        return str(error)
+    return f"the turn failed ({type(error).__name__}: {error}); your message is saved, try again."
+
+
+def default_router_factory(engine: Any, settings: Any, offline: bool) -> Any:
+    """The Router for the current settings, built fresh per turn so a changed mode, provider or
+    threshold applies at once; the cloud provider reads its key from the keyring now."""
+    from offload.confidence import EscalationThreshold
+    from offload.network import NETWORK
+    from offload.providers import open_provider
+    from offload.router import Router
+
+    cloud = settings.active_provider()
+    provider = open_provider(cloud.kind, cloud.name, cloud.base_url, network=NETWORK) if cloud else None
+    return Router(
+        engine,
+        settings.privacy(offline),
+        provider,
+        NETWORK,
+        cloud_model=cloud.model if cloud else None,
+        threshold=EscalationThreshold(risk=1.0 - settings.escalate_below),
+    )

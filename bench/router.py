@@ -1,0 +1,291 @@
+"""How well the router's confidence score decides keep-local vs escalate, on the embedded model.
+
+Runs labelled prompts (answerable in-domain vs unanswerable) through the real engine and reports
+the AUROC of the calibrated score (cross-validated), baselines, the deferral curve (numbers and a
+PNG), the shares kept and escalated at the shipped threshold, and the decode time early abort saves.
+`--fit` writes offload/confidence_weights.json from all prompts. `--json`: one JSON object last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import struct
+import sys
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from engine.api import FinishEvent, GenerationRequest, TokenEvent  # noqa: E402
+from offload.confidence import (  # noqa: E402
+    WEIGHTS_PATH,
+    Calibration,
+    EscalationThreshold,
+    StreamMonitor,
+    features,
+    fit_calibration,
+    is_refusal,
+)
+
+OUR_EVAL_DIR = REPO / "assets" / "eval" / "router"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str
+    answerable: bool
+    expect: tuple[str, ...] = ()
+    """Any of these in the answer makes it correct (our own prompt files)."""
+    fact: str | None = None
+    """The expected fact id (the nano helper's held-out set, judged by its scoring module)."""
+
+
+@dataclass
+class Run:
+    prompt: Prompt
+    answer: str
+    features: dict[str, float]
+    refused: bool
+    correct: bool
+    decode_s: float
+    abort_at_s: float | None
+    """Decode seconds until the streaming monitor would have stopped, None if it would not."""
+
+
+def load_prompts(path: Path | None) -> tuple[list[Prompt], str]:
+    """The given file; else the embedded model's held-out set (assets/eval, written apart from
+    its training generators) together with ours (assets/eval/router)."""
+    if path:
+        return _read_ours(path), str(path)
+    prompts, sources = [], []
+    try:
+        from assets.eval import scoring
+    except ImportError:
+        scoring = None
+    if scoring is not None:
+        prompts += [Prompt(c.prompt, True, fact=c.fact) for c in scoring.in_domain_cases()]
+        prompts += [Prompt(c.prompt, False) for c in scoring.out_of_domain_cases()]
+        sources.append("assets/eval (held-out)")
+    for file in sorted(OUR_EVAL_DIR.glob("*.jsonl")):
+        prompts += _read_ours(file)
+        sources.append(str(file.relative_to(REPO)))
+    return prompts, ", ".join(sources)
+
+
+def _read_ours(file: Path) -> list[Prompt]:
+    rows = [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [Prompt(r["prompt"], bool(r["answerable"]), tuple(r.get("expect", ()))) for r in rows]
+
+
+def is_correct(prompt: Prompt, answer: str, refused: bool) -> bool:
+    if not prompt.answerable or refused:
+        return False
+    if prompt.fact is not None:
+        from assets.eval import scoring
+
+        return scoring.is_answer(answer, prompt.fact)
+    said = answer.casefold()
+    return not prompt.expect or any(e.casefold() in said for e in prompt.expect)
+
+
+def run_prompt(engine, prompt: Prompt, refusal: str | None, max_tokens: int) -> Run:
+    request = GenerationRequest(messages=[{"role": "user", "content": prompt.text}],
+                                max_tokens=max_tokens, temperature=0.0, seed=0)
+    monitor = StreamMonitor(refusal)
+    tokens: list[TokenEvent] = []
+    abort_at: float | None = None
+    prompt_tokens = 0
+    first = time.perf_counter()
+    for event in engine.generate(request):
+        now = time.perf_counter()
+        if isinstance(event, FinishEvent):
+            prompt_tokens = event.usage.prompt_tokens
+            continue
+        if not tokens:
+            first = now  # decode time is counted from the first token; prefill is paid either way
+        tokens.append(event)
+        if abort_at is None and monitor.observe(event):
+            abort_at = now - first
+    decode_s = max(time.perf_counter() - first, 1e-9) if tokens else 0.0
+    answer = "".join(t.text for t in tokens)
+    values = features(tokens, prompt_tokens)
+    refused = is_refusal(answer, refusal)
+    return Run(prompt, answer, values, refused, is_correct(prompt, answer, refused), decode_s, abort_at)
+
+
+def auroc(scores: list[float], positive: list[bool]) -> float:
+    """Probability a random positive outranks a random negative (ties count half)."""
+    pos = [s for s, p in zip(scores, positive) if p]
+    neg = [s for s, p in zip(scores, positive) if not p]
+    if not pos or not neg:
+        return float("nan")
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def fit(runs: list[Run], fitted_on: str = "") -> Calibration | None:
+    """Refusals are gated before the score, so the regression learns from the other answers
+    only (a refusal is confident, and would teach it that confidence means wrong)."""
+    kept = [r for r in runs if not r.refused]
+    labels = [r.correct for r in kept]
+    if len(set(labels)) < 2:
+        return None
+    return fit_calibration([r.features for r in kept], labels, fitted_on=fitted_on)
+
+
+def cross_validated_scores(runs: list[Run], folds: int = 5, seed: int = 0) -> list[float]:
+    """Each prompt scored by a calibration fitted without it; refusals score 0."""
+    order = list(range(len(runs)))
+    random.Random(seed).shuffle(order)
+    scores = [0.0] * len(runs)
+    for fold in range(folds):
+        held = set(order[fold::folds])
+        calibration = fit([runs[i] for i in order if i not in held])
+        for i in held:
+            run = runs[i]
+            score = calibration.score(run.features) if calibration else float(run.correct)
+            scores[i] = 0.0 if run.refused else score
+    return scores
+
+
+def deferral_curve(scores: list[float], runs: list[Run], points: int = 11) -> list[tuple[float, float]]:
+    """Quality (share answered well) against share escalated, escalating the least confident
+    first; an escalated turn counts as answered well (the cloud is the reference)."""
+    order = np.argsort(scores, kind="stable")
+    local_quality = np.array([float(r.correct) for r in runs])[order]
+    n = len(runs)
+    curve = []
+    for share in np.linspace(0, 1, points):
+        escalated = int(round(share * n))
+        curve.append((float(share), float((escalated + local_quality[escalated:].sum()) / n)))
+    return curve
+
+
+def _figure(value: float) -> float | None:
+    """Rounded for the report; None (JSON null) where undefined, e.g. no correct answer at all."""
+    return None if value != value else round(value, 4)
+
+
+def write_png(path: Path, curves: dict[str, list[tuple[float, float]]], size: int = 320) -> None:
+    """A plain line chart on a white square, axes 0..1, written with zlib alone."""
+    canvas = np.full((size, size, 3), 255, dtype=np.uint8)
+    margin = 24
+    span = size - 2 * margin
+    canvas[size - margin, margin : size - margin] = 0
+    canvas[margin : size - margin, margin] = 0
+    colours = [(200, 30, 30), (30, 90, 200), (30, 150, 60), (120, 120, 120)]
+    for (name, points), colour in zip(curves.items(), colours):
+        xs = np.interp(np.linspace(0, 1, span * 4), *zip(*points)) if points else []
+        for t, y in zip(np.linspace(0, 1, span * 4), xs):
+            px = margin + int(t * (span - 1))
+            py = size - margin - int(y * (span - 1))
+            canvas[max(py - 1, 0) : py + 1, px : px + 2] = colour
+    raw = b"".join(b"\x00" + row.tobytes() for row in canvas)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument("--model", type=Path, help="model directory (default: the embedded model)")
+    parser.add_argument("--prompts", type=Path, help="only this JSONL file of {prompt, answerable, expect}")
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--fit", action="store_true", help=f"write fitted weights to {WEIGHTS_PATH.name}")
+    parser.add_argument("--png", type=Path, default=REPO / ".cache" / "bench" / "router-deferral.png")
+    args = parser.parse_args(argv)
+
+    try:
+        from engine.loader import open_engine
+    except ImportError:
+        print("The engine is not installed on this branch (engine.loader is missing): merge it first.")
+        return 2
+    from assets import embedded_model_dir
+
+    model_dir = args.model or embedded_model_dir()
+    if not (model_dir / "mlc-chat-config.json").exists():
+        print(f"No model at {model_dir}: build the embedded model (branch nano) or pass --model DIR.")
+        return 2
+    prompts, source = load_prompts(args.prompts)
+    if not any(p.answerable for p in prompts) or all(p.answerable for p in prompts):
+        print("The prompt set needs both answerable and unanswerable prompts.")
+        return 2
+
+    engine = open_engine(model_dir)
+    refusal = engine.info.extra.get("refusal")
+    runs = [run_prompt(engine, p, refusal, args.max_tokens) for p in prompts]
+    engine.close()
+
+    good = [r.correct for r in runs]
+    scores = cross_validated_scores(runs)
+    # The headline separates answerable from unanswerable prompts (the issue's bar); the stricter
+    # figure also counts a wrong answer to an answerable prompt as one to escalate.
+    answerable_label = [r.prompt.answerable for r in runs]
+    rng = random.Random(0)
+    baselines = {
+        "random": auroc([rng.random() for _ in runs], answerable_label),
+        "prompt_length": auroc([-len(r.prompt.text) for r in runs], answerable_label),
+        "mean_logprob": auroc([r.features["mean_logprob"] for r in runs], answerable_label),
+    }
+    calibration = fit(runs, fitted_on=f"{len(runs)} prompts: {source}") or Calibration.load()
+    if args.fit:
+        WEIGHTS_PATH.write_text(calibration.to_json() + "\n", encoding="utf-8")
+    cutoff = EscalationThreshold().cutoff(calibration)
+    escalate = [r.abort_at_s is not None or s < cutoff for r, s in zip(runs, scores)]
+    answerable = [i for i, r in enumerate(runs) if r.prompt.answerable]
+    unanswerable = [i for i, r in enumerate(runs) if not r.prompt.answerable]
+    kept_local = sum(not escalate[i] for i in answerable) / len(answerable)
+    escalated = sum(escalate[i] for i in unanswerable) / len(unanswerable)
+    escalated_runs = [r for r, e in zip(runs, escalate) if e and r.decode_s > 0]
+    decode_total = sum(r.decode_s for r in escalated_runs)
+    saved = sum(r.decode_s - r.abort_at_s for r in escalated_runs if r.abort_at_s is not None)
+    early_abort_saved = saved / decode_total if decode_total else 0.0
+
+    curve = deferral_curve(scores, runs)
+    write_png(args.png, {"router": curve,
+                         "mean_logprob": deferral_curve([r.features["mean_logprob"] for r in runs], runs),
+                         "random": [(0.0, curve[0][1]), (1.0, 1.0)]})
+    result = {
+        "auroc": _figure(auroc(scores, answerable_label)),
+        "auroc_correct": _figure(auroc(scores, good)),
+        "baselines": {k: _figure(v) for k, v in baselines.items()},
+        "kept_local": round(kept_local, 4),
+        "escalated": round(escalated, 4),
+        "early_abort_saved": round(early_abort_saved, 4),
+    }
+    print(f"prompts: {len(runs)} ({len(answerable)} answerable, {len(unanswerable)} not) from {source}")
+    print(f"local answers correct: {sum(good)}/{len(answerable)} answerable; "
+          f"refused: {sum(r.refused for r in runs if r.prompt.answerable)} answerable (false refusals), "
+          f"{sum(r.refused for r in runs if not r.prompt.answerable)}/{len(unanswerable)} unanswerable")
+    print(f"AUROC answerable vs not (5-fold cross-validated, refusal gate + logistic regression): "
+          f"{result['auroc']}; correct answer vs all else: {result['auroc_correct']}")
+    for name, value in result["baselines"].items():
+        print(f"  baseline {name:<14} AUROC {value}")
+    print(f"at the shipped threshold (risk {EscalationThreshold().risk}, cutoff {cutoff:.2f}): "
+          f"kept local {kept_local:.1%} of answerable, escalated {escalated:.1%} of unanswerable")
+    print(f"early abort saves {early_abort_saved:.1%} of local decode time on escalated turns")
+    print("deferral curve (share escalated -> quality): "
+          + ", ".join(f"{s:.0%}:{q:.3f}" for s, q in curve))
+    print(f"deferral curve PNG: {args.png}")
+    weights = dict(zip(calibration.names, (round(w, 3) for w in calibration.weights)))
+    print(f"weights{' (written)' if args.fit else ''}: {weights}")
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,210 @@
+"""How sure the local model is of its answer: features from its token log-probabilities, a
+streaming monitor that can stop a doomed draft early, and a calibrated score with its threshold.
+
+The score is a small logistic regression whose weights bench/router.py fits on the eval set and
+ships as confidence_weights.json beside this module. A refusal is a hard gate, not a feature.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engine.api import TokenEvent
+
+WEIGHTS_PATH = Path(__file__).with_name("confidence_weights.json")
+FINAL_SPAN = 8
+"""Tokens at the end of an answer whose confidence is scored on its own (where it trails off)."""
+
+FEATURE_NAMES = (
+    "mean_logprob", "min_logprob", "p10_logprob", "p25_logprob", "median_logprob",
+    "mean_entropy", "max_entropy", "mean_margin", "min_margin",
+    "final_mean_logprob", "final_min_logprob", "log_answer_tokens", "log_prompt_tokens",
+)
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.replace("\u2019", "'").split()).casefold()
+
+
+def is_refusal(text: str, refusal: str | None) -> bool:
+    """The model's own "I can't answer that here" sentence, whole or cut short by max_tokens."""
+    if not refusal:
+        return False
+    said, sentence = _normalise(text), _normalise(refusal)
+    if not said:
+        return False
+    return sentence in said or (len(said) >= len(sentence) // 2 and sentence.startswith(said))
+
+
+def _entropy_and_margin(event: TokenEvent) -> tuple[float, float]:
+    """Entropy over the top alternatives plus one bucket for the rest (a lower bound on the
+    true entropy), and the gap between the two likeliest tokens."""
+    if not event.top:
+        return -event.logprob, 0.0
+    probs = [math.exp(alt.logprob) for alt in event.top]
+    rest = max(0.0, 1.0 - sum(probs))
+    entropy = -sum(p * math.log(p) for p in probs if p > 0)
+    if rest > 1e-12:
+        entropy -= rest * math.log(rest)
+    ranked = sorted((alt.logprob for alt in event.top), reverse=True)
+    margin = ranked[0] - ranked[1] if len(ranked) > 1 else -math.log(max(rest, 1e-12)) + ranked[0]
+    return entropy, margin
+
+
+def features(tokens: Sequence[TokenEvent], prompt_tokens: int = 0) -> dict[str, float]:
+    """The score's inputs, over the whole answer and its final span."""
+    if not tokens:
+        empty = dict.fromkeys(FEATURE_NAMES, 0.0)
+        empty.update(min_logprob=-20.0, final_min_logprob=-20.0, mean_logprob=-20.0)
+        empty["log_prompt_tokens"] = math.log1p(prompt_tokens)
+        return empty
+    logprobs = np.array([t.logprob for t in tokens], dtype=np.float64)
+    entropy, margin = np.array([_entropy_and_margin(t) for t in tokens], dtype=np.float64).T
+    final = logprobs[-FINAL_SPAN:]
+    return {
+        "mean_logprob": float(logprobs.mean()),
+        "min_logprob": float(logprobs.min()),
+        "p10_logprob": float(np.quantile(logprobs, 0.10)),
+        "p25_logprob": float(np.quantile(logprobs, 0.25)),
+        "median_logprob": float(np.median(logprobs)),
+        "mean_entropy": float(entropy.mean()),
+        "max_entropy": float(entropy.max()),
+        "mean_margin": float(margin.mean()),
+        "min_margin": float(margin.min()),
+        "final_mean_logprob": float(final.mean()),
+        "final_min_logprob": float(final.min()),
+        "log_answer_tokens": math.log1p(len(tokens)),
+        "log_prompt_tokens": math.log1p(prompt_tokens),
+    }
+
+
+@dataclass
+class StreamMonitor:
+    """Watches local tokens as they stream and says when to stop: the refusal has begun, or the
+    model has been guessing for a run of tokens. Only consulted when escalation is possible."""
+
+    refusal: str | None
+    low_logprob: float = -4.0
+    low_run: int = 6
+    refusal_prefix_chars: int = 7
+    """Enough of the refusal to tell it from an answer ("I can't" vs the model's "I can help")."""
+    _text: str = field(default="", init=False)
+    _run: int = field(default=0, init=False)
+
+    def observe(self, event: TokenEvent) -> str | None:
+        """The reason to abort now, or None to go on."""
+        self._text += event.text
+        self._run = self._run + 1 if event.logprob < self.low_logprob else 0
+        said = _normalise(self._text)
+        if self.refusal and len(said) >= self.refusal_prefix_chars:
+            if _normalise(self.refusal).startswith(said) or is_refusal(said, self.refusal):
+                return "the local model says this needs a bigger model"
+        if self._run >= self.low_run:
+            return f"the local model was guessing ({self._run} tokens in a row below p={math.exp(self.low_logprob):.2f})"
+        return None
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A logistic regression from standardised features to P(the local answer is good)."""
+
+    names: tuple[str, ...]
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    weights: tuple[float, ...]
+    bias: float
+    reference: tuple[float, ...] = ()
+    """Scores of the eval set at quantiles 0, 0.01, ..., 1: maps a target escalation rate to a cutoff."""
+    fitted_on: str = ""
+
+    def score(self, values: Mapping[str, float]) -> float:
+        x = np.array([values.get(name, 0.0) for name in self.names], dtype=np.float64)
+        z = (x - np.array(self.mean)) / np.array(self.scale)
+        return float(_sigmoid(z @ np.array(self.weights) + self.bias))
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, indent=1)
+
+    @classmethod
+    def load(cls, path: Path = WEIGHTS_PATH) -> Calibration:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def _sigmoid(z: np.ndarray | float) -> np.ndarray | float:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
+
+
+def fit_calibration(
+    rows: Sequence[Mapping[str, float]], good: Sequence[bool], names: Sequence[str] = FEATURE_NAMES,
+    l2: float = 1.0, fitted_on: str = "",
+) -> Calibration:
+    """Newton's method on the L2-regularised log-loss; small enough to need nothing but numpy."""
+    x = np.array([[row.get(n, 0.0) for n in names] for row in rows], dtype=np.float64)
+    y = np.array(good, dtype=np.float64)
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    z = np.hstack([(x - mean) / scale, np.ones((len(x), 1))])
+    theta = np.zeros(z.shape[1])
+    penalty = np.eye(z.shape[1]) * l2
+    penalty[-1, -1] = 0.0  # the bias is not shrunk
+    for _ in range(50):
+        p = _sigmoid(z @ theta)
+        gradient = z.T @ (p - y) + penalty @ theta
+        hessian = (z * (p * (1 - p))[:, None]).T @ z + penalty + np.eye(len(theta)) * 1e-9
+        step = np.linalg.solve(hessian, gradient)
+        theta -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    partial = Calibration(tuple(names), _floats(mean), _floats(scale), _floats(theta[:-1]),
+                          float(theta[-1]))
+    scores = np.array([partial.score(row) for row in rows])
+    reference = tuple(float(q) for q in np.quantile(scores, np.linspace(0, 1, 101)))
+    return Calibration(partial.names, partial.mean, partial.scale, partial.weights, partial.bias,
+                       reference, fitted_on)
+
+
+def _floats(values: np.ndarray) -> tuple[float, ...]:
+    return tuple(float(v) for v in values)
+
+
+@dataclass(frozen=True)
+class EscalationThreshold:
+    """When a kept answer is too risky: either a risk level (escalate when the estimated chance
+    the local answer is wrong exceeds it) or a target share of turns to escalate."""
+
+    risk: float = 0.5
+    target_rate: float | None = None
+
+    def cutoff(self, calibration: Calibration) -> float:
+        """Escalate when the confidence score is below this."""
+        if self.target_rate is not None and calibration.reference:
+            reference = np.array(calibration.reference)
+            return float(np.interp(self.target_rate, np.linspace(0, 1, len(reference)), reference))
+        return 1.0 - self.risk
+
+
+@dataclass(frozen=True)
+class Assessment:
+    confidence: float
+    refused: bool
+    features: dict[str, float]
+
+
+def assess(
+    tokens: Sequence[TokenEvent], refusal: str | None, calibration: Calibration,
+    prompt_tokens: int = 0,
+) -> Assessment:
+    """The calibrated confidence of a finished (or aborted) local answer."""
+    text = "".join(t.text for t in tokens)
+    values = features(tokens, prompt_tokens)
+    refused = is_refusal(text, refusal)
+    values["refusal"] = float(refused)
+    confidence = 0.0 if refused else calibration.score(values)
+    return Assessment(confidence, refused, values)

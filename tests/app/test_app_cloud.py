@@ -1,0 +1,71 @@
+"""The chat on the real router and the real OpenAI-compatible provider, against a cloud served on
+127.0.0.1: ask-mode approval of the exact redacted payload, placeholders restored in the reply, the
+egress ledger. `/cloud` sends the turn straight to the cloud, so no local model is needed here."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from app_helpers import SIZE, NoEngine, until_ready
+
+from app.settings import ProviderSettings, UserSettings, save_settings
+from app.tui.screens.approve import ApproveScreen
+from app.tui.widgets.message import MessageView
+
+pytestmark = pytest.mark.anyio
+
+
+class NoLocalModel(NoEngine):
+    """FAKE engine for the forced-cloud path, which never asks the local model; fails loudly if it does."""
+
+    @property
+    def info(self):
+        raise AssertionError("the forced-cloud path asked the local model")
+
+
+@pytest.fixture
+def cloud_settings(store, loopback_cloud):
+    save_settings(
+        store,
+        UserSettings(
+            providers=(ProviderSettings("loopback", "openai-compatible", loopback_cloud.base_url, "loopback-model"),),
+            provider="loopback",
+        ),
+    )
+
+
+async def approve_when_asked(pilot) -> tuple[str, str]:
+    """Wait for the approval modal; read what it shows (payload, destination), then press Send."""
+    for _ in range(300):
+        if isinstance(pilot.app.screen, ApproveScreen):
+            break
+        await pilot.pause(0.02)
+    screen = pilot.app.screen
+    assert isinstance(screen, ApproveScreen)
+    shown = screen.query_one("#payload").text, str(screen.query_one("#destination").render())
+    await pilot.click("#send")
+    return shown
+
+
+async def test_ask_mode_sends_only_the_redacted_payload_it_showed(make_app, store, loopback_cloud, cloud_settings):
+    conversation = store.create_conversation(title="mail", cloud_opt_in=True)
+    app = make_app(open_engine=lambda model, progress: NoLocalModel(), load_engine=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await until_ready(pilot)
+        await pilot.press(*"/cloud write to ada@example.com please", "enter")
+        shown, destination = await approve_when_asked(pilot)
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert "ada@example.com" not in shown and "[EMAIL_1]" in shown
+        assert loopback_cloud.bodies == [shown]  # exactly what was shown, and nothing else, left
+        assert loopback_cloud.base_url.split("//")[1].split("/")[0] in destination
+        reply = app.chat.query(MessageView).last()
+        assert reply.content == "I will write to ada@example.com today."  # placeholder restored
+        assert reply.meta.startswith("☁ cloud · loopback loopback-model")
+        [egress] = store.egress()
+        assert (egress.conversation_id, egress.payload) == (conversation.id, shown)
+        assert egress.bytes_sent > len(shown) and dict(egress.redactions) == {"EMAIL": 1}
+        stored = store.messages(conversation.id)[-1]
+        assert (stored.route, stored.content) == ("cloud", "I will write to ada@example.com today.")
+        assert json.loads(shown)["model"] == "loopback-model"

@@ -1,0 +1,126 @@
+"""Local-first made visible: the per-conversation cloud toggle, the privacy mode, the local lock,
+the offline indicator and the egress ledger, from the chat screen."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from app_helpers import SIZE
+
+from app.settings import load_settings
+from app.store import EgressRecord
+from app.tui.screens.egress import EgressScreen
+from app.tui.widgets.status_bar import StatusBar
+
+pytestmark = pytest.mark.anyio
+
+
+def header(app) -> str:
+    return str(app.chat.query_one("#header").render())
+
+
+def badge(app, widget_id: str) -> str:
+    return str(app.chat.query_one(StatusBar).query_one(f"#{widget_id}").render())
+
+
+async def test_ctrl_o_toggles_cloud_for_this_conversation_only(make_app, store):
+    other = store.create_conversation(title="other")
+    mine = store.create_conversation(title="mine")
+    async with make_app().run_test(size=SIZE) as pilot:
+        app = pilot.app
+        assert "cloud: off" in header(app)
+        await pilot.press("ctrl+o")
+        assert store.get_conversation(mine.id).cloud_opt_in
+        assert not store.get_conversation(other.id).cloud_opt_in
+        assert "cloud: on" in header(app)
+        await pilot.press("ctrl+o")
+        assert not store.get_conversation(mine.id).cloud_opt_in
+
+
+async def test_ctrl_o_without_a_conversation_starts_one_opted_in(make_app, store):
+    async with make_app().run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+o")
+        [conversation] = store.list_conversations()
+        assert conversation.cloud_opt_in
+
+
+async def test_ctrl_g_cycles_the_mode_and_it_is_saved(make_app, store):
+    async with make_app().run_test(size=SIZE) as pilot:
+        app = pilot.app
+        assert badge(app, "mode-badge") == "mode: ask"
+        seen = []
+        for _ in range(3):
+            await pilot.press("ctrl+g")
+            seen.append((app.settings.mode, badge(app, "mode-badge"), load_settings(store).mode))
+        assert seen == [
+            ("auto", "mode: auto", "auto"),
+            ("offline", "mode: offline", "offline"),
+            ("ask", "mode: ask", "ask"),
+        ]
+
+
+async def test_offline_mode_turns_the_indicator_and_the_network_switch(make_app):
+    from offload.network import NETWORK
+
+    async with make_app().run_test(size=SIZE) as pilot:
+        app = pilot.app
+        assert badge(app, "network-badge") == "● online"
+        await pilot.press("ctrl+g", "ctrl+g")  # ask -> auto -> offline
+        await pilot.pause()
+        assert app.settings.mode == "offline"
+        assert NETWORK.state.forced_offline
+        assert badge(app, "network-badge") == "● offline: offline mode is on"
+
+
+async def test_the_offline_flag_wins_and_cannot_be_cycled_away(make_app):
+    from offload.network import NETWORK
+
+    async with make_app(offline=True).run_test(size=SIZE) as pilot:
+        app = pilot.app
+        await pilot.pause()
+        assert NETWORK.state.forced_offline
+        assert badge(app, "mode-badge") == "mode: offline"
+        await pilot.press("ctrl+g")
+        assert app.settings.mode == "ask" and NETWORK.state.forced_offline
+
+
+async def test_the_local_lock_forbids_the_cloud_toggle(make_app, store):
+    conversation = store.create_conversation(title="private")
+    async with make_app().run_test(size=SIZE) as pilot:
+        app = pilot.app
+        app.chat.action_toggle_local_lock()
+        assert "local only" in header(app)
+        await pilot.press("ctrl+o")
+        assert not store.get_conversation(conversation.id).cloud_opt_in
+
+
+async def test_ctrl_e_lists_what_left_with_its_exact_payload(make_app, store):
+    conversation = store.create_conversation(title="t")
+    store.record_egress(
+        conversation_id=conversation.id,
+        provider="openai",
+        host="api.openai.com",
+        payload='{"content": "[EMAIL_1] asked"}',
+        bytes_sent=321,
+        bytes_received=654,
+        redactions={"EMAIL": 1},
+    )
+    async with make_app().run_test(size=SIZE) as pilot:
+        app = pilot.app
+        await pilot.press("ctrl+e")
+        await pilot.pause()
+        assert isinstance(app.screen, EgressScreen)
+        table = app.screen.query_one("#ledger")
+        row = table.get_row_at(0)
+        assert row[2:] == ["openai", "api.openai.com", "321", "654", "EMAIL×1"]
+        assert app.screen.query_one("#payload").text == '{"content": "[EMAIL_1] asked"}'
+        assert "1 request left this machine, 321 bytes sent" in str(app.screen.query_one("#summary").render())
+
+
+async def test_the_ledger_says_when_only_a_hash_was_kept(make_app):
+    record = EgressRecord(1, datetime(2026, 1, 2, tzinfo=timezone.utc), None, "openai", "h", None, "ab12", 3, 3, 4)
+    async with make_app().run_test(size=SIZE) as pilot:
+        await pilot.app.push_screen(EgressScreen([record]))
+        await pilot.pause()
+        assert "sha256 ab12" in pilot.app.screen.query_one("#payload").text

@@ -1,0 +1,60 @@
+"""User settings in the store's settings table: round trip, defaults, and bad values."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.settings import ProviderSettings, SettingsError, UserSettings, load_settings, save_settings, validate
+
+
+def test_a_fresh_store_gives_the_documented_defaults(store):
+    settings = load_settings(store)
+    assert (settings.mode, settings.redact, settings.theme, settings.model_dir) == ("ask", True, "textual-dark", None)
+    assert settings.privacy().mode == "ask"
+    assert settings.privacy(offline=True).mode == "offline"
+
+
+def test_settings_round_trip(store):
+    chosen = UserSettings(
+        mode="auto",
+        terms=("Falcon",),
+        providers=(ProviderSettings("onprem", "openai-compatible", "http://10.0.0.5:8000/v1", "llama-70b"),),
+        provider="onprem",
+        escalate_below=0.3,
+        theme="textual-light",
+        model_dir="/models/llama",
+        keymap=(("send", "ctrl+s"),),
+    )
+    save_settings(store, chosen)
+    assert load_settings(store) == chosen
+
+
+def test_one_bad_stored_value_keeps_its_default_and_the_rest(store):
+    save_settings(store, UserSettings(mode="auto", escalate_below=0.2))
+    store.set_setting("app.escalate_below", 7)
+    store.set_setting("app.providers", "not a list")
+    settings = load_settings(store)
+    assert (settings.mode, settings.escalate_below) == ("auto", 0.5)
+    assert settings.providers == UserSettings().providers
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"mode": "loud"}, "mode must be one of"),
+        ({"context_turns": -1}, "Context turns"),
+        ({"theme": "neon"}, "theme must be one of"),
+        ({"provider": "nobody"}, "No provider is named"),
+    ],
+)
+def test_invalid_settings_are_refused_with_the_field_named(change, message):
+    from dataclasses import replace
+
+    with pytest.raises(SettingsError, match=message):
+        validate(replace(UserSettings(), **change))
+
+
+def test_cycling_the_mode_follows_offline_ask_auto():
+    assert UserSettings(mode="ask").next_mode().mode == "auto"
+    assert UserSettings(mode="auto").next_mode().mode == "offline"
+    assert UserSettings(mode="offline").next_mode().mode == "ask"

@@ -1,0 +1,124 @@
+"""SVG snapshots of the main screens (pytest-textual-snapshot; textual is pinned, so they are stable).
+Nothing on these screens shows a clock or a spinner; the ledger's time is fixed in its record."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from app_helpers import ready_opener, until_ready
+
+from app.store import EgressRecord
+from app.tui.app import TandemApp
+from app.tui.screens.approve import ApproveScreen
+from app.tui.screens.egress import EgressScreen
+from offload.router import Preview
+
+SIZE = (110, 30)
+
+
+def seeded(db_path, store) -> TandemApp:
+    """A conversation with a local reply and an escalated one, as the store keeps them."""
+    earlier = store.create_conversation(title="Sourdough timings")
+    store.add_message(earlier.id, "user", "How long should the dough rest?")
+    conversation = store.create_conversation(title="Reverse a list in Python", cloud_opt_in=True)
+    store.add_message(conversation.id, "user", "How do I reverse a list in Python?")
+    store.add_message(
+        conversation.id, "assistant", "Use slicing:\n\n```python\nitems[::-1]\n```\n",
+        route="local", model="tandem-nano", provider="tvm", confidence=0.91, tok_s=48.2,
+        escalation_reason="confident local answer",
+    )
+    store.add_message(conversation.id, "user", "Summarise the history of the Roman Empire.")
+    store.add_message(
+        conversation.id, "assistant", "The Roman Empire lasted from 27 BC to AD 476 in the West…",
+        route="cloud", model="gpt-4o-mini", provider="openai", confidence=0.18, tok_s=61.0,
+        escalation_reason="escalated: it needs a long document, outside the local model's skills",
+    )
+    return TandemApp(db_path, open_engine=ready_opener)
+
+
+async def wait_ready(pilot) -> None:
+    await until_ready(pilot)
+
+
+def test_first_run(snap_compare, db_path):
+    assert snap_compare(TandemApp(db_path, open_engine=ready_opener), terminal_size=SIZE, run_before=wait_ready)
+
+
+def test_chat_with_local_and_cloud_replies(snap_compare, db_path, store):
+    assert snap_compare(seeded(db_path, store), terminal_size=SIZE, run_before=wait_ready)
+
+
+def test_chat_in_the_light_theme(snap_compare, db_path, store):
+    async def light(pilot):
+        await wait_ready(pilot)
+        await pilot.press("ctrl+t")
+        await pilot.pause()
+
+    assert snap_compare(seeded(db_path, store), terminal_size=SIZE, run_before=light)
+
+
+def test_search_results(snap_compare, db_path, store):
+    async def search(pilot):
+        await wait_ready(pilot)
+        await pilot.press("ctrl+f", *"list", "enter")
+        await pilot.pause()
+
+    assert snap_compare(seeded(db_path, store), terminal_size=SIZE, run_before=search)
+
+
+def test_settings(snap_compare, db_path):
+    async def settings(pilot):
+        await wait_ready(pilot)
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+
+    assert snap_compare(TandemApp(db_path, open_engine=ready_opener), terminal_size=(110, 44), run_before=settings)
+
+
+def test_egress_ledger(snap_compare, db_path):
+    record = EgressRecord(
+        id=1, time=datetime(2026, 11, 21, 9, 30, tzinfo=timezone.utc), conversation_id=2, provider="openai",
+        host="api.openai.com", payload='{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": '
+        '"Write to [EMAIL_1] about the Roman Empire"}]}', payload_sha256="0" * 64, payload_bytes=110,
+        bytes_sent=512, bytes_received=2048, redactions={"EMAIL": 1},
+    )
+
+    async def ledger(pilot):
+        await wait_ready(pilot)
+        await pilot.app.push_screen(EgressScreen([record]))
+        await pilot.pause()
+
+    assert snap_compare(TandemApp(db_path, open_engine=ready_opener), terminal_size=SIZE, run_before=ledger)
+
+
+def test_ask_mode_approval(snap_compare, db_path):
+    preview = Preview(
+        "openai", "api.openai.com",
+        '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Call [PHONE_1] about [PERSON_1]"}]}',
+    )
+
+    async def approve(pilot):
+        await wait_ready(pilot)
+        await pilot.app.push_screen(ApproveScreen(preview))
+        await pilot.pause()
+
+    assert snap_compare(TandemApp(db_path, open_engine=ready_opener), terminal_size=SIZE, run_before=approve)
+
+
+def test_model_picker(snap_compare, db_path):
+    async def picker(pilot):
+        await wait_ready(pilot)
+        await pilot.press("ctrl+l")
+        await pilot.pause()
+
+    assert snap_compare(TandemApp(db_path, open_engine=ready_opener), terminal_size=SIZE, run_before=picker)
+
+
+@pytest.fixture(autouse=True)
+def no_mlc_llm(monkeypatch):
+    """The picker lists MLC LLM entries only where mlc_llm is installed; keep the snapshot machine-free."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlc_llm" else real(name, *a))
