@@ -98,10 +98,12 @@ def test_a_prompt_extending_the_cached_one_prefills_only_the_new_tokens(tiny_mlc
     first = engine.tokenizer.encode(PROMPT)
     tokens, _ = greedy_run(session, first, 4)
     follow_up = tokens + engine.tokenizer.encode(" over the lazy dog")
-    reused = session.prefill_reusing_cache(follow_up)
+    reused, computed = session.prefill_reusing_cache(follow_up)
     assert session.length == len(follow_up)
+    assert computed == len(follow_up) - len(tokens)
     diverging = first[:5] + [7, 8, 9]  # shares only five tokens: the rest is rolled back
-    reused_diverging = session.prefill_reusing_cache(diverging)
+    reused_diverging, computed = session.prefill_reusing_cache(diverging)
+    assert computed == 3
     for prompt, logits in ((follow_up, reused), (diverging, reused_diverging)):
         session.reset()
         np.testing.assert_allclose(logits, session.prefill(prompt), atol=1e-4)
