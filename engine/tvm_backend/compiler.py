@@ -115,10 +115,10 @@ def _export(config: ModelConfig, kind: str, target: HostTarget):
 
 def _with_parallel_prefill_attention(module: tvm.IRModule, config: ModelConfig) -> tvm.IRModule:
     """Swap the KV cache's serial ragged-prefill attention for Tandem's parallel one."""
-    from engine.tvm_backend.attention import RAGGED_PREFILL_NAME, ragged_prefill_attention
+    from engine.tvm_backend.attention import RAGGED_PREFILL_NAME, ragged_prefill_attention, supports
 
     names = {global_var.name_hint: global_var for global_var in module.functions}
-    if RAGGED_PREFILL_NAME in names:
+    if RAGGED_PREFILL_NAME in names and supports(config.head_dim):
         kernel = ragged_prefill_attention(
             config.num_key_value_heads, config.num_attention_heads, config.head_dim
         )
