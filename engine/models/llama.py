@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 
 
 def weight_kind(quantization: str) -> WeightKind:
-    """q4f16_1 / q4f32_1 -> "q4"; q0f16 / q0f32 -> "q0" (the kernels compute in float32 either way)."""
+    """q4f16_1 -> "q4h", q4f32_1 -> "q4", q0f16 / q0f32 -> "q0" (computing in float32 always)."""
+    if quantization == "q4f16_1":
+        return "q4h"
     return "q4" if quantization.startswith("q4") else "q0"
 
 
