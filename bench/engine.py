@@ -1,7 +1,7 @@
 """Benchmark the local engine on a SmolLM2-135M-shaped model with random weights.
 
 Tandem (tvm backend, q4f16_1): decode tok/s (median over 128 tokens), prefill tok/s on a
-256-token prompt, time to first token, compile seconds, cached load seconds (a fresh process
+256-token prompt (each the best of three rounds, for both engines), time to first token, compile seconds, cached load seconds (a fresh process
 with a warm compile cache) and peak RSS. transformers (torch fp32) on the same weights, in the
 same run. `--json` prints one JSON object as the last line."""
 
@@ -19,6 +19,9 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Before torch loads: with OpenMP's default busy-waiting, torch decodes about 10x slower on a
+# loaded two-core machine; passive waiting gives transformers its best figure here.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 SMOLLM2_135M_SHAPE = dict(
     hidden_size=576,
     intermediate_size=1536,
@@ -34,6 +37,7 @@ SMOLLM2_135M_SHAPE = dict(
 PROMPT_TOKENS = 256
 DECODE_TOKENS = 128
 QUANTIZATION = "q4f16_1"
+ROUNDS = 3
 
 
 def prompt_ids(vocab_size: int) -> list[int]:
@@ -79,24 +83,35 @@ def measure_tandem(model_dir: Path) -> dict[str, float]:
     prompt = prompt_ids(engine.chat_config.model_config.vocab_size)
     session.reset()
     session.prefill(prompt[:16])  # warm-up: first calls allocate workspaces
-    session.reset()
-    started = time.perf_counter()
-    logits = session.prefill(prompt)
-    token = int(np.argmax(logits))
-    prefill_s = time.perf_counter() - started
-    steps = []
-    for _ in range(DECODE_TOKENS):
-        step_started = time.perf_counter()
-        token = int(np.argmax(session.decode(token)))
-        steps.append(time.perf_counter() - step_started)
+
+    def one_round() -> tuple[float, float]:
+        session.reset()
+        started = time.perf_counter()
+        token = int(np.argmax(session.prefill(prompt)))
+        prefill_s = time.perf_counter() - started
+        steps = []
+        for _ in range(DECODE_TOKENS):
+            step_started = time.perf_counter()
+            token = int(np.argmax(session.decode(token)))
+            steps.append(time.perf_counter() - step_started)
+        return prefill_s, statistics.median(steps)
+
+    prefill_s, step_s = best_of_rounds(one_round)
     return {
         "open_s": open_s,
         "compile_s": engine.compile_s,
-        "decode_tok_s": 1.0 / statistics.median(steps),
+        "decode_tok_s": 1.0 / step_s,
         "prefill_tok_s": PROMPT_TOKENS / prefill_s,
         "ttft_ms": prefill_s * 1000,
         "peak_rss_mb": peak_rss_mb(),
     }
+
+
+def best_of_rounds(one_round) -> tuple[float, float]:
+    """(prefill seconds, median decode step seconds), each the best of ROUNDS rounds: on a
+    shared machine the best round is the one least disturbed by other processes."""
+    rounds = [one_round() for _ in range(ROUNDS)]
+    return min(r[0] for r in rounds), min(r[1] for r in rounds)
 
 
 def peak_rss_mb() -> float:
@@ -117,8 +132,8 @@ def measure_transformers(hf_dir: Path) -> dict[str, float]:
 
     model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
     prompt = torch.tensor([prompt_ids(model.config.vocab_size)])
-    with torch.inference_mode():
-        model(prompt[:, :16])  # warm-up
+
+    def one_round() -> tuple[float, float]:
         started = time.perf_counter()
         out = model(prompt, use_cache=True)
         prefill_s = time.perf_counter() - started
@@ -129,7 +144,12 @@ def measure_transformers(hf_dir: Path) -> dict[str, float]:
             out = model(token, past_key_values=past, use_cache=True)
             past, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
             steps.append(time.perf_counter() - step_started)
-    return {"decode_tok_s": 1.0 / statistics.median(steps), "prefill_tok_s": PROMPT_TOKENS / prefill_s}
+        return prefill_s, statistics.median(steps)
+
+    with torch.inference_mode():
+        model(prompt[:, :16])  # warm-up
+        prefill_s, step_s = best_of_rounds(one_round)
+    return {"decode_tok_s": 1.0 / step_s, "prefill_tok_s": PROMPT_TOKENS / prefill_s}
 
 
 def run_child(model_dir: Path, cache: Path) -> dict[str, float]:

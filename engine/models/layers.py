@@ -19,6 +19,7 @@ from engine.tvm_backend.kernels import (
     output_tile,
     q4_groups,
     q4_value,
+    scale_dtype,
 )
 
 
@@ -62,7 +63,7 @@ class Embedding(nn.Module):
         else:
             groups = q4_groups(hidden_size)
             self.q_weight = nn.Parameter((vocab_size, groups * Q4_GROUP // Q4_PER_WORD), "uint32")
-            self.q_scale = nn.Parameter((vocab_size, groups), "float32")
+            self.q_scale = nn.Parameter((vocab_size, groups), scale_dtype(kind))
         self.hidden_size = hidden_size
 
     def forward(self, ids: Tensor) -> Tensor:
@@ -73,7 +74,7 @@ class Embedding(nn.Module):
             return te.compute(
                 (token_ids.shape[0], self.hidden_size),
                 lambda i, h: q4_value(q[token_ids[i], h // Q4_PER_WORD], h)
-                * s[token_ids[i], h // Q4_GROUP],
+                * s[token_ids[i], h // Q4_GROUP].astype("float32"),
                 name="embed_dequantize",
             )
 

@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 
 
 def weight_kind(quantization: str) -> WeightKind:
-    """q4f16_1 / q4f32_1 -> "q4"; q0f16 / q0f32 -> "q0" (the kernels compute in float32 either way)."""
+    """q4f16_1 -> "q4h", q4f32_1 -> "q4", q0f16 / q0f32 -> "q0" (computing in float32 always)."""
+    if quantization == "q4f16_1":
+        return "q4h"
     return "q4" if quantization.startswith("q4") else "q0"
 
 
@@ -33,11 +35,12 @@ def fused_qkv_name(config: ModelConfig) -> str:
 
 
 def _kv_cache_rope(config: ModelConfig) -> tuple[float, dict[str, Any]]:
-    """(rope_scale, rope_scaling) as the paged KV cache takes them: linear scaling divides the
-    positions by its factor; llama3-style scaling reshapes the frequencies."""
+    """(rope_scale, rope_scaling) as the paged KV cache takes them. Its rope_scale multiplies
+    the positions, so linear scaling (positions divided by the factor) passes 1 / factor;
+    llama3-style scaling reshapes the frequencies instead."""
     scaling = dict(config.rope_scaling or {})
     if scaling.get("rope_type") == "linear":
-        return float(scaling["factor"]), {}
+        return 1.0 / float(scaling["factor"]), {}
     return 1, scaling
 
 

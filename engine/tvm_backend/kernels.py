@@ -16,10 +16,15 @@ from tvm.s_tir import Schedule
 from tvm.target import Target
 from tvm.target.codegen import target_has_features
 
-WeightKind = Literal["q0", "q4"]
+WeightKind = Literal["q0", "q4", "q4h"]
+"""q0: dense float32 weights; q4: 4-bit groups with float32 scales; q4h: with float16 scales
+(q4f16_1 keeps its scales in half precision: less memory traffic per decoded token)."""
 
 Q4_PER_WORD = 8
 Q4_GROUP = 32
+KERNEL_ATTR = "tandem.kernel"
+"""Names the group of a hand-written kernel; the compiler builds each group in an LLVM module
+of its own."""
 
 
 def vector_lanes() -> int:
@@ -47,6 +52,10 @@ def prefill_row_tile(tile: int) -> int:
     return 8 if tile >= 32 else 4
 
 
+def scale_dtype(kind: WeightKind) -> str:
+    return "float16" if kind == "q4h" else "float32"
+
+
 def q4_groups(k_in: int) -> int:
     """Groups of 32 along the input axis; MLC pads a ragged last group with zero codes."""
     return -(-k_in // Q4_GROUP)
@@ -68,7 +77,7 @@ class LinearShape:
         groups = q4_groups(self.k_in)
         return {
             "q_weight": ((n_tiles, groups * Q4_GROUP // Q4_PER_WORD, tile), "uint32"),
-            "q_scale": ((n_tiles, groups, tile), "float32"),
+            "q_scale": ((n_tiles, groups, tile), scale_dtype(self.kind)),
         }
 
 
@@ -124,7 +133,7 @@ def _q4_compute(shape: LinearShape, rows, row_tile: int) -> tirx.PrimFunc:
     x = te.placeholder((rows, k_in), "float32", name="x")
     xp, rows_padded = _padded_input(x, rows, row_tile, groups * Q4_GROUP)
     q = te.placeholder(specs["q_weight"][0], "uint32", name="q_weight")
-    s = te.placeholder(specs["q_scale"][0], "float32", name="q_scale")
+    s = te.placeholder(specs["q_scale"][0], scale_dtype(shape.kind), name="q_scale")
 
     j = te.reduce_axis((0, Q4_GROUP), name="j")
     x_sum = te.compute(
@@ -146,7 +155,9 @@ def _q4_compute(shape: LinearShape, rows, row_tile: int) -> tirx.PrimFunc:
     seven = tirx.const(7.0, "float32")
     y = te.compute(
         (rows_padded, n_out),
-        lambda m, n: te.sum(s[n // tile, g, n % tile] * (partial[m, n, g] - seven * x_sum[m, g]), axis=g),
+        lambda m, n: te.sum(
+            s[n // tile, g, n % tile].astype("float32") * (partial[m, n, g] - seven * x_sum[m, g]), axis=g
+        ),
         name="matmul",
     )
     return te.create_prim_func([x, q, s, _unpadded(y, rows)])
@@ -160,7 +171,7 @@ def _schedule(func: tirx.PrimFunc, shape: LinearShape, row_tile: int) -> tirx.Pr
     m, n, k = sch.get_loops(block)
     n_tile, lanes = sch.split(n, [None, shape.tile])
     m_outer, m_inner = sch.split(m, [None, row_tile])
-    if shape.kind == "q4":
+    if shape.kind != "q0":
         k_outer, k_inner = k, None  # k runs over groups; group_dot does the inner 32
     else:
         k_unroll = Q4_PER_WORD if shape.k_in % Q4_PER_WORD == 0 else 1
@@ -169,7 +180,7 @@ def _schedule(func: tirx.PrimFunc, shape: LinearShape, row_tile: int) -> tirx.Pr
     sch.parallel(n_tile)
     accumulator = sch.cache_write(block, 0, "local")
     sch.reverse_compute_at(accumulator, m_outer)
-    if shape.kind == "q4":
+    if shape.kind != "q0":
         _schedule_group_dot(sch, k_outer, row_tile)
     else:
         sch.unroll(k_inner)
@@ -181,7 +192,7 @@ def _schedule(func: tirx.PrimFunc, shape: LinearShape, row_tile: int) -> tirx.Pr
         _schedule_unpad(sch, shape.tile)
     # Opaque: relax must neither fuse neighbours into this kernel nor re-schedule it.
     func = sch.mod["main"].without_attr("global_symbol")
-    return func.with_attrs({"tirx.is_scheduled": True, "op_pattern": 8})
+    return func.with_attrs({"tirx.is_scheduled": True, "op_pattern": 8, KERNEL_ATTR: "linear"})
 
 
 def _schedule_unpad(sch: Schedule, tile: int) -> None:
@@ -214,7 +225,7 @@ def linear_kernel(shape: LinearShape, phase: Literal["decode", "prefill"]) -> ti
     """y[rows, n_out] = x[rows, k_in] @ W.T, W given in the tiled layout of `shape`.
 
     decode: one row; prefill: a symbolic number of rows, zero-padded to whole row tiles."""
-    compute = _q4_compute if shape.kind == "q4" else _dense_compute
+    compute = _dense_compute if shape.kind == "q0" else _q4_compute
     if phase == "decode":
         return _schedule(compute(shape, 1, 1), shape, 1)
     rows = tirx.Var("rows", "int64")

@@ -136,7 +136,7 @@ class TVMEngine:
             detokenizer = self.tokenizer.streamer()
             budget = min(request.max_tokens, self.context_window - len(prompt))
             started = time.perf_counter()
-            logits = session.prefill_reusing_cache(prompt)
+            logits, computed = session.prefill_reusing_cache(prompt)
             prefill_s = time.perf_counter() - started
             ttft_ms = 0.0
             decode_s = 0.0
@@ -176,7 +176,7 @@ class TVMEngine:
                 usage=Usage(prompt_tokens=len(prompt), completion_tokens=generated),
                 timings=Timings(
                     ttft_ms=ttft_ms,
-                    prefill_tok_s=len(prompt) / prefill_s if prefill_s > 0 else 0.0,
+                    prefill_tok_s=computed / prefill_s if prefill_s > 0 else 0.0,
                     decode_tok_s=decode_steps / decode_s if decode_s > 0 else 0.0,
                 ),
             )

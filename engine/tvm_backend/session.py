@@ -91,8 +91,9 @@ class ModelSession:
             self._add_sequence(self._kv, SEQUENCE_ID)
         self._tokens = []
 
-    def prefill_reusing_cache(self, token_ids: Sequence[int]) -> np.ndarray:
-        """Like reset() + prefill(token_ids), but keeps the cached prefix the two share."""
+    def prefill_reusing_cache(self, token_ids: Sequence[int]) -> tuple[np.ndarray, int]:
+        """Like reset() + prefill(token_ids), but keeps the cached prefix the two share.
+        Returns the logits and how many tokens were actually computed."""
         if self._tokens is None:
             self.reset()
         shared = 0
@@ -103,7 +104,7 @@ class ModelSession:
             with _tvm_errors("rolling back the KV cache"):
                 self._popn(self._kv, SEQUENCE_ID, len(self._tokens) - shared)
             del self._tokens[shared:]
-        return self.prefill(token_ids[shared:])
+        return self.prefill(token_ids[shared:]), len(token_ids) - shared
 
     def prefill(self, token_ids: Sequence[int]) -> np.ndarray:
         """Append tokens (in chunks of prefill_chunk); logits after the last one."""

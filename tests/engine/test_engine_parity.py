@@ -98,11 +98,62 @@ def test_a_prompt_extending_the_cached_one_prefills_only_the_new_tokens(tiny_mlc
     first = engine.tokenizer.encode(PROMPT)
     tokens, _ = greedy_run(session, first, 4)
     follow_up = tokens + engine.tokenizer.encode(" over the lazy dog")
-    reused = session.prefill_reusing_cache(follow_up)
+    reused, computed = session.prefill_reusing_cache(follow_up)
     assert session.length == len(follow_up)
+    assert computed == len(follow_up) - len(tokens)
     diverging = first[:5] + [7, 8, 9]  # shares only five tokens: the rest is rolled back
-    reused_diverging = session.prefill_reusing_cache(diverging)
+    reused_diverging, computed = session.prefill_reusing_cache(diverging)
+    assert computed == 3
     for prompt, logits in ((follow_up, reused), (diverging, reused_diverging)):
         session.reset()
         np.testing.assert_allclose(logits, session.prefill(prompt), atol=1e-4)
     engine.close()
+
+
+ROPE_SCALINGS = [
+    pytest.param(
+        {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+         "original_max_position_embeddings": 16, "rope_theta": 500000.0},
+        id="llama3",
+    ),
+    pytest.param({"rope_type": "linear", "factor": 4.0, "rope_theta": 10000.0}, id="linear"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("rope", ROPE_SCALINGS)
+def test_rope_scaling_matches_transformers(rope, tiny_tokenizer_dir, hf_weights_from_mlc, tmp_path):
+    import shutil
+
+    import torch
+    import transformers
+    from tokenizers import Tokenizer
+
+    from engine.convert import convert_hf_checkpoint
+
+    tokenizer_dir = tiny_tokenizer_dir("chatml")
+    hf_dir = tmp_path / "hf"
+    config = transformers.LlamaConfig(
+        vocab_size=Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json")).get_vocab_size(),
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, rope_parameters=rope, eos_token_id=2,
+    )  # fmt: skip
+    torch.manual_seed(3)
+    transformers.LlamaForCausalLM(config).save_pretrained(hf_dir)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tokenizer_dir / name, hf_dir / name)
+    mlc_dir = tmp_path / "mlc"
+    convert_hf_checkpoint(hf_dir, mlc_dir, "q0f32")
+    assert read_rope_type(mlc_dir) == rope["rope_type"]
+
+    engine = open_engine(mlc_dir, backend="tvm")
+    prompt = engine.tokenizer.encode(PROMPT)
+    tokens, ours = greedy_run(engine.session, prompt, 8)
+    expected = reference_logits(hf_dir, hf_weights_from_mlc(mlc_dir), tokens)[len(prompt) - 1 :]
+    assert max(float(np.abs(mine - theirs).max()) for mine, theirs in zip(ours, expected)) < 1e-3
+    engine.close()
+
+
+def read_rope_type(mlc_dir) -> str:
+    from engine.config import read_chat_config
+
+    return (read_chat_config(mlc_dir).model_config.rope_scaling or {}).get("rope_type", "default")
