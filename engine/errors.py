@@ -25,3 +25,7 @@ class ContextWindowExceeded(EngineError):
             f"The prompt needs {prompt_tokens} tokens but the local model's context window "
             f"is {context_window}. Shorten the conversation or use a larger model."
         )
+
+
+class InvalidMessages(EngineError):
+    """A message list the chat template cannot render (an unknown role, a misplaced system message)."""

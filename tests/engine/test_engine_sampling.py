@@ -1,0 +1,80 @@
+"""Sampling: raw-logit logprobs and alternatives, greedy, seeded determinism, top-p."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.sampling import SamplingParams, log_softmax, make_rng, sample, top_alternatives
+
+
+def random_logits(seed: int = 0, size: int = 300) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0, 3, size=size).astype(np.float32)
+
+
+def test_log_softmax_is_stable_and_normalised():
+    logprobs = log_softmax(np.array([1000.0, 1000.0, -1000.0], dtype=np.float32))
+    assert logprobs.dtype == np.float64
+    np.testing.assert_allclose(logprobs[:2], np.log(0.5))
+    assert np.isclose(np.exp(logprobs).sum(), 1.0)
+
+
+def test_greedy_picks_the_argmax_with_raw_logprob_and_alternatives():
+    logits = random_logits()
+    result = sample(logits, SamplingParams(temperature=0.0), make_rng(0))
+    raw = log_softmax(logits)
+    assert result.token_id == int(np.argmax(logits))
+    assert result.logprob == pytest.approx(raw.max())
+    assert [t for t, _ in result.alternatives] == list(np.argsort(-raw)[:5])
+    assert result.alternatives[0] == (result.token_id, result.logprob)
+
+
+def test_logprobs_come_from_raw_logits_whatever_the_temperature():
+    logits = random_logits(1)
+    raw = log_softmax(logits)
+    for temperature in (0.3, 1.0, 2.5):
+        result = sample(logits, SamplingParams(temperature=temperature), make_rng(5))
+        assert result.logprob == pytest.approx(raw[result.token_id])
+        assert result.alternatives == top_alternatives(raw)
+
+
+def test_same_seed_same_tokens_different_seed_different_tokens():
+    logits = random_logits(2) / 6  # flat enough that sampling varies
+    params = SamplingParams(temperature=1.0, top_p=0.95)
+
+    def run(seed):
+        rng = make_rng(seed)
+        return [sample(logits, params, rng).token_id for _ in range(40)]
+
+    assert run(7) == run(7)
+    assert run(7) != run(8)
+
+
+def test_tiny_top_p_equals_greedy():
+    for seed in range(5):
+        logits = random_logits(seed)
+        greedy = sample(logits, SamplingParams(temperature=0.0), make_rng(0)).token_id
+        tiny = sample(logits, SamplingParams(temperature=1.3, top_p=1e-9), make_rng(seed)).token_id
+        assert tiny == greedy
+
+
+def test_top_p_never_samples_outside_the_nucleus():
+    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
+    rng = make_rng(3)
+    drawn = {sample(logits, SamplingParams(temperature=1.0, top_p=0.75), rng).token_id for _ in range(300)}
+    assert drawn == {0, 1}
+
+
+def test_sampling_follows_the_distribution():
+    logits = np.log(np.array([0.6, 0.3, 0.1]))
+    rng = make_rng(11)
+    counts = np.bincount([sample(logits, SamplingParams(temperature=1.0), rng).token_id for _ in range(3000)], minlength=3)
+    np.testing.assert_allclose(counts / 3000, [0.6, 0.3, 0.1], atol=0.04)
+
+
+def test_repetition_penalty_steers_away_from_seen_tokens_only_in_the_choice():
+    logits = np.array([2.0, 1.9, -1.0])
+    params = SamplingParams(temperature=0.0, repetition_penalty=1.5)
+    result = sample(logits, params, make_rng(0), previous_ids=[0])
+    assert result.token_id == 1
+    assert result.logprob == pytest.approx(log_softmax(logits)[1])
