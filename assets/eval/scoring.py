@@ -21,6 +21,8 @@ class Case:
     prompt: str
     fact: str | None
     """The expected fact id; None for an out-of-domain prompt."""
+    source: str = ""
+    """The set it comes from: "in_domain", "in_domain_fresh", ..."""
 
 
 @dataclass(frozen=True)
@@ -70,11 +72,14 @@ def _read(path: Path) -> list[dict]:
 
 
 def in_domain_cases() -> list[Case]:
-    return [Case(row["prompt"], row["fact"]) for row in _read(EVAL_DIR / "in_domain.jsonl")]
+    """Every in-domain set: in_domain.jsonl and the fresh set written after the final generator."""
+    return [Case(row["prompt"], row["fact"], path.stem)
+            for path in sorted(EVAL_DIR.glob("in_domain*.jsonl")) for row in _read(path)]
 
 
 def out_of_domain_cases() -> list[Case]:
-    return [Case(row["prompt"], None) for row in _read(EVAL_DIR / "out_of_domain.jsonl")]
+    return [Case(row["prompt"], None, path.stem)
+            for path in sorted(EVAL_DIR.glob("out_of_domain*.jsonl")) for row in _read(path)]
 
 
 def auroc(positives: list[float], negatives: list[float]) -> float:
@@ -86,6 +91,17 @@ def auroc(positives: list[float], negatives: list[float]) -> float:
         for n in negatives:
             wins += 1.0 if p > n else 0.5 if p == n else 0.0
     return wins / (len(positives) * len(negatives))
+
+
+def score_by_set(in_domain: list[Outcome], out_of_domain: list[Outcome]) -> dict[str, Report]:
+    """One report per pair of sets sharing a suffix ("" for the first sets, "_fresh" ...)."""
+    suffixes = sorted({o.case.source.removeprefix("in_domain") for o in in_domain})
+    return {
+        suffix.lstrip("_") or "held_out": score(
+            [o for o in in_domain if o.case.source == f"in_domain{suffix}"],
+            [o for o in out_of_domain if o.case.source == f"out_of_domain{suffix}"])
+        for suffix in suffixes
+    }
 
 
 def score(in_domain: list[Outcome], out_of_domain: list[Outcome]) -> Report:

@@ -69,6 +69,15 @@ KEY_SPELLINGS = (
 )
 MOD_NAMES = ("ctrl", "Ctrl", "control", "Control", "CTRL", "ctl")
 KEYBOARD_NEIGHBOURS = "qwertyuiopasdfghjklzxcvbnm"
+FILLERS = ("just", "actually", "like", "really", "quickly", "even", "basically", "exactly", "again",
+           "now", "ever", "maybe", "somehow", "still", "also", "simply", "please", "um", "uh")
+DROPPABLE = ("the", "a", "to", "my", "do", "is", "i", "an", "this", "of", "it", "me", "you")
+QUESTION_WRAPPERS = ("{q}", "{q}", "{q}", "can you tell me {q}", "do you know {q}", "i wonder {q}",
+                     "quick one: {q}", "{q}, do you know", "tell me: {q}", "i'd like to know {q}",
+                     "{q} - any idea", "so {q}", "wait, {q}", "and {q}", "hmm {q}", "{q} exactly")
+AFTERTHOUGHTS = ("i'm new here", "sorry if this is obvious", "can't find it", "thanks in advance",
+                 "i looked everywhere", "it's my first time", "sorry for the dumb question",
+                 "no idea how", "been trying for a while", "help")
 # Interchangeable words in help prompts; a swap keeps the fact, widening the wordings seen.
 SYNONYMS = (
     ("conversation", "chat", "thread", "session", "convo", "dialogue"),
@@ -169,6 +178,19 @@ def _swap_synonyms(rng: random.Random, text: str) -> str:
     return text
 
 
+def _jitter(rng: random.Random, text: str) -> str:
+    """Word-level noise: a filler word inserted or a small function word dropped, so the model
+    keys on the content words rather than on a template's exact wording."""
+    words = text.split(" ")
+    if rng.random() < 0.5 and len(words) > 1:
+        words.insert(rng.randrange(1, len(words) + 1), rng.choice(FILLERS))
+    else:
+        droppable = [i for i, w in enumerate(words) if w in DROPPABLE]
+        if droppable and len(words) > 3:
+            del words[rng.choice(droppable)]
+    return " ".join(words)
+
+
 def _core_help_prompt(rng: random.Random, fact_id: str) -> str:
     phrasing = PHRASINGS[fact_id]
     sources = [("a", phrasing.actions, 3.0), ("s", phrasing.subjects, 2.0),
@@ -182,7 +204,7 @@ def _core_help_prompt(rng: random.Random, fact_id: str) -> str:
         return rng.choice(SUBJECT_TEMPLATES).format(s=phrase)
     if source == "k":
         return rng.choice(KEY_TEMPLATES).format(k=_spell_key(rng, phrase))
-    return phrase
+    return rng.choice(QUESTION_WRAPPERS).format(q=phrase)
 
 
 def help_prompt(rng: random.Random, fact_id: str) -> str:
@@ -190,9 +212,13 @@ def help_prompt(rng: random.Random, fact_id: str) -> str:
     prompt = _core_help_prompt(rng, fact_id)
     if rng.random() < 0.35:
         prompt = _swap_synonyms(rng, prompt)
+    if rng.random() < 0.25:
+        prompt = _jitter(rng, prompt)
     if FACTS_BY_ID[fact_id].topic != "small_talk" and rng.random() < 0.3:
         prompt = f"{prompt} {rng.choice(CONTEXTS)}"
     prompt += rng.choice(TAILS)
+    if rng.random() < 0.05:
+        prompt += f" {rng.choice(AFTERTHOUGHTS)}"
     return _wrap(rng, prompt)
 
 
@@ -209,8 +235,19 @@ def small_talk_prompt(rng: random.Random, fact_id: str) -> str:
     prompt = rng.choice(PHRASINGS[fact_id].questions)
     if fact_id != "greeting" and rng.random() < 0.15:
         prompt = f"{rng.choice(GREETINGS)}{rng.choice((', ', '! ', ' '))}{prompt}"
-    prompt += rng.choice(("", "", "", "?", "!", ".", "!!", " :)", " tandem"))
+    if rng.random() < 0.15:
+        prompt = _jitter(rng, prompt)
+    if rng.random() < 0.1:
+        prompt = _stretch(rng, prompt)
+    prompt += rng.choice(("", "", "", "?", "!", ".", "!!", " :)", " tandem", " again", " then", " :D"))
     return _style(rng, prompt)
+
+
+def _stretch(rng: random.Random, text: str) -> str:
+    """Chat-style letter stretching: "hiii", "heyyy"."""
+    if not text or not text[-1].isalpha():
+        return text
+    return text + text[-1] * rng.randint(1, 3)
 
 
 def offtopic_user_prompt(rng: random.Random) -> str:
@@ -226,7 +263,7 @@ class CorpusGenerator:
     """Draws dialogues from a seeded random stream; same seed, same dialogues."""
 
     def __init__(self, seed: int, held_out: frozenset[str] | None = None,
-                 offtopic_share: float = 0.14, small_talk_share: float = 0.14) -> None:
+                 offtopic_share: float = 0.15, small_talk_share: float = 0.14) -> None:
         self._rng = random.Random(seed)
         self._held_out = held_out_prompts() if held_out is None else held_out
         self._offtopic_share = offtopic_share

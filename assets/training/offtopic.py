@@ -34,8 +34,15 @@ APP_ACTIONS = (
     "create a branch", "resolve a merge conflict", "list containers", "restart the service",
     "update everything", "change the language", "turn off autocorrect", "pin a message",
     "send a file", "schedule a meeting", "set a reminder", "use a different model", "stop a process",
+    "start a new conversation", "delete a conversation", "rename a conversation", "search old conversations",
+    "clear my history", "find my history", "turn on privacy mode", "go offline", "add a new line",
+    "cancel a reply", "copy the last message", "see my shortcuts", "open the command palette",
+    "change the keyboard shortcuts", "store my password", "export my chats", "import contacts",
+    "check the version", "run it as a server", "switch accounts", "go incognito",
 )
 APP_TEMPLATES = (
+    "{app} - {a}?", "on {app} i want to {a}", "using {app}: {a}", "{a} on {app}", "{a} with {app}",
+    "i'm in {app}, how do i {a}", "how do i {a} in the {app} app", "where is the option to {a} in {app}",
     "how do i {a} in {app}", "how to {a} in {app}", "{app}: how do i {a}", "in {app}, how do i {a}",
     "what's the shortcut to {a} in {app}", "how can i {a} on {app}", "{a} in {app}?",
     "what key do i press to {a} in {app}", "{app} {a}", "how do you {a} with {app}",
@@ -147,6 +154,18 @@ MATH_TEMPLATES = (
     "how many seconds in {a} hours", "what's {c} in binary", "{a} apples minus {b} apples",
     "if i have {a} cats and get {b} more how many do i have",
 )
+HOWTO_VERBS = ("fix", "clean", "build", "cook", "paint", "learn", "install", "repair", "grow", "train",
+               "bake", "sell", "buy", "plant", "wash", "sharpen", "organize", "draw", "knit", "replace",
+               "set up", "update", "reset", "unlock", "charge", "make", "find", "cancel", "renew", "start")
+HOWTO_OBJECTS = ("a bike", "my garden", "a website", "spanish", "a bookshelf", "a cake", "my car",
+                 "a leaky faucet", "tomatoes", "my dog", "a knife", "my closet", "a portrait", "a scarf",
+                 "a light bulb", "a printer", "my router", "my phone", "my laptop battery", "a passport",
+                 "a business", "a podcast", "a youtube channel", "a mobile app", "a raspberry pi",
+                 "a wordpress blog", "my gym membership", "a new hobby", "sourdough", "a smart tv",
+                 "an excel spreadsheet", "a zoom meeting", "a slack channel", "a github repo", "a vpn")
+HOWTO_TEMPLATES = ("how do i {v} {o}", "how to {v} {o}", "what's the best way to {v} {o}",
+                   "can you help me {v} {o}", "i need to {v} {o}", "tips to {v} {o}",
+                   "steps to {v} {o}", "how can i {v} {o} quickly")
 NON_BINDING_KEY_TEMPLATES = ("what does {key} do", "what is {key} for", "{key}?", "what happens if i press {key}")
 NON_BINDING_KEYS = ("ctrl+a", "ctrl+b", "ctrl+c", "ctrl+h", "ctrl+i", "ctrl+m", "ctrl+r", "ctrl+u",
                     "ctrl+v", "ctrl+w", "ctrl+x", "ctrl+z", "f1", "f3", "f5", "f12", "alt+f4",
@@ -200,8 +219,12 @@ def _pasted_text(rng: random.Random) -> str:
     return f"{request} {' and '.join(words)}"
 
 
+def _generic_howto(rng: random.Random) -> str:
+    return rng.choice(HOWTO_TEMPLATES).format(v=rng.choice(HOWTO_VERBS), o=rng.choice(HOWTO_OBJECTS))
+
+
 GENERATORS: tuple[tuple[Callable[[random.Random], str], float], ...] = (
-    (_other_app, 0.30), (_knowledge, 0.15), (_code, 0.13), (_task, 0.14), (_math, 0.10),
+    (_other_app, 0.28), (_generic_howto, 0.08), (_knowledge, 0.14), (_code, 0.12), (_task, 0.12), (_math, 0.08),
     (_translation, 0.06), (_opinion, 0.05), (_non_binding_key, 0.03), (_pasted_text, 0.04),
 )
 

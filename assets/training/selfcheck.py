@@ -1,8 +1,9 @@
 """Greedy-decodes the held-out sets with transformers on a trained checkpoint and scores them.
 
     python -m assets.training.selfcheck assets/training/out [--no-system] [--show-errors]
+    python -m assets.training.selfcheck assets/models/tandem-nano   # the shipped q4, dequantized
 
-This measures the float checkpoint before conversion; bench/nano.py measures the shipped engine.
+This measures with transformers; bench/nano.py measures the shipped model through the engine.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from pathlib import Path
 import torch
 from transformers import LlamaForCausalLM
 
-from assets.eval.scoring import Case, Outcome, in_domain_cases, out_of_domain_cases, score
+from assets.eval.scoring import (
+    Case, Outcome, in_domain_cases, out_of_domain_cases, score, score_by_set,
+)
 from assets.training.corpus import DEFAULT_SYSTEM
 from assets.training.tokenizer import IM_END, assistant_header, chatml_piece, load_tokenizer
 
@@ -45,7 +48,12 @@ def answer(model, tokenizer, prompt: str, system: str | None, max_tokens: int = 
 
 def evaluate(model_dir: Path, system: str | None, show_errors: bool) -> None:
     torch.set_num_threads(2)
-    model = LlamaForCausalLM.from_pretrained(model_dir).eval()
+    if (model_dir / "mlc-chat-config.json").is_file():
+        from assets.training.reference import reference_model
+
+        model = reference_model(model_dir)
+    else:
+        model = LlamaForCausalLM.from_pretrained(model_dir).eval()
     tokenizer = load_tokenizer(model_dir)
 
     def run(cases: list[Case]) -> list[Outcome]:
@@ -60,7 +68,9 @@ def evaluate(model_dir: Path, system: str | None, show_errors: bool) -> None:
         for o in out_of_domain:
             if not o.refused:
                 print(f"OOD {o.mean_logprob:7.3f} | {o.case.prompt!r} -> {o.answer!r}")
-    print(report)
+    for name, part in score_by_set(in_domain, out_of_domain).items():
+        print(f"{name}: {part}")
+    print(f"all: {report}")
 
 
 def main() -> None:

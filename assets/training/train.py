@@ -73,7 +73,8 @@ def batches(tokenizer, generator: CorpusGenerator, token_budget: int, pad_id: in
             chunk.append(current)
         rng.shuffle(chunk)
         for group in chunk:
-            width = max(len(ids) for ids, _ in group)
+            # Few distinct shapes keep oneDNN's per-shape kernel cache (and memory) small.
+            width = -(-max(len(ids) for ids, _ in group) // 16) * 16
             input_ids = torch.full((len(group), width), pad_id, dtype=torch.long)
             labels = torch.full((len(group), width), -100, dtype=torch.long)
             for row, (ids, mask) in enumerate(group):
