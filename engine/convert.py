@@ -3,11 +3,11 @@ tensor cache, mlc-chat-config.json (with a chat template fit to the tokenizer) a
 
 from __future__ import annotations
 
-import re
 import shutil
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +26,15 @@ TOKENIZER_FILES = (
 )  # fmt: skip
 DEFAULT_CONTEXT_CAP = 8192
 """Longer native windows are capped by default: the KV cache grows with the window."""
-_SPECIAL_TOKEN = re.compile(r"<\|[^|<>]+\|>")
+_REQUIRED_TOKENS = {
+    "llama-3": ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
+    "chatml": ("<|im_start|>", "<|im_end|>"),
+    "qwen2": ("<|im_start|>", "<|im_end|>"),
+    "phi-3": ("<|user|>", "<|assistant|>", "<|end|>"),
+    "tinyllama_v1_0": ("</s>",),
+}
+"""The single tokens each built-in template's markup relies on; a tokenizer without them was
+not trained on that format."""
 
 Progress = Callable[[str, float], None]
 
@@ -49,20 +57,28 @@ def convert_hf_checkpoint(
     conv_template: str | None = None,
     context_window: int | None = None,
     overwrite: bool = False,
+    tandem_extras: Mapping[str, Any] | None = None,
     on_progress: Progress | None = None,
 ) -> ConversionResult:
-    """Convert and write; on any failure nothing is left at `out_dir` (nor is an old model lost)."""
+    """Convert and write. On any failure nothing is left at `out_dir`; a model already there
+    (with `overwrite`) is replaced only once the new one is complete.
+
+    `tandem_extras` becomes the "tandem" section of mlc-chat-config.json (the embedded model's
+    refusal sentence and skills)."""
     if quantization not in QUANTIZATIONS:
         raise ModelFileError(f"Unknown quantization {quantization!r}; choose one of {', '.join(QUANTIZATIONS)}.")
     report = on_progress or (lambda message, fraction: None)
     out = Path(out_dir)
-    _check_destination(out, overwrite)
+    _check_destination(out, Path(hf_dir), overwrite)
     checkpoint = HFCheckpoint(hf_dir)
     tokenizer_path = checkpoint.folder / TOKENIZER_FILE
     if not tokenizer_path.is_file():
         raise ModelFileError(f"{tokenizer_path} is missing; Tandem needs the model's fast tokenizer (tokenizer.json).")
     tokenizer = Tokenizer(tokenizer_path)
-    chat_config = _chat_config(checkpoint, tokenizer, quantization, conv_template, context_window)
+    chat_config = replace(
+        _chat_config(checkpoint, tokenizer, quantization, conv_template, context_window),
+        tandem=dict(tandem_extras or {}),
+    )
     tensors = logical_tensors(checkpoint.model_config)
     for tensor in tensors:  # check every source before writing anything
         _check_sources(checkpoint, tensor)
@@ -97,7 +113,7 @@ def choose_template(checkpoint: HFCheckpoint, tokenizer: Tokenizer, name: str | 
             raise ModelFileError(f"{error.args[0]}.") from None
     else:
         template = builtin_template(_guess_template_name(checkpoint, tokenizer))
-    missing = [t for t in _SPECIAL_TOKEN.findall(_markup(template)) if tokenizer.token_to_id(t) is None]
+    missing = [t for t in _REQUIRED_TOKENS.get(template.name, ()) if tokenizer.token_to_id(t) is None]
     if missing:
         raise ModelFileError(
             f"{checkpoint.folder / TOKENIZER_FILE} lacks {', '.join(sorted(set(missing)))}, which the "
@@ -114,22 +130,21 @@ def choose_template(checkpoint: HFCheckpoint, tokenizer: Tokenizer, name: str | 
 
 
 def _guess_template_name(checkpoint: HFCheckpoint, tokenizer: Tokenizer) -> str:
+    chatml = "qwen2" if checkpoint.model_config.model_type == "qwen2" else "chatml"
+    markers = (("<|start_header_id|>", "llama-3"), ("<|im_start|>", chatml), ("<|end|>", "phi-3"))
     text = checkpoint.chat_template_text()
-    qwen2 = checkpoint.model_config.model_type == "qwen2"
-    for marker, template in (("<|start_header_id|>", "llama-3"), ("<|im_start|>", "qwen2" if qwen2 else "chatml"), ("<|user|>", "phi-3")):
+    for marker, template in markers:
         if marker in text:
             return template
-    for marker, template in (("<|start_header_id|>", "llama-3"), ("<|im_start|>", "qwen2" if qwen2 else "chatml")):
+    if "<|assistant|>" in text:  # Zephyr-style markers without phi-3's <|end|>
+        return "tinyllama_v1_0"
+    for marker, template in markers:  # no chat template: go by the tokenizer's special tokens
         if tokenizer.token_to_id(marker) is not None:
             return template
     raise ModelFileError(
         f"{checkpoint.folder}: cannot tell the model's chat format from its tokenizer; "
         f"name one with --conv-template ({', '.join(BUILTIN_TEMPLATES)})."
     )
-
-
-def _markup(template: ConvTemplate) -> str:
-    return template.system_template + "".join(template.roles.values()) + "".join(template.seps)
 
 
 def _chat_config(
@@ -192,7 +207,10 @@ def _eos_token_ids(checkpoint: HFCheckpoint, tokenizer: Tokenizer) -> tuple[int,
     return tuple(dict.fromkeys(ids))
 
 
-def _check_destination(out: Path, overwrite: bool) -> None:
+def _check_destination(out: Path, hf_dir: Path, overwrite: bool) -> None:
+    source = hf_dir.resolve()
+    if out.resolve() == source or out.resolve() in source.parents:
+        raise ModelFileError(f"{out} holds the checkpoint being converted; write the model to another folder.")
     if out.exists() and not out.is_dir():
         raise ModelFileError(f"{out} is a file; give a folder to write the model into.")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -243,5 +261,6 @@ def describe(model: ModelConfig) -> str:
     tied = "tied" if model.tie_word_embeddings else "untied"
     return (
         f"{model.model_type}: {model.num_hidden_layers} layers, hidden {model.hidden_size}, "
-        f"{model.num_attention_heads} heads / {model.num_key_value_heads} KV, vocab {model.vocab_size}, {tied} embeddings"
+        f"{model.num_attention_heads} heads / {model.num_key_value_heads} KV, "
+        f"vocab {model.vocab_size}, {tied} embeddings"
     )

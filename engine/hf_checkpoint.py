@@ -42,6 +42,10 @@ class HFCheckpoint:
         self.model_config: ModelConfig = model_config_from_hf(self.config, source=str(self.config_path))
         self._tensors = self._index_safetensors()
 
+    @property
+    def tensor_names(self) -> list[str]:
+        return list(self._tensors)
+
     def has(self, name: str) -> bool:
         return name in self._tensors
 

@@ -13,6 +13,7 @@ GROUP_SIZE = 32
 BITS = 4
 VALUES_PER_WORD = 32 // BITS
 MAX_INT = 2 ** (BITS - 1) - 1  # 7: codes run 0..14 and dequantize to (q - 7) * scale
+_BLOCK_ELEMENTS = 1 << 22  # rows are quantized in blocks of about this many weights, to bound memory
 
 
 class TensorKind(enum.Enum):
@@ -83,7 +84,15 @@ def quantize_q4(weight: np.ndarray, model_dtype: str) -> tuple[np.ndarray, np.nd
 
     The arithmetic runs in the model dtype, as MLC's does: the weight is first cast to it, and
     each step rounds to it. A K that is not a multiple of 32 is padded with zero codes."""
-    dtype = np.dtype(model_dtype)
+    rows_per_block = max(1, _BLOCK_ELEMENTS // max(1, weight.shape[1]))
+    blocks = [
+        _quantize_rows(weight[start : start + rows_per_block], np.dtype(model_dtype))
+        for start in range(0, weight.shape[0], rows_per_block)
+    ]
+    return np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks])
+
+
+def _quantize_rows(weight: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     rows, cols = weight.shape
     groups = _ceil_div(cols, GROUP_SIZE)
     padded = np.zeros((rows, groups * GROUP_SIZE), dtype=dtype)

@@ -6,7 +6,7 @@ carries Tandem's own definitions of the common templates, looked up by name.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -94,6 +94,10 @@ class ConvTemplate:
         parts.append(self.roles["assistant"] + self.role_empty_sep)
         return "".join(parts)
 
+    def prompt_token_ids(self, messages: Sequence[Mapping[str, str]], encode: Callable[[str], list[int]]) -> list[int]:
+        """The prompt as token ids: the prefix ids, then the rendered text through `encode`."""
+        return [*self.system_prefix_token_ids, *encode(self.render(messages))]
+
     def _split_system(self, messages: Sequence[Mapping[str, str]]) -> tuple[str, list[tuple[str, str]]]:
         system_message = self.system_message
         turns: list[tuple[str, str]] = []
@@ -161,6 +165,19 @@ BUILTIN_TEMPLATES: Mapping[str, ConvTemplate] = {
         role_empty_sep="\n",
         stop_str=("<|endoftext|>", "<|end|>"),
         stop_token_ids=(32000, 32007),
+        system_prefix_token_ids=(1,),
+    ),
+    # TinyLlama-1.1B-Chat: Zephyr-style role markers written as plain text, turns end with </s>.
+    "tinyllama_v1_0": ConvTemplate(
+        name="tinyllama_v1_0",
+        system_template=f"<|system|>\n{SYSTEM_PLACEHOLDER}</s>\n",
+        system_message="You are a helpful assistant.",
+        roles={"user": "<|user|>", "assistant": "<|assistant|>"},
+        seps=("</s>\n",),
+        role_content_sep="\n",
+        role_empty_sep="\n",
+        stop_str=("</s>",),
+        stop_token_ids=(2,),
         system_prefix_token_ids=(1,),
     ),
 }

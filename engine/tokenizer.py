@@ -3,6 +3,7 @@ turns one token at a time into text deltas without splitting a character."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from engine.errors import ModelFileError
 
 TOKENIZER_FILE = "tokenizer.json"
 _INCOMPLETE = "\ufffd"
+_BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 _BYTE_LEVEL_ALPHABET: dict[str, int] | None = None
 
 
@@ -66,7 +68,11 @@ class Tokenizer:
             alphabet = _byte_level_alphabet()
             if all(char in alphabet for char in piece):
                 return bytes(alphabet[char] for char in piece).decode("utf-8", errors="backslashreplace")
-        return self.decode([token_id], skip_special_tokens=False)
+            return self.decode([token_id], skip_special_tokens=False)
+        byte_fallback = _BYTE_FALLBACK.fullmatch(piece)
+        if byte_fallback:  # SentencePiece spells raw bytes as <0xNN>
+            return "\\x" + byte_fallback.group(1).lower()
+        return piece.replace("\u2581", " ")  # SentencePiece's word-start mark is a space
 
     def streamer(self, skip_special_tokens: bool = True) -> StreamDecoder:
         return StreamDecoder(self, skip_special_tokens)

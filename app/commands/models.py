@@ -29,7 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     convert.add_argument("--quantization", choices=QUANTIZATION_CHOICES, default="q4f16_1")
     convert.add_argument("--conv-template", metavar="NAME", help="chat template: llama-3, chatml, qwen2 or phi-3")
-    convert.add_argument("--context-window", metavar="N", type=int, help="tokens of context (default: the model's, at most 8192)")
+    convert.add_argument(
+        "--context-window", metavar="N", type=int, help="tokens of context (default: the model's, at most 8192)"
+    )
     convert.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it already holds files")
     convert.set_defaults(handler=convert_model)
 
@@ -82,6 +84,11 @@ def convert_model(args: argparse.Namespace) -> int:
     except EngineError as error:
         _clear_progress()
         print(f"tandem: error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # the disk: permissions, space
+        _clear_progress()
+        reason = error.strerror or error
+        print(f"tandem: error: cannot write {out_dir}: {reason}; nothing was written.", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         _clear_progress()

@@ -31,21 +31,54 @@ LLAMA3_JINJA = (
     "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
 )
 
+TINYLLAMA_JINJA = (
+    "{% for message in messages %}{% if message['role'] == 'user' %}{{ '<|user|>\\n' + message['content'] + "
+    "eos_token }}{% elif message['role'] == 'system' %}{{ '<|system|>\\n' + message['content'] + eos_token }}"
+    "{% elif message['role'] == 'assistant' %}{{ '<|assistant|>\\n' + message['content'] + eos_token }}{% endif %}"
+    "{% if loop.last and add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}{% endfor %}"
+)
+
 TokenizerBuilder = Callable[..., Path]
 CheckpointBuilder = Callable[..., Path]
 
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer_dir(tmp_path_factory) -> TokenizerBuilder:
-    """build(style="chatml"|"llama-3") -> a folder with tokenizer.json and tokenizer_config.json."""
+    """build(style) -> a folder with tokenizer.json and tokenizer_config.json. Styles: "chatml"
+    and "llama-3" (byte-level BPE with those special tokens), "tinyllama" (SentencePiece-style
+    BPE with byte fallback, <s> and </s>, as Llama 2 and TinyLlama use)."""
     built: dict[str, Path] = {}
 
     def build(style: str = "chatml") -> Path:
         if style not in built:
-            built[style] = _write_tokenizer(tmp_path_factory.mktemp(f"tokenizer-{style}"), style)
+            folder = tmp_path_factory.mktemp(f"tokenizer-{style}")
+            writer = _write_sentencepiece_tokenizer if style == "tinyllama" else _write_tokenizer
+            built[style] = writer(folder, style)
         return built[style]
 
     return build
+
+
+def _write_sentencepiece_tokenizer(folder: Path, style: str) -> Path:
+    from tokenizers import Tokenizer, decoders, models, normalizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    tokenizer.decoder = decoders.Sequence(
+        [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    trainer = trainers.BpeTrainer(vocab_size=200, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False)
+    tokenizer.train_from_iterator([s for s in SENTENCES if s.isascii()], trainer)
+    # SentencePiece's byte fallback: the 256 <0xNN> pieces, in the vocab but not special.
+    spec = json.loads(tokenizer.to_str())
+    vocab = spec["model"]["vocab"]
+    for byte in range(256):
+        vocab.setdefault(f"<0x{byte:02X}>", len(vocab))
+    (folder / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False))
+    config = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "chat_template": TINYLLAMA_JINJA}
+    config["tokenizer_class"] = "LlamaTokenizerFast"
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    return folder
 
 
 def _write_tokenizer(folder: Path, style: str) -> Path:
@@ -58,12 +91,16 @@ def _write_tokenizer(folder: Path, style: str) -> Path:
     )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=384, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=384,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tokenizer.train_from_iterator(SENTENCES, trainer)
     tokenizer.save(str(folder / "tokenizer.json"))
     if style == "chatml":
-        config = {"bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "chat_template": CHATML_JINJA}
+        config = {"bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
+        config["chat_template"] = CHATML_JINJA
     else:
         config = {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "chat_template": LLAMA3_JINJA}
     config["tokenizer_class"] = "PreTrainedTokenizerFast"
@@ -181,3 +218,48 @@ def tiny_chat_config():
         )  # fmt: skip
 
     return build
+
+
+@pytest.fixture(scope="session")
+def hf_weights_from_mlc() -> Callable[[Path], dict]:
+    """weights(model_dir) -> {Hugging Face name: float32 array}: an MLC directory's parameters
+    dequantized and un-fused (qkv -> q, k, v; gate_up -> gate, up), ready for
+    `model.load_state_dict({k: torch.from_numpy(v) ...}, strict=False)` in a transformers
+    reference. Tied checkpoints get no lm_head.weight."""
+    from engine.artifact import load_params
+    from engine.config import read_chat_config
+    from engine.layout import restore_logical
+    from engine.quantization import QUANTIZATIONS
+
+    def weights(model_dir: Path) -> dict:
+        chat_config = read_chat_config(model_dir)
+        model = chat_config.model_config
+        params = load_params(model_dir, chat_config)
+        logical = restore_logical(params, model, QUANTIZATIONS[chat_config.quantization])
+        q_rows = model.num_attention_heads * model.head_dim
+        kv_rows = model.num_key_value_heads * model.head_dim
+        splits = {
+            "qkv_proj": (("q_proj", "k_proj", "v_proj"), (q_rows, q_rows + kv_rows)),
+            "c_attn": (("q_proj", "k_proj", "v_proj"), (q_rows, q_rows + kv_rows)),
+            "gate_up_proj": (("gate_proj", "up_proj"), (model.intermediate_size,)),
+        }
+        hf: dict = {}
+        for name, array in logical.items():
+            module, _, suffix = name.rpartition(".")
+            parent, _, leaf = module.rpartition(".")
+            array = array.astype("float32")
+            if leaf in splits:
+                parts, cuts = splits[leaf]
+                for part, piece in zip(parts, _split_rows(array, cuts)):
+                    hf[f"{parent}.{part}.{suffix}"] = piece
+            else:
+                hf[name] = array
+        return hf
+
+    return weights
+
+
+def _split_rows(array, cuts):
+    import numpy as np
+
+    return np.split(array, list(cuts), axis=0)

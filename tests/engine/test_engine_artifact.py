@@ -131,7 +131,8 @@ def test_shape_mismatch_names_the_file_and_tensor(tiny_chat_config):
     params = fake_params(chat_config)
     check_params(params, chat_config, source="tensor-cache.json")
     params["model.layers.0.mlp.down_proj.q_scale"] = np.zeros((64, 2), dtype=np.float16)
-    with pytest.raises(ModelFileError, match=r"tensor-cache.json: model.layers.0.mlp.down_proj.q_scale is float16\[64, 2\]"):
+    expected = r"tensor-cache.json: model.layers.0.mlp.down_proj.q_scale is float16\[64, 2\]"
+    with pytest.raises(ModelFileError, match=expected):
         check_params(params, chat_config, source="tensor-cache.json")
 
 
@@ -141,3 +142,23 @@ def test_missing_tensor_is_named(tiny_chat_config):
     del params["lm_head.q_weight"]
     with pytest.raises(ModelFileError, match="lacks lm_head.q_weight"):
         check_params(params, chat_config, source="tensor-cache.json")
+
+
+def test_tvm_reads_what_we_write_and_we_read_what_tvm_writes(tmp_path):
+    """apache-tvm's own tensor-cache helpers (what MLC's tools use) agree with ours both ways."""
+    tvm = pytest.importorskip("tvm")
+    from tvm.contrib import tvmjs
+
+    params = sample_params()
+    ours = tmp_path / "ours"
+    write_tensor_cache(ours, params.items())
+    loaded, _ = tvmjs.load_tensor_cache(str(ours), tvm.cpu())
+    for name, array in params.items():
+        expected = decode_bf16(encode_bf16(array)) if array.dtype == np.float32 else array
+        np.testing.assert_array_equal(loaded[name].numpy(), expected, err_msg=name)
+
+    theirs = tmp_path / "theirs"
+    tvmjs.dump_tensor_cache(params, str(theirs), encode_format="f32-to-bf16", show_progress=False)
+    ours_again = read_tensor_cache(theirs)
+    for name, array in params.items():
+        np.testing.assert_array_equal(ours_again[name], loaded[name].numpy(), err_msg=name)

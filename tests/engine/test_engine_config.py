@@ -100,7 +100,7 @@ def test_template_given_by_name_in_older_configs(tmp_path, tiny_chat_config):
     assert read_chat_config(tmp_path).conv_template.name == "llama-3"
 
 
-def test_missing_chat_config_names_the_file(tmp_path, tiny_chat_config):
+def test_missing_chat_config_names_the_file(tmp_path):
     with pytest.raises(ModelFileError, match=r"mlc-chat-config.json is missing"):
         read_chat_config(tmp_path)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,27 +16,8 @@ from engine.config import read_chat_config
 from engine.convert import convert_hf_checkpoint
 from engine.errors import ModelFileError
 from engine.hf_checkpoint import HFCheckpoint
-from engine.layout import logical_tensors, restore_logical
-from engine.quantization import QUANTIZATIONS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def hf_reference(hf_dir: Path) -> dict[str, np.ndarray]:
-    """The logical MLC tensors built straight from the HF weights (q, k, v and gate, up fused)."""
-    checkpoint = HFCheckpoint(hf_dir)
-    reference = {}
-    for tensor in logical_tensors(checkpoint.model_config):
-        parent, _, leaf = tensor.module.rpartition(".")
-        suffix = tensor.name[len(tensor.module) :]
-        if leaf in ("qkv_proj", "c_attn"):
-            names = [f"{parent}.{p}{suffix}" for p in ("q_proj", "k_proj", "v_proj")]
-        elif leaf == "gate_up_proj":
-            names = [f"{parent}.{p}{suffix}" for p in ("gate_proj", "up_proj")]
-        else:
-            names = [tensor.name]
-        reference[tensor.name] = np.concatenate([checkpoint.tensor(n) for n in names], axis=0)
-    return reference
 
 
 def bf16_round(array: np.ndarray) -> np.ndarray:
@@ -46,21 +28,23 @@ CASES = [
     pytest.param(dict(model_type="llama", tie=True), id="llama-tied"),
     pytest.param(dict(model_type="llama", tie=False), id="llama-untied"),
     pytest.param(dict(model_type="qwen2", tie=False), id="qwen2-untied"),
+    pytest.param(dict(model_type="qwen2", tie=True), id="qwen2-tied"),
 ]
 
 
 @pytest.mark.parametrize("checkpoint_args", CASES)
 @pytest.mark.parametrize("quantization", ["q4f16_1", "q4f32_1", "q0f32", "q0f16"])
-def test_converted_weights_restore_the_hf_weights(tiny_hf_checkpoint, tiny_mlc_model, checkpoint_args, quantization):
+def test_converted_weights_restore_the_hf_weights(
+    tiny_hf_checkpoint, tiny_mlc_model, hf_weights_from_mlc, checkpoint_args, quantization
+):
     model_dir = tiny_mlc_model(quantization, **checkpoint_args)
-    chat_config = read_chat_config(model_dir)
-    assert chat_config.quantization == quantization
-    params = load_params(model_dir, chat_config)
-    restored = restore_logical(params, chat_config.model_config, QUANTIZATIONS[quantization])
-    reference = hf_reference(tiny_hf_checkpoint(**checkpoint_args))
-    assert set(restored) == set(reference)
+    assert read_chat_config(model_dir).quantization == quantization
+    restored = hf_weights_from_mlc(model_dir)
+    checkpoint = HFCheckpoint(tiny_hf_checkpoint(**checkpoint_args))
+    reference = {name: checkpoint.tensor(name) for name in restored}
+    assert set(reference) == set(checkpoint.tensor_names) - ({"lm_head.weight"} if checkpoint_args["tie"] else set())
     for name, weight in reference.items():
-        got = restored[name].astype(np.float32)
+        got = restored[name]
         assert got.shape == weight.shape, name
         if name.endswith(("norm.weight", ".bias")) or quantization.startswith("q0"):
             if quantization.endswith(("f32", "f32_1")):
@@ -103,14 +87,30 @@ def test_llama3_style_tokenizer_gets_the_llama3_template(tiny_mlc_model):
     assert set(template.stop_token_ids) == {1, 4}  # <|end_of_text|>, <|eot_id|>
 
 
-def test_bf16_checkpoint_converts_exactly(tiny_hf_checkpoint, tiny_mlc_model):
-    model_dir = tiny_mlc_model("q0f32", model_type="llama", tie=True, dtype="bfloat16")
-    chat_config = read_chat_config(model_dir)
-    params = load_params(model_dir, chat_config)
-    reference = hf_reference(tiny_hf_checkpoint(model_type="llama", tie=True, dtype="bfloat16"))
-    restored = restore_logical(params, chat_config.model_config, QUANTIZATIONS["q0f32"])
-    for name, weight in reference.items():
-        np.testing.assert_array_equal(restored[name], weight, err_msg=name)  # bf16 survives bf16 storage
+def test_tinyllama_style_tokenizer_gets_its_template(tiny_mlc_model):
+    config = read_chat_config(tiny_mlc_model("q4f16_1", model_type="llama", tie=False, style="tinyllama"))
+    template = config.conv_template
+    assert template.name == "tinyllama_v1_0"
+    assert template.system_prefix_token_ids == (1,) and template.stop_token_ids == (2,)  # <s>, </s>
+    assert config.tokenizer_info["token_postproc_method"] == "byte_fallback"
+
+
+def test_bf16_checkpoint_converts_exactly(tiny_hf_checkpoint, tiny_mlc_model, hf_weights_from_mlc):
+    restored = hf_weights_from_mlc(tiny_mlc_model("q0f32", model_type="llama", tie=False, dtype="bfloat16"))
+    checkpoint = HFCheckpoint(tiny_hf_checkpoint(model_type="llama", tie=False, dtype="bfloat16"))
+    for name, weight in restored.items():
+        np.testing.assert_array_equal(weight, checkpoint.tensor(name), err_msg=name)  # bf16 survives bf16 storage
+
+
+def test_config_that_does_not_match_the_weights_is_caught_at_load(tiny_mlc_model, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_mlc_model("q4f16_1"), model_dir)
+    config_path = model_dir / "mlc-chat-config.json"
+    config = json.loads(config_path.read_text())
+    config["model_config"]["intermediate_size"] = 256
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ModelFileError, match=r"tensor-cache.json: model.layers.0.mlp.gate_up_proj.q_weight is uint32"):
+        load_params(model_dir, read_chat_config(model_dir))
 
 
 def test_template_the_tokenizer_lacks_is_refused(tiny_hf_checkpoint, tmp_path):
@@ -131,6 +131,29 @@ def test_missing_lm_head_is_named(tiny_hf_checkpoint, tmp_path):
     with pytest.raises(ModelFileError, match=r"lack lm_head.weight \(config.json says the embeddings are untied\)"):
         convert_hf_checkpoint(hf_dir, tmp_path / "out", "q4f16_1")
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_tandem_extras_land_in_the_chat_config(tiny_hf_checkpoint, tmp_path):
+    extras = {"refusal": "I can't answer that here: it needs a bigger model.", "skills": ["app-help"]}
+    convert_hf_checkpoint(tiny_hf_checkpoint(), tmp_path / "out", "q0f16", tandem_extras=extras)
+    assert read_chat_config(tmp_path / "out").tandem == extras
+
+
+def test_converting_over_the_checkpoint_itself_is_refused(tiny_hf_checkpoint):
+    source = tiny_hf_checkpoint()
+    with pytest.raises(ModelFileError, match="holds the checkpoint being converted"):
+        convert_hf_checkpoint(source, source, "q0f16", overwrite=True)
+    with pytest.raises(ModelFileError, match="holds the checkpoint being converted"):
+        convert_hf_checkpoint(source, source.parent, "q0f16", overwrite=True)
+    assert (source / "config.json").is_file()
+
+
+def test_overwrite_replaces_an_older_conversion(tiny_hf_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    convert_hf_checkpoint(tiny_hf_checkpoint(), out, "q0f16")
+    convert_hf_checkpoint(tiny_hf_checkpoint(), out, "q4f16_1", overwrite=True)
+    assert read_chat_config(out).quantization == "q4f16_1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_existing_output_is_kept_without_overwrite(tiny_hf_checkpoint, tmp_path):
@@ -165,3 +188,34 @@ def test_cli_bad_hf_dir_is_one_clear_line(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "config.json is missing" in lines[0], done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
+
+
+def test_safetensors_reader_matches_the_safetensors_library(tiny_hf_checkpoint):
+    from safetensors.torch import load_file
+
+    for dtype in ("float32", "bfloat16"):
+        folder = tiny_hf_checkpoint(model_type="qwen2", tie=False, dtype=dtype)
+        checkpoint = HFCheckpoint(folder)
+        (path,) = folder.glob("*.safetensors")
+        reference = load_file(path)
+        assert set(reference) == set(checkpoint.tensor_names)
+        for name, tensor in reference.items():
+            np.testing.assert_array_equal(checkpoint.tensor(name), tensor.float().numpy(), err_msg=name)
+
+
+def test_truncated_safetensors_is_named(tiny_hf_checkpoint, tmp_path):
+    hf_dir = tmp_path / "hf"
+    shutil.copytree(tiny_hf_checkpoint(), hf_dir)
+    (weights,) = hf_dir.glob("*.safetensors")
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(ModelFileError, match=r"model.safetensors is truncated"):
+        convert_hf_checkpoint(hf_dir, tmp_path / "out", "q4f16_1")
+
+
+def test_cli_lists_a_broken_model_as_unusable(isolated_home):
+    broken = isolated_home / "models" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "mlc-chat-config.json").write_text('{"model_type": "gpt2"}')
+    done = run_cli("models")
+    assert done.returncode == 0
+    assert "broken" in done.stdout and "unusable" in done.stdout and "gpt2" in done.stdout

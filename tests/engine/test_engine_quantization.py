@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.quantization import QUANTIZATIONS, TensorKind, dequantize_q4, quantize_q4
+from engine.quantization import QUANTIZATIONS, TensorKind, dequantize_q4, quantize_q4, unpack_nibbles
 
 
 def reference_quantize(weight: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
@@ -91,3 +91,37 @@ def test_registry_stores_each_kind_as_mlc_does():
     q0 = QUANTIZATIONS["q0f32"]
     stored = q0.store(TensorKind.LINEAR, np.ones((2, 32), dtype=np.float64))
     assert list(stored) == [".weight"] and stored[".weight"].dtype == np.float32
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_q4_codes_match_the_formula_compiled_by_tvm(dtype):
+    """The same formula as a TVM tensor expression compiled for this CPU (MLC quantizes with
+    TVM): fp16 steps and tie rounding agree bit for bit, ties included."""
+    tvm = pytest.importorskip("tvm")
+    from tvm import te, tirx
+
+    rng = np.random.default_rng(4)
+    rows, cols = 64, 128
+    weight = rng.normal(0, 0.05, size=(rows, cols)).astype(dtype)
+    weight[:, 0] = 0.7  # every group 0 gets scale 0.1, and multiples of 0.05 land on ties
+    weight[:, 1:32] = np.round(weight[:, 1:32] / 0.05) * 0.05
+
+    w = te.placeholder((rows, cols), dtype, name="w")
+    r = te.reduce_axis((0, 32), name="r")
+    max_abs = te.compute((rows, cols // 32), lambda n, g: te.max(te.abs(w[n, g * 32 + r]), axis=r))
+    scale = te.compute((rows, cols // 32), lambda n, g: max_abs[n, g] / tirx.const(7, dtype))
+    codes = te.compute(
+        (rows, cols),
+        lambda n, k: tirx.min(
+            tirx.max(tirx.round(w[n, k] / scale[n, k // 32] + tirx.const(7, dtype)), tirx.const(0, dtype)),
+            tirx.const(14, dtype),
+        ).astype("uint32"),
+    )
+    compiled = tvm.compile(te.create_prim_func([w, scale, codes]), target=tvm.target.Target.from_device(tvm.cpu()))
+    out_scale = tvm.runtime.tensor(np.zeros((rows, cols // 32), dtype))
+    out_codes = tvm.runtime.tensor(np.zeros((rows, cols), "uint32"))
+    compiled(tvm.runtime.tensor(weight), out_scale, out_codes)
+
+    q_weight, q_scale = quantize_q4(weight, dtype)
+    np.testing.assert_array_equal(q_scale.view(np.uint8), out_scale.numpy().view(np.uint8))
+    np.testing.assert_array_equal(unpack_nibbles(q_weight), out_codes.numpy())

@@ -42,7 +42,8 @@ def test_chatml_family(name):
 def test_default_system_message_when_none_is_given():
     prompt = builtin_template("qwen2").render([{"role": "user", "content": "Hi"}])
     assert prompt == (
-        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     )
 
 
@@ -52,6 +53,16 @@ def test_phi3():
         "<|user|>\nHi<|end|>\n"
         "<|assistant|>\nHello!<|end|>\n"
         "<|user|>\nBye<|end|>\n"
+        "<|assistant|>\n"
+    )
+
+
+def test_tinyllama():
+    assert builtin_template("tinyllama_v1_0").render(CHAT) == (
+        "<|system|>\nBe brief.</s>\n"
+        "<|user|>\nHi</s>\n"
+        "<|assistant|>\nHello!</s>\n"
+        "<|user|>\nBye</s>\n"
         "<|assistant|>\n"
     )
 
@@ -76,7 +87,8 @@ def test_mlc_dict_with_two_seps_and_no_role_after_system():
             "add_role_after_system_message": False,
         }
     )
-    prompt = template.render([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}])
+    turns = [("user", "a"), ("assistant", "b"), ("user", "c")]
+    prompt = template.render([{"role": role, "content": content} for role, content in turns])
     assert prompt == "[INST] <<SYS>>sys<</SYS>> a [/INST] b</s>[INST] c [/INST] "
 
 
@@ -91,5 +103,11 @@ def test_late_system_message_is_a_clear_error():
 
 
 def test_unknown_template_name_lists_the_known_ones():
-    with pytest.raises(KeyError, match="known: llama-3, chatml, qwen2, phi-3"):
+    with pytest.raises(KeyError, match="known: llama-3, chatml, qwen2, phi-3, tinyllama_v1_0"):
         builtin_template("vicuna")
+
+
+def test_prompt_token_ids_put_the_prefix_first():
+    template = builtin_template("llama-3")
+    ids = template.prompt_token_ids([{"role": "user", "content": "Hi"}], encode=lambda text: [len(text)])
+    assert ids == [128000, len(template.render([{"role": "user", "content": "Hi"}]))]

@@ -64,6 +64,20 @@ def test_token_text_shows_partial_bytes_as_escapes(tokenizer):
     assert tokenizer.token_text(tokenizer.token_to_id("<|im_end|>")) == "<|im_end|>"
 
 
+@pytest.mark.parametrize("text", ["Hello world, 😀 and 你好!", "The quick brown fox jumps."])
+def test_sentencepiece_byte_fallback_streams_whole_characters(tiny_tokenizer_dir, text):
+    tokenizer = Tokenizer.from_model_dir(tiny_tokenizer_dir("tinyllama"))
+    assert not tokenizer.byte_level
+    ids = tokenizer.encode(text)
+    stream = tokenizer.streamer()
+    deltas = [stream.push(i) for i in ids] + [stream.finish()]
+    assert "".join(deltas) == text  # the leading word mark becomes no space, later ones do
+    assert not any("\ufffd" in delta for delta in deltas)
+    pieces = [tokenizer.token_text(i) for i in ids]
+    if "😀" in text:
+        assert "\\xf0" in pieces  # <0xF0> shown as its byte
+
+
 def test_bad_tokenizer_file_names_it(tmp_path):
     from engine.errors import ModelFileError
 

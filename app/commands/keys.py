@@ -1,0 +1,88 @@
+"""`tandem keys set|list|remove PROVIDER`: API keys in the system keyring. A key is read from stdin
+or a hidden prompt, never from the command line, and is never printed."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("keys", help="store, list or remove API keys (kept in the system keyring)")
+    actions = parser.add_subparsers(dest="keys_action", metavar="ACTION", required=True)
+    store = actions.add_parser("set", help="store a key: paste it at the hidden prompt, or pipe it on stdin")
+    store.add_argument("provider", metavar="PROVIDER", help="openai, anthropic, or the name of a configured provider")
+    # Accepted only to refuse it without echoing it, as argparse's own error would.
+    store.add_argument("key_on_command_line", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    store.set_defaults(handler=set_key)
+    listing = actions.add_parser("list", help="show which providers have a key and where it comes from")
+    listing.set_defaults(handler=list_keys)
+    remove = actions.add_parser("remove", help="delete a provider's key from the keyring")
+    remove.add_argument("provider", metavar="PROVIDER")
+    remove.set_defaults(handler=remove_key)
+
+
+def set_key(args: argparse.Namespace) -> int:
+    from offload import keys
+    from offload.errors import KeyStoreError
+
+    if args.key_on_command_line:
+        print(
+            "tandem: keys are never taken from the command line (shell history keeps them). "
+            f"Run `tandem keys set {args.provider}` and paste the key at the prompt, or pipe it on stdin.",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        keys.check_name(args.provider)
+        if sys.stdin.isatty():
+            key = getpass.getpass(f"API key for {args.provider} (input hidden): ")
+        else:
+            key = sys.stdin.read()
+        keys.set_key(args.provider, key)
+    except KeyStoreError as error:
+        print(f"tandem: {error}", file=sys.stderr)
+        return 1
+    except (EOFError, KeyboardInterrupt):
+        print("\ntandem: no key stored.", file=sys.stderr)
+        return 1
+    print(f"Stored the {args.provider} key in the system keyring.")
+    if keys.source_of(args.provider) == "env":
+        print(f"Note: {keys.env_var(args.provider)} is set and takes precedence over the keyring.")
+    return 0
+
+
+def list_keys(args: argparse.Namespace) -> int:
+    from offload import keys
+    from offload.errors import KeyStoreError
+
+    try:
+        entries = keys.providers()
+    except KeyStoreError as error:
+        print(f"tandem: {error}", file=sys.stderr)
+        return 1
+    width = max(len(name) for name, _ in entries)
+    for name, source in entries:
+        where = {"env": f"environment ({keys.env_var(name)})", "keyring": "keyring", None: "not set"}[source]
+        print(f"{name:<{width}}  {where}")
+    return 0
+
+
+def remove_key(args: argparse.Namespace) -> int:
+    from offload import keys
+    from offload.errors import KeyStoreError
+
+    try:
+        removed = keys.remove_key(args.provider)
+        from_env = keys.source_of(args.provider) == "env"
+    except KeyStoreError as error:
+        print(f"tandem: {error}", file=sys.stderr)
+        return 1
+    if removed:
+        print(f"Removed the {args.provider} key from the keyring.")
+    else:
+        print(f"tandem: no {args.provider} key in the keyring.", file=sys.stderr)
+    if from_env:
+        print(f"Note: {keys.env_var(args.provider)} is still set in your environment.")
+    return 0 if removed else 1

@@ -1,0 +1,71 @@
+"""`tandem serve`: this machine's local model as an OpenAI-compatible server, for other devices."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve", help="serve the local model over an OpenAI-compatible API (an on-prem tier for other devices)"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000; 0 picks a free one)")
+    parser.add_argument("--model", metavar="DIR", help="MLC model directory (default: the embedded tandem-nano)")
+    parser.add_argument(
+        "--token", help="require this bearer token from clients (default: $TANDEM_SERVE_TOKEN, else none)"
+    )
+    parser.set_defaults(handler=serve)
+
+
+def serve(args: argparse.Namespace) -> int:
+    from engine.errors import EngineError
+    from offload.network import is_loopback
+    from offload.server import make_server
+
+    try:
+        from engine.loader import open_engine
+    except ModuleNotFoundError as missing:
+        if missing.name != "engine.loader":
+            raise
+        print("tandem: this build has no local engine (engine.loader is missing); reinstall Tandem.", file=sys.stderr)
+        return 1
+    import assets
+
+    model_dir = Path(args.model) if args.model else assets.embedded_model_dir()
+    token = args.token or os.environ.get("TANDEM_SERVE_TOKEN") or None
+    try:
+        engine = open_engine(model_dir, backend="tvm", on_progress=_show_progress)
+    except EngineError as error:
+        print(f"\ntandem: {error}", file=sys.stderr)
+        return 1
+    try:
+        server = make_server(engine, args.host, args.port, token)
+    except OSError as error:
+        engine.close()
+        print(
+            f"tandem: cannot listen on {args.host}:{args.port} ({error.strerror or error}). "
+            "Pick another --port or --host.",
+            file=sys.stderr,
+        )
+        return 1
+    if not is_loopback(args.host) and not token:
+        print("tandem: warning: anyone who can reach this address can use the model; set --token.", file=sys.stderr)
+    print(f"Serving {engine.info.model_id} at {server.url} (Ctrl+C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        engine.close()
+    return 0
+
+
+def _show_progress(stage: str, fraction: float) -> None:
+    print(f"\r{stage}: {fraction:4.0%}", end="", file=sys.stderr, flush=True)
+    if fraction >= 1:
+        print(file=sys.stderr)

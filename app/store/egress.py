@@ -1,0 +1,56 @@
+"""The egress ledger: one row per request that left the machine, with what was sent (or only
+its hash and size, if the user chose so), where to, and how many bytes went each way."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import datetime
+
+import sqlite_utils
+
+from app.store import settings
+from app.store.database import write_transaction
+from app.store.records import EgressRecord, now, to_text
+
+KEEP_PAYLOAD_SETTING = "egress.keep_payload"
+"""True (the default): the ledger keeps the exact redacted payload; False: its hash and size only."""
+
+
+def record(
+    db: sqlite_utils.Database,
+    *,
+    conversation_id: int | None,
+    provider: str,
+    host: str,
+    payload: str,
+    bytes_sent: int,
+    bytes_received: int,
+    redactions: Mapping[str, int] | None = None,
+    time: datetime | None = None,
+) -> EgressRecord:
+    encoded = payload.encode("utf-8")
+    keep = bool(settings.get(db, KEEP_PAYLOAD_SETTING, True))
+    row = {
+        "time": to_text(time or now()),
+        "conversation_id": conversation_id,
+        "provider": provider,
+        "host": host,
+        "payload": payload if keep else None,
+        "payload_sha256": hashlib.sha256(encoded).hexdigest(),
+        "payload_bytes": len(encoded),
+        "bytes_sent": bytes_sent,
+        "bytes_received": bytes_received,
+        "redactions": json.dumps(dict(redactions or {}), sort_keys=True),
+    }
+    with write_transaction(db):
+        egress_id = db["egress"].insert(row).last_pk
+    return EgressRecord.from_row(db["egress"].get(egress_id))
+
+
+def ledger(db: sqlite_utils.Database, conversation_id: int | None = None) -> list[EgressRecord]:
+    """Newest first; every request, or those of one conversation."""
+    where, args = ("conversation_id = ?", [conversation_id]) if conversation_id is not None else (None, None)
+    rows = db["egress"].rows_where(where, args, order_by="time DESC, id DESC")
+    return [EgressRecord.from_row(row) for row in rows]

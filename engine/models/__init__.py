@@ -1,0 +1,1 @@
+"""Model architectures written in TVM's relax nn frontend (imported only when an engine opens)."""

@@ -1,0 +1,81 @@
+"""Weight-carrying layers shared by the architectures: linear and embedding, dense or 4-bit.
+
+Their parameters use Tandem's tiled layout (repack.py fills them from MLC's tensors); the
+matmuls call the hand-scheduled kernels of engine.tvm_backend.kernels.
+"""
+
+from __future__ import annotations
+
+from tvm import te
+from tvm.relax.frontend import nn
+from tvm.relax.frontend.nn import Tensor, op
+
+from engine.tvm_backend.kernels import (
+    Q4_GROUP,
+    Q4_PER_WORD,
+    LinearShape,
+    WeightKind,
+    linear_kernel,
+    q4_groups,
+    q4_value,
+)
+
+
+class Linear(nn.Module):
+    """y = x @ W.T (+ bias), W stored dense (q0) or as 4-bit groups with scales (q4)."""
+
+    def __init__(self, in_features: int, out_features: int, kind: WeightKind, bias: bool = False):
+        self.shape = LinearShape(kind, out_features, in_features)
+        for name, (shape, dtype) in self.shape.weight_shapes().items():
+            setattr(self, name, nn.Parameter(shape, dtype))
+        self.bias = nn.Parameter((out_features,), "float32") if bias else None
+
+    def _weights(self) -> list[Tensor]:
+        return [getattr(self, name) for name in self.shape.weight_shapes()]
+
+    def forward(self, x: Tensor) -> Tensor:
+        *lead, k_in = x.shape
+        rows = 1
+        for dim in lead:
+            rows = rows * dim
+        phase = "decode" if isinstance(rows, int) and rows == 1 else "prefill"
+        flat = op.reshape(x, (rows, k_in))
+        y = op.tensor_ir_op(
+            linear_kernel(self.shape, phase),
+            f"{self.shape.kind}_{phase}_{self.shape.n_out}x{self.shape.k_in}",
+            args=[flat, *self._weights()],
+            out=Tensor.placeholder((rows, self.shape.n_out), "float32"),
+        )
+        if self.bias is not None:
+            y = y + self.bias
+        return op.reshape(y, (*lead, self.shape.n_out))
+
+
+class Embedding(nn.Module):
+    """Token id -> hidden vector, in MLC's own embedding layout (rows are token ids)."""
+
+    def __init__(self, vocab_size: int, hidden_size: int, kind: WeightKind):
+        self.kind = kind
+        if kind == "q0":
+            self.weight = nn.Parameter((vocab_size, hidden_size), "float32")
+        else:
+            groups = q4_groups(hidden_size)
+            self.q_weight = nn.Parameter((vocab_size, groups * Q4_GROUP // Q4_PER_WORD), "uint32")
+            self.q_scale = nn.Parameter((vocab_size, groups), "float32")
+        self.hidden_size = hidden_size
+
+    def forward(self, ids: Tensor) -> Tensor:
+        if self.kind == "q0":
+            return op.take(self.weight, ids, axis=0)
+
+        def gather_dequantize(q: te.Tensor, s: te.Tensor, token_ids: te.Tensor) -> te.Tensor:
+            return te.compute(
+                (token_ids.shape[0], self.hidden_size),
+                lambda i, h: q4_value(q[token_ids[i], h // Q4_PER_WORD], h)
+                * s[token_ids[i], h // Q4_GROUP],
+                name="embed_dequantize",
+            )
+
+        return op.tensor_expr_op(
+            gather_dequantize, "embed_dequantize", args=[self.q_weight, self.q_scale, ids]
+        )

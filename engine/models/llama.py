@@ -1,0 +1,188 @@
+"""The Llama family (llama: Llama 3.x, SmolLM2, TinyLlama; qwen2: with qkv bias) in relax nn.
+
+Pre-norm decoder layers: RMSNorm -> fused qkv projection -> paged-KV attention with RoPE ->
+o_proj -> residual; RMSNorm -> fused gate/up projection -> SwiGLU -> down_proj -> residual.
+Activations are float32 whatever the stored weights; logits are float32.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tvm import relax, te, tirx
+from tvm.relax.frontend import nn
+from tvm.relax.frontend.nn import Tensor, op
+from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode, TIRPagedKVCache
+from tvm.target import Target
+
+from engine.models.layers import Embedding, Linear
+from engine.tvm_backend.kernels import WeightKind
+
+if TYPE_CHECKING:
+    from engine.config import ModelConfig
+
+
+def weight_kind(quantization: str) -> WeightKind:
+    """q4f16_1 / q4f32_1 -> "q4"; q0f16 / q0f32 -> "q0" (the kernels compute in float32 either way)."""
+    return "q4" if quantization.startswith("q4") else "q0"
+
+
+def fused_qkv_name(config: ModelConfig) -> str:
+    """MLC's name for the fused q/k/v projection: c_attn in qwen2, qkv_proj in llama."""
+    return "c_attn" if config.model_type == "qwen2" else "qkv_proj"
+
+
+def _kv_cache_rope(config: ModelConfig) -> tuple[float, dict[str, Any]]:
+    """(rope_scale, rope_scaling) as the paged KV cache takes them: linear scaling divides the
+    positions by its factor; llama3-style scaling reshapes the frequencies."""
+    scaling = dict(config.rope_scaling or {})
+    if scaling.get("rope_type") == "linear":
+        return float(scaling["factor"]), {}
+    return 1, scaling
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig, kind: WeightKind):
+        self.gate_up_proj = Linear(config.hidden_size, 2 * config.intermediate_size, kind)
+        self.down_proj = Linear(config.intermediate_size, config.hidden_size, kind)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, up = op.split(self.gate_up_proj(x), 2, axis=-1)
+        return self.down_proj(op.silu(gate) * up)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig, kind: WeightKind):
+        self.head_dim = config.head_dim
+        self.num_q_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        qkv_width = (self.num_q_heads + 2 * self.num_kv_heads) * self.head_dim
+        self.qkv_name = fused_qkv_name(config)
+        fused = Linear(config.hidden_size, qkv_width, kind, bias=config.attention_bias)
+        setattr(self, self.qkv_name, fused)
+        self.o_proj = Linear(self.num_q_heads * self.head_dim, config.hidden_size, kind)
+
+    def forward(self, x: Tensor, kv_cache: PagedKVCache, layer_id: int) -> Tensor:
+        batch, seq_len, _ = x.shape
+        heads = self.num_q_heads + 2 * self.num_kv_heads
+        qkv = op.reshape(getattr(self, self.qkv_name)(x), (batch, seq_len, heads, self.head_dim))
+        attended = kv_cache.attention_with_fused_qkv(
+            layer_id, qkv, self.num_q_heads, sm_scale=self.head_dim**-0.5
+        )
+        return self.o_proj(op.reshape(attended, (batch, seq_len, self.num_q_heads * self.head_dim)))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: ModelConfig, kind: WeightKind):
+        eps = config.rms_norm_eps
+        self.input_layernorm = nn.RMSNorm(config.hidden_size, -1, eps, bias=False)
+        self.self_attn = Attention(config, kind)
+        self.post_attention_layernorm = nn.RMSNorm(config.hidden_size, -1, eps, bias=False)
+        self.mlp = MLP(config, kind)
+
+    def forward(self, hidden: Tensor, kv_cache: PagedKVCache, layer_id: int) -> Tensor:
+        hidden = hidden + self.self_attn(self.input_layernorm(hidden), kv_cache, layer_id)
+        return hidden + self.mlp(self.post_attention_layernorm(hidden))
+
+
+class LlamaModel(nn.Module):
+    def __init__(self, config: ModelConfig, kind: WeightKind):
+        self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, kind)
+        self.layers = nn.ModuleList([DecoderLayer(config, kind) for _ in range(config.num_hidden_layers)])
+        self.norm = nn.RMSNorm(config.hidden_size, -1, config.rms_norm_eps, bias=False)
+
+    def forward(self, hidden: Tensor, kv_cache: PagedKVCache) -> Tensor:
+        for layer_id, layer in enumerate(self.layers):
+            hidden = layer(hidden, kv_cache, layer_id)
+        return self.norm(hidden)
+
+
+class LlamaForCausalLM(nn.Module):
+    """The exported functions: embed, prefill (last-token logits), decode, create_tir_paged_kv_cache.
+
+    The output head is always its own tiled parameter `lm_head`; with tied embeddings the
+    loader fills it from the embedding table."""
+
+    def __init__(self, config: ModelConfig, kind: WeightKind, target: Target):
+        self.config = config
+        self.target = target
+        self.model = LlamaModel(config, kind)
+        self.lm_head = Linear(config.hidden_size, config.vocab_size, kind)
+
+    def embed(self, input_ids: Tensor) -> Tensor:
+        return self.model.embed_tokens(input_ids)
+
+    def prefill(self, input_embed: Tensor, kv_cache: PagedKVCache):
+        hidden = self.model(input_embed, kv_cache)
+
+        def last_row(x: te.Tensor) -> te.Tensor:
+            batch, seq_len, width = x.shape
+            return te.compute((batch, 1, width), lambda b, _, h: x[b, seq_len - 1, h], name="last_row")
+
+        last = op.tensor_expr_op(last_row, "last_row", args=[hidden])
+        return self.lm_head(last), kv_cache
+
+    def decode(self, input_embed: Tensor, kv_cache: PagedKVCache):
+        return self.lm_head(self.model(input_embed, kv_cache)), kv_cache
+
+    def create_tir_paged_kv_cache(
+        self,
+        max_batch_size: tirx.Var,
+        max_total_seq_len: tirx.Var,
+        prefill_chunk_size: tirx.Var,
+        page_size: tirx.Var,
+        support_sliding_window: tirx.Var,
+    ) -> PagedKVCache:
+        config = self.config
+        rope_scale, rope_scaling = _kv_cache_rope(config)
+        return TIRPagedKVCache(
+            attn_kind="mha",
+            max_batch_size=max_batch_size,
+            max_total_seq_len=max_total_seq_len,
+            prefill_chunk_size=prefill_chunk_size,
+            page_size=page_size,
+            support_sliding_window=support_sliding_window,
+            layer_partition=relax.ShapeExpr([0, config.num_hidden_layers]),
+            num_hidden_layers=config.num_hidden_layers,
+            num_attention_heads=config.num_attention_heads,
+            num_key_value_heads=config.num_key_value_heads,
+            qk_head_dim=config.head_dim,
+            v_head_dim=config.head_dim,
+            mla_original_qk_head_dim=0,
+            mla_original_v_head_dim=0,
+            rope_mode=RopeMode.NORMAL,
+            rope_scale=rope_scale,
+            rope_theta=config.rope_theta,
+            rope_scaling=rope_scaling,
+            rope_ext_factors=relax.prim_value(0),
+            rotary_dim=config.head_dim,
+            enable_disaggregation=False,
+            dtype="float32",
+            target=self.target,
+        )
+
+    def export_spec(self) -> nn.spec.ModuleSpec:
+        packed = {"param_mode": "packed", "effect_mode": "none"}
+        hidden = self.config.hidden_size
+        spec = {
+            "embed": {"input_ids": nn.spec.Tensor(["seq_len"], "int32"), "$": packed},
+            "prefill": {
+                "input_embed": nn.spec.Tensor([1, "seq_len", hidden], "float32"),
+                "kv_cache": nn.spec.Object(object_type=PagedKVCache),
+                "$": packed,
+            },
+            "decode": {
+                "input_embed": nn.spec.Tensor([1, 1, hidden], "float32"),
+                "kv_cache": nn.spec.Object(object_type=PagedKVCache),
+                "$": packed,
+            },
+            "create_tir_paged_kv_cache": {
+                "max_batch_size": int,
+                "max_total_seq_len": int,
+                "prefill_chunk_size": int,
+                "page_size": int,
+                "support_sliding_window": int,
+                "$": {"param_mode": "none", "effect_mode": "none"},
+            },
+        }
+        return nn.spec.ModuleSpec.from_raw(spec, self)

@@ -1,0 +1,3 @@
+"""Tandem's own runtime on apache-tvm: target detection, kernels, compile cache, the engine.
+
+Everything here imports tvm; engine.loader imports this package only when an engine opens."""

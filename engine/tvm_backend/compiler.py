@@ -1,0 +1,156 @@
+"""Compile a model architecture into a shared library for the host, once, and cache it.
+
+The cache key covers everything the library depends on: the architecture, the weight kind,
+the target (with its mcpu), the TVM version and the source of Tandem's model and kernels."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import tvm
+
+from engine.config import ModelConfig
+from engine.errors import EngineError
+from engine.tvm_backend.target import HostTarget
+
+ProgressCallback = Callable[[str, float], None]
+ParamSpec = tuple[str, tuple[int, ...], str]
+
+LIBRARY_FILE = "model.so"
+MANIFEST_FILE = "manifest.json"
+_SOURCES = (
+    "models/llama.py",
+    "models/layers.py",
+    "tvm_backend/kernels.py",
+    "tvm_backend/compiler.py",
+)
+
+
+@dataclass(frozen=True)
+class CompiledModel:
+    library: Path
+    params: tuple[ParamSpec, ...]
+    """The packed parameter tuple every exported function takes: (name, shape, dtype) in order."""
+    compile_s: float
+    """Seconds the compile took; 0.0 when the library came from the cache."""
+
+
+def cache_key(config: ModelConfig, kind: str, target: HostTarget) -> str:
+    engine_root = Path(__file__).resolve().parent.parent
+    sources = hashlib.sha256()
+    for relative in _SOURCES:
+        sources.update((engine_root / relative).read_bytes())
+    identity = {
+        "model_type": config.model_type,
+        "model_config": config.to_dict(),
+        "weight_kind": kind,
+        "target": target.cache_key,
+        "tvm": tvm.__version__,
+        "sources": sources.hexdigest(),
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def compiled_model(
+    config: ModelConfig,
+    kind: str,
+    target: HostTarget,
+    cache_root: Path,
+    on_progress: ProgressCallback | None = None,
+) -> CompiledModel:
+    """The cached library for this model and host, compiling it first when absent."""
+    entry = cache_root / "libs" / cache_key(config, kind, target)
+    cached = _read_entry(entry)
+    if cached is not None:
+        return cached
+    report = on_progress or (lambda stage, fraction: None)
+    started = time.perf_counter()
+    report("building the model graph", 0.05)
+    module, params = _export(config, kind, target)
+    report("compiling for " + target.label, 0.2)
+    try:
+        with target.target:
+            executable = tvm.compile(module, target.target, relax_pipeline=_pipeline(target))
+        report("linking the library", 0.85)
+        _store(entry, executable, params)
+    except EngineError:
+        raise
+    except Exception as error:  # TVM raises many types; the caller gets one clear error
+        raise EngineError(
+            f"Compiling the model for {target.label} failed ({type(error).__name__}: {error}). "
+            "Check that a C compiler (cc/gcc) is installed, or use the mlc backend."
+        ) from error
+    compiled = CompiledModel(entry / LIBRARY_FILE, params, time.perf_counter() - started)
+    report("compiled", 1.0)
+    return compiled
+
+
+def discard(compiled: CompiledModel) -> None:
+    """Drop a cached library that failed to load (truncated, or built by another toolchain)."""
+    shutil.rmtree(compiled.library.parent, ignore_errors=True)
+
+
+def _export(config: ModelConfig, kind: str, target: HostTarget):
+    from engine.models.llama import LlamaForCausalLM
+
+    model = LlamaForCausalLM(config, kind, target.target)
+    module, named_params = model.export_tvm(spec=model.export_spec())
+    params = tuple(
+        (name, tuple(int(dim) for dim in param.shape), str(param.dtype)) for name, param in named_params
+    )
+    return module, params
+
+
+def _pipeline(target: HostTarget):
+    from tvm.relax.backend.cpu_generic.pipeline import get_default_pipeline
+
+    return get_default_pipeline(target.target)
+
+
+def _store(entry: Path, executable, params: tuple[ParamSpec, ...]) -> None:
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=entry.name + ".", dir=entry.parent))
+    try:
+        executable.export_library(str(staging / LIBRARY_FILE))
+        manifest = {
+            "library_sha256": _digest(staging / LIBRARY_FILE),
+            "params": [[name, list(shape), dtype] for name, shape, dtype in params],
+        }
+        (staging / MANIFEST_FILE).write_text(json.dumps(manifest), encoding="utf-8")
+        try:
+            os.replace(staging, entry)
+        except OSError:  # another process stored the same entry first: theirs is as good
+            pass
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _read_entry(entry: Path) -> CompiledModel | None:
+    """The cached model, or None (dropping a damaged entry): loading a truncated library
+    would kill the process with SIGBUS, so its digest is checked first."""
+    if not entry.exists():
+        return None
+    library = entry / LIBRARY_FILE
+    try:
+        manifest = json.loads((entry / MANIFEST_FILE).read_text(encoding="utf-8"))
+        params = tuple((name, tuple(shape), dtype) for name, shape, dtype in manifest["params"])
+        intact = manifest["library_sha256"] == _digest(library)
+    except (OSError, ValueError, KeyError, TypeError):
+        intact = False
+    if not intact:
+        shutil.rmtree(entry, ignore_errors=True)
+        return None
+    return CompiledModel(library, params, 0.0)
+
+
+def _digest(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()

@@ -1,0 +1,177 @@
+"""Hand-scheduled CPU kernels for the linear layers: dense and 4-bit weights, decode and prefill.
+
+Weights arrive in Tandem's tiled layout (see engine/tvm_backend/repack.py): output rows grouped
+in tiles of `tile` so one vector register holds a tile's accumulators and a tile's weights are
+contiguous in memory. Dequantization happens inside the matmul, never as a separate pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
+
+from tvm import te, tirx
+from tvm.s_tir import Schedule
+
+WeightKind = Literal["q0", "q4"]
+
+VECTOR_TILE = 16
+"""Output rows per tile: 16 float32 lanes fill an AVX-512 register (two AVX2 ones)."""
+PREFILL_ROW_TILE = 4
+"""Prompt rows computed together so each dequantized weight vector serves several tokens."""
+Q4_PER_WORD = 8
+Q4_GROUP = 32
+
+
+def output_tile(n_out: int) -> int:
+    """The widest tile (up to VECTOR_TILE) that divides the output dimension."""
+    tile = VECTOR_TILE
+    while n_out % tile:
+        tile //= 2
+    return tile
+
+
+def q4_groups(k_in: int) -> int:
+    """Groups of 32 along the input axis; MLC pads a ragged last group with zero codes."""
+    return -(-k_in // Q4_GROUP)
+
+
+@dataclass(frozen=True)
+class LinearShape:
+    kind: WeightKind
+    n_out: int
+    k_in: int
+
+    @property
+    def tile(self) -> int:
+        return output_tile(self.n_out)
+
+    def weight_shapes(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        """Parameter name suffix -> (shape, dtype) in the tiled layout."""
+        n_tiles, tile = self.n_out // self.tile, self.tile
+        if self.kind == "q0":
+            return {"weight": ((n_tiles, self.k_in, tile), "float32")}
+        groups = q4_groups(self.k_in)
+        return {
+            "q_weight": ((n_tiles, groups * Q4_GROUP // Q4_PER_WORD, tile), "uint32"),
+            "q_scale": ((n_tiles, groups, tile), "float32"),
+        }
+
+
+def q4_value(word: tirx.PrimExpr, k: tirx.PrimExpr) -> tirx.PrimExpr:
+    """The signed 4-bit value of element k (k % 8 picks the nibble, low nibble first)."""
+    shift = tirx.Cast("uint32", (k % Q4_PER_WORD) * 4)
+    nibble = (word >> shift) & tirx.const(15, "uint32")
+    return nibble.astype("float32") - tirx.const(7.0, "float32")
+
+
+def _dense_compute(shape: LinearShape, rows: int | tirx.Var) -> tirx.PrimFunc:
+    k_in, n_out, tile = shape.k_in, shape.n_out, shape.tile
+    x = te.placeholder((rows, k_in), "float32", name="x")
+    w = te.placeholder(shape.weight_shapes()["weight"][0], "float32", name="w")
+    k = te.reduce_axis((0, k_in), name="k")
+    y = te.compute(
+        (rows, n_out),
+        lambda m, n: te.sum(x[m, k] * w[n // tile, k, n % tile], axis=k),
+        name="matmul",
+    )
+    return te.create_prim_func([x, w, y])
+
+
+def _q4_compute(shape: LinearShape, rows: int | tirx.Var) -> tirx.PrimFunc:
+    """y = sum over groups g of scale[g] * (sum_j x_j * code_j - 7 * sum_j x_j): the offset and
+    the scale leave the inner loop, which is then one FMA per weight (after the nibble unpack)."""
+    k_in, n_out, tile = shape.k_in, shape.n_out, shape.tile
+    groups = q4_groups(k_in)
+    specs = shape.weight_shapes()
+    x = te.placeholder((rows, k_in), "float32", name="x")
+    q = te.placeholder(specs["q_weight"][0], "uint32", name="q_weight")
+    s = te.placeholder(specs["q_scale"][0], "float32", name="q_scale")
+
+    def x_at(m, k):  # a ragged last group reads zeros past k_in
+        return x[m, k] if k_in % Q4_GROUP == 0 else tirx.if_then_else(k < k_in, x[m, tirx.min(k, k_in - 1)], 0.0)
+
+    j = te.reduce_axis((0, Q4_GROUP), name="j")
+    x_sum = te.compute((rows, groups), lambda m, g: te.sum(x_at(m, g * Q4_GROUP + j), axis=j), name="x_sum")
+    jj = te.reduce_axis((0, Q4_GROUP), name="jj")
+
+    def code(n, k):
+        word = q[n // tile, k // Q4_PER_WORD, n % tile]
+        shift = tirx.Cast("uint32", (k % Q4_PER_WORD) * 4)
+        return ((word >> shift) & tirx.const(15, "uint32")).astype("float32")
+
+    partial = te.compute(
+        (rows, n_out, groups),
+        lambda m, n, g: te.sum(x_at(m, g * Q4_GROUP + jj) * code(n, g * Q4_GROUP + jj), axis=jj),
+        name="group_dot",
+    )
+    g = te.reduce_axis((0, groups), name="g")
+    seven = tirx.const(7.0, "float32")
+    y = te.compute(
+        (rows, n_out),
+        lambda m, n: te.sum(s[n // tile, g, n % tile] * (partial[m, n, g] - seven * x_sum[m, g]), axis=g),
+        name="matmul",
+    )
+    return te.create_prim_func([x, q, s, y])
+
+
+def _schedule(func: tirx.PrimFunc, shape: LinearShape, row_tile: int) -> tirx.PrimFunc:
+    """Parallel over output tiles; per tile, accumulators for `row_tile` rows x `tile` outputs
+    stay in registers while the reduction streams the tile's contiguous weights."""
+    sch = Schedule(func)
+    block = sch.get_sblock("matmul")
+    m, n, k = sch.get_loops(block)
+    n_tile, lanes = sch.split(n, [None, shape.tile])
+    m_outer, m_inner = sch.split(m, [None, row_tile])
+    if shape.kind == "q4":
+        k_outer, k_inner = k, None  # k runs over groups; group_dot does the inner 32
+    else:
+        k_unroll = Q4_PER_WORD if shape.k_in % Q4_PER_WORD == 0 else 1
+        k_outer, k_inner = sch.split(k, [None, k_unroll])
+    sch.reorder(n_tile, m_outer, k_outer, *([k_inner] if k_inner else []), m_inner, lanes)
+    sch.parallel(n_tile)
+    accumulator = sch.cache_write(block, 0, "local")
+    sch.reverse_compute_at(accumulator, m_outer)
+    if shape.kind == "q4":
+        _schedule_group_dot(sch, k_outer, row_tile)
+    else:
+        sch.unroll(k_inner)
+    sch.vectorize(lanes)
+    sch.unroll(m_inner)
+    sch.decompose_reduction(block, k_outer)
+    sch.vectorize(sch.get_loops(accumulator)[-1])
+    # Opaque: relax must neither fuse neighbours into this kernel nor re-schedule it.
+    func = sch.mod["main"].without_attr("global_symbol")
+    return func.with_attrs({"tir.is_scheduled": True, "op_pattern": 8})
+
+
+def _schedule_group_dot(sch: Schedule, group_loop, row_tile: int) -> None:
+    """One group's dot products computed in registers right where the group is consumed."""
+    group_dot = sch.get_sblock("group_dot")
+    sch.compute_at(group_dot, group_loop)
+    sch.set_scope(group_dot, 0, "local")
+    loops = sch.get_loops(group_dot)
+    # Under the group loop: (rows if row_tile > 1), lanes, j; a row tile of 1 leaves no row loop.
+    inner = loops[len(loops) - (3 if row_tile > 1 else 2) :]
+    j, lanes = inner[-1], inner[-2]
+    sch.reorder(j, *inner[:-1])
+    j_outer, j_inner = sch.split(j, [None, Q4_PER_WORD])
+    sch.vectorize(lanes)
+    sch.unroll(j_inner)
+    if row_tile > 1:
+        sch.unroll(inner[0])
+    sch.decompose_reduction(group_dot, j_outer)
+
+
+@lru_cache(maxsize=None)
+def linear_kernel(shape: LinearShape, phase: Literal["decode", "prefill"]) -> tirx.PrimFunc:
+    """y[rows, n_out] = x[rows, k_in] @ W.T, W given in the tiled layout of `shape`.
+
+    decode: one row; prefill: a symbolic number of rows, tiled by PREFILL_ROW_TILE (the
+    last partial tile is predicated on the row count)."""
+    compute = _q4_compute if shape.kind == "q4" else _dense_compute
+    if phase == "decode":
+        return _schedule(compute(shape, 1), shape, 1)
+    rows = tirx.Var("rows", "int64")
+    return _schedule(compute(shape, rows), shape, PREFILL_ROW_TILE)

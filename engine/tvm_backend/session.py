@@ -1,0 +1,128 @@
+"""Driving a compiled model: its weights on the device, one paged-KV sequence, chunked prefill
+and single-token decode, each returning float32 logits as numpy.
+
+Every TVM failure surfaces as EngineError, so the host process never sees a TVM exception."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import contextmanager
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.runtime import ShapeTuple
+
+from engine.errors import EngineError
+from engine.tvm_backend.compiler import CompiledModel
+
+PAGE_SIZE = 16
+SEQUENCE_ID = 0
+
+
+@contextmanager
+def _tvm_errors(action: str):
+    try:
+        yield
+    except EngineError:
+        raise
+    except Exception as error:  # TVM raises its own error types; callers get one
+        raise EngineError(
+            f"The local model failed while {action} ({type(error).__name__}: {error}). "
+            "Restart Tandem; if it persists, delete the compile cache (`tandem models` shows it)."
+        ) from error
+
+
+class ModelSession:
+    """One sequence in a paged KV cache of `max_tokens` positions."""
+
+    def __init__(
+        self,
+        compiled: CompiledModel,
+        params: Sequence[np.ndarray],
+        device: tvm.runtime.Device,
+        hidden_size: int,
+        vocab_rows: int,
+        max_tokens: int,
+        prefill_chunk: int,
+    ) -> None:
+        self.hidden_size = hidden_size
+        self.vocab_rows = vocab_rows
+        self.max_tokens = max_tokens
+        self.prefill_chunk = prefill_chunk
+        self.device = device
+        with _tvm_errors("loading the compiled library"):
+            library = tvm.runtime.load_module(str(compiled.library))
+            self._vm = relax.VirtualMachine(library, device)
+            self._params = [tvm.runtime.tensor(array, device) for array in params]
+            self._embed = self._vm["embed"]
+            self._prefill = self._vm["prefill"]
+            self._decode = self._vm["decode"]
+            self._kv = self._vm["create_tir_paged_kv_cache"](
+                ShapeTuple([1]),
+                ShapeTuple([max_tokens]),
+                ShapeTuple([prefill_chunk]),
+                ShapeTuple([PAGE_SIZE]),
+                ShapeTuple([0]),
+            )
+            self._add_sequence = tvm.get_global_func("vm.builtin.kv_state_add_sequence")
+            self._remove_sequence = tvm.get_global_func("vm.builtin.kv_state_remove_sequence")
+            self._begin_forward = tvm.get_global_func("vm.builtin.kv_state_begin_forward")
+            self._end_forward = tvm.get_global_func("vm.builtin.kv_state_end_forward")
+            self._reshape = tvm.get_global_func("vm.builtin.reshape")
+        self._length: int | None = None
+
+    @property
+    def length(self) -> int:
+        """Tokens in the cache for the current sequence."""
+        return self._length or 0
+
+    def reset(self) -> None:
+        """Start an empty sequence."""
+        with _tvm_errors("clearing the KV cache"):
+            if self._length is not None:
+                self._remove_sequence(self._kv, SEQUENCE_ID)
+            self._add_sequence(self._kv, SEQUENCE_ID)
+        self._length = 0
+
+    def prefill(self, token_ids: Sequence[int]) -> np.ndarray:
+        """Append tokens (in chunks of prefill_chunk); logits after the last one."""
+        if not token_ids:
+            raise EngineError("Nothing to prefill: the prompt encoded to no tokens.")
+        logits = None
+        for start in range(0, len(token_ids), self.prefill_chunk):
+            logits = self._forward(token_ids[start : start + self.prefill_chunk], self._prefill)
+        return logits
+
+    def decode(self, token_id: int) -> np.ndarray:
+        """Append one token; the logits that follow it."""
+        return self._forward([token_id], self._decode)
+
+    def _forward(self, token_ids: Sequence[int], function) -> np.ndarray:
+        ids = self._checked(token_ids)
+        with _tvm_errors("running the model"):
+            embedded = self._embed(tvm.runtime.tensor(ids, self.device), self._params)
+            embedded = self._reshape(embedded, ShapeTuple([1, len(ids), self.hidden_size]))
+            self._begin_forward(self._kv, ShapeTuple([SEQUENCE_ID]), ShapeTuple([len(ids)]))
+            logits, _ = function(embedded, self._kv, self._params)
+            self._end_forward(self._kv)
+            result = logits.numpy().reshape(-1)
+        self._length = self.length + len(ids)
+        return result
+
+    def _checked(self, token_ids: Sequence[int]) -> np.ndarray:
+        if self._length is None:
+            raise EngineError("The model session has no sequence; call reset() first.")
+        ids = np.asarray(token_ids, dtype=np.int64)
+        bad = ids[(ids < 0) | (ids >= self.vocab_rows)]
+        if bad.size:
+            raise EngineError(
+                f"Token id {int(bad[0])} is outside the model's vocabulary (0..{self.vocab_rows - 1}); "
+                "the tokenizer does not belong to this model. Convert the model again."
+            )
+        if self.length + len(ids) > self.max_tokens:
+            raise EngineError(
+                f"The sequence would hold {self.length + len(ids)} tokens but the KV cache has room "
+                f"for {self.max_tokens}; start a new conversation."
+            )
+        return ids.astype(np.int32)

@@ -1,0 +1,94 @@
+"""API keys: kept in the system keyring (service "tandem", one entry per provider), overridden by
+environment variables. Keys go only to the provider that sends them; never to disk, logs or errors."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Literal
+
+from offload.errors import KeyStoreError
+
+SERVICE = "tandem"
+KNOWN_PROVIDERS = ("openai", "anthropic")
+_INDEX_ENTRY = ".providers"
+"""The keyring cannot list its entries, so the provider names (never keys) are kept in this one."""
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+
+Source = Literal["env", "keyring"]
+
+
+def env_var(provider: str) -> str:
+    """OPENAI_API_KEY for openai, ANTHROPIC_API_KEY for anthropic, MY_VLLM_API_KEY for my-vllm."""
+    return f"{provider.upper().replace('-', '_')}_API_KEY"
+
+
+def check_name(provider: str) -> str:
+    if not _NAME.match(provider):
+        raise KeyStoreError(
+            f"{provider!r} is not a provider name. Use lower-case letters, digits and dashes, like `openai`."
+        )
+    return provider
+
+
+def get_key(provider: str) -> str | None:
+    """The key to send to `provider`: its environment variable if set, else the keyring's entry."""
+    from_env = os.environ.get(env_var(check_name(provider)), "").strip()
+    if from_env:
+        return from_env
+    return _call("get_password", SERVICE, provider) or None
+
+
+def source_of(provider: str) -> Source | None:
+    if os.environ.get(env_var(check_name(provider)), "").strip():
+        return "env"
+    return "keyring" if _call("get_password", SERVICE, provider) else None
+
+
+def set_key(provider: str, key: str) -> None:
+    key = key.strip()
+    if not key or any(c.isspace() for c in key):
+        raise KeyStoreError("That key is empty or contains spaces or line breaks. Paste the key alone.")
+    _call("set_password", SERVICE, check_name(provider), key)
+    names = _indexed()
+    if provider not in names:
+        _call("set_password", SERVICE, _INDEX_ENTRY, ",".join(sorted({*names, provider})))
+
+
+def remove_key(provider: str) -> bool:
+    """Delete the keyring entry; False when there was none. Environment variables are left alone."""
+    if not _call("get_password", SERVICE, check_name(provider)):
+        return False
+    _call("delete_password", SERVICE, provider)
+    names = [name for name in _indexed() if name != provider]
+    _call("set_password", SERVICE, _INDEX_ENTRY, ",".join(names))
+    return True
+
+
+def providers() -> list[tuple[str, Source | None]]:
+    """Every provider Tandem knows of or has a key for, with where its key comes from."""
+    names = [*KNOWN_PROVIDERS, *(n for n in _indexed() if n not in KNOWN_PROVIDERS)]
+    return [(name, source_of(name)) for name in names]
+
+
+def _indexed() -> list[str]:
+    stored = _call("get_password", SERVICE, _INDEX_ENTRY) or ""
+    return [name for name in stored.split(",") if _NAME.match(name)]
+
+
+def _call(method: str, *args: str) -> Any:
+    import keyring.core
+    import keyring.errors
+
+    # load_env honours PYTHON_KEYRING_BACKEND as it is now, not as it was at first use.
+    backend = keyring.core.load_env() or keyring.get_keyring()
+    try:
+        return getattr(backend, method)(*args)
+    except keyring.errors.PasswordDeleteError:
+        return None
+    except (keyring.errors.KeyringError, RuntimeError) as exc:
+        raise KeyStoreError(
+            f"The system keyring cannot be used ({type(exc).__name__}). Unlock or install one "
+            "(GNOME Keyring, KWallet, macOS Keychain), or set the key in an environment variable "
+            "such as OPENAI_API_KEY."
+        ) from None
