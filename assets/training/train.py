@@ -1,6 +1,6 @@
 """Regenerates tandem-nano end to end: tokenizer, corpus stream, CPU training, HF checkpoint.
 
-    OMP_WAIT_POLICY=PASSIVE python -m assets.training.train --minutes 40 --out assets/training/out
+    OMP_WAIT_POLICY=PASSIVE python -m assets.training.train --minutes 55 --out assets/training/out
 
 Training runs on a wall-clock budget; a checkpoint is saved every few minutes so a usable model
 exists even if the run is cut short. Loss goes to OUT/train.log.
@@ -160,7 +160,7 @@ def train(minutes: float, out_dir: Path, threads: int, token_budget: int, peak_l
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=40.0, help="wall-clock training budget")
+    parser.add_argument("--minutes", type=float, default=55.0, help="wall-clock training budget")
     parser.add_argument("--out", type=Path, default=Path("assets/training/out"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--token-budget", type=int, default=3072, help="padded tokens per batch")
