@@ -1,0 +1,1 @@
+"""The regeneration pipeline of tandem-nano: facts, corpus, tokenizer, model, training and packaging."""

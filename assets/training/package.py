@@ -1,0 +1,46 @@
+"""Packages a trained checkpoint as the shipped tandem-nano: the engine's converter, then Tandem's
+own section (refusal, skills) and the default system message in mlc-chat-config.json.
+
+    python -m assets.training.package assets/training/out [--out assets/models/tandem-nano]
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+from assets import embedded_model_dir
+from assets.training.corpus import DEFAULT_SYSTEM
+from assets.training.facts import REFUSAL
+from engine.config import read_chat_config, write_chat_config
+from engine.convert import convert_hf_checkpoint
+
+QUANTIZATION = "q4f32_1"
+SKILLS = ("tandem_help", "small_talk")
+"""Only skills the held-out evaluation shows it does (see the model card)."""
+
+
+def package(hf_dir: Path, out_dir: Path, quantization: str = QUANTIZATION) -> Path:
+    result = convert_hf_checkpoint(hf_dir, out_dir, quantization, conv_template="chatml", overwrite=True)
+    config = read_chat_config(out_dir)
+    # The model was trained with this system message; the engine sends it when the caller gives none.
+    template = replace(config.conv_template, system_message=DEFAULT_SYSTEM)
+    tandem = {"refusal": REFUSAL, "skills": list(SKILLS)}
+    write_chat_config(replace(config, conv_template=template, tandem=tandem), out_dir)
+    return result.out_dir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("hf_dir", type=Path)
+    parser.add_argument("--out", type=Path, default=embedded_model_dir())
+    parser.add_argument("--quantization", default=QUANTIZATION)
+    args = parser.parse_args()
+    out = package(args.hf_dir, args.out, args.quantization)
+    size = sum(p.stat().st_size for p in out.iterdir() if p.is_file() and p.name != "README.md")
+    print(f"wrote {out} ({size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()
