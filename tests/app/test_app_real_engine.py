@@ -33,6 +33,18 @@ class KeptOpen:
         pass
 
 
+class HeldAfterFirstToken(KeptOpen):
+    """The real engine, held after its first token until the reply is cancelled: tandem-nano
+    answers in milliseconds, faster than a key press can land mid-reply."""
+
+    def generate(self, request, cancel=None):
+        events = self._engine.generate(request, cancel)
+        yield next(events)
+        if cancel is not None:
+            cancel.wait(timeout=10)
+        yield from events
+
+
 @pytest.fixture(scope="session")
 def nano_engine():
     engine = open_model(embedded_model())
@@ -62,8 +74,9 @@ async def test_a_question_is_answered_locally_on_the_embedded_model(real_app):
         assert (stored.route, stored.status) == ("local", "complete")
 
 
-async def test_escape_stops_the_embedded_model_mid_reply(real_app):
-    async with real_app.run_test(size=SIZE) as pilot:
+async def test_escape_stops_the_embedded_model_mid_reply(make_app, nano_engine):
+    held = make_app(open_engine=lambda model, progress: HeldAfterFirstToken(nano_engine), load_engine=True)
+    async with held.run_test(size=SIZE) as pilot:
         app = pilot.app
         await until_ready(pilot)
         await pilot.press(*"Explain local-first software in detail.", "enter")
