@@ -21,11 +21,19 @@ WEIGHTS_PATH = Path(__file__).with_name("confidence_weights.json")
 FINAL_SPAN = 8
 """Tokens at the end of an answer whose confidence is scored on its own (where it trails off)."""
 
+_Z_LIMIT = 4.0
+
 FEATURE_NAMES = (
     "mean_logprob", "min_logprob", "p10_logprob", "p25_logprob", "median_logprob",
     "mean_entropy", "max_entropy", "mean_margin", "min_margin",
     "final_mean_logprob", "final_min_logprob", "log_answer_tokens", "log_prompt_tokens",
 )
+SCORED_FEATURES = (
+    "mean_logprob", "min_logprob", "final_min_logprob", "min_margin", "max_entropy",
+    "log_answer_tokens",
+)
+"""What the score uses: on the embedded model the logprob quantiles add nothing and, being nearly
+collinear, get weights of opposite signs that misjudge answers unlike any it was fitted on."""
 
 
 def _normalise(text: str) -> str:
@@ -125,7 +133,8 @@ class Calibration:
 
     def score(self, values: Mapping[str, float]) -> float:
         x = np.array([values.get(name, 0.0) for name in self.names], dtype=np.float64)
-        z = (x - np.array(self.mean)) / np.array(self.scale)
+        # Clipped: an answer far outside what the fit saw must not ride a linear extrapolation.
+        z = np.clip((x - np.array(self.mean)) / np.array(self.scale), -_Z_LIMIT, _Z_LIMIT)
         return float(_sigmoid(z @ np.array(self.weights) + self.bias))
 
     def to_json(self) -> str:
@@ -142,7 +151,7 @@ def _sigmoid(z: np.ndarray | float) -> np.ndarray | float:
 
 
 def fit_calibration(
-    rows: Sequence[Mapping[str, float]], good: Sequence[bool], names: Sequence[str] = FEATURE_NAMES,
+    rows: Sequence[Mapping[str, float]], good: Sequence[bool], names: Sequence[str] = SCORED_FEATURES,
     l2: float = 1.0, fitted_on: str = "",
 ) -> Calibration:
     """Newton's method on the L2-regularised log-loss; small enough to need nothing but numpy."""

@@ -205,10 +205,11 @@ def test_cancel_during_local_generation_ends_interrupted_and_local(recording_ser
 
 
 def test_declining_a_finished_low_confidence_draft_shows_it_once(recording_server) -> None:
-    engine = ScriptedEngine(lambda text: [(w, -2.5) for w in ["Perhaps", " try", " this", "."]])
+    words = ["Perhaps", " try", " this", " or", " that", " or", " maybe", " something", " else", "."]
+    engine = ScriptedEngine(lambda text: [(w, -3.5) for w in words])  # unsure, never 6 guesses in a row
     events = run(make_router(recording_server, mode="ask", engine=engine), "something odd",
                  approve=lambda preview: False)
     assert recording_server.requests == [] and engine.generations == 1
-    assert [e.text for e in events if isinstance(e, Token)] == ["Perhaps", " try", " this", "."]
+    assert [e.text for e in events if isinstance(e, Token)] == words
     assert not any(isinstance(e, Discard) for e in events)
     assert events[-1].route == "local" and events[-1].confidence < 0.5
