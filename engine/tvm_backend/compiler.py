@@ -151,10 +151,10 @@ def _build_gpu(module: tvm.IRModule, target: HostTarget):
     """TVM's default pipeline for the GPU kind: it fuses each dequantize into its matmul and
     schedules every function with the dlight GPU rules (Matmul, GEMV, Reduction,
     GeneralReduction, Fallback); the KV cache brought its own GPU kernels."""
-    from tvm import relax
+    from engine.tvm_backend.pipeline import gpu_pipeline
 
     with _cuda_compiler(target):
-        return tvm.compile(module, target=target.target, relax_pipeline=relax.get_default_pipeline(target.target))
+        return tvm.compile(module, target=target.target, relax_pipeline=gpu_pipeline(target.target))
 
 
 @contextmanager
