@@ -17,7 +17,6 @@ from engine.tvm_backend.kernels import (
     linear_kernel,
     output_tile,
     q4_value,
-    scale_dtype,
 )
 
 GPU_TILE = 1
