@@ -1,7 +1,7 @@
 """Weight-carrying layers shared by the architectures: linear and embedding, dense or 4-bit.
 
 Their parameters use Tandem's tiled layout (repack.py fills them from MLC's tensors); the
-matmuls call the hand-scheduled kernels of engine.tvm_backend.kernels.
+matmuls call the target's linear function (engine.tvm_backend.linear).
 """
 
 from __future__ import annotations
@@ -15,19 +15,18 @@ from engine.tvm_backend.kernels import (
     Q4_PER_WORD,
     LinearShape,
     WeightKind,
-    linear_kernel,
-    output_tile,
     q4_groups,
     q4_value,
     scale_dtype,
 )
+from engine.tvm_backend.linear import linear, weight_tile
 
 
 class Linear(nn.Module):
     """y = x @ W.T (+ bias), W stored dense (q0) or as 4-bit groups with scales (q4)."""
 
     def __init__(self, in_features: int, out_features: int, kind: WeightKind, bias: bool = False):
-        self.shape = LinearShape(kind, out_features, in_features, output_tile(out_features))
+        self.shape = LinearShape(kind, out_features, in_features, weight_tile(out_features))
         for name, (shape, dtype) in self.shape.weight_shapes().items():
             setattr(self, name, nn.Parameter(shape, dtype))
         self.bias = nn.Parameter((out_features,), "float32") if bias else None
@@ -40,14 +39,7 @@ class Linear(nn.Module):
         rows = 1
         for dim in lead:
             rows = rows * dim
-        phase = "decode" if isinstance(rows, int) and rows == 1 else "prefill"
-        flat = op.reshape(x, (rows, k_in))
-        y = op.tensor_ir_op(
-            linear_kernel(self.shape, phase),
-            f"{self.shape.kind}_{phase}_{self.shape.n_out}x{self.shape.k_in}",
-            args=[flat, *self._weights()],
-            out=Tensor.placeholder((rows, self.shape.n_out), "float32"),
-        )
+        y = linear(self.shape, op.reshape(x, (rows, k_in)), self._weights())
         if self.bias is not None:
             y = y + self.bias
         return op.reshape(y, (*lead, self.shape.n_out))

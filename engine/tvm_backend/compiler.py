@@ -1,17 +1,22 @@
 """Compile a model architecture into a shared library for the host, once, and cache it.
 
-The cache key covers everything the library depends on: the architecture, the weight kind,
-the target (with its mcpu), the TVM version and the source of Tandem's model and kernels."""
+On the CPU the hand-written kernels do the heavy work; on a GPU TVM's dlight rules schedule the
+plain functions (engine.tvm_backend.linear picks which while the model is built). The cache key
+covers everything the library depends on: the architecture, the weight kind, the device kind and
+target (with its GPU arch and host mcpu), the TVM version and the source of Tandem's model and
+kernels."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +36,7 @@ _SOURCES = (
     "models/llama.py",
     "models/layers.py",
     "tvm_backend/kernels.py",
+    "tvm_backend/linear.py",
     "tvm_backend/compiler.py",
     "tvm_backend/pipeline.py",
     "tvm_backend/attention.py",
@@ -77,10 +83,10 @@ def compiled_model(
     report = on_progress or (lambda stage, fraction: None)
     started = time.perf_counter()
     report("building the model graph", 0.05)
-    module, params = _export(config, kind, target)
-    report("compiling for " + target.label, 0.2)
     try:
-        executable = _build(module, target)
+        executable, params = build_executable(
+            config, kind, target, lambda: report("compiling for " + target.label, 0.2)
+        )
         report("linking the library", 0.85)
         _store(entry, executable, params)
     except EngineError:
@@ -88,7 +94,7 @@ def compiled_model(
     except Exception as error:  # TVM raises many types; the caller gets one clear error
         raise EngineError(
             f"Compiling the model for {target.label} failed ({type(error).__name__}: {error}). "
-            "Check that a C compiler (cc/gcc) is installed, or use the mlc backend."
+            f"Check that {_toolchain(target)} is installed, or use the mlc backend."
         ) from error
     compiled = CompiledModel(entry / LIBRARY_FILE, params, time.perf_counter() - started)
     report("compiled", 1.0)
@@ -100,13 +106,24 @@ def discard(compiled: CompiledModel) -> None:
     shutil.rmtree(compiled.library.parent, ignore_errors=True)
 
 
+def build_executable(
+    config: ModelConfig, kind: str, target: HostTarget, on_compile: Callable[[], None] = lambda: None
+) -> tuple[tvm.runtime.Executable, tuple[ParamSpec, ...]]:
+    """The compiled (not yet exported) model and its parameter list; on_compile() marks the
+    moment the graph is built and code generation starts."""
+    module, params = _export(config, kind, target)
+    on_compile()
+    return _build(module, target), params
+
+
 def _export(config: ModelConfig, kind: str, target: HostTarget):
     from engine.models.llama import LlamaForCausalLM
 
-    with target.target:  # kernel tiles follow the target's vector width
+    with target.target:  # the target picks the linear layers' form (linear.py) and tiles
         model = LlamaForCausalLM(config, kind, target.target)
         module, named_params = model.export_tvm(spec=model.export_spec())
-    module = _with_parallel_prefill_attention(module, config)
+    if not target.is_gpu:
+        module = _with_parallel_prefill_attention(module, config)
     params = tuple(
         (name, tuple(int(dim) for dim in param.shape), str(param.dtype)) for name, param in named_params
     )
@@ -127,6 +144,53 @@ def _with_parallel_prefill_attention(module: tvm.IRModule, config: ModelConfig) 
 
 
 def _build(module: tvm.IRModule, target: HostTarget):
+    return _build_gpu(module, target) if target.is_gpu else _build_cpu(module, target)
+
+
+def _build_gpu(module: tvm.IRModule, target: HostTarget):
+    """TVM's default pipeline for the GPU kind: it fuses each dequantize into its matmul and
+    schedules every function with the dlight GPU rules (Matmul, GEMV, Reduction,
+    GeneralReduction, Fallback); the KV cache brought its own GPU kernels."""
+    from engine.tvm_backend.pipeline import gpu_pipeline
+
+    with _cuda_compiler(target):
+        return tvm.compile(module, target=target.target, relax_pipeline=gpu_pipeline(target.target))
+
+
+@contextmanager
+def _cuda_compiler(target: HostTarget):
+    """apache-tvm 0.27 turns CUDA source into a binary through NVRTC, which needs the
+    cuda-bindings package; without it, nvcc from the CUDA toolkit does the same job."""
+    mode_unset = "TVM_CUDA_COMPILE_MODE" not in os.environ
+    use_nvcc = (
+        target.kind == "cuda"
+        and mode_unset
+        and not _importable("cuda.bindings")
+        and shutil.which("nvcc") is not None
+    )
+    if use_nvcc:
+        os.environ["TVM_CUDA_COMPILE_MODE"] = "nvcc"
+    try:
+        yield
+    finally:
+        if use_nvcc:
+            del os.environ["TVM_CUDA_COMPILE_MODE"]
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # its parent package is absent
+        return False
+
+
+def _toolchain(target: HostTarget) -> str:
+    if target.kind == "cuda":
+        return "a C compiler (cc/gcc) and the CUDA toolkit (nvcc)"
+    return "a C compiler (cc/gcc)"
+
+
+def _build_cpu(module: tvm.IRModule, target: HostTarget):
     """tvm.compile, except that each group of hand-written kernels gets an LLVM module of its
     own: built in one module with the other functions (or with each other), the linear kernels
     ran 3x slower (measured on apache-tvm 0.27). This uses relax's internal codegen and link

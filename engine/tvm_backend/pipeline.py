@@ -1,11 +1,14 @@
-"""The relax-to-library pipeline for CPU: TVM's generic CPU passes, plus schedules for what the
-hand-written kernels do not cover (norms and elementwise ops), so no loop runs unscheduled."""
+"""The relax-to-library pipelines. CPU: TVM's generic CPU passes, plus schedules for what the
+hand-written kernels do not cover (norms and elementwise ops), so no loop runs unscheduled.
+GPU: TVM's generic GPU passes (fusing each dequantize into its matmul) with the dlight GPU
+rules scheduling every function."""
 
 from __future__ import annotations
 
 import tvm
-from tvm import s_tir, tirx
+from tvm import relax, s_tir, tirx
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+from tvm.relax.backend.gpu_generic import pipeline as gpu_generic
 from tvm.s_tir import dlight
 from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
@@ -77,4 +80,38 @@ def cpu_pipeline(target: Target) -> tvm.transform.Pass:
     return pipeline
 
 
+def gpu_rules(target: Target) -> tuple[dlight.ScheduleRule, ...]:
+    """TVM's default GPU rules, in its order. On metal, dlight's Matmul rule switches to
+    simdgroup tensorization, which crashes the process on float32 matmuls (apache-tvm 0.27),
+    so prefill matmuls there go to the general reduction rule instead."""
+    matmul = () if target.kind.name == "metal" else (dlight.gpu.Matmul(),)
+    return (
+        *matmul,
+        dlight.gpu.GEMV(),
+        dlight.gpu.Reduction(),
+        dlight.gpu.GeneralReduction(),
+        dlight.gpu.Fallback(),
+    )
+
+
+def gpu_pipeline(target: Target) -> tvm.transform.Pass:
+    @tvm.transform.module_pass(opt_level=0)
+    def pipeline(module: tvm.ir.IRModule, _context: tvm.transform.PassContext) -> tvm.ir.IRModule:
+        with target:
+            passes = (
+                gpu_generic.library_dispatch_passes(target)
+                + [
+                    relax.transform.LegalizeOps(),
+                    relax.transform.AnnotateTIROpPattern(),
+                    relax.transform.FoldConstant(),
+                    relax.transform.FuseOps(),
+                    relax.transform.FuseTIR(),
+                    dlight.ApplyDefaultSchedule(*gpu_rules(target)),
+                ]
+                + gpu_generic.dataflow_lower_passes(target)
+                + gpu_generic.finalize_passes(target)
+            )
+            return tvm.transform.Sequential(passes)(module)
+
+    return pipeline
 

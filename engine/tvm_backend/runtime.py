@@ -48,13 +48,16 @@ MAX_CPU_CONTEXT = 8192
 class TVMEngine:
     """A local model on apache-tvm. One generate() runs at a time; others wait for it."""
 
-    def __init__(self, model_dir: Path | str, on_progress: ProgressCallback | None = None) -> None:
+    def __init__(
+        self, model_dir: Path | str, on_progress: ProgressCallback | None = None, device: str | None = None
+    ) -> None:
+        """device: auto, cpu, cuda, metal or vulkan (default: $TANDEM_DEVICE, else auto)."""
         report = on_progress or (lambda stage, fraction: None)
         self.model_dir = Path(model_dir)
         self.chat_config: ChatConfig = read_chat_config(self.model_dir)
         self.tokenizer = Tokenizer.from_model_dir(self.model_dir)
         self.context_window = min(self.chat_config.context_window_size, MAX_CPU_CONTEXT)
-        target = host_target()
+        target = host_target(device)
         report("reading weights", 0.0)
         mlc_params = load_params(self.model_dir, self.chat_config)
         self.session: ModelSession | None

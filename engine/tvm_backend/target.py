@@ -1,14 +1,30 @@
-"""Which device to compile for: the host CPU with its detected microarchitecture.
+"""Which device to compile for: a GPU (cuda, metal, vulkan) when this TVM build can drive one
+and one is present, else the host CPU with its detected microarchitecture; TANDEM_DEVICE forces one.
 
-The kernels are CPU schedules, so the CPU is the target even where a GPU exists; the target's
-string (with mcpu) is part of the compile cache key because a library is tied to it."""
+A target's string (with the GPU arch and the host's mcpu) is part of the compile cache key
+because a library is tied to it."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import tvm
+
+from engine.errors import EngineError
+
+DeviceKind = Literal["cpu", "cuda", "metal", "vulkan"]
+DEVICE_ENV = "TANDEM_DEVICE"
+"""cpu, cuda, metal, vulkan, or auto (the default): the device the tvm backend runs on."""
+GPU_KINDS: tuple[DeviceKind, ...] = ("cuda", "metal", "vulkan")
+"""In the order auto tries them; vulkan, the most generic, last."""
+_BUILD_FLAGS = {"cuda": "USE_CUDA", "metal": "USE_METAL", "vulkan": "USE_VULKAN"}
+_RUNTIME_NEEDS = {
+    "cuda": "the NVIDIA driver's libcuda.so.1 or CUDA 13's libcudart.so.13",
+    "metal": "the Metal framework",
+    "vulkan": "the Vulkan loader libvulkan",
+}
 
 
 @dataclass(frozen=True)
@@ -16,15 +32,93 @@ class HostTarget:
     target: tvm.target.Target
     device: tvm.runtime.Device
     label: str
-    """For people: e.g. "cpu (skylake-avx512, 2 threads)"."""
+    """For people: e.g. "cpu (skylake-avx512, 2 threads)" or "cuda (NVIDIA H100, sm_90)"."""
+    kind: DeviceKind = "cpu"
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.kind != "cpu"
 
     @property
     def cache_key(self) -> str:
-        return str(self.target)
+        return f"{self.kind}:{self.target}"
 
 
-def host_target() -> HostTarget:
-    target = tvm.target.Target.from_device(tvm.cpu())
+def host_target(device: str | None = None) -> HostTarget:
+    """The target for `device` (default: $TANDEM_DEVICE, else auto: the first usable GPU, else
+    the CPU). A forced device that is not usable raises EngineError saying why."""
+    wanted = (device or os.environ.get(DEVICE_ENV) or "auto").strip().lower()
+    if wanted == "auto":
+        kind = next((gpu for gpu in GPU_KINDS if gpu_unavailable_reason(gpu) is None), "cpu")
+    elif wanted == "cpu" or wanted in GPU_KINDS:
+        kind = wanted
+    else:
+        raise EngineError(
+            f"Unknown device {wanted!r} (from {DEVICE_ENV} or the settings); "
+            f"use auto, cpu, {', '.join(GPU_KINDS)}."
+        )
+    if kind == "cpu":
+        return cpu_target()
+    reason = gpu_unavailable_reason(kind)
+    if reason is not None:
+        raise EngineError(
+            f"The {kind} device was asked for, but {reason}. Unset {DEVICE_ENV} (or set it to "
+            "auto or cpu) to run on what this machine has."
+        )
+    device_handle = _device(kind)
+    target = tvm.target.Target(tvm.target.Target.from_device(device_handle), host=_cpu_target())
+    return HostTarget(target, device_handle, f"{kind} ({_gpu_description(kind, target, device_handle)})", kind)
+
+
+def cpu_target() -> HostTarget:
+    target = _cpu_target()
     mcpu = target.attrs.get("mcpu", "generic")
     threads = os.environ.get("TVM_NUM_THREADS") or str(os.cpu_count() or 1)
-    return HostTarget(target, tvm.cpu(), f"cpu ({mcpu}, {threads} threads)")
+    return HostTarget(target, tvm.cpu(), f"cpu ({mcpu}, {threads} threads)", "cpu")
+
+
+def gpu_build_target(spec: dict[str, Any]) -> HostTarget:
+    """A GPU target from a TVM target dict (e.g. {"kind": "cuda", "arch": "sm_80"}) with the host
+    CPU as its host, for compiling a library without the GPU present (it cannot run here)."""
+    kind = spec["kind"]
+    if kind not in GPU_KINDS:
+        raise EngineError(f"Not a GPU target kind: {kind!r}; use one of {', '.join(GPU_KINDS)}.")
+    target = tvm.target.Target(spec, host=_cpu_target())
+    detail = target.attrs.get("arch") or kind
+    return HostTarget(target, _device(kind), f"{kind} ({detail}, build only)", kind)
+
+
+def gpu_unavailable_reason(kind: DeviceKind) -> str | None:
+    """None when this TVM build can drive a `kind` GPU and one is present, else why not."""
+    flag = _BUILD_FLAGS[kind]
+    if str(tvm.support.libinfo().get(flag, "OFF")).upper() in ("OFF", "", "0", "FALSE", "NOTFOUND"):
+        return f"the installed apache-tvm was built without {kind} ({flag}=OFF)"
+    try:
+        present = bool(_device(kind).exist)
+    except Exception:  # noqa: BLE001  (a missing driver library surfaces as a TVM error)
+        present = False
+    if present:
+        return None
+    if tvm.get_global_func(f"ffi.Module.load_from_bytes.{kind}", allow_missing=True) is None:
+        return f"apache-tvm's {kind} runtime did not load ({_RUNTIME_NEEDS[kind]} missing?)"
+    return f"no {kind} device was found"
+
+
+def _cpu_target() -> tvm.target.Target:
+    return tvm.target.Target.from_device(tvm.cpu())
+
+
+def _device(kind: DeviceKind) -> tvm.runtime.Device:
+    return {"cuda": tvm.cuda, "metal": tvm.metal, "vulkan": tvm.vulkan}[kind](0)
+
+
+def _gpu_description(kind: DeviceKind, target: tvm.target.Target, device: tvm.runtime.Device) -> str:
+    parts = []
+    try:
+        parts.append(str(device.device_name))
+    except Exception:  # noqa: BLE001  (the name is a nicety)
+        pass
+    arch = target.attrs.get("arch")
+    if arch:
+        parts.append(str(arch))
+    return ", ".join(parts) or kind

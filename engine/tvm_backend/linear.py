@@ -1,0 +1,65 @@
+"""Which function computes a linear layer for the target being compiled: the hand-scheduled CPU
+kernels of engine.tvm_backend.kernels, or on a GPU the plain dequantize + matmul TIR that TVM's
+dlight GPU rules schedule (the CPU kernels' loops and layout mean nothing to a GPU)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tvm import te
+from tvm.relax.frontend.nn import Tensor, op
+from tvm.target import Target
+
+from engine.tvm_backend.kernels import (
+    Q4_GROUP,
+    Q4_PER_WORD,
+    LinearShape,
+    linear_kernel,
+    output_tile,
+    q4_value,
+)
+
+GPU_TILE = 1
+"""On a GPU the weights keep MLC's row-major layout: a tile of one output row is exactly it."""
+
+
+def compiling_for_gpu() -> bool:
+    """Whether the target in scope (the compiler enters it while exporting) is a GPU."""
+    target = Target.current(allow_none=True)
+    return target is not None and "gpu" in target.keys
+
+
+def weight_tile(n_out: int) -> int:
+    """Output rows per tile of the weight layout for the target in scope."""
+    return GPU_TILE if compiling_for_gpu() else output_tile(n_out)
+
+
+def linear(shape: LinearShape, x: Tensor, weights: Sequence[Tensor]) -> Tensor:
+    """y[rows, n_out] = x[rows, k_in] @ W.T for the target in scope, W in the layout of `shape`."""
+    rows = x.shape[0]
+    phase = "decode" if isinstance(rows, int) and rows == 1 else "prefill"
+    name = f"{shape.kind}_{phase}_{shape.n_out}x{shape.k_in}"
+    if compiling_for_gpu():
+        return op.tensor_expr_op(lambda *args: plain_linear(shape, *args), name, args=[x, *weights])
+    return op.tensor_ir_op(
+        linear_kernel(shape, phase), name, args=[x, *weights], out=Tensor.placeholder((rows, shape.n_out), "float32")
+    )
+
+
+def plain_linear(shape: LinearShape, x: te.Tensor, *weights: te.Tensor) -> te.Tensor:
+    """The unscheduled form: the weight dequantized (or read) as [n_out, k_in], then the matmul;
+    the shape dlight's GEMV (decode) and Matmul (prefill) rules recognise."""
+    k_in, n_out, tile = shape.k_in, shape.n_out, shape.tile
+    if shape.kind == "q0":
+        (dense,) = weights
+        weight = te.compute((n_out, k_in), lambda n, k: dense[n // tile, k, n % tile], name="weight")
+    else:
+        q, s = weights
+        weight = te.compute(
+            (n_out, k_in),
+            lambda n, k: q4_value(q[n // tile, k // Q4_PER_WORD, n % tile], k)
+            * s[n // tile, k // Q4_GROUP, n % tile].astype("float32"),
+            name="dequantize",
+        )
+    k = te.reduce_axis((0, k_in), name="k")
+    return te.compute((x.shape[0], n_out), lambda m, n: te.sum(x[m, k] * weight[n, k], axis=k), name="matmul")
