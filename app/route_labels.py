@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def describe_reply(
     *,
@@ -31,3 +33,16 @@ def describe_reply(
     if reason:
         parts.append(reason)
     return " · ".join(parts)
+
+
+def describe_result(result: Any) -> str:
+    """describe_reply for a finished turn (app.turns.TurnResult): the label the CLI and chat show."""
+    return describe_reply(
+        route=result.route,
+        provider=result.provider,
+        model=result.model,
+        confidence=result.confidence,
+        tok_s=result.tok_s,
+        reason=result.reason,
+        status=result.status,
+    )

@@ -9,6 +9,8 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
+from app.route_labels import describe_result
+
 EXIT_FAILED, EXIT_USAGE, EXIT_NO_MODEL, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
@@ -106,7 +108,7 @@ def _answer_with(store: Any, question: str, args: argparse.Namespace, offline: b
         print("" if stream else result.reply)  # a streamed reply is on screen already; end its line
         for notice in result.notices:
             print(f"⚑ {notice}", file=sys.stderr)
-        print(_route_line(result), file=sys.stderr)
+        print(describe_result(result), file=sys.stderr)
     return 0 if result.status != "error" else EXIT_FAILED
 
 
@@ -118,20 +120,6 @@ def _print_tokens(event: Any) -> None:
         sys.stdout.flush()
     elif isinstance(event, Discard):
         print(f"\n⚑ local draft withdrawn: {event.reason}", file=sys.stderr)
-
-
-def _route_line(result: Any) -> str:
-    from app.route_labels import describe_reply
-
-    return describe_reply(
-        route=result.route,
-        provider=result.provider,
-        model=result.model,
-        confidence=result.confidence,
-        tok_s=result.tok_s,
-        reason=result.reason,
-        status=result.status,
-    )
 
 
 def _approve_on_terminal(preview: Any) -> bool:

@@ -16,7 +16,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Static
 
-from app.route_labels import describe_reply
+from app.route_labels import describe_reply, describe_result
 from app.tui.widgets.prompt import PromptInput
 from app.tui.widgets.sidebar import Sidebar
 from app.tui.widgets.status_bar import StatusBar
@@ -460,17 +460,7 @@ class ChatScreen(Screen[None]):
             view.add_class("-error")
         else:
             await view.finish(result.reply)
-            view.set_meta(
-                describe_reply(
-                    route=result.route,
-                    provider=result.provider,
-                    model=result.model,
-                    confidence=result.confidence,
-                    tok_s=result.tok_s,
-                    reason=result.reason,
-                    status=result.status,
-                )
-            )
+            view.set_meta(describe_result(result))
         await self.refresh_sidebar()
         self.refresh_privacy()
 
