@@ -12,16 +12,15 @@ from httpx_sse import ServerSentEvent
 from engine.api import Message, Usage
 from offload import keys
 from offload.errors import MissingKey, RateLimited, ServerError, scrub
-from offload.network import NETWORK, Network
+from offload.network import Network
 from offload.providers.base import ProviderEvent, RetryPolicy, Timeouts
-from offload.providers.streaming import ChatCall, json_object, stream
+from offload.providers.streaming import DEFAULT_MAX_RESPONSE_BYTES, HttpChatProvider, json_object, stream
 
 API_VERSION = "2023-06-01"
-DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 _FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
 
 
-class Anthropic:
+class Anthropic(HttpChatProvider):
     """POST {base_url}/v1/messages with `stream: true`; system messages travel in `system`."""
 
     def __init__(
@@ -35,18 +34,15 @@ class Anthropic:
         retry: RetryPolicy = RetryPolicy(),
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
-        url = httpx.URL(base_url)
-        self.name = name
-        self.host = url.netloc.decode("ascii")
-        self._url = str(url).rstrip("/") + "/v1/messages"
-        self._api_key = api_key
-        self._network = network or NETWORK
-        self._timeouts = timeouts
-        self._retry = retry
-        self._max_response_bytes = max_response_bytes
-
-    def __repr__(self) -> str:
-        return f"Anthropic(name={self.name!r}, url={self._url!r})"
+        super().__init__(
+            name=name,
+            url=httpx.URL(base_url.rstrip("/") + "/v1/messages"),
+            api_key=api_key,
+            network=network,
+            timeouts=timeouts,
+            retry=retry,
+            max_response_bytes=max_response_bytes,
+        )
 
     def payload(self, messages: Sequence[Message], model: str, max_tokens: int, temperature: float) -> str:
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
@@ -67,25 +63,19 @@ class Anthropic:
     ) -> Iterator[ProviderEvent]:
         if not self._api_key:
             raise MissingKey(self.name, keys.env_var(self.name))
-        call = ChatCall(
-            provider=self.name,
-            host=self.host,
-            url=self._url,
-            headers={
-                "content-type": "application/json",
-                "accept": "text/event-stream",
-                "x-api-key": self._api_key,
-                "anthropic-version": API_VERSION,
-            },
-            body=self.payload(messages, model, max_tokens, temperature),
-            network=self._network,
-            timeouts=self._timeouts,
-            retry=self._retry,
-            max_response_bytes=self._max_response_bytes,
-            secret=self._api_key,
-        )
+        call = self._call(self._headers(), self.payload(messages, model, max_tokens, temperature))
         yield from stream(call, _MessageDecoder(self.name, model, self._api_key), cancel)
 
+
+    def _headers(self) -> dict[str, str]:
+        # Built in a method, never bound to a local of stream_chat: tracebacks that print locals
+        # must not show the key.
+        return {
+            "content-type": "application/json",
+            "accept": "text/event-stream",
+            "x-api-key": self._api_key or "",
+            "anthropic-version": API_VERSION,
+        }
 
 class _MessageDecoder:
     def __init__(self, provider: str, model: str, secret: str | None) -> None:

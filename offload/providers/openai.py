@@ -13,14 +13,12 @@ from httpx_sse import ServerSentEvent
 from engine.api import Message, Usage
 from offload import keys
 from offload.errors import MissingKey, RateLimited, ServerError, scrub
-from offload.network import NETWORK, Network, is_loopback
+from offload.network import Network, is_loopback
 from offload.providers.base import ProviderEvent, RetryPolicy, Timeouts
-from offload.providers.streaming import ChatCall, json_object, stream
-
-DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+from offload.providers.streaming import DEFAULT_MAX_RESPONSE_BYTES, HttpChatProvider, json_object, stream
 
 
-class OpenAICompatible:
+class OpenAICompatible(HttpChatProvider):
     """POST {base_url}/chat/completions with `stream: true`, usage requested in the stream."""
 
     def __init__(
@@ -35,20 +33,18 @@ class OpenAICompatible:
         retry: RetryPolicy = RetryPolicy(),
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
-        url = httpx.URL(base_url)
-        self.name = name
-        self.host = url.netloc.decode("ascii")
-        self._url = str(url).rstrip("/") + "/chat/completions"
-        self._api_key = api_key
+        url = httpx.URL(base_url.rstrip("/") + "/chat/completions")
+        super().__init__(
+            name=name,
+            url=url,
+            api_key=api_key,
+            network=network,
+            timeouts=timeouts,
+            retry=retry,
+            max_response_bytes=max_response_bytes,
+        )
         # A server on this machine (a local vLLM, Ollama, another Tandem) usually wants no key.
         self._requires_key = not is_loopback(url.host) if requires_key is None else requires_key
-        self._network = network or NETWORK
-        self._timeouts = timeouts
-        self._retry = retry
-        self._max_response_bytes = max_response_bytes
-
-    def __repr__(self) -> str:
-        return f"OpenAICompatible(name={self.name!r}, url={self._url!r})"
 
     def payload(self, messages: Sequence[Message], model: str, max_tokens: int, temperature: float) -> str:
         return json.dumps(
@@ -73,18 +69,7 @@ class OpenAICompatible:
     ) -> Iterator[ProviderEvent]:
         if self._requires_key and not self._api_key:
             raise MissingKey(self.name, keys.env_var(self.name))
-        call = ChatCall(
-            provider=self.name,
-            host=self.host,
-            url=self._url,
-            headers=self._headers(),
-            body=self.payload(messages, model, max_tokens, temperature),
-            network=self._network,
-            timeouts=self._timeouts,
-            retry=self._retry,
-            max_response_bytes=self._max_response_bytes,
-            secret=self._api_key,
-        )
+        call = self._call(self._headers(), self.payload(messages, model, max_tokens, temperature))
         yield from stream(call, _ChunkDecoder(self.name, model, self._api_key), cancel)
 
     def _headers(self) -> dict[str, str]:

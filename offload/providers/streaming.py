@@ -32,7 +32,7 @@ from offload.errors import (
     Unreachable,
     scrub,
 )
-from offload.network import Network, Wire
+from offload.network import NETWORK, Network, Wire
 from offload.providers.base import Exchange, ProviderEvent, RetryPolicy, StreamEnd, TextDelta, Timeouts
 
 _ERROR_BODY_LIMIT = 64 * 1024
@@ -65,6 +65,51 @@ class ChatCall:
     max_response_bytes: int
     secret: str | None = field(default=None, repr=False)
     """The API key, only so that `scrub` can keep it out of error messages."""
+
+
+DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+
+
+class HttpChatProvider:
+    """What every HTTP provider holds: its endpoint, its key and how patient it is; and the
+    ChatCall it makes from them for one request."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        url: httpx.URL,
+        api_key: str | None,
+        network: Network | None,
+        timeouts: Timeouts,
+        retry: RetryPolicy,
+        max_response_bytes: int,
+    ) -> None:
+        self.name = name
+        self.host = url.netloc.decode("ascii")
+        self._url = str(url)
+        self._api_key = api_key
+        self._network = network or NETWORK
+        self._timeouts = timeouts
+        self._retry = retry
+        self._max_response_bytes = max_response_bytes
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, url={self._url!r})"
+
+    def _call(self, headers: Mapping[str, str], body: str) -> ChatCall:
+        return ChatCall(
+            provider=self.name,
+            host=self.host,
+            url=self._url,
+            headers=headers,
+            body=body,
+            network=self._network,
+            timeouts=self._timeouts,
+            retry=self._retry,
+            max_response_bytes=self._max_response_bytes,
+            secret=self._api_key,
+        )
 
 
 def stream(call: ChatCall, decoder: StreamDecoder, cancel: threading.Event | None) -> Iterator[ProviderEvent]:
