@@ -81,7 +81,11 @@ def test_a_damaged_cache_entry_is_rebuilt_in_the_next_process(tiny_mlc_model, tm
     assert any("compiling" in stage for stage, _ in stages)
 
     (library,) = (tmp_path / "cache").rglob("model.so")
-    library.write_bytes(library.read_bytes()[:1000])  # truncated, as by a full disk
+    # Truncated, as by a full disk. A new file at that path: truncating the one this process has
+    # mapped would fault its pages (SIGBUS) when the library is touched again, at exit at the latest.
+    damaged = library.read_bytes()[:1000]
+    library.unlink()
+    library.write_bytes(damaged)
     rebuilt = run_child(model_dir, TANDEM_CACHE_DIR=str(tmp_path / "cache"))
     assert rebuilt["compile_s"] > 0
     np.testing.assert_allclose(np.array(rebuilt["logits"], dtype=np.float32), expected, atol=1e-6)
