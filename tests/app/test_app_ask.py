@@ -80,3 +80,14 @@ def test_ask_reads_the_question_from_stdin():
     done = tandem("ask", "--local", "--json", "-", stdin="What is Tandem?\n")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1])["reply"].strip()
+
+
+@real_engine
+def test_a_machine_without_any_keyring_still_answers_locally(monkeypatch):
+    """A headless machine has no keyring: the cloud's key cannot even be looked up, and the
+    local model must answer all the same, with no traceback."""
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+    done = tandem("ask", "--json", "hello")
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1])["route"] == "local"
