@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from app.local_models import models_dir
+
 QUANTIZATION_CHOICES = ("q4f16_1", "q4f32_1", "q0f16", "q0f32")
 
 
@@ -34,13 +36,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     convert.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it already holds files")
     convert.set_defaults(handler=convert_model)
-
-
-def models_dir() -> Path:
-    """Where converted models go by default, and where the model picker looks."""
-    from app.paths import data_dir
-
-    return data_dir() / "models"
 
 
 def list_models(args: argparse.Namespace) -> int:
