@@ -1,14 +1,10 @@
-"""Helpers for the app's tests: ScriptedRouter, a named stand-in for the router and a cloud until
-both can run here; LoopbackCloud, a real OpenAI-compatible server on 127.0.0.1; scripted replies."""
+"""Helpers for the app's tests: wrappers lending the session's real engine to an app (and holding
+or breaking it on cue), LoopbackCloud, a real OpenAI-compatible server on 127.0.0.1, and the
+NoEngine stand-in the snapshots use."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
-from typing import Any
-
-from offload.events import Decision, Discard, Egress, RouterEvent, Token, TurnDone
-from offload.router import Preview, Turn
 
 SIZE = (110, 32)
 
@@ -23,50 +19,42 @@ async def until_ready(pilot) -> None:
     await pilot.pause()
 
 
-class ScriptedRouter:
-    """FAKE, standing in for offload.router.Router and a cloud provider: it replays RouterEvents as
-    the router contract describes them, asks `approve` when given a Preview, and honours cancel.
-    The real router with the embedded model and a loopback cloud replace it as they land."""
+class KeptOpen:
+    """The session's real engine, lent to one app or router: the app's close() must not close it
+    for the next test."""
 
-    def __init__(
-        self,
-        events: Sequence[RouterEvent] = (),
-        preview: Preview | None = None,
-        declined: Sequence[RouterEvent] = (),
-        wait_for_cancel: bool = False,
-    ) -> None:
-        self.events = list(events)
-        self.preview = preview
-        self.declined = list(declined)
-        self.wait_for_cancel = wait_for_cancel
-        self.turns: list[Turn] = []
-        self.approvals: list[bool] = []
-        self.started = threading.Event()
-        self.seen_in_store: list[Any] = []
+    def __init__(self, engine) -> None:
+        self._engine = engine
 
-    def run(self, turn: Turn, approve=None, cancel: threading.Event | None = None):
-        self.turns.append(turn)
-        self.started.set()
-        if self.wait_for_cancel:
-            yield Token("partial ", "local")
-            assert cancel is not None
-            cancel.wait(10)
-            yield TurnDone("local", "tandem-nano", "tvm", "interrupted", "cancelled by you")
-            return
-        events = self.events
-        if self.preview is not None:
-            answer = bool(approve(self.preview))
-            self.approvals.append(answer)
-            if not answer:
-                events = self.declined
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def close(self) -> None:
+        pass
+
+
+class HeldAfterFirstToken(KeptOpen):
+    """The real engine, held after its first token until the reply is cancelled: tandem-nano
+    answers in milliseconds, faster than a key press can land mid-reply."""
+
+    def generate(self, request, cancel=None):
+        events = self._engine.generate(request, cancel)
+        yield next(events)
+        if cancel is not None:
+            cancel.wait(timeout=10)
         yield from events
 
-    def factory(self) -> Callable[[Any, Any, bool], ScriptedRouter]:
-        return lambda engine, settings, offline: self
+
+class FailsAfterFirstToken(KeptOpen):
+    """The real engine with an injected fault: after its first token the device is "lost"."""
+
+    def generate(self, request, cancel=None):
+        yield next(iter(self._engine.generate(request, cancel)))
+        raise RuntimeError("device lost")
 
 
 class NoEngine:
-    """FAKE engine handle: the scripted router never calls it; it only marks the model as ready."""
+    """FAKE engine handle for the SVG snapshots, which run no turn: it only marks the model as ready."""
 
     def close(self) -> None:
         pass
@@ -76,42 +64,25 @@ def ready_opener(model, on_progress):
     return NoEngine()
 
 
-def local_reply(text: str = "Paris is the capital of France.") -> list[RouterEvent]:
-    return [
-        Decision("local", "every turn starts local"),
-        *(Token(word + " ", "local", -0.05) for word in text.split(" ")),
-        TurnDone("local", "tandem-nano", "tvm", "complete", "confident local answer", 0.93, 12, 7, 4.0, 41.5),
-    ]
-
-
-def cloud_reply(text: str = "The cloud answer.") -> list[RouterEvent]:
-    return [
-        Decision("local", "every turn starts local"),
-        Token("I am not ", "local", -2.5),
-        Discard("low local confidence (0.21)"),
-        Decision("cloud", "escalated: low local confidence (0.21)", 0.21),
-        Egress("openai", "api.openai.com", '{"messages": [{"content": "mail [EMAIL_1]"}]}', 64, 128, {"EMAIL": 1}),
-        Token(text, "cloud"),
-        TurnDone(
-            "cloud", "gpt-4o-mini", "openai", "complete", "escalated: low local confidence (0.21)", 0.21, 30, 5, 300.0, 55.0
-        ),
-    ]
-
-
 class LoopbackCloud:
     """A real OpenAI-compatible server on 127.0.0.1: streams `reply` as SSE chunks and keeps every
     request body it received, exactly as it arrived."""
 
-    def __init__(self, reply: str) -> None:
+    def __init__(self, reply: str, status: int = 200) -> None:
         import http.server
 
         cloud = self
         self.reply = reply
+        self.status = status
+        """Anything but 200 answers that status with an error body: a failing cloud."""
         self.bodies: list[str] = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 cloud.bodies.append(self.rfile.read(int(self.headers["content-length"])).decode())
+                if cloud.status != 200:
+                    self._fail(cloud.status)
+                    return
                 self.send_response(200)
                 self.send_header("content-type", "text/event-stream")
                 self.end_headers()
@@ -122,6 +93,15 @@ class LoopbackCloud:
                 self._event({"choices": [{"delta": {}, "finish_reason": "stop"}]})
                 self._event({"choices": [], "usage": {"prompt_tokens": 20, "completion_tokens": len(words)}})
                 self.wfile.write(b"data: [DONE]\n\n")
+
+            def _fail(self, status: int) -> None:
+                body = b'{"error": {"message": "the loopback cloud is down"}}'
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.send_header("retry-after", "0")  # retried at once: the test need not wait out backoff
+                self.end_headers()
+                self.wfile.write(body)
 
             def _event(self, chunk: dict) -> None:
                 import json

@@ -1,38 +1,18 @@
 """The chat on the real router and the real OpenAI-compatible provider, against a cloud served on
 127.0.0.1: ask-mode approval of the exact redacted payload, placeholders restored in the reply, the
-egress ledger. `/cloud` sends the turn straight to the cloud, so no local model is needed here."""
+egress ledger. `/cloud` sends the turn straight to the cloud, past the real local model."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from app_helpers import SIZE, NoEngine, until_ready
+from app_helpers import SIZE, until_ready
 
-from app.settings import ProviderSettings, UserSettings, save_settings
 from app.tui.screens.approve import ApproveScreen
 from app.tui.widgets.message import MessageView
 
 pytestmark = pytest.mark.anyio
-
-
-class NoLocalModel(NoEngine):
-    """FAKE engine for the forced-cloud path, which never asks the local model; fails loudly if it does."""
-
-    @property
-    def info(self):
-        raise AssertionError("the forced-cloud path asked the local model")
-
-
-@pytest.fixture
-def cloud_settings(store, loopback_cloud):
-    save_settings(
-        store,
-        UserSettings(
-            providers=(ProviderSettings("loopback", "openai-compatible", loopback_cloud.base_url, "loopback-model"),),
-            provider="loopback",
-        ),
-    )
 
 
 async def approve_when_asked(pilot) -> tuple[str, str]:
@@ -48,9 +28,9 @@ async def approve_when_asked(pilot) -> tuple[str, str]:
     return shown
 
 
-async def test_ask_mode_sends_only_the_redacted_payload_it_showed(make_app, store, loopback_cloud, cloud_settings):
+async def test_ask_mode_sends_only_the_redacted_payload_it_showed(nano_app, store, loopback_cloud, cloud_settings):
     conversation = store.create_conversation(title="mail", cloud_opt_in=True)
-    app = make_app(open_engine=lambda model, progress: NoLocalModel(), load_engine=True)
+    app = nano_app()
     async with app.run_test(size=SIZE) as pilot:
         await until_ready(pilot)
         await pilot.press(*"/cloud write to ada@example.com please", "enter")

@@ -1,119 +1,171 @@
-"""The turn runner the TUI and the CLI share, on a real store: what it saves, when, and how."""
+"""The turn runner the TUI and the CLI share, on a real store, driving the real router over the
+real engine on the embedded model and, where a turn escalates, a real cloud on 127.0.0.1: what it
+saves, when, and how."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import threading
 
 import pytest
-from app_helpers import ScriptedRouter, cloud_reply, local_reply
+from app_helpers import FailsAfterFirstToken
 
-from app.turns import NEW_TITLE, TurnError, TurnRunner, title_from
-from offload.events import Token, TurnDone
+from app.turns import NEW_TITLE, TurnError, TurnRunner, default_router_factory, title_from
+from offload.events import TurnDone
 from offload.router import Preview
 
+REFUSAL = "I can't answer that here: it needs a bigger model."
+REFUSED = "the local model says this needs a bigger model"
 
-def test_the_users_message_is_committed_before_the_router_runs(store, db_path):
+
+@pytest.fixture
+def local_router(nano_engine):
+    """The real router with the default settings: no conversation here opts in, so all stays local."""
+    from app.settings import UserSettings
+
+    return default_router_factory(nano_engine, UserSettings(), offline=False)
+
+
+def cloud_router(engine, settings, mode: str):
+    return default_router_factory(engine, dataclasses.replace(settings, mode=mode), offline=False)
+
+
+class Spy:
+    """The real router, watched: it keeps each Turn it is given and can look at the store first."""
+
+    def __init__(self, router, before=None) -> None:
+        self.router, self.before, self.turns = router, before, []
+
+    def run(self, turn, approve=None, cancel=None):
+        self.turns.append(turn)
+        if self.before is not None:
+            self.before()
+        yield from self.router.run(turn, approve, cancel)
+
+
+def test_the_users_message_is_committed_before_the_router_runs(store, db_path, local_router):
     conversation = store.create_conversation(title="t")
-    seen: list[list[str]] = []
+    seen: list[list[tuple[str, str]]] = []
 
-    class Peeking(ScriptedRouter):
-        def run(self, turn, approve=None, cancel=None):
-            from app.store import Store
+    def peek() -> None:
+        from app.store import Store
 
-            with Store.open(db_path) as other:  # another connection sees it: it is committed
-                seen.append([(m.role, m.content) for m in other.messages(conversation.id) if m.role == "user"])
-            yield from super().run(turn, approve, cancel)
+        with Store.open(db_path) as other:  # another connection sees it: it is committed
+            seen.append([(m.role, m.content) for m in other.messages(conversation.id) if m.role == "user"])
 
-    TurnRunner(store, Peeking(local_reply())).run(conversation.id, "What is the capital of France?")
-    assert seen == [[("user", "What is the capital of France?")]]
+    TurnRunner(store, Spy(local_router, peek)).run(conversation.id, "What is Tandem?")
+    assert seen == [[("user", "What is Tandem?")]]
 
 
-def test_a_local_reply_is_stored_with_its_route_and_figures(store):
+def test_a_local_reply_is_stored_with_its_route_and_figures(store, local_router):
     conversation = store.create_conversation(title="t")
-    result = TurnRunner(store, ScriptedRouter(local_reply("Paris."))).run(conversation.id, "capital?")
+    result = TurnRunner(store, local_router).run(conversation.id, "What is Tandem?")
     user, reply = store.messages(conversation.id)
-    assert (user.role, user.content) == ("user", "capital?")
+    assert (user.role, user.content) == ("user", "What is Tandem?")
     assert reply.parent_id == user.id
-    assert (reply.role, reply.content, reply.status) == ("assistant", "Paris. ", "complete")
+    assert "Tandem" in reply.content
+    assert (reply.role, reply.content, reply.status) == ("assistant", result.reply, "complete")
     assert (reply.route, reply.model, reply.provider) == ("local", "tandem-nano", "tvm")
-    assert reply.confidence == pytest.approx(0.93)
-    assert reply.tok_s == pytest.approx(41.5)
-    assert reply.escalation_reason == "confident local answer"
-    assert (result.reply, result.route, result.status) == ("Paris. ", "local", "complete")
+    assert 0.5 <= reply.confidence <= 1 and reply.confidence == pytest.approx(result.confidence)
+    assert reply.tok_s > 0 and reply.tok_s == pytest.approx(result.tok_s)
+    assert reply.escalation_reason == "the local model is confident"
+    assert (result.route, result.status) == ("local", "complete")
 
 
-def test_an_escalated_reply_replaces_the_local_draft_and_records_egress(store):
+def test_an_escalated_reply_replaces_the_local_draft_and_records_egress(
+    store, nano_engine, loopback_cloud, cloud_settings
+):
     conversation = store.create_conversation(title="t", cloud_opt_in=True)
+    loopback_cloud.reply = "From the cloud, [EMAIL_1]."
     events: list = []
-    result = TurnRunner(store, ScriptedRouter(cloud_reply("From the cloud."))).run(
-        conversation.id, "hard question", on_event=events.append
+    result = TurnRunner(store, cloud_router(nano_engine, cloud_settings, "auto")).run(
+        conversation.id, "Mail ada@example.com: what is the capital of France?", on_event=events.append
     )
     reply = store.messages(conversation.id)[-1]
-    assert reply.content == "From the cloud."
-    assert (reply.route, reply.provider, reply.model) == ("cloud", "openai", "gpt-4o-mini")
-    assert reply.escalation_reason == "escalated: low local confidence (0.21)"
+    assert reply.content == "From the cloud, ada@example.com."
+    assert (reply.route, reply.provider, reply.model) == ("cloud", "loopback", "loopback-model")
+    assert reply.escalation_reason == f"escalated: {REFUSED}"
     [egress] = store.egress()
-    assert (egress.conversation_id, egress.host, egress.bytes_sent) == (conversation.id, "api.openai.com", 64)
-    assert egress.payload == '{"messages": [{"content": "mail [EMAIL_1]"}]}'
-    assert dict(egress.redactions) == {"EMAIL": 1}
-    assert result.notices == ["local draft withdrawn: low local confidence (0.21)"]
-    assert len(events) == len(cloud_reply())
+    [sent] = loopback_cloud.bodies
+    host = loopback_cloud.base_url.split("//")[1].split("/")[0]
+    assert (egress.conversation_id, egress.host, egress.payload) == (conversation.id, host, sent)
+    assert "[EMAIL_1]" in sent and "ada@example.com" not in sent
+    assert egress.bytes_sent > len(sent) and dict(egress.redactions) == {"EMAIL": 1}
+    assert result.notices == [f"local draft withdrawn: escalating to loopback: {REFUSED}"]
+    assert isinstance(events[-1], TurnDone) and events[-1].route == "cloud"
 
 
-def test_the_router_sees_the_history_and_the_conversation_policy(store):
+def test_a_failing_cloud_keeps_the_local_answer_and_says_so(store, nano_engine, loopback_cloud, cloud_settings):
     conversation = store.create_conversation(title="t", cloud_opt_in=True)
-    router = ScriptedRouter(local_reply("one"))
+    loopback_cloud.status = 500
+    result = TurnRunner(store, cloud_router(nano_engine, cloud_settings, "auto")).run(
+        conversation.id, "What is the capital of France?"
+    )
+    reply = store.messages(conversation.id)[-1]
+    assert (reply.route, reply.content, reply.status) == ("local", REFUSAL, "complete")
+    assert reply.escalation_reason == f"kept local: {REFUSED}, but the cloud failed"
+    assert any(note.startswith("The cloud failed") for note in result.notices)
+    assert loopback_cloud.bodies  # it was tried; what left is on the ledger
+    assert [e.payload for e in store.egress()] == loopback_cloud.bodies[:1]
+
+
+def test_the_router_sees_the_history_and_the_conversation_policy(store, local_router):
+    conversation = store.create_conversation(title="t", cloud_opt_in=True)
+    router = Spy(local_router)
     runner = TurnRunner(store, router)
-    runner.run(conversation.id, "first")
-    runner.run(conversation.id, "/cloud second")
+    first = runner.run(conversation.id, "hello")
+    runner.run(conversation.id, "/cloud What is Tandem?")
     turn = router.turns[-1]
-    assert [m["content"] for m in turn.messages] == ["first", "one ", "second"]
+    assert [m["content"] for m in turn.messages] == ["hello", first.reply, "What is Tandem?"]
     assert turn.policy.cloud_opt_in is True and turn.force == "cloud"
 
 
-def test_a_failing_turn_keeps_the_question_and_marks_the_reply_error(store):
+def test_a_failing_turn_keeps_the_question_and_marks_the_reply_error(store, nano_engine):
+    from app.settings import UserSettings
+
     conversation = store.create_conversation(title="t")
-
-    class Failing(ScriptedRouter):
-        def run(self, turn, approve=None, cancel=None):
-            yield Token("half ", "local")
-            raise RuntimeError("device lost")
-
-    with pytest.raises(TurnError, match="your message is saved"):
-        TurnRunner(store, Failing()).run(conversation.id, "question")
+    router = default_router_factory(FailsAfterFirstToken(nano_engine), UserSettings(), offline=False)
+    with pytest.raises(TurnError, match="device lost.*your message is saved"):
+        TurnRunner(store, router).run(conversation.id, "What is Tandem?")
     user, reply = store.messages(conversation.id)
-    assert user.content == "question"
-    assert (reply.status, reply.content) == ("error", "half ")
+    assert user.content == "What is Tandem?"
+    assert reply.status == "error" and reply.content and reply.content in "I can help with Tandem"
 
 
-def test_a_cancelled_turn_is_stored_as_interrupted(store):
+def test_a_cancelled_turn_is_stored_as_interrupted(store, local_router):
     conversation = store.create_conversation(title="t")
     cancel = threading.Event()
     cancel.set()
-    result = TurnRunner(store, ScriptedRouter(wait_for_cancel=True)).run(conversation.id, "go", cancel=cancel)
+    result = TurnRunner(store, local_router).run(conversation.id, "Explain local-first software in detail.", cancel=cancel)
     assert result.status == "interrupted"
     assert store.messages(conversation.id)[-1].status == "interrupted"
 
 
-def test_approve_is_asked_with_the_preview_and_its_answer_decides(store):
+def test_approve_is_asked_with_the_preview_and_its_answer_decides(store, nano_engine, loopback_cloud, cloud_settings):
     conversation = store.create_conversation(title="t", cloud_opt_in=True)
-    preview = Preview("openai", "api.openai.com", "payload")
-    router = ScriptedRouter(cloud_reply(), preview=preview, declined=local_reply("kept"))
     asked: list[Preview] = []
-    result = TurnRunner(store, router).run(conversation.id, "q", approve=lambda p: asked.append(p) or False)
-    assert asked == [preview] and result.route == "local" and store.egress() == []
+    result = TurnRunner(store, cloud_router(nano_engine, cloud_settings, "ask")).run(
+        conversation.id, "What is the capital of France?", approve=lambda p: asked.append(p) or False
+    )
+    [preview] = asked
+    host = loopback_cloud.base_url.split("//")[1].split("/")[0]
+    assert (preview.provider, preview.host) == ("loopback", host)
+    assert json.loads(preview.payload)["messages"][-1]["content"] == "What is the capital of France?"
+    assert (result.route, result.reply) == ("local", REFUSAL)
+    assert store.egress() == [] and loopback_cloud.bodies == []
 
 
-def test_a_new_conversation_is_titled_from_its_first_message(store):
+def test_a_new_conversation_is_titled_from_its_first_message(store, local_router):
     conversation = store.create_conversation(title=NEW_TITLE)
-    TurnRunner(store, ScriptedRouter(local_reply())).run(conversation.id, "How do I reverse a list?\nmore")
+    TurnRunner(store, local_router).run(conversation.id, "How do I reverse a list?\nmore")
     assert store.get_conversation(conversation.id).title == "How do I reverse a list?"
 
 
-def test_an_empty_forced_message_is_refused(store):
+def test_an_empty_forced_message_is_refused(store, local_router):
     conversation = store.create_conversation(title="t")
     with pytest.raises(TurnError, match="empty"):
-        TurnRunner(store, ScriptedRouter()).run(conversation.id, "/cloud")
+        TurnRunner(store, local_router).run(conversation.id, "/cloud")
     assert store.messages(conversation.id) == []
 
 
@@ -122,10 +174,10 @@ def test_title_from_cuts_at_a_word():
     assert title_from("  ") == NEW_TITLE
 
 
-def test_turn_done_is_the_last_event_the_runner_passes_on(store):
+def test_turn_done_is_the_last_event_the_runner_passes_on(store, local_router):
     conversation = store.create_conversation(title="t")
     events: list = []
-    TurnRunner(store, ScriptedRouter(local_reply())).run(conversation.id, "q", on_event=events.append)
+    TurnRunner(store, local_router).run(conversation.id, "hello", on_event=events.append)
     assert isinstance(events[-1], TurnDone)
 
 
