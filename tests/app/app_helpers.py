@@ -73,8 +73,7 @@ class LoopbackCloud:
 
         cloud = self
         self.reply = reply
-        self.status = status
-        """Anything but 200 answers that status with an error body: a failing cloud."""
+        self.status = status  # anything but 200 answers that status with an error body: a failing cloud
         self.bodies: list[str] = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
