@@ -149,8 +149,12 @@ def measure(
     )
     model.eval(list(prompt[:16]))  # warm-up
 
+    vocab = model.n_vocab()
+
     def next_token() -> int:
-        return int(np.argmax(model.scores[model.n_tokens - 1]))
+        """Greedy, from the last position's logits (copied out, as Tandem copies its own)."""
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(model.ctx, -1), shape=(vocab,))
+        return int(np.argmax(logits.copy()))
 
     def one_round() -> tuple[float, float]:
         model.reset()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+from tvm import tirx
 from tvm.script import tirx as T
 
 from engine.tvm_backend.kernels import KERNEL_ATTR
@@ -21,18 +22,38 @@ LANES = 16
 LOG2_E = math.log2(math.e)
 
 
+def exp2(x: tirx.PrimExpr) -> tirx.PrimExpr:
+    """2**x inline (relative error about 1e-7 for x <= 0, the only use here): LLVM lowers
+    exp2 to a libm call, which spills every vector register of the caller around it."""
+    x = tirx.max(x, tirx.const(-126.0, "float32"))
+    whole = tirx.floor(x)
+    fraction = (x - whole) * tirx.const(math.log(2), "float32")
+    poly = tirx.const(1 / math.factorial(7), "float32")
+    for power in range(6, -1, -1):  # Taylor series of e**y, y in [0, ln 2)
+        poly = poly * fraction + tirx.const(1 / math.factorial(power), "float32")
+    exponent = (tirx.Cast("int32", whole) + 127) << 23
+    return poly * tirx.reinterpret("float32", exponent)
+
+
 def supports(head_dim: int) -> bool:
     """The kernel works in 16-lane vectors along the head dimension."""
     return head_dim % LANES == 0
 
 
+PREFILL_ROWS = 2
+"""Query rows one prefill task carries: their dot products and softmax updates are independent
+chains the core overlaps, where a single row waits on each reduction and exp2 in turn."""
+
+
 def ragged_prefill_attention(h_kv: int, h_q: int, head_dim: int):
-    """One task per (query token, head), in parallel: an online softmax over the visible keys
-    with the dot products and the value accumulation vectorised along the head dimension
-    (which must be a multiple of 16: see supports)."""
+    """One task per (block of PREFILL_ROWS query tokens, head), in parallel: an online softmax
+    over the visible keys with the dot products and the value accumulation vectorised along the
+    head dimension (which must be a multiple of 16: see supports). Rows past the chunk's end
+    repeat its last row and are not written."""
     group = h_q // h_kv
     lanes = LANES
     blocks = head_dim // lanes
+    rows = PREFILL_ROWS
 
     # fmt: off
     @T.prim_func(s_tir=True)
@@ -60,41 +81,50 @@ def ragged_prefill_attention(h_kv: int, h_q: int, head_dim: int):
         lse = T.match_buffer(var_lse, (qo_len, h_q), "float32")
 
         for b in T.serial(batch_size):
-            for task in T.parallel((q_indptr[b + 1] - q_indptr[b]) * h_q):
+            for task in T.parallel((q_indptr[b + 1] - q_indptr[b] + rows - 1) // rows * h_q):
                 with T.sblock("attend"):
-                    acc = T.sblock_alloc_buffer((head_dim,), "float32")
-                    partial = T.sblock_alloc_buffer((lanes,), "float32")
-                    state = T.sblock_alloc_buffer((3,), "float32")  # running max, denominator, score/weight
-                    for i in T.vectorized(head_dim):
-                        acc[i] = T.float32(0)
-                    state[0] = T.float32(-5e4)
-                    state[1] = T.float32(0)
-                    for key in T.serial(T.if_then_else(causal > 0, (kv_indptr[b + 1] - kv_indptr[b]) - (q_indptr[b + 1] - q_indptr[b]) + task // h_q + 1, kv_indptr[b + 1] - kv_indptr[b])):
-                        for lane in T.vectorized(lanes):
-                            partial[lane] = T.float32(0)
-                        for block in T.serial(blocks):
-                            for lane in T.vectorized(lanes):
-                                partial[lane] = partial[lane] + q[q_indptr[b] + task // h_q, task % h_q, block * lanes + lane] * k[kv_indptr[b] + key, task % h_q // group, block * lanes + lane]
-                        # Pairwise halving: three vector adds instead of fifteen scalar ones.
-                        for lane in T.vectorized(8):
-                            partial[lane] = partial[lane] + partial[lane + 8]
-                        for lane in T.vectorized(4):
-                            partial[lane] = partial[lane] + partial[lane + 4]
-                        for lane in T.vectorized(2):
-                            partial[lane] = partial[lane] + partial[lane + 2]
-                        state[2] = (partial[0] + partial[1]) * sm_scale * T.float32(LOG2_E)
-                        if state[2] > state[0]:
-                            for i in T.vectorized(head_dim):
-                                acc[i] = acc[i] * T.exp2(state[0] - state[2])
-                            state[1] = state[1] * T.exp2(state[0] - state[2])
-                            state[0] = state[2]
-                        state[2] = T.exp2(state[2] - state[0])
+                    acc = T.sblock_alloc_buffer((rows, head_dim), "float32")
+                    partial = T.sblock_alloc_buffer((rows, lanes), "float32")
+                    state = T.sblock_alloc_buffer((rows, 3), "float32")  # running max, denominator, score/weight
+                    row = T.sblock_alloc_buffer((rows,), "int32")  # chunk row, clamped to the last
+                    last_key = T.sblock_alloc_buffer((rows,), "int32")
+                    for r in T.unroll(rows):
+                        row[r] = T.min(task // h_q * rows + r, q_indptr[b + 1] - q_indptr[b] - 1)
+                        last_key[r] = T.if_then_else(causal > 0, (kv_indptr[b + 1] - kv_indptr[b]) - (q_indptr[b + 1] - q_indptr[b]) + row[r], kv_indptr[b + 1] - kv_indptr[b] - 1)
                         for i in T.vectorized(head_dim):
-                            acc[i] = acc[i] + state[2] * v[kv_indptr[b] + key, task % h_q // group, i]
-                        state[1] = state[1] + state[2]
-                    for i in T.vectorized(head_dim):
-                        output[q_indptr[b] + task // h_q, task % h_q, i] = acc[i] / state[1]
-                    lse[q_indptr[b] + task // h_q, task % h_q] = state[0] + T.log2(state[1])
+                            acc[r, i] = T.float32(0)
+                        state[r, 0] = T.float32(-5e4)
+                        state[r, 1] = T.float32(0)
+                    for key in T.serial(last_key[rows - 1] + 1):
+                        for r in T.unroll(rows):
+                            if key <= last_key[r]:
+                                for lane in T.vectorized(lanes):
+                                    partial[r, lane] = T.float32(0)
+                                for block in T.unroll(blocks):
+                                    for lane in T.vectorized(lanes):
+                                        partial[r, lane] = partial[r, lane] + q[q_indptr[b] + row[r], task % h_q, block * lanes + lane] * k[kv_indptr[b] + key, task % h_q // group, block * lanes + lane]
+                                # Pairwise halving: three vector adds instead of fifteen scalar ones.
+                                for lane in T.vectorized(8):
+                                    partial[r, lane] = partial[r, lane] + partial[r, lane + 8]
+                                for lane in T.vectorized(4):
+                                    partial[r, lane] = partial[r, lane] + partial[r, lane + 4]
+                                for lane in T.vectorized(2):
+                                    partial[r, lane] = partial[r, lane] + partial[r, lane + 2]
+                                state[r, 2] = (partial[r, 0] + partial[r, 1]) * sm_scale * T.float32(LOG2_E)
+                                if state[r, 2] > state[r, 0]:
+                                    for i in T.vectorized(head_dim):
+                                        acc[r, i] = acc[r, i] * exp2(state[r, 0] - state[r, 2])
+                                    state[r, 1] = state[r, 1] * exp2(state[r, 0] - state[r, 2])
+                                    state[r, 0] = state[r, 2]
+                                state[r, 2] = exp2(state[r, 2] - state[r, 0])
+                                for i in T.vectorized(head_dim):
+                                    acc[r, i] = acc[r, i] + state[r, 2] * v[kv_indptr[b] + key, task % h_q // group, i]
+                                state[r, 1] = state[r, 1] + state[r, 2]
+                    for r in T.unroll(rows):
+                        if task // h_q * rows + r < q_indptr[b + 1] - q_indptr[b]:
+                            for i in T.vectorized(head_dim):
+                                output[q_indptr[b] + row[r], task % h_q, i] = acc[r, i] / state[r, 1]
+                            lse[q_indptr[b] + row[r], task % h_q] = state[r, 0] + T.log2(state[r, 1])
     # fmt: on
     return ragged_prefill.with_attrs({"tirx.is_scheduled": True, KERNEL_ATTR: "attention"})
 
@@ -158,10 +188,10 @@ def paged_decode_attention(h_kv: int, h_q: int, head_dim: int, page_size: int = 
                         state[2] = (partial[0] + partial[1]) * sm_scale * T.float32(LOG2_E)
                         if state[2] > state[0]:
                             for i in T.vectorized(head_dim):
-                                acc[i] = acc[i] * T.exp2(state[0] - state[2])
-                            state[1] = state[1] * T.exp2(state[0] - state[2])
+                                acc[i] = acc[i] * exp2(state[0] - state[2])
+                            state[1] = state[1] * exp2(state[0] - state[2])
                             state[0] = state[2]
-                        state[2] = T.exp2(state[2] - state[0])
+                        state[2] = exp2(state[2] - state[0])
                         for i in T.vectorized(head_dim):
                             acc[i] = acc[i] + state[2] * pages[page_values[page_indptr[b] + key // page_size], 1, head // group, key % page_size, i]
                         state[1] = state[1] + state[2]
@@ -170,3 +200,63 @@ def paged_decode_attention(h_kv: int, h_q: int, head_dim: int, page_size: int = 
                     lse[b, head] = T.if_then_else(state[1] > T.float32(0), state[0] + T.log2(state[1]), T.float32(-5e4))
     # fmt: on
     return paged_decode.with_attrs({"tirx.is_scheduled": True, KERNEL_ATTR: "attention"})
+
+
+ROPE_NAME = "fused_rope"
+"""The KV cache's function that splits the fused q/k/v and rotates q and k (apache-tvm 0.27)."""
+
+
+def supports_rope(rope_scaling: dict | None) -> bool:
+    """The rotate-half layout with TVM's default or llama3 frequencies (not gptj or longrope)."""
+    return (rope_scaling or {}).get("rope_type", "default") in ("default", "llama3")
+
+
+def fused_rope(h_q: int, h_kv: int, head_dim: int, theta: float, scale: float, rope_scaling: dict | None):
+    """Split q/k/v and apply RoPE, one task per token: the cosines and sines are computed once
+    per token and frequency (head_dim / 2 of them) and shared by all heads, where TVM's kernel
+    calls cos, sin and pow for every element of every head. Same frequencies (TVM's own
+    functions), same arithmetic."""
+    from tvm.relax.frontend.nn.llm.position_embedding import switch_rope_freq_func
+
+    scaling = {key: value for key, value in (rope_scaling or {}).items() if key != "rope_type" or value != "default"}
+    frequencies = switch_rope_freq_func(scaling)
+    half = head_dim // 2
+    fused_heads = h_q + 2 * h_kv
+
+    def rotation(position: tirx.PrimExpr, i: tirx.PrimExpr, part: int) -> tirx.PrimExpr:
+        cos, sin, bindings = frequencies(position * tirx.const(scale, "float32"), i, head_dim, theta, "float32")
+        expr = cos if part == 0 else sin
+        for var, value in bindings.items():
+            expr = tirx.Let(var, value, expr)
+        return expr
+
+    # fmt: off
+    @T.prim_func(s_tir=True)
+    def rope(var_qkv: T.handle, var_position_map: T.handle, var_q: T.handle, var_k: T.handle, var_v: T.handle, apply_rope: T.int64):
+        seq_len = T.int32()
+        position_map_offset = T.int32()
+        qkv = T.match_buffer(var_qkv, (seq_len, fused_heads, head_dim), "float32")
+        q = T.match_buffer(var_q, (seq_len, h_q, head_dim), "float32")
+        k = T.match_buffer(var_k, (seq_len, h_kv, head_dim), "float32")
+        v = T.match_buffer(var_v, (seq_len, h_kv, head_dim), "float32")
+        position_map = T.match_buffer(var_position_map, (seq_len,), "int32", elem_offset=position_map_offset)
+        for s in T.parallel(seq_len):
+            with T.sblock("rope"):
+                cos = T.sblock_alloc_buffer((half,), "float32")
+                sin = T.sblock_alloc_buffer((half,), "float32")
+                for i in T.serial(half):
+                    cos[i] = T.if_then_else(apply_rope > 0, rotation(position_map[s], i, 0), T.float32(1))
+                    sin[i] = T.if_then_else(apply_rope > 0, rotation(position_map[s], i, 1), T.float32(0))
+                for h in T.serial(h_q + h_kv):
+                    for i in T.vectorized(half):
+                        if h < h_q:
+                            q[s, h, i] = cos[i] * qkv[s, h, i] + sin[i] * (T.float32(0) - qkv[s, h, i + half])
+                            q[s, h, i + half] = cos[i] * qkv[s, h, i + half] + sin[i] * qkv[s, h, i]
+                        else:
+                            k[s, h - h_q, i] = cos[i] * qkv[s, h, i] + sin[i] * (T.float32(0) - qkv[s, h, i + half])
+                            k[s, h - h_q, i + half] = cos[i] * qkv[s, h, i + half] + sin[i] * qkv[s, h, i]
+                for h in T.serial(h_kv):
+                    for i in T.vectorized(head_dim):
+                        v[s, h, i] = qkv[s, h_q + h_kv + h, i]
+    # fmt: on
+    return rope.with_attrs({"tirx.is_scheduled": True, "op_pattern": 8, KERNEL_ATTR: "attention"})

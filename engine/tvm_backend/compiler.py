@@ -114,7 +114,8 @@ def _export(config: ModelConfig, kind: str, target: HostTarget):
 
 
 def _with_parallel_prefill_attention(module: tvm.IRModule, config: ModelConfig) -> tvm.IRModule:
-    """Swap the KV cache's serial ragged-prefill and decode attention for Tandem's parallel ones."""
+    """Swap the KV cache's serial ragged-prefill and decode attention for Tandem's parallel ones,
+    and its RoPE for one that computes each rotation once per token rather than per head."""
     from engine.tvm_backend import attention
 
     if not attention.supports(config.head_dim):
@@ -128,6 +129,14 @@ def _with_parallel_prefill_attention(module: tvm.IRModule, config: ModelConfig) 
     for name, build in kernels.items():
         if name in names:
             module.update_func(names[name], build(*heads))
+    from engine.models.llama import _kv_cache_rope
+
+    scale, scaling = _kv_cache_rope(config)
+    if attention.ROPE_NAME in names and attention.supports_rope(scaling):
+        rope = attention.fused_rope(
+            config.num_attention_heads, config.num_key_value_heads, config.head_dim, config.rope_theta, scale, scaling
+        )
+        module.update_func(names[attention.ROPE_NAME], rope)
     return module
 
 
