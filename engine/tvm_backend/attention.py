@@ -23,9 +23,9 @@ LOG2_E = math.log2(math.e)
 
 
 def exp2(x: tirx.PrimExpr) -> tirx.PrimExpr:
-    """2**x inline (relative error about 1e-7 for x <= 0, the only use here): LLVM lowers
-    exp2 to a libm call, which spills every vector register of the caller around it."""
-    x = tirx.max(x, tirx.const(-126.0, "float32"))
+    """2**x inline (relative error about 1e-7; x clamped to [-126, 126]): LLVM lowers exp2 to
+    a libm call, which spills every vector register of the caller and is never vectorised."""
+    x = tirx.min(tirx.max(x, tirx.const(-126.0, "float32")), tirx.const(126.0, "float32"))
     whole = tirx.floor(x)
     fraction = (x - whole) * tirx.const(math.log(2), "float32")
     poly = tirx.const(1 / math.factorial(7), "float32")
