@@ -1,6 +1,7 @@
-"""Parallel, vectorised CPU kernels for the paged KV cache's attention, in place of apache-tvm's
-serial scalar ones (same signatures, same results): the ragged prefill (the prompt chunk
-attending to itself) and the decode step (one query per sequence attending to its pages).
+"""Parallel, vectorised CPU kernels for the paged KV cache, in place of apache-tvm's serial or
+libm-bound ones (same signatures, same results): the ragged prefill attention (the prompt chunk
+attending to itself), the decode attention (one query per sequence attending to its pages) and
+the q/k/v split with RoPE.
 
 The KV caches Tandem builds apply RoPE before attention (RopeMode.NORMAL), so the kernel never
 sees rotary_mode 1 and leaves q and k as they come. Scores are in log2 units and `lse` is

@@ -69,10 +69,11 @@ def _silu(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
     from engine.tvm_backend.attention import exp2
 
     log2_e = tirx.const(1 / math.log(2), "float32")
-    return bb.call_te(
-        lambda x: te.compute(x.shape, lambda *i: x(*i) / (1 + exp2(x(*i) * -log2_e)), name="silu"),
-        call.args[0],
-    )
+
+    def silu(x: te.Tensor) -> te.Tensor:
+        return te.compute(x.shape, lambda *i: x(*i) / (1 + exp2(x(*i) * -log2_e)), name="silu")
+
+    return bb.call_te(silu, call.args[0])
 
 
 def cpu_pipeline(target: Target) -> tvm.transform.Pass:
