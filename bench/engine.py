@@ -25,6 +25,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Before torch loads: with OpenMP's default busy-waiting, torch decodes about 10x slower on a
 # loaded two-core machine; passive waiting gives transformers its best figure here.
+USER_OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 SHAPES = {
     "135m": dict(  # SmolLM2-135M
@@ -230,10 +231,16 @@ def measure_transformers(hf_dir: Path) -> dict[str, float]:
     return {"decode_tok_s": 1.0 / step_s, "prefill_tok_s": PROMPT_TOKENS / prefill_s}
 
 
-def run_child(what: str, *arguments: str, cache: Path | None = None) -> dict:
+def run_child(what: str, *arguments: str, cache: Path | None = None, passive_omp: bool = True) -> dict:
     """One measurement in a fresh process (`what` names it in an error): peak RSS, thread
-    pools and start-up stay its own."""
+    pools and start-up stay its own. llama.cpp's OpenMP threads keep their default (spinning)
+    wait policy: put to sleep between its hundreds of ops per token, it decodes several times
+    slower."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    if not passive_omp:
+        env.pop("OMP_WAIT_POLICY")
+        if USER_OMP_WAIT_POLICY is not None:
+            env["OMP_WAIT_POLICY"] = USER_OMP_WAIT_POLICY
     if cache is not None:
         env["TANDEM_CACHE_DIR"] = str(cache)
     result = subprocess.run(
@@ -256,7 +263,8 @@ def measure_peer(hf_dir: Path, scratch: Path) -> dict[str, float] | None:
     print("llama.cpp Q4_0: writing the GGUF and measuring ...", flush=True)
     gguf_path = scratch / "model-q4_0.gguf"
     llamacpp_peer.write_gguf(hf_dir, gguf_path)
-    return run_child("llama.cpp", "--peer-child", str(gguf_path), "--vocab", str(_vocab_size(hf_dir)))
+    arguments = ("--peer-child", str(gguf_path), "--vocab", str(_vocab_size(hf_dir)))
+    return run_child("llama.cpp", *arguments, passive_omp=False)
 
 
 def _vocab_size(hf_dir: Path) -> int:
