@@ -1,9 +1,13 @@
-"""Benchmark the local engine on a SmolLM2-135M-shaped model with random weights.
+"""Benchmark the local engine on a SmolLM2-135M-shaped model with random weights (or the
+Llama-3.2-1B shape with `--shape 1b`).
 
 Tandem (tvm backend, q4f16_1): decode tok/s (median over 128 tokens), prefill tok/s on a
-256-token prompt (each the best of three rounds, for both engines), time to first token, compile seconds, cached load seconds (a fresh process
-with a warm compile cache) and peak RSS. transformers (torch fp32) on the same weights, in the
-same run. `--json` prints one JSON object as the last line."""
+256-token prompt (each the best of three rounds, for every engine), time to first token,
+compile seconds, cached load seconds (a fresh process with a warm compile cache) and peak RSS;
+the measured memory bandwidth, the bytes of weights read per decoded token and decode as a
+fraction of that bound. transformers (torch fp32) on the same weights, in the same run, and
+with `--peer llamacpp` llama.cpp (Q4_0, 2 threads). `--profile` prints where decode and prefill
+spend their time, per compiled function. `--json` prints one JSON object as the last line."""
 
 from __future__ import annotations
 
@@ -21,19 +25,35 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Before torch loads: with OpenMP's default busy-waiting, torch decodes about 10x slower on a
 # loaded two-core machine; passive waiting gives transformers its best figure here.
+USER_OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-SMOLLM2_135M_SHAPE = dict(
-    hidden_size=576,
-    intermediate_size=1536,
-    num_hidden_layers=30,
-    num_attention_heads=9,
-    num_key_value_heads=3,
-    vocab_size=49152,
-    max_position_embeddings=2048,
-    rms_norm_eps=1e-5,
-    rope_theta=100000.0,
-    tie_word_embeddings=True,
-)
+SHAPES = {
+    "135m": dict(  # SmolLM2-135M
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        vocab_size=49152,
+        max_position_embeddings=2048,
+        rms_norm_eps=1e-5,
+        rope_theta=100000.0,
+        tie_word_embeddings=True,
+    ),
+    "1b": dict(  # Llama-3.2-1B (plain RoPE: the scaling does not change the cost)
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        max_position_embeddings=2048,
+        rms_norm_eps=1e-5,
+        rope_theta=500000.0,
+        tie_word_embeddings=True,
+    ),
+}
+PROFILE_DECODE_STEPS = 32
 PROMPT_TOKENS = 256
 DECODE_TOKENS = 128
 QUANTIZATION = "q4f16_1"
@@ -46,8 +66,8 @@ def prompt_ids(vocab_size: int) -> list[int]:
     return np.random.default_rng(0).integers(0, vocab_size, PROMPT_TOKENS).tolist()
 
 
-def build_checkpoint(folder: Path) -> None:
-    """A random SmolLM2-135M-shaped LlamaForCausalLM with a small byte-level tokenizer."""
+def build_checkpoint(folder: Path, shape: dict) -> None:
+    """A random LlamaForCausalLM of `shape` with a small byte-level tokenizer."""
     import torch
     import transformers
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -65,11 +85,11 @@ def build_checkpoint(folder: Path) -> None:
     tokenizer.save(str(folder / "tokenizer.json"))
     (folder / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|im_end|>"}))
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(**SMOLLM2_135M_SHAPE, bos_token_id=1, eos_token_id=2)
+    config = transformers.LlamaConfig(**shape, bos_token_id=1, eos_token_id=2)
     transformers.LlamaForCausalLM(config).eval().save_pretrained(folder)
 
 
-def measure_tandem(model_dir: Path) -> dict[str, float]:
+def measure_tandem(model_dir: Path, profile: bool) -> dict:
     """Runs in a child process so its peak RSS and start-up are Tandem's alone."""
     import numpy as np
 
@@ -97,7 +117,7 @@ def measure_tandem(model_dir: Path) -> dict[str, float]:
         return prefill_s, statistics.median(steps)
 
     prefill_s, step_s = best_of_rounds(one_round)
-    return {
+    figures = {
         "open_s": open_s,
         "compile_s": engine.compile_s,
         "decode_tok_s": 1.0 / step_s,
@@ -105,6 +125,65 @@ def measure_tandem(model_dir: Path) -> dict[str, float]:
         "ttft_ms": prefill_s * 1000,
         "peak_rss_mb": peak_rss_mb(),
     }
+    if profile:
+        figures["profile"] = kernel_profile(session, prompt)
+    from bench.bandwidth import measure_read_gb_s
+
+    figures["bandwidth_gb_s"] = measure_read_gb_s()
+    return figures
+
+
+def kernel_profile(session, prompt: list[int]) -> dict[str, list[tuple[str, float, int]]]:
+    """Per phase, (function, milliseconds per prefill or per decoded token, calls per pass),
+    slowest first, timed around each call the relax VM makes (attention runs inside the KV
+    cache's builtin). The Python hook adds a few microseconds per call."""
+    import numpy as np
+
+    totals: dict[str, list[float]] = {}
+    started: list[float] = []
+
+    def instrument(func, symbol, before_run, ret_value, *args):
+        if before_run:
+            started.append(time.perf_counter())
+        else:
+            entry = totals.setdefault(str(symbol), [0.0, 0])
+            entry[0] += time.perf_counter() - started.pop()
+            entry[1] += 1
+        return 0
+
+    vm = session._vm  # the benchmark looks inside the session; nothing else should
+    phases = {}
+    vm.set_instrument(instrument)
+    try:
+        session.reset()
+        totals.clear()
+        token = int(np.argmax(session.prefill(prompt)))
+        phases["prefill"] = _per_pass(totals, 1)
+        totals.clear()
+        for _ in range(PROFILE_DECODE_STEPS):
+            token = int(np.argmax(session.decode(token)))
+        phases["decode"] = _per_pass(totals, PROFILE_DECODE_STEPS)
+    finally:
+        vm.set_instrument(None)
+    return phases
+
+
+def _per_pass(totals: dict[str, list[float]], passes: int) -> list[tuple[str, float, int]]:
+    rows = [(name, seconds * 1000 / passes, calls // passes) for name, (seconds, calls) in totals.items()]
+    return sorted(rows, key=lambda row: -row[1])
+
+
+def weight_bytes_per_token(cache: Path) -> int:
+    """Bytes of the compiled model's parameters one decode step reads: all but the embedding
+    table, of which it gathers one row (a tied head has its own tiled copy, read in full)."""
+    import numpy as np
+
+    (manifest,) = cache.glob("libs/*/manifest.json")
+    total = 0
+    for name, shape, dtype in json.loads(manifest.read_text())["params"]:
+        if not name.startswith("model.embed_tokens"):
+            total += int(np.prod(shape)) * np.dtype(dtype).itemsize
+    return total
 
 
 def best_of_rounds(one_round) -> tuple[float, float]:
@@ -152,29 +231,72 @@ def measure_transformers(hf_dir: Path) -> dict[str, float]:
     return {"decode_tok_s": 1.0 / step_s, "prefill_tok_s": PROMPT_TOKENS / prefill_s}
 
 
-def run_child(model_dir: Path, cache: Path) -> dict[str, float]:
-    env = {**os.environ, "TANDEM_CACHE_DIR": str(cache), "PYTHONPATH": str(REPO_ROOT)}
+def run_child(what: str, *arguments: str, cache: Path | None = None, passive_omp: bool = True) -> dict:
+    """One measurement in a fresh process (`what` names it in an error): peak RSS, thread
+    pools and start-up stay its own. llama.cpp's OpenMP threads spin (ACTIVE, unless the user
+    chose a policy): let sleep between its hundreds of ops per token, it decoded 2-3x slower here."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    if not passive_omp:
+        env["OMP_WAIT_POLICY"] = USER_OMP_WAIT_POLICY or "ACTIVE"
+    if cache is not None:
+        env["TANDEM_CACHE_DIR"] = str(cache)
     result = subprocess.run(
-        [sys.executable, __file__, "--child", str(model_dir)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
+        [sys.executable, __file__, *arguments], env=env, capture_output=True, text=True, check=False
     )
     if result.returncode:
-        sys.exit(f"The Tandem measurement failed:\n{result.stderr[-4000:]}")
+        sys.exit(f"The {what} measurement failed:\n{result.stderr[-4000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def measure_peer(hf_dir: Path, scratch: Path) -> dict[str, float] | None:
+    """llama.cpp on the same weights, or None (saying how to install it) when it is absent."""
+    from bench import llamacpp_peer
+
+    missing = llamacpp_peer.missing_packages()
+    if missing:
+        print(f"llama.cpp peer skipped: {', '.join(missing)} not installed. Install it with:")
+        print("  " + llamacpp_peer.INSTALL_HINT)
+        return None
+    print("llama.cpp Q4_0: writing the GGUF and measuring ...", flush=True)
+    gguf_path = scratch / "model-q4_0.gguf"
+    llamacpp_peer.write_gguf(hf_dir, gguf_path)
+    arguments = ("--peer-child", str(gguf_path), "--vocab", str(_vocab_size(hf_dir)))
+    return run_child("llama.cpp", *arguments, passive_omp=False)
+
+
+def _vocab_size(hf_dir: Path) -> int:
+    return json.loads((hf_dir / "config.json").read_text())["vocab_size"]
+
+
+def print_profile(profile: dict[str, list], top: int = 12) -> None:
+    for phase, rows in profile.items():
+        total = sum(ms for _, ms, _ in rows)
+        unit = f"per {PROMPT_TOKENS}-token prefill" if phase == "prefill" else "per decoded token"
+        print(f"\n{phase} profile: {total:.2f} ms {unit} inside VM calls")
+        for name, ms, calls in rows[:top]:
+            print(f"  {ms:9.3f} ms {100 * ms / total:5.1f}%  {calls:4d} calls  {name}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="135m", help="model shape (default 135m)")
+    parser.add_argument("--peer", choices=["llamacpp"], help="also measure llama.cpp on the same weights")
+    parser.add_argument("--profile", action="store_true", help="print time per compiled function")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--peer-child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--vocab", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     # Run as a script, bench/ comes first on sys.path and this file would shadow the engine package.
     sys.path[0] = str(REPO_ROOT)
     if args.child:
-        print(json.dumps(measure_tandem(args.child)))
+        print(json.dumps(measure_tandem(args.child, args.profile)))
+        return
+    if args.peer_child:
+        from bench import llamacpp_peer
+
+        figures = llamacpp_peer.measure(args.peer_child, prompt_ids(args.vocab), DECODE_TOKENS, best_of_rounds)
+        print(json.dumps(figures))
         return
 
     from engine.convert import convert_hf_checkpoint
@@ -183,13 +305,16 @@ def main() -> None:
         scratch = Path(scratch)
         hf_dir, mlc_dir, cache = scratch / "hf", scratch / "mlc", scratch / "cache"
         hf_dir.mkdir()
-        print("building a random SmolLM2-135M-shaped checkpoint ...", flush=True)
-        build_checkpoint(hf_dir)
+        print(f"building a random {args.shape}-shaped checkpoint ...", flush=True)
+        build_checkpoint(hf_dir, SHAPES[args.shape])
         convert_hf_checkpoint(hf_dir, mlc_dir, QUANTIZATION)
         print(f"Tandem {QUANTIZATION}: compiling (cold cache) ...", flush=True)
-        cold = run_child(mlc_dir, cache)
+        cold = run_child("Tandem", "--child", str(mlc_dir), cache=cache)
         print("Tandem: measuring in a fresh process with the cache warm ...", flush=True)
-        warm = run_child(mlc_dir, cache)
+        warm_arguments = ("--child", str(mlc_dir), *(["--profile"] if args.profile else []))
+        warm = run_child("Tandem", *warm_arguments, cache=cache)
+        bytes_per_token = weight_bytes_per_token(cache)
+        peer = measure_peer(hf_dir, scratch) if args.peer else None
         print("transformers fp32: measuring ...", flush=True)
         reference = measure_transformers(hf_dir)
 
@@ -202,18 +327,42 @@ def main() -> None:
         "peak_rss_mb": round(warm["peak_rss_mb"], 1),
     }
     transformers_figures = {key: round(value, 1) for key, value in reference.items()}
-    ratio = tandem["decode_tok_s"] / transformers_figures["decode_tok_s"]
+    bandwidth = max(cold["bandwidth_gb_s"], warm["bandwidth_gb_s"])
+    bound_tok_s = bandwidth * 1e9 / bytes_per_token
+    roofline = {
+        "bandwidth_gb_s": round(bandwidth, 1),
+        "weight_mb_per_token": round(bytes_per_token / 1e6, 1),
+        "bound_tok_s": round(bound_tok_s, 1),
+        "decode_fraction_of_bound": round(tandem["decode_tok_s"] / bound_tok_s, 3),
+    }
+    if args.profile:
+        print_profile(warm["profile"])
     print()
+    print(f"shape {args.shape}, {QUANTIZATION} (llama.cpp: Q4_0), 2 threads")
     print(f"{'':14}{'decode tok/s':>14}{'prefill tok/s':>15}")
     print(f"{'Tandem q4':14}{tandem['decode_tok_s']:>14}{tandem['prefill_tok_s']:>15}")
     print(f"{'transformers':14}{transformers_figures['decode_tok_s']:>14}{transformers_figures['prefill_tok_s']:>15}")
-    print(f"decode speed-up: {ratio:.2f}x (bar: 2x)")
+    result = {"shape": args.shape, "tandem": tandem, "transformers": transformers_figures, "roofline": roofline}
+    if peer is not None:
+        result["llamacpp"] = {key: round(value, 1) for key, value in peer.items()}
+        print(f"{'llama.cpp Q4_0':14}{result['llamacpp']['decode_tok_s']:>14}{result['llamacpp']['prefill_tok_s']:>15}")
+        print(
+            f"vs llama.cpp: decode {tandem['decode_tok_s'] / peer['decode_tok_s']:.2f}x, "
+            f"prefill {tandem['prefill_tok_s'] / peer['prefill_tok_s']:.2f}x (bar: 1.0x)"
+        )
+    ratio = tandem["decode_tok_s"] / transformers_figures["decode_tok_s"]
+    print(f"decode vs transformers: {ratio:.2f}x (bar: 2x)")
+    print(
+        f"memory bandwidth {roofline['bandwidth_gb_s']} GB/s (2 threads), {roofline['weight_mb_per_token']} MB "
+        f"of weights per token: bound {roofline['bound_tok_s']} tok/s, Tandem decode at "
+        f"{100 * roofline['decode_fraction_of_bound']:.0f}% of it"
+    )
     print(
         f"TTFT {tandem['ttft_ms']} ms for {PROMPT_TOKENS} tokens, compile {tandem['compile_s']} s, "
         f"cached load {tandem['load_s']} s, peak RSS {tandem['peak_rss_mb']} MB"
     )
     if args.json:
-        print(json.dumps({"tandem": tandem, "transformers": transformers_figures}))
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":

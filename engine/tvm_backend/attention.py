@@ -1,5 +1,7 @@
-"""A parallel CPU kernel for the paged KV cache's ragged prefill attention (the prompt chunk
-attending to itself), in place of apache-tvm's serial one; same signature, same results.
+"""Parallel, vectorised CPU kernels for the paged KV cache, in place of apache-tvm's serial or
+libm-bound ones (same signatures, same results): the ragged prefill attention (the prompt chunk
+attending to itself), the decode attention (one query per sequence attending to its pages) and
+the q/k/v split with RoPE.
 
 The KV caches Tandem builds apply RoPE before attention (RopeMode.NORMAL), so the kernel never
 sees rotary_mode 1 and leaves q and k as they come. Scores are in log2 units and `lse` is
@@ -9,14 +11,29 @@ from __future__ import annotations
 
 import math
 
+from tvm import tirx
 from tvm.script import tirx as T
 
 from engine.tvm_backend.kernels import KERNEL_ATTR
 
 RAGGED_PREFILL_NAME = "batch_prefill_ragged_kv"
-"""The name of the function the TIR paged KV cache calls for it (apache-tvm 0.27)."""
+DECODE_NAME = "batch_decode_paged_kv_cpu"
+"""The names of the functions the TIR paged KV cache calls for them (apache-tvm 0.27)."""
 LANES = 16
 LOG2_E = math.log2(math.e)
+
+
+def exp2(x: tirx.PrimExpr) -> tirx.PrimExpr:
+    """2**x inline (relative error about 1e-7; x clamped to [-126, 126]): LLVM lowers exp2 to
+    a libm call, which spills every vector register of the caller and is never vectorised."""
+    x = tirx.min(tirx.max(x, tirx.const(-126.0, "float32")), tirx.const(126.0, "float32"))
+    whole = tirx.floor(x)
+    fraction = (x - whole) * tirx.const(math.log(2), "float32")
+    poly = tirx.const(1 / math.factorial(7), "float32")
+    for power in range(6, -1, -1):  # Taylor series of e**y, y in [0, ln 2)
+        poly = poly * fraction + tirx.const(1 / math.factorial(power), "float32")
+    exponent = (tirx.Cast("int32", whole) + 127) << 23
+    return poly * tirx.reinterpret("float32", exponent)
 
 
 def supports(head_dim: int) -> bool:
@@ -24,13 +41,20 @@ def supports(head_dim: int) -> bool:
     return head_dim % LANES == 0
 
 
+PREFILL_ROWS = 2
+"""Query rows one prefill task carries: their dot products and softmax updates are independent
+chains the core overlaps, where a single row waits on each reduction and exp2 in turn."""
+
+
 def ragged_prefill_attention(h_kv: int, h_q: int, head_dim: int):
-    """One task per (query token, head), in parallel: an online softmax over the visible keys
-    with the dot products and the value accumulation vectorised along the head dimension
-    (which must be a multiple of 16: see supports)."""
+    """One task per (block of PREFILL_ROWS query tokens, head), in parallel: an online softmax
+    over the visible keys with the dot products and the value accumulation vectorised along the
+    head dimension (which must be a multiple of 16: see supports). Rows past the chunk's end
+    repeat its last row and are not written."""
     group = h_q // h_kv
     lanes = LANES
     blocks = head_dim // lanes
+    rows = PREFILL_ROWS
 
     # fmt: off
     @T.prim_func(s_tir=True)
@@ -58,7 +82,90 @@ def ragged_prefill_attention(h_kv: int, h_q: int, head_dim: int):
         lse = T.match_buffer(var_lse, (qo_len, h_q), "float32")
 
         for b in T.serial(batch_size):
-            for task in T.parallel((q_indptr[b + 1] - q_indptr[b]) * h_q):
+            for task in T.parallel((q_indptr[b + 1] - q_indptr[b] + rows - 1) // rows * h_q):
+                with T.sblock("attend"):
+                    acc = T.sblock_alloc_buffer((rows, head_dim), "float32")
+                    partial = T.sblock_alloc_buffer((rows, lanes), "float32")
+                    state = T.sblock_alloc_buffer((rows, 3), "float32")  # running max, denominator, score/weight
+                    row = T.sblock_alloc_buffer((rows,), "int32")  # chunk row, clamped to the last
+                    last_key = T.sblock_alloc_buffer((rows,), "int32")
+                    for r in T.unroll(rows):
+                        row[r] = T.min(task // h_q * rows + r, q_indptr[b + 1] - q_indptr[b] - 1)
+                        last_key[r] = T.if_then_else(causal > 0, (kv_indptr[b + 1] - kv_indptr[b]) - (q_indptr[b + 1] - q_indptr[b]) + row[r], kv_indptr[b + 1] - kv_indptr[b] - 1)
+                        for i in T.vectorized(head_dim):
+                            acc[r, i] = T.float32(0)
+                        state[r, 0] = T.float32(-5e4)
+                        state[r, 1] = T.float32(0)
+                    for key in T.serial(last_key[rows - 1] + 1):
+                        for r in T.unroll(rows):
+                            if key <= last_key[r]:
+                                for lane in T.vectorized(lanes):
+                                    partial[r, lane] = T.float32(0)
+                                for block in T.unroll(blocks):
+                                    for lane in T.vectorized(lanes):
+                                        partial[r, lane] = partial[r, lane] + q[q_indptr[b] + row[r], task % h_q, block * lanes + lane] * k[kv_indptr[b] + key, task % h_q // group, block * lanes + lane]
+                                # Pairwise halving: three vector adds instead of fifteen scalar ones.
+                                for lane in T.vectorized(8):
+                                    partial[r, lane] = partial[r, lane] + partial[r, lane + 8]
+                                for lane in T.vectorized(4):
+                                    partial[r, lane] = partial[r, lane] + partial[r, lane + 4]
+                                for lane in T.vectorized(2):
+                                    partial[r, lane] = partial[r, lane] + partial[r, lane + 2]
+                                state[r, 2] = (partial[r, 0] + partial[r, 1]) * sm_scale * T.float32(LOG2_E)
+                                if state[r, 2] > state[r, 0]:
+                                    for i in T.vectorized(head_dim):
+                                        acc[r, i] = acc[r, i] * exp2(state[r, 0] - state[r, 2])
+                                    state[r, 1] = state[r, 1] * exp2(state[r, 0] - state[r, 2])
+                                    state[r, 0] = state[r, 2]
+                                state[r, 2] = exp2(state[r, 2] - state[r, 0])
+                                for i in T.vectorized(head_dim):
+                                    acc[r, i] = acc[r, i] + state[r, 2] * v[kv_indptr[b] + key, task % h_q // group, i]
+                                state[r, 1] = state[r, 1] + state[r, 2]
+                    for r in T.unroll(rows):
+                        if task // h_q * rows + r < q_indptr[b + 1] - q_indptr[b]:
+                            for i in T.vectorized(head_dim):
+                                output[q_indptr[b] + row[r], task % h_q, i] = acc[r, i] / state[r, 1]
+                            lse[q_indptr[b] + row[r], task % h_q] = state[r, 0] + T.log2(state[r, 1])
+    # fmt: on
+    return ragged_prefill.with_attrs({"tirx.is_scheduled": True, KERNEL_ATTR: "attention"})
+
+
+def paged_decode_attention(h_kv: int, h_q: int, head_dim: int, page_size: int = 16):
+    """One task per query head, in parallel: an online softmax over the sequence's cached keys,
+    page by page, vectorised along the head dimension (a multiple of 16: see supports). The
+    serial kernel it replaces took about a quarter of a decode step at a few hundred tokens."""
+    group = h_q // h_kv
+    lanes = LANES
+    blocks = head_dim // lanes
+
+    # fmt: off
+    @T.prim_func(s_tir=True)
+    def paged_decode(
+        var_q: T.handle, var_pages: T.handle, var_page_indptr: T.handle, var_page_values: T.handle,
+        var_length_info: T.handle, var_k_rope_pos_offset: T.handle, var_q_rope_position: T.handle,
+        var_output: T.handle, var_lse: T.handle, rotary_mode: T.int32, rope_scale: T.float32,
+        rope_theta: T.float32, sm_scale: T.float32,
+    ):
+        batch_size = T.int32()
+        nnz_pages = T.int32()
+        max_num_pages = T.int32()
+        page_indptr_offset = T.int32()
+        page_values_offset = T.int32()
+        k_rope_offset = T.int32()
+        q_rope_offset = T.int32()
+        length_info_offset = T.int32()
+        q = T.match_buffer(var_q, (batch_size, h_q, head_dim), "float32")
+        pages = T.match_buffer(var_pages, (max_num_pages, 2, h_kv, page_size, head_dim), "float32")
+        page_indptr = T.match_buffer(var_page_indptr, (batch_size + 1,), "int32", elem_offset=page_indptr_offset)
+        page_values = T.match_buffer(var_page_values, (nnz_pages,), "int32", elem_offset=page_values_offset)
+        last_page_len = T.match_buffer(var_length_info, (batch_size,), "int32", elem_offset=length_info_offset)
+        k_rope_pos_offset = T.match_buffer(var_k_rope_pos_offset, (batch_size,), "int32", elem_offset=k_rope_offset)
+        q_rope_position = T.match_buffer(var_q_rope_position, (batch_size,), "int32", elem_offset=q_rope_offset)
+        output = T.match_buffer(var_output, (batch_size, h_q, head_dim), "float32")
+        lse = T.match_buffer(var_lse, (batch_size, h_q), "float32")
+
+        for b in T.serial(batch_size):
+            for head in T.parallel(h_q):
                 with T.sblock("attend"):
                     acc = T.sblock_alloc_buffer((head_dim,), "float32")
                     partial = T.sblock_alloc_buffer((lanes,), "float32")
@@ -67,13 +174,12 @@ def ragged_prefill_attention(h_kv: int, h_q: int, head_dim: int):
                         acc[i] = T.float32(0)
                     state[0] = T.float32(-5e4)
                     state[1] = T.float32(0)
-                    for key in T.serial(T.if_then_else(causal > 0, (kv_indptr[b + 1] - kv_indptr[b]) - (q_indptr[b + 1] - q_indptr[b]) + task // h_q + 1, kv_indptr[b + 1] - kv_indptr[b])):
+                    for key in T.serial(T.if_then_else(page_indptr[b + 1] > page_indptr[b], (page_indptr[b + 1] - page_indptr[b] - 1) * page_size + last_page_len[b], 0)):
                         for lane in T.vectorized(lanes):
                             partial[lane] = T.float32(0)
                         for block in T.serial(blocks):
                             for lane in T.vectorized(lanes):
-                                partial[lane] = partial[lane] + q[q_indptr[b] + task // h_q, task % h_q, block * lanes + lane] * k[kv_indptr[b] + key, task % h_q // group, block * lanes + lane]
-                        # Pairwise halving: three vector adds instead of fifteen scalar ones.
+                                partial[lane] = partial[lane] + q[b, head, block * lanes + lane] * pages[page_values[page_indptr[b] + key // page_size], 0, head // group, key % page_size, block * lanes + lane]
                         for lane in T.vectorized(8):
                             partial[lane] = partial[lane] + partial[lane + 8]
                         for lane in T.vectorized(4):
@@ -83,15 +189,75 @@ def ragged_prefill_attention(h_kv: int, h_q: int, head_dim: int):
                         state[2] = (partial[0] + partial[1]) * sm_scale * T.float32(LOG2_E)
                         if state[2] > state[0]:
                             for i in T.vectorized(head_dim):
-                                acc[i] = acc[i] * T.exp2(state[0] - state[2])
-                            state[1] = state[1] * T.exp2(state[0] - state[2])
+                                acc[i] = acc[i] * exp2(state[0] - state[2])
+                            state[1] = state[1] * exp2(state[0] - state[2])
                             state[0] = state[2]
-                        state[2] = T.exp2(state[2] - state[0])
+                        state[2] = exp2(state[2] - state[0])
                         for i in T.vectorized(head_dim):
-                            acc[i] = acc[i] + state[2] * v[kv_indptr[b] + key, task % h_q // group, i]
+                            acc[i] = acc[i] + state[2] * pages[page_values[page_indptr[b] + key // page_size], 1, head // group, key % page_size, i]
                         state[1] = state[1] + state[2]
                     for i in T.vectorized(head_dim):
-                        output[q_indptr[b] + task // h_q, task % h_q, i] = acc[i] / state[1]
-                    lse[q_indptr[b] + task // h_q, task % h_q] = state[0] + T.log2(state[1])
+                        output[b, head, i] = T.if_then_else(state[1] > T.float32(0), acc[i] / state[1], T.float32(0))
+                    lse[b, head] = T.if_then_else(state[1] > T.float32(0), state[0] + T.log2(state[1]), T.float32(-5e4))
     # fmt: on
-    return ragged_prefill.with_attrs({"tirx.is_scheduled": True, KERNEL_ATTR: "attention"})
+    return paged_decode.with_attrs({"tirx.is_scheduled": True, KERNEL_ATTR: "attention"})
+
+
+ROPE_NAME = "fused_rope"
+"""The KV cache's function that splits the fused q/k/v and rotates q and k (apache-tvm 0.27)."""
+
+
+def supports_rope(rope_scaling: dict | None) -> bool:
+    """The rotate-half layout with TVM's default or llama3 frequencies (not gptj or longrope)."""
+    return (rope_scaling or {}).get("rope_type", "default") in ("default", "llama3")
+
+
+def fused_rope(h_q: int, h_kv: int, head_dim: int, theta: float, scale: float, rope_scaling: dict | None):
+    """Split q/k/v and apply RoPE, one task per token: the cosines and sines are computed once
+    per token and frequency (head_dim / 2 of them) and shared by all heads, where TVM's kernel
+    calls cos, sin and pow for every element of every head. Same frequencies (TVM's own
+    functions), same arithmetic."""
+    from tvm.relax.frontend.nn.llm.position_embedding import switch_rope_freq_func
+
+    scaling = {key: value for key, value in (rope_scaling or {}).items() if key != "rope_type" or value != "default"}
+    frequencies = switch_rope_freq_func(scaling)
+    half = head_dim // 2
+    fused_heads = h_q + 2 * h_kv
+
+    def rotation(position: tirx.PrimExpr, i: tirx.PrimExpr, part: int) -> tirx.PrimExpr:
+        cos, sin, bindings = frequencies(position * tirx.const(scale, "float32"), i, head_dim, theta, "float32")
+        expr = cos if part == 0 else sin
+        for var, value in bindings.items():
+            expr = tirx.Let(var, value, expr)
+        return expr
+
+    # fmt: off
+    @T.prim_func(s_tir=True)
+    def rope(var_qkv: T.handle, var_position_map: T.handle, var_q: T.handle, var_k: T.handle, var_v: T.handle, apply_rope: T.int64):
+        seq_len = T.int32()
+        position_map_offset = T.int32()
+        qkv = T.match_buffer(var_qkv, (seq_len, fused_heads, head_dim), "float32")
+        q = T.match_buffer(var_q, (seq_len, h_q, head_dim), "float32")
+        k = T.match_buffer(var_k, (seq_len, h_kv, head_dim), "float32")
+        v = T.match_buffer(var_v, (seq_len, h_kv, head_dim), "float32")
+        position_map = T.match_buffer(var_position_map, (seq_len,), "int32", elem_offset=position_map_offset)
+        for s in T.parallel(seq_len):
+            with T.sblock("rope"):
+                cos = T.sblock_alloc_buffer((half,), "float32")
+                sin = T.sblock_alloc_buffer((half,), "float32")
+                for i in T.serial(half):
+                    cos[i] = T.if_then_else(apply_rope > 0, rotation(position_map[s], i, 0), T.float32(1))
+                    sin[i] = T.if_then_else(apply_rope > 0, rotation(position_map[s], i, 1), T.float32(0))
+                for h in T.serial(h_q + h_kv):
+                    for i in T.vectorized(half):
+                        if h < h_q:
+                            q[s, h, i] = cos[i] * qkv[s, h, i] + sin[i] * (T.float32(0) - qkv[s, h, i + half])
+                            q[s, h, i + half] = cos[i] * qkv[s, h, i + half] + sin[i] * qkv[s, h, i]
+                        else:
+                            k[s, h - h_q, i] = cos[i] * qkv[s, h, i] + sin[i] * (T.float32(0) - qkv[s, h, i + half])
+                            k[s, h - h_q, i + half] = cos[i] * qkv[s, h, i + half] + sin[i] * qkv[s, h, i]
+                for h in T.serial(h_kv):
+                    for i in T.vectorized(head_dim):
+                        v[s, h, i] = qkv[s, h_q + h_kv + h, i]
+    # fmt: on
+    return rope.with_attrs({"tirx.is_scheduled": True, "op_pattern": 8, KERNEL_ATTR: "attention"})

@@ -131,15 +131,29 @@ def _export(config: ModelConfig, kind: str, target: HostTarget):
 
 
 def _with_parallel_prefill_attention(module: tvm.IRModule, config: ModelConfig) -> tvm.IRModule:
-    """Swap the KV cache's serial ragged-prefill attention for Tandem's parallel one."""
-    from engine.tvm_backend.attention import RAGGED_PREFILL_NAME, ragged_prefill_attention, supports
+    """Swap the KV cache's serial ragged-prefill and decode attention for Tandem's parallel ones,
+    and its RoPE for one that computes each rotation once per token rather than per head."""
+    from engine.tvm_backend import attention
 
+    if not attention.supports(config.head_dim):
+        return module
+    heads = (config.num_key_value_heads, config.num_attention_heads, config.head_dim)
+    kernels = {
+        attention.RAGGED_PREFILL_NAME: attention.ragged_prefill_attention,
+        attention.DECODE_NAME: attention.paged_decode_attention,
+    }
     names = {global_var.name_hint: global_var for global_var in module.functions}
-    if RAGGED_PREFILL_NAME in names and supports(config.head_dim):
-        kernel = ragged_prefill_attention(
-            config.num_key_value_heads, config.num_attention_heads, config.head_dim
+    for name, build in kernels.items():
+        if name in names:
+            module.update_func(names[name], build(*heads))
+    from engine.models.llama import _kv_cache_rope
+
+    scale, scaling = _kv_cache_rope(config)
+    if attention.ROPE_NAME in names and attention.supports_rope(scaling):
+        rope = attention.fused_rope(
+            config.num_attention_heads, config.num_key_value_heads, config.head_dim, config.rope_theta, scale, scaling
         )
-        module.update_func(names[RAGGED_PREFILL_NAME], kernel)
+        module.update_func(names[attention.ROPE_NAME], rope)
     return module
 
 

@@ -104,8 +104,10 @@ def _padded_input(x: te.Tensor, rows, row_tile: int, k_padded: int):
     return te.compute((rows_padded, k_padded), value, name="x_padded"), rows_padded
 
 
-def _unpadded(y_padded: te.Tensor, rows) -> te.Tensor:
-    if y_padded.shape[0] is rows:
+def _unpadded(y_padded: te.Tensor, rows, rows_padded) -> te.Tensor:
+    """y without the padding rows; y itself when nothing was padded (decode), so the kernel
+    writes its output directly instead of through a serial copy."""
+    if rows_padded is rows:
         return y_padded
     return te.compute((rows, y_padded.shape[1]), lambda m, n: y_padded[m, n], name="unpad")
 
@@ -121,7 +123,7 @@ def _dense_compute(shape: LinearShape, rows, row_tile: int) -> tirx.PrimFunc:
         lambda m, n: te.sum(xp[m, k] * w[n // tile, k, n % tile], axis=k),
         name="matmul",
     )
-    return te.create_prim_func([x, w, _unpadded(y, rows)])
+    return te.create_prim_func([x, w, _unpadded(y, rows, rows_padded)])
 
 
 def _q4_compute(shape: LinearShape, rows, row_tile: int) -> tirx.PrimFunc:
@@ -160,7 +162,7 @@ def _q4_compute(shape: LinearShape, rows, row_tile: int) -> tirx.PrimFunc:
         ),
         name="matmul",
     )
-    return te.create_prim_func([x, q, s, _unpadded(y, rows)])
+    return te.create_prim_func([x, q, s, _unpadded(y, rows, rows_padded)])
 
 
 def _schedule(func: tirx.PrimFunc, shape: LinearShape, row_tile: int) -> tirx.PrimFunc:

@@ -1,12 +1,14 @@
 """The relax-to-library pipelines. CPU: TVM's generic CPU passes, plus schedules for what the
-hand-written kernels do not cover (norms and elementwise ops), so no loop runs unscheduled.
-GPU: TVM's generic GPU passes (fusing each dequantize into its matmul) with the dlight GPU
-rules scheduling every function."""
+hand-written kernels do not cover (norms and elementwise ops), so no loop runs unscheduled, and
+a SiLU without libm calls (so it vectorises). GPU: TVM's generic GPU passes (fusing each
+dequantize into its matmul) with the dlight GPU rules scheduling every function."""
 
 from __future__ import annotations
 
+import math
+
 import tvm
-from tvm import relax, s_tir, tirx
+from tvm import relax, s_tir, te, tirx
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 from tvm.relax.backend.gpu_generic import pipeline as gpu_generic
 from tvm.s_tir import dlight
@@ -64,12 +66,25 @@ class Elementwise(CPUScheduleRule):
         return sch
 
 
+def _silu(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+    """x * sigmoid(x) with an inline exp2: TVM's sigmoid calls expf once per element."""
+    from engine.tvm_backend.attention import exp2
+
+    log2_e = tirx.const(1 / math.log(2), "float32")
+
+    def silu(x: te.Tensor) -> te.Tensor:
+        return te.compute(x.shape, lambda *i: x(*i) / (1 + exp2(x(*i) * -log2_e)), name="silu")
+
+    return bb.call_te(silu, call.args[0])
+
+
 def cpu_pipeline(target: Target) -> tvm.transform.Pass:
     @tvm.transform.module_pass(opt_level=0)
     def pipeline(module: tvm.ir.IRModule, _context: tvm.transform.PassContext) -> tvm.ir.IRModule:
         with target:
             passes = (
                 cpu_generic.library_dispatch_passes(target)
+                + [relax.transform.LegalizeOps({"relax.nn.silu": _silu})]
                 + cpu_generic.legalize_passes(target)
                 + [dlight.ApplyDefaultSchedule(PromptReduction(), Elementwise())]
                 + cpu_generic.dataflow_lower_passes(target)
