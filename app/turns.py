@@ -181,8 +181,8 @@ def _explain(error: Exception) -> str:
 
 
 def default_router_factory(engine: Any, settings: Any, offline: bool) -> Any:
-    """The Router for the current settings, built fresh per turn so a changed mode, provider or
-    threshold applies at once; the cloud provider reads its key from the keyring now."""
+    """The Router for these settings. Callers keep it while the engine and settings stay the same
+    (it holds each conversation's redaction placeholders); the cloud provider reads its key now."""
     from offload.confidence import EscalationThreshold
     from offload.network import NETWORK
     from offload.providers import open_provider

@@ -21,7 +21,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 
 from assets import embedded_model_dir  # noqa: E402
 from assets.eval.scoring import (  # noqa: E402
-    FEATURES, Case, Outcome, in_domain_cases, out_of_domain_cases, score, score_by_set,
+    FEATURES, Case, Outcome, in_domain_cases, out_of_domain_cases, print_errors, score, score_by_set,
 )
 
 MAX_ANSWER_TOKENS = 96
@@ -82,12 +82,7 @@ def main() -> int:
     size_mb = model_size_mb(args.model_dir)
 
     if args.show_errors:
-        for o in in_domain:
-            if not o.correct:
-                print(f"  wrong  [{o.case.fact}] {o.case.prompt!r} -> {o.answer!r}")
-        for o in out_of_domain:
-            if not o.refused:
-                print(f"  kept   ({o.mean_logprob:.3f}) {o.case.prompt!r} -> {o.answer!r}")
+        print_errors(in_domain, out_of_domain)
     print(f"tandem-nano via {engine.info.backend} ({engine.info.quantization}), "
           f"loaded in {load_s:.1f} s, {report.in_domain + report.out_of_domain} prompts in {run_s:.1f} s")
     print(f"  held-out in-domain accuracy  {report.in_domain_accuracy:.3f}  (bar >= 0.90, n={report.in_domain})")

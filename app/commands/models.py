@@ -39,24 +39,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def list_models(args: argparse.Namespace) -> int:
-    from assets import embedded_model_dir
-    from engine.config import read_chat_config
-    from engine.errors import ModelFileError
+    from app.local_models import describe, discover_models, embedded_model
 
-    candidates = [embedded_model_dir()] if embedded_model_dir().is_dir() else []
-    if models_dir().is_dir():
-        candidates += sorted(path for path in models_dir().iterdir() if (path / "mlc-chat-config.json").is_file())
-    if not candidates:
+    models = [model for model in discover_models() if model.path.is_dir()]
+    if not models:
         print(f"No models yet. Convert one with: tandem models convert HF_DIR (it goes to {models_dir()})")
         return 0
-    for path in candidates:
-        try:
-            config = read_chat_config(path)
-            summary = f"{config.model_type:6} {config.quantization:8} ctx {config.context_window_size:<6}"
-        except ModelFileError as error:
-            summary = f"unusable: {error}"
-        label = "tandem-nano (embedded)" if path == embedded_model_dir() else path.name
-        print(f"{label:32} {summary}  {path}")
+    for model in models:
+        label = f"{model.label} (embedded)" if model == embedded_model() else model.label
+        print(f"{label:32} {describe(model.path)}  {model.path}")
     return 0
 
 

@@ -114,3 +114,14 @@ def score(in_domain: list[Outcome], out_of_domain: list[Outcome]) -> Report:
         in_domain=len(in_domain),
         out_of_domain=len(out_of_domain),
     )
+
+
+def print_errors(in_domain: list[Outcome], out_of_domain: list[Outcome]) -> None:
+    """Each in-domain prompt answered wrongly, and each out-of-domain prompt the model did not
+    refuse (with its mean logprob): what to read before changing the training generators."""
+    for o in in_domain:
+        if not o.correct:
+            print(f"  wrong  [{o.case.fact}] {o.case.prompt!r} -> {o.answer!r}")
+    for o in out_of_domain:
+        if not o.refused:
+            print(f"  kept   ({o.mean_logprob:.3f}) {o.case.prompt!r} -> {o.answer!r}")

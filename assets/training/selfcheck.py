@@ -19,7 +19,7 @@ import torch
 from transformers import LlamaForCausalLM
 
 from assets.eval.scoring import (
-    Case, Outcome, in_domain_cases, out_of_domain_cases, score, score_by_set,
+    Case, Outcome, in_domain_cases, out_of_domain_cases, print_errors, score, score_by_set,
 )
 from assets.training.corpus import DEFAULT_SYSTEM
 from assets.training.tokenizer import IM_END, assistant_header, chatml_piece, load_tokenizer
@@ -62,12 +62,7 @@ def evaluate(model_dir: Path, system: str | None, show_errors: bool) -> None:
     in_domain, out_of_domain = run(in_domain_cases()), run(out_of_domain_cases())
     report = score(in_domain, out_of_domain)
     if show_errors:
-        for o in in_domain:
-            if not o.correct:
-                print(f"IN  {o.case.fact:>16} | {o.case.prompt!r} -> {o.answer!r}")
-        for o in out_of_domain:
-            if not o.refused:
-                print(f"OOD {o.mean_logprob:7.3f} | {o.case.prompt!r} -> {o.answer!r}")
+        print_errors(in_domain, out_of_domain)
     for name, part in score_by_set(in_domain, out_of_domain).items():
         print(f"{name}: {part}")
     print(f"all: {report}")
