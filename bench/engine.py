@@ -7,7 +7,8 @@ compile seconds, cached load seconds (a fresh process with a warm compile cache)
 the measured memory bandwidth, the bytes of weights read per decoded token and decode as a
 fraction of that bound. transformers (torch fp32) on the same weights, in the same run, and
 with `--peer llamacpp` llama.cpp (Q4_0, 2 threads). `--profile` prints where decode and prefill
-spend their time, per compiled function. `--json` prints one JSON object as the last line."""
+spend their time, per compiled function. `--cpu-matmul int8` measures the int8-activation
+kernels (TANDEM_CPU_MATMUL). `--json` prints one JSON object as the last line."""
 
 from __future__ import annotations
 
@@ -283,10 +284,17 @@ def main() -> None:
     parser.add_argument("--shape", choices=sorted(SHAPES), default="135m", help="model shape (default 135m)")
     parser.add_argument("--peer", choices=["llamacpp"], help="also measure llama.cpp on the same weights")
     parser.add_argument("--profile", action="store_true", help="print time per compiled function")
+    parser.add_argument(
+        "--cpu-matmul",
+        choices=["float", "int8"],
+        help="how Tandem's 4-bit linear layers compute (default: $TANDEM_CPU_MATMUL, else float)",
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--peer-child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--vocab", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.cpu_matmul:
+        os.environ["TANDEM_CPU_MATMUL"] = args.cpu_matmul  # the Tandem children inherit it
     # Run as a script, bench/ comes first on sys.path and this file would shadow the engine package.
     sys.path[0] = str(REPO_ROOT)
     if args.child:
@@ -338,11 +346,18 @@ def main() -> None:
     if args.profile:
         print_profile(warm["profile"])
     print()
-    print(f"shape {args.shape}, {QUANTIZATION} (llama.cpp: Q4_0), 2 threads")
+    print(f"shape {args.shape}, {QUANTIZATION} (llama.cpp: Q4_0), 2 threads, Tandem CPU matmul: {matmul}")
     print(f"{'':14}{'decode tok/s':>14}{'prefill tok/s':>15}")
     print(f"{'Tandem q4':14}{tandem['decode_tok_s']:>14}{tandem['prefill_tok_s']:>15}")
     print(f"{'transformers':14}{transformers_figures['decode_tok_s']:>14}{transformers_figures['prefill_tok_s']:>15}")
-    result = {"shape": args.shape, "tandem": tandem, "transformers": transformers_figures, "roofline": roofline}
+    matmul = os.environ.get("TANDEM_CPU_MATMUL") or "float"
+    result = {
+        "shape": args.shape,
+        "cpu_matmul": matmul,
+        "tandem": tandem,
+        "transformers": transformers_figures,
+        "roofline": roofline,
+    }
     if peer is not None:
         result["llamacpp"] = {key: round(value, 1) for key, value in peer.items()}
         print(f"{'llama.cpp Q4_0':14}{result['llamacpp']['decode_tok_s']:>14}{result['llamacpp']['prefill_tok_s']:>15}")

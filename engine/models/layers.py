@@ -13,20 +13,19 @@ from tvm.relax.frontend.nn import Tensor, op
 from engine.tvm_backend.kernels import (
     Q4_GROUP,
     Q4_PER_WORD,
-    LinearShape,
     WeightKind,
     q4_groups,
     q4_value,
     scale_dtype,
 )
-from engine.tvm_backend.linear import linear, weight_tile
+from engine.tvm_backend.linear import linear, linear_shape
 
 
 class Linear(nn.Module):
     """y = x @ W.T (+ bias), W stored dense (q0) or as 4-bit groups with scales (q4)."""
 
     def __init__(self, in_features: int, out_features: int, kind: WeightKind, bias: bool = False):
-        self.shape = LinearShape(kind, out_features, in_features, weight_tile(out_features))
+        self.shape = linear_shape(kind, out_features, in_features)
         for name, (shape, dtype) in self.shape.weight_shapes().items():
             setattr(self, name, nn.Parameter(shape, dtype))
         self.bias = nn.Parameter((out_features,), "float32") if bias else None

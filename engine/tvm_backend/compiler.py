@@ -3,7 +3,7 @@
 On the CPU the hand-written kernels do the heavy work; on a GPU TVM's dlight rules schedule the
 plain functions (engine.tvm_backend.linear picks which while the model is built). The cache key
 covers everything the library depends on: the architecture, the weight kind, the device kind and
-target (with its GPU arch and host mcpu), the TVM version and the source of Tandem's model and
+target (with its GPU arch, host mcpu and CPU matmul mode), the TVM version and the source of Tandem's model and
 kernels."""
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ _SOURCES = (
     "models/llama.py",
     "models/layers.py",
     "tvm_backend/kernels.py",
+    "tvm_backend/int8_kernels.py",
     "tvm_backend/linear.py",
     "tvm_backend/compiler.py",
     "tvm_backend/pipeline.py",
@@ -119,7 +120,10 @@ def build_executable(
 def _export(config: ModelConfig, kind: str, target: HostTarget):
     from engine.models.llama import LlamaForCausalLM
 
-    with target.target:  # the target picks the linear layers' form (linear.py) and tiles
+    from engine.tvm_backend.linear import cpu_matmul
+
+    # The target and its matmul mode pick the linear layers' form (linear.py) and layouts.
+    with target.target, cpu_matmul(target.cpu_matmul):
         model = LlamaForCausalLM(config, kind, target.target)
         module, named_params = model.export_tvm(spec=model.export_spec())
     if not target.is_gpu:

@@ -17,11 +17,18 @@ from tvm.target import Target
 from tvm.target.codegen import target_has_features
 
 WeightKind = Literal["q0", "q4", "q4h"]
+CpuMatmul = Literal["float", "int8"]
+"""How a CPU linear layer computes: float (dequantize the weights, FMA in float32) or int8
+(quantize the activations, integer dot products: engine/tvm_backend/int8_kernels.py)."""
 """q0: dense float32 weights; q4: 4-bit groups with float32 scales; q4h: with float16 scales
 (q4f16_1 keeps its scales in half precision: less memory traffic per decoded token)."""
 
 Q4_PER_WORD = 8
 Q4_GROUP = 32
+VNNI_LANES = 16
+"""int32 lanes of a 512-bit register: the output rows one vpdpbusd computes."""
+VNNI_CHUNKS = Q4_GROUP // 8
+"""64-byte chunks of the VNNI layout per group and 16 output rows (8 k each, 4 per nibble)."""
 KERNEL_ATTR = "tandem.kernel"
 """Names the group of a hand-written kernel; the compiler builds each group in an LLVM module
 of its own."""
@@ -68,13 +75,18 @@ class LinearShape:
     k_in: int
     tile: int
     """Output rows per tile of the weight layout (see output_tile)."""
+    matmul: CpuMatmul = "float"
+    """int8 only for 4-bit weights, with the VNNI layout (int8_kernels.py describes it)."""
 
     def weight_shapes(self) -> dict[str, tuple[tuple[int, ...], str]]:
-        """Parameter name suffix -> (shape, dtype) in the tiled layout."""
+        """Parameter name suffix -> (shape, dtype) in the tiled (or VNNI) layout."""
         n_tiles, tile = self.n_out // self.tile, self.tile
         if self.kind == "q0":
             return {"weight": ((n_tiles, self.k_in, tile), "float32")}
         groups = q4_groups(self.k_in)
+        if self.matmul == "int8":
+            codes = (n_tiles, groups, VNNI_CHUNKS, tile // VNNI_LANES, 4 * VNNI_LANES)
+            return {"q_weight": (codes, "uint8"), "q_scale": ((n_tiles, groups, tile), scale_dtype(self.kind))}
         return {
             "q_weight": ((n_tiles, groups * Q4_GROUP // Q4_PER_WORD, tile), "uint32"),
             "q_scale": ((n_tiles, groups, tile), scale_dtype(self.kind)),

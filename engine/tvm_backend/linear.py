@@ -1,19 +1,25 @@
 """Which function computes a linear layer for the target being compiled: the hand-scheduled CPU
-kernels of engine.tvm_backend.kernels, or on a GPU the plain dequantize + matmul TIR that TVM's
-dlight GPU rules schedule (the CPU kernels' loops and layout mean nothing to a GPU)."""
+kernels (float: engine.tvm_backend.kernels; int8 activations: int8_kernels), or on a GPU the
+plain dequantize + matmul TIR that TVM's dlight GPU rules schedule (the CPU kernels' loops and
+layout mean nothing to a GPU)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from tvm import te
 from tvm.relax.frontend.nn import Tensor, op
 from tvm.target import Target
 
+from engine.tvm_backend.int8_kernels import int8_linear_kernel, int8_tile
 from engine.tvm_backend.kernels import (
     Q4_GROUP,
     Q4_PER_WORD,
+    CpuMatmul,
     LinearShape,
+    WeightKind,
     linear_kernel,
     output_tile,
     q4_value,
@@ -21,6 +27,18 @@ from engine.tvm_backend.kernels import (
 
 GPU_TILE = 1
 """On a GPU the weights keep MLC's row-major layout: a tile of one output row is exactly it."""
+_CPU_MATMUL: ContextVar[CpuMatmul] = ContextVar("tandem_cpu_matmul", default="float")
+
+
+@contextmanager
+def cpu_matmul(mode: CpuMatmul) -> Iterator[None]:
+    """Linear layers built in this scope compute their CPU matmuls this way where they can (the
+    compiler enters it with the target's mode, which says int8 only on a VNNI CPU)."""
+    token = _CPU_MATMUL.set(mode)
+    try:
+        yield
+    finally:
+        _CPU_MATMUL.reset(token)
 
 
 def compiling_for_gpu() -> bool:
@@ -29,9 +47,15 @@ def compiling_for_gpu() -> bool:
     return target is not None and "gpu" in target.keys
 
 
-def weight_tile(n_out: int) -> int:
-    """Output rows per tile of the weight layout for the target in scope."""
-    return GPU_TILE if compiling_for_gpu() else output_tile(n_out)
+def linear_shape(kind: WeightKind, n_out: int, k_in: int) -> LinearShape:
+    """The weight layout of a linear layer for the target and matmul mode in scope: int8 applies
+    to 4-bit weights whose output rows come in multiples of 16; other layers stay float."""
+    if compiling_for_gpu():
+        return LinearShape(kind, n_out, k_in, GPU_TILE)
+    int8_rows = int8_tile(n_out)
+    if _CPU_MATMUL.get() == "int8" and kind != "q0" and int8_rows is not None:
+        return LinearShape(kind, n_out, k_in, int8_rows, "int8")
+    return LinearShape(kind, n_out, k_in, output_tile(n_out))
 
 
 def linear(shape: LinearShape, x: Tensor, weights: Sequence[Tensor]) -> Tensor:
@@ -41,8 +65,9 @@ def linear(shape: LinearShape, x: Tensor, weights: Sequence[Tensor]) -> Tensor:
     name = f"{shape.kind}_{phase}_{shape.n_out}x{shape.k_in}"
     if compiling_for_gpu():
         return op.tensor_expr_op(lambda *args: plain_linear(shape, *args), name, args=[x, *weights])
+    kernel = int8_linear_kernel(shape, phase) if shape.matmul == "int8" else linear_kernel(shape, phase)
     return op.tensor_ir_op(
-        linear_kernel(shape, phase), name, args=[x, *weights], out=Tensor.placeholder((rows, shape.n_out), "float32")
+        kernel, name, args=[x, *weights], out=Tensor.placeholder((rows, shape.n_out), "float32")
     )
 
 

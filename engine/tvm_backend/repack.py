@@ -1,8 +1,9 @@
 """MLC-layout tensors -> the parameter list a compiled Tandem library takes (once per model).
 
-Linear weights are regrouped into output tiles (kernels.output_tile); scales, norms and dense
-weights become float32 because the kernels compute in float32. A tied head reuses the
-embedding's tensors."""
+Linear weights are regrouped into output tiles (kernels.output_tile), or for the int8 kernels
+into the VNNI layout (int8_kernels.py); scales, norms and dense weights become float32 because
+the kernels compute in float32. A tied head reuses the embedding's tensors. layout_id names
+the layouts a parameter list uses, for caches of repacked weights."""
 
 from __future__ import annotations
 
@@ -13,6 +14,47 @@ import numpy as np
 from engine.errors import ModelFileError
 
 TIED_HEAD_SOURCE = "model.embed_tokens"
+TILED_LAYOUT = "tiled-v1"
+"""Names the float kernels' tiled layout and its version: change it whenever the layout changes."""
+VNNI_LAYOUT = "q4-vnni-16x4-v1"
+"""Names the int8 kernels' VNNI layout (int8_kernels.py) and its version."""
+_VNNI_RANK = 5
+_VNNI_BLOCK_ROWS = 4096
+
+
+def layout_id(wanted: Sequence[tuple[str, tuple[int, ...], str]]) -> str:
+    """The layouts repacked_params produces for `wanted`: equal ids and equal shapes mean equal
+    bytes from the same MLC tensors."""
+    uses_vnni = any(_is_vnni(shape, dtype) for _, shape, dtype in wanted)
+    return f"{TILED_LAYOUT}+{VNNI_LAYOUT}" if uses_vnni else TILED_LAYOUT
+
+
+def _is_vnni(shape: tuple[int, ...], dtype: str) -> bool:
+    return len(shape) == _VNNI_RANK and dtype == "uint8"
+
+
+def _vnni_codes(words: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """MLC's q_weight (uint32 [n_out, k/8], low nibble first) -> the VNNI layout `shape`:
+    [tile, group, chunk, 16 rows, 64 bytes], byte 4*i + b of chunk c holding the codes of
+    k = 8c + b (low nibble) and k = 8c + 4 + b (high nibble) of output row i."""
+    n_tiles, groups, chunks, sub, width = shape
+    tile = sub * (width // 4)
+    if words.shape != (n_tiles * tile, groups * chunks):
+        raise ModelFileError(
+            f"A 4-bit weight has shape {tuple(words.shape)}, which does not fit the int8 kernels' "
+            f"layout {tuple(shape)}. The config and weights disagree; convert the model again."
+        )
+    packed = np.empty(shape, dtype=np.uint8)
+    step = max(1, _VNNI_BLOCK_ROWS // tile)  # bounds the temporaries of a large head
+    for start in range(0, n_tiles, step):
+        block = np.ascontiguousarray(words[start * tile : (start + step) * tile], dtype="<u4").view(np.uint8)
+        # Each byte of a word holds two consecutive k, the lower one in its low nibble.
+        codes = np.stack([block & 0x0F, block >> 4], axis=-1)
+        # [tile, sub, row i, group, chunk, nibble, b] -> [tile, group, chunk, sub, row i, b]
+        split = codes.reshape(-1, sub, width // 4, groups, chunks, 2, 4)
+        joined = split[..., 0, :] | (split[..., 1, :] << 4)
+        packed[start : start + step] = joined.transpose(0, 3, 4, 1, 2, 5).reshape(-1, *shape[1:])
+    return packed
 
 
 def _tile_rows(array: np.ndarray, n_tiles: int, tile: int) -> np.ndarray:
@@ -41,7 +83,9 @@ def repacked_params(
                 "was converted for another architecture; convert it again with `tandem models convert`."
             )
         array = np.asarray(mlc_params[source])
-        if len(shape) == 3 and array.ndim == 2:
+        if _is_vnni(shape, dtype):
+            array = _vnni_codes(array, shape)
+        elif len(shape) == 3 and array.ndim == 2:
             array = _tile_rows(array, shape[0], shape[2])
         if tuple(array.shape) != tuple(shape):
             raise ModelFileError(

@@ -1,8 +1,9 @@
 """Which device to compile for: a GPU (cuda, metal, vulkan) when this TVM build can drive one
-and one is present, else the host CPU with its detected microarchitecture; TANDEM_DEVICE forces one.
+and one is present, else the host CPU with its detected microarchitecture; TANDEM_DEVICE forces
+one. On the CPU, TANDEM_CPU_MATMUL picks how the 4-bit linear layers compute.
 
-A target's string (with the GPU arch and the host's mcpu) is part of the compile cache key
-because a library is tied to it."""
+A target's string (with the GPU arch and the host's mcpu) and its matmul mode are part of the
+compile cache key because a library is tied to them."""
 
 from __future__ import annotations
 
@@ -13,12 +14,17 @@ from typing import Any, Literal
 import tvm
 
 from engine.errors import EngineError
+from engine.tvm_backend.kernels import CpuMatmul
 
 DeviceKind = Literal["cpu", "cuda", "metal", "vulkan"]
 DEVICE_ENV = "TANDEM_DEVICE"
 """cpu, cuda, metal, vulkan, or auto (the default): the device the tvm backend runs on."""
 GPU_KINDS: tuple[DeviceKind, ...] = ("cuda", "metal", "vulkan")
 """In the order auto tries them; vulkan, the most generic, last."""
+CPU_MATMUL_ENV = "TANDEM_CPU_MATMUL"
+"""float (the default) or int8: int8 activations and integer dot products for the 4-bit linear
+layers, on CPUs with AVX512-VNNI (elsewhere float is used)."""
+CPU_MATMUL_MODES: tuple[CpuMatmul, ...] = ("float", "int8")
 _BUILD_FLAGS = {"cuda": "USE_CUDA", "metal": "USE_METAL", "vulkan": "USE_VULKAN"}
 _RUNTIME_NEEDS = {
     "cuda": "the NVIDIA driver's libcuda.so.1 or CUDA 13's libcudart.so.13",
@@ -34,6 +40,8 @@ class HostTarget:
     label: str
     """For people: e.g. "cpu (skylake-avx512, 2 threads)" or "cuda (NVIDIA H100, sm_90)"."""
     kind: DeviceKind = "cpu"
+    cpu_matmul: CpuMatmul = "float"
+    """How the CPU kernels compute the 4-bit linear layers (see CPU_MATMUL_ENV)."""
 
     @property
     def is_gpu(self) -> bool:
@@ -41,7 +49,7 @@ class HostTarget:
 
     @property
     def cache_key(self) -> str:
-        return f"{self.kind}:{self.target}"
+        return f"{self.kind}:{self.target}:{self.cpu_matmul}"
 
 
 def host_target(device: str | None = None) -> HostTarget:
@@ -74,7 +82,21 @@ def cpu_target() -> HostTarget:
     target = _cpu_target()
     mcpu = target.attrs.get("mcpu", "generic")
     threads = os.environ.get("TVM_NUM_THREADS") or str(os.cpu_count() or 1)
-    return HostTarget(target, tvm.cpu(), f"cpu ({mcpu}, {threads} threads)", "cpu")
+    matmul = cpu_matmul_mode(target)
+    label = f"cpu ({mcpu}, {threads} threads{', int8 matmul' if matmul == 'int8' else ''})"
+    return HostTarget(target, tvm.cpu(), label, "cpu", matmul)
+
+
+def cpu_matmul_mode(target: tvm.target.Target) -> CpuMatmul:
+    """$TANDEM_CPU_MATMUL (default float); int8 falls back to float on a CPU without VNNI."""
+    from engine.tvm_backend.int8_kernels import supports_int8
+
+    wanted = (os.environ.get(CPU_MATMUL_ENV) or "float").strip().lower()
+    if wanted not in CPU_MATMUL_MODES:
+        raise EngineError(
+            f"Unknown CPU matmul mode {wanted!r} in {CPU_MATMUL_ENV}; use {' or '.join(CPU_MATMUL_MODES)}."
+        )
+    return "int8" if wanted == "int8" and supports_int8(target) else "float"
 
 
 def gpu_build_target(spec: dict[str, Any]) -> HostTarget:

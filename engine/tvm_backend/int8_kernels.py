@@ -1,0 +1,177 @@
+"""The int8-activation kernels for 4-bit linear layers on AVX512-VNNI CPUs (TANDEM_CPU_MATMUL=int8).
+
+Each row of x is quantized to int8 per group of 32 (xs = max|x| / 127, xq = round(x / xs)), then
+`vpdpbusd` multiplies the unsigned 4-bit weight codes by xq, four products per 32-bit lane, and
+sums them in int32. Per output n and group g: dot = sum(code * xq) - 7 * sum(xq) (MLC's codes
+are 0..14 around 7), and y[n] = sum over g of wscale[n, g] * xs[g] * dot.
+
+Weight layout (LinearShape.weight_shapes gives its shape; repack.py fills it and names it
+VNNI_LAYOUT, whose version changes with it): per tile of `tile` output rows (16 or 32) and
+group, four 64-byte chunks per 16 rows. Byte 4*i + b of chunk c holds, for output row i, the
+codes of k = 8c + b (low nibble) and k = 8c + 4 + b (high nibble), so one load masked with 0x0F
+and one shifted right by 4 are the u8 operands of two vpdpbusd, each meeting four broadcast xq.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from tvm import tirx
+from tvm.script import tirx as T
+from tvm.target import Target
+from tvm.target.codegen import target_has_features
+
+from engine.tvm_backend.kernels import (
+    KERNEL_ATTR,
+    Q4_GROUP,
+    VNNI_CHUNKS,
+    VNNI_LANES,
+    LinearShape,
+    q4_groups,
+    scale_dtype,
+)
+
+LANES = VNNI_LANES
+ZERO_POINT = 7
+"""MLC's q4 codes are 0..14; the weight is (code - 7) * scale."""
+_VPDPBUSD = "llvm.x86.avx512.vpdpbusd.512"
+"""LLVM 22 declares it as (<16 x i32> acc, <64 x i8> unsigned, <64 x i8> signed) -> <16 x i32>."""
+
+
+def supports_int8(target: Target | None) -> bool:
+    """Whether `target` has AVX512-VNNI (the int8 kernels use nothing else beyond AVX-512)."""
+    return target is not None and target.kind.name == "llvm" and target_has_features("avx512vnni", target)
+
+
+def int8_tile(n_out: int) -> int | None:
+    """Output rows per tile: 32 (two accumulator registers, for instruction-level parallelism)
+    when they divide n_out, else 16; None when n_out is not a multiple of 16."""
+    for tile in (2 * LANES, LANES):
+        if n_out % tile == 0:
+            return tile
+    return None
+
+
+def prefill_rows(tile: int) -> int:
+    """Prompt rows sharing each unpacked weight chunk: 4 x 2 x 2 int32 accumulators plus 4 x 2
+    float ones fit the 32 AVX-512 registers for a 32-wide tile."""
+    return 4 if tile == 2 * LANES else 8
+
+
+@lru_cache(maxsize=None)
+def int8_linear_kernel(shape: LinearShape, phase: Literal["decode", "prefill"]) -> tirx.PrimFunc:
+    """y[rows, n_out] = x[rows, k_in] @ W.T with int8 activations, W in the VNNI layout.
+
+    decode: one row; prefill: a symbolic number of rows, in blocks of prefill_rows(tile)."""
+    if phase == "decode":
+        func = _kernel(shape, 1, 1)
+    else:
+        func = _kernel(shape, tirx.Var("rows", "int64"), prefill_rows(shape.tile))
+    # Opaque: relax must neither fuse neighbours into this kernel nor re-schedule it.
+    return func.with_attrs({"tirx.is_scheduled": True, "op_pattern": 8, KERNEL_ATTR: "linear_int8"})
+
+
+def _kernel(shape: LinearShape, rows, row_block: int) -> tirx.PrimFunc:
+    k_in, n_out, tile = shape.k_in, shape.n_out, shape.tile
+    groups = q4_groups(k_in)
+    sub = tile // LANES
+    n_tiles = n_out // tile
+    blocks = (rows + row_block - 1) // row_block
+    rows_padded = blocks * row_block
+    weight_shape = shape.weight_shapes()["q_weight"][0]
+    scales = scale_dtype(shape.kind)
+    # One decode row is too little work to share between threads.
+    quantize_loop = T.serial if isinstance(rows, int) else T.parallel
+    last_row, last_k = rows - 1, k_in - 1
+
+    @T.prim_func(private=True)
+    def kernel(
+        x: T.Buffer((rows, k_in), "float32"),
+        w: T.Buffer(weight_shape, "uint8"),
+        s: T.Buffer((n_tiles, groups, tile), scales),
+        y: T.Buffer((rows, n_out), "float32"),
+    ):
+        T.func_attr({"tirx.noalias": True})
+        xq = T.alloc_buffer((rows_padded, groups * Q4_GROUP // 4), "int32")  # 4 int8 per word
+        xq8 = T.decl_buffer((rows_padded, groups * Q4_GROUP), "int8", data=xq.data)
+        xs = T.alloc_buffer((rows_padded, groups), "float32")
+        offset = T.alloc_buffer((rows_padded, groups), "float32")  # 7 * xs * sum(xq)
+        for m in quantize_loop(rows_padded):
+            scratch = T.alloc_buffer((2,), "float32", scope="local")
+            for g in range(groups):
+                # Padding rows and the ragged tail of the last group read as zeros.
+                scratch[0] = T.float32(0)
+                for j in range(Q4_GROUP):
+                    scratch[0] = T.max(
+                        scratch[0],
+                        T.if_then_else(
+                            m < rows and g * Q4_GROUP + j < k_in,
+                            T.fabs(x[T.min(m, last_row), T.min(g * Q4_GROUP + j, last_k)]),
+                            T.float32(0),
+                        ),
+                    )
+                xs[m, g] = scratch[0] / T.float32(127)
+                scratch[1] = T.if_then_else(scratch[0] > T.float32(0), T.float32(127) / scratch[0], T.float32(0))
+                scratch[0] = T.float32(0)
+                for j in range(Q4_GROUP):
+                    xq8[m, g * Q4_GROUP + j] = T.Cast(
+                        "int8",
+                        T.nearbyint(
+                            T.if_then_else(
+                                m < rows and g * Q4_GROUP + j < k_in,
+                                x[T.min(m, last_row), T.min(g * Q4_GROUP + j, last_k)],
+                                T.float32(0),
+                            )
+                            * scratch[1]
+                        ),
+                    )
+                    scratch[0] = scratch[0] + T.Cast("float32", xq8[m, g * Q4_GROUP + j])
+                offset[m, g] = T.float32(ZERO_POINT) * scratch[0] * xs[m, g]
+        for t in T.parallel(n_tiles):
+            acc = T.alloc_buffer((row_block, tile), "float32", scope="local")
+            dot = T.alloc_buffer((row_block, sub, 2, LANES), "int32", scope="local")
+            for b in range(blocks):
+                for i, n in T.grid(row_block, tile):
+                    acc[i, n] = T.float32(0)
+                for g in range(groups):
+                    for i, u, h, n in T.grid(row_block, sub, 2, LANES):
+                        dot[i, u, h, n] = 0
+                    for c in T.unroll(VNNI_CHUNKS):
+                        for u in T.unroll(sub):
+                            for i in T.unroll(row_block):
+                                # k = 8c..8c+3 from the low nibbles, 8c+4..8c+7 from the high ones
+                                dot[i, u, 0, T.ramp(0, 1, LANES)] = T.call_llvm_pure_intrin(
+                                    "int32x16",
+                                    _VPDPBUSD,
+                                    dot[i, u, 0, T.ramp(0, 1, LANES)],
+                                    w[t, g, c, u, T.ramp(0, 1, 4 * LANES)] & T.broadcast(T.uint8(15), 4 * LANES),
+                                    T.reinterpret("int8x64", T.broadcast(xq[b * row_block + i, g * 8 + 2 * c], LANES)),
+                                )
+                                dot[i, u, 1, T.ramp(0, 1, LANES)] = T.call_llvm_pure_intrin(
+                                    "int32x16",
+                                    _VPDPBUSD,
+                                    dot[i, u, 1, T.ramp(0, 1, LANES)],
+                                    w[t, g, c, u, T.ramp(0, 1, 4 * LANES)] >> T.broadcast(T.uint8(4), 4 * LANES),
+                                    T.reinterpret(
+                                        "int8x64", T.broadcast(xq[b * row_block + i, g * 8 + 2 * c + 1], LANES)
+                                    ),
+                                )
+                    for u in T.unroll(sub):
+                        for i in T.unroll(row_block):
+                            acc[i, T.ramp(u * LANES, 1, LANES)] = (
+                                acc[i, T.ramp(u * LANES, 1, LANES)]
+                                + T.Cast("float32x16", dot[i, u, 0, T.ramp(0, 1, LANES)] + dot[i, u, 1, T.ramp(0, 1, LANES)])
+                                * (
+                                    T.Cast("float32x16", s[t, g, T.ramp(u * LANES, 1, LANES)])
+                                    * T.broadcast(xs[b * row_block + i, g], LANES)
+                                )
+                                - T.Cast("float32x16", s[t, g, T.ramp(u * LANES, 1, LANES)])
+                                * T.broadcast(offset[b * row_block + i, g], LANES)
+                            )
+                for i in T.unroll(row_block):
+                    if b * row_block + i < rows:
+                        for n in T.vectorized(tile):
+                            y[b * row_block + i, t * tile + n] = acc[i, n]
+
+    return kernel

@@ -1,0 +1,173 @@
+"""The int8-activation matmul path (TANDEM_CPU_MATMUL=int8): its VNNI kernels against a numpy
+version of the same int8 arithmetic, and the whole model against transformers.
+
+End to end the activations' int8 rounding moves the logits: the tolerance is INT8_LOGIT_TOLERANCE
+(measured worst on these tiny models: 4.5e-3 to 5.5e-3) instead of the float path's 1e-3, and the
+greedy tokens must be the same."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.errors import EngineError
+from engine.quantization import quantize_q4
+
+INT8_LOGIT_TOLERANCE = 2e-2
+PROMPT = "The quick brown fox jumps over the lazy dog. Tandem keeps every conversation"
+DECODE_STEPS = 16
+
+
+@pytest.fixture(scope="module")
+def vnni_target():
+    import tvm
+
+    from engine.tvm_backend.int8_kernels import supports_int8
+
+    target = tvm.target.Target.from_device(tvm.cpu())
+    if not supports_int8(target):
+        pytest.skip("this CPU has no AVX512-VNNI: the int8 kernels cannot run here")
+    return target
+
+
+def int8_reference(x: np.ndarray, q_weight: np.ndarray, q_scale: np.ndarray) -> np.ndarray:
+    """The kernels' arithmetic in numpy, exact up to the order of float sums: per group of 32,
+    xs = max|x| / 127, xq = round(x * (127 / max|x|)) to even, dot = sum(code * xq) - 7 * sum(xq);
+    y = sum over groups of scale * xs * dot."""
+    rows, k_in = x.shape
+    n_out, groups = q_scale.shape
+    padded = np.zeros((rows, groups * 32), np.float32)
+    padded[:, :k_in] = x
+    grouped = padded.reshape(rows, groups, 32)
+    amax = np.abs(grouped).max(axis=2)
+    xs = amax / np.float32(127)
+    inverse = np.where(amax > 0, np.float32(127) / np.where(amax > 0, amax, 1), 0).astype(np.float32)
+    xq = np.rint(grouped * inverse[:, :, None]).astype(np.int64)
+    as_bytes = q_weight.astype("<u4").view(np.uint8)
+    codes = np.stack([as_bytes & 0x0F, as_bytes >> 4], axis=-1).reshape(n_out, groups, 32).astype(np.int64)
+    dots = np.einsum("ngk,rgk->rng", codes, xq) - 7 * xq.sum(axis=2)[:, None, :]
+    return (dots * xs[:, None, :].astype(np.float64) * q_scale.astype(np.float64)[None]).sum(axis=2)
+
+
+def run_kernel(target, kind: str, n_out: int, k_in: int, x: np.ndarray, q_weight, q_scale) -> np.ndarray:
+    import tvm
+
+    from engine.tvm_backend.int8_kernels import int8_linear_kernel, int8_tile
+    from engine.tvm_backend.kernels import LinearShape
+    from engine.tvm_backend.repack import repacked_params
+
+    shape = LinearShape(kind, n_out, k_in, int8_tile(n_out), "int8")
+    phase = "decode" if x.shape[0] == 1 else "prefill"
+    kernel = int8_linear_kernel(shape, phase).with_attr("global_symbol", "linear")
+    library = tvm.tirx.build(tvm.IRModule({"linear": kernel}), target=target)
+    wanted = [(f"w.{suffix}", spec, dtype) for suffix, (spec, dtype) in shape.weight_shapes().items()]
+    weights = repacked_params({"w.q_weight": q_weight, "w.q_scale": q_scale}, wanted, tied=False)
+    out = tvm.runtime.tensor(np.zeros((x.shape[0], n_out), np.float32))
+    library["linear"](tvm.runtime.tensor(x), *(tvm.runtime.tensor(w) for w in weights), out)
+    return out.numpy()
+
+
+@pytest.mark.parametrize("kind", ["q4", "q4h"])
+@pytest.mark.parametrize(
+    ("n_out", "k_in"),
+    [(64, 96), (48, 96), (64, 80)],
+    ids=["tile32", "tile16", "ragged-group"],
+)
+@pytest.mark.parametrize("rows", [1, 3, 9], ids=["decode", "prefill-3", "prefill-9"])
+def test_kernel_matches_the_same_int8_math_in_numpy(vnni_target, kind, n_out, k_in, rows):
+    rng = np.random.default_rng(n_out + k_in + rows)
+    weight = rng.normal(0, 0.05, (n_out, k_in)).astype(np.float32)
+    q_weight, q_scale = quantize_q4(weight, "float16" if kind == "q4h" else "float32")
+    x = rng.normal(0, 1, (rows, k_in)).astype(np.float32)
+    x[0, :32] = 0.0  # an all-zero group quantizes to zeros, not NaN
+    x[-1, 5] = 40.0  # an outlier sets its group's activation scale
+
+    y = run_kernel(vnni_target, kind, n_out, k_in, x, q_weight, q_scale)
+
+    expected = int8_reference(x, q_weight, q_scale)
+    np.testing.assert_allclose(y, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+def test_int8_math_stays_close_to_the_float_matmul(vnni_target):
+    rng = np.random.default_rng(1)
+    weight = rng.normal(0, 0.05, (64, 256)).astype(np.float32)
+    q_weight, q_scale = quantize_q4(weight, "float32")
+    x = rng.normal(0, 1, (1, 256)).astype(np.float32)
+    from engine.quantization import dequantize_q4
+
+    exact = x @ dequantize_q4(q_weight, q_scale).T
+    y = run_kernel(vnni_target, "q4", 64, 256, x, q_weight, q_scale)
+    # int8 rounding of x: at most half a step (max|x| / 254) per element, about 1% relative here.
+    assert np.abs(y - exact).max() < 0.02 * np.abs(exact).max()
+
+
+@pytest.fixture
+def int8_mode(monkeypatch, vnni_target):
+    monkeypatch.setenv("TANDEM_CPU_MATMUL", "int8")
+    monkeypatch.setenv("TANDEM_DEVICE", "cpu")
+
+
+CASES = [
+    pytest.param("llama", False, "q4f32_1", {}, id="llama-untied-q4f32_1"),
+    pytest.param("qwen2", True, "q4f32_1", {}, id="qwen2-tied-q4f32_1"),
+    pytest.param("llama", True, "q4f16_1", {}, id="llama-tied-q4f16_1"),
+    pytest.param("llama", True, "q4f32_1", {"intermediate_size": 80}, id="llama-ragged-group-q4f32_1"),
+]
+
+
+def compiled_param_dtypes(engine) -> set[str]:
+    from app.paths import cache_dir
+    from engine.models.llama import weight_kind
+    from engine.tvm_backend.compiler import compiled_model
+    from engine.tvm_backend.target import cpu_target
+
+    config = engine.chat_config
+    compiled = compiled_model(config.model_config, weight_kind(config.quantization), cpu_target(), cache_dir())
+    assert compiled.compile_s == 0.0  # the engine's own library, from the cache
+    return {dtype for _, _, dtype in compiled.params}
+
+
+@pytest.mark.parametrize(("model_type", "tie", "quantization", "shape"), CASES)
+def test_int8_model_matches_transformers_within_its_tolerance(
+    int8_mode, model_type, tie, quantization, shape, tiny_hf_checkpoint, tiny_mlc_model, hf_weights_from_mlc
+):
+    from engine.loader import open_engine
+    from test_engine_parity import greedy_run, reference_logits
+
+    hf_dir = tiny_hf_checkpoint(model_type=model_type, tie=tie, **shape)
+    mlc_dir = tiny_mlc_model(quantization, model_type=model_type, tie=tie, **shape)
+    engine = open_engine(mlc_dir, backend="tvm")
+    assert "int8 matmul" in engine.info.device
+    assert "uint8" in compiled_param_dtypes(engine)  # the VNNI layout, so the int8 kernels ran
+    prompt = engine.tokenizer.encode(PROMPT)
+
+    tokens, ours = greedy_run(engine.session, prompt, DECODE_STEPS)
+
+    expected = reference_logits(hf_dir, hf_weights_from_mlc(mlc_dir), tokens)[len(prompt) - 1 :]
+    worst = max(float(np.abs(mine - theirs).max()) for mine, theirs in zip(ours, expected))
+    assert worst < INT8_LOGIT_TOLERANCE
+    assert [int(np.argmax(row)) for row in expected[:-1]] == tokens[len(prompt) :]
+    engine.close()
+
+
+def test_unknown_matmul_mode_names_the_variable_and_the_choices(monkeypatch):
+    from engine.tvm_backend.target import cpu_target
+
+    monkeypatch.setenv("TANDEM_CPU_MATMUL", "int4")
+    with pytest.raises(EngineError, match=r"TANDEM_CPU_MATMUL.*float or int8"):
+        cpu_target()
+
+
+def test_matmul_mode_keys_the_compile_cache_and_the_weight_layout(monkeypatch, vnni_target):
+    from engine.tvm_backend.repack import layout_id
+    from engine.tvm_backend.target import cpu_target
+
+    monkeypatch.setenv("TANDEM_CPU_MATMUL", "float")
+    float_target = cpu_target()
+    monkeypatch.setenv("TANDEM_CPU_MATMUL", "int8")
+    int8_target = cpu_target()
+    assert (float_target.cpu_matmul, int8_target.cpu_matmul) == ("float", "int8")
+    assert float_target.cache_key != int8_target.cache_key
+    tiled = [("w.q_weight", (2, 12, 32), "uint32")]
+    vnni = [("w.q_weight", (2, 3, 4, 2, 64), "uint8")]
+    assert layout_id(tiled) != layout_id(vnni)
