@@ -345,12 +345,12 @@ def main() -> None:
     }
     if args.profile:
         print_profile(warm["profile"])
+    matmul = os.environ.get("TANDEM_CPU_MATMUL") or "float"
     print()
     print(f"shape {args.shape}, {QUANTIZATION} (llama.cpp: Q4_0), 2 threads, Tandem CPU matmul: {matmul}")
     print(f"{'':14}{'decode tok/s':>14}{'prefill tok/s':>15}")
     print(f"{'Tandem q4':14}{tandem['decode_tok_s']:>14}{tandem['prefill_tok_s']:>15}")
     print(f"{'transformers':14}{transformers_figures['decode_tok_s']:>14}{transformers_figures['prefill_tok_s']:>15}")
-    matmul = os.environ.get("TANDEM_CPU_MATMUL") or "float"
     result = {
         "shape": args.shape,
         "cpu_matmul": matmul,

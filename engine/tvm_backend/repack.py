@@ -19,7 +19,6 @@ TILED_LAYOUT = "tiled-v1"
 VNNI_LAYOUT = "q4-vnni-16x4-v1"
 """Names the int8 kernels' VNNI layout (int8_kernels.py) and its version."""
 _VNNI_RANK = 5
-_VNNI_BLOCK_ROWS = 4096
 
 
 def layout_id(wanted: Sequence[tuple[str, tuple[int, ...], str]]) -> str:
@@ -36,7 +35,8 @@ def _is_vnni(shape: tuple[int, ...], dtype: str) -> bool:
 def _vnni_codes(words: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """MLC's q_weight (uint32 [n_out, k/8], low nibble first) -> the VNNI layout `shape`:
     [tile, group, chunk, 16 rows, 64 bytes], byte 4*i + b of chunk c holding the codes of
-    k = 8c + b (low nibble) and k = 8c + 4 + b (high nibble) of output row i."""
+    k = 8c + b (low nibble) and k = 8c + 4 + b (high nibble) of output row i. Chunk c of a
+    group is word c of it, so each word is reshuffled on its own, then the words are moved."""
     n_tiles, groups, chunks, sub, width = shape
     tile = sub * (width // 4)
     if words.shape != (n_tiles * tile, groups * chunks):
@@ -44,17 +44,22 @@ def _vnni_codes(words: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
             f"A 4-bit weight has shape {tuple(words.shape)}, which does not fit the int8 kernels' "
             f"layout {tuple(shape)}. The config and weights disagree; convert the model again."
         )
-    packed = np.empty(shape, dtype=np.uint8)
-    step = max(1, _VNNI_BLOCK_ROWS // tile)  # bounds the temporaries of a large head
-    for start in range(0, n_tiles, step):
-        block = np.ascontiguousarray(words[start * tile : (start + step) * tile], dtype="<u4").view(np.uint8)
-        # Each byte of a word holds two consecutive k, the lower one in its low nibble.
-        codes = np.stack([block & 0x0F, block >> 4], axis=-1)
-        # [tile, sub, row i, group, chunk, nibble, b] -> [tile, group, chunk, sub, row i, b]
-        split = codes.reshape(-1, sub, width // 4, groups, chunks, 2, 4)
-        joined = split[..., 0, :] | (split[..., 1, :] << 4)
-        packed[start : start + step] = joined.transpose(0, 3, 4, 1, 2, 5).reshape(-1, *shape[1:])
-    return packed
+    halves = np.ascontiguousarray(words, dtype="<u4").view("<u2")
+    spread = _SPREAD_NIBBLES[halves].reshape(*words.shape, 2)
+    # Codes k = 0..3 (the low half-word) to the low nibbles of bytes 0..3, k = 4..7 to the high ones.
+    joined = spread[..., 0] | (spread[..., 1] << 4)
+    # [tile, sub, row i, group, chunk] -> [tile, group, chunk, sub, row i]
+    moved = joined.reshape(n_tiles, sub, width // 4, groups, chunks).transpose(0, 3, 4, 1, 2)
+    return np.ascontiguousarray(moved, dtype="<u4").view(np.uint8).reshape(shape)
+
+
+def _nibble_spreader() -> np.ndarray:
+    """For each 16-bit value, its four nibbles each moved to the bottom of a byte of its own."""
+    half = np.arange(1 << 16, dtype=np.uint32)
+    return (half & 0xF) | ((half & 0xF0) << 4) | ((half & 0xF00) << 8) | ((half & 0xF000) << 12)
+
+
+_SPREAD_NIBBLES = _nibble_spreader()
 
 
 def _tile_rows(array: np.ndarray, n_tiles: int, tile: int) -> np.ndarray:
