@@ -72,6 +72,19 @@ def int8_linear_kernel(shape: LinearShape, phase: Literal["decode", "prefill"]) 
     return func.with_attrs({"tirx.is_scheduled": True, "op_pattern": 8, KERNEL_ATTR: "linear_int8"})
 
 
+def _group_half(x: tirx.Buffer, m, g, half: int, k_in: int) -> tirx.PrimExpr:
+    """x[m, 32g + 16 half : +16] as a float32x16; past k_in (MLC's ragged last group) zeros,
+    read through a clamped gather in that group only."""
+    start = g * Q4_GROUP + half * LANES
+    contiguous = tirx.BufferLoad(x, [m, tirx.Ramp(start, 1, LANES)])
+    if k_in % Q4_GROUP == 0:
+        return contiguous
+    lanes = tirx.Ramp(start, 1, LANES)
+    clamped = tirx.BufferLoad(x, [m, tirx.Min(lanes, tirx.Broadcast(k_in - 1, LANES))])
+    masked = tirx.Select(lanes < tirx.Broadcast(k_in, LANES), clamped, tirx.Broadcast(tirx.const(0, "float32"), LANES))
+    return tirx.if_then_else(g < k_in // Q4_GROUP, contiguous, masked)
+
+
 def _kernel(shape: LinearShape, rows, row_block: int) -> tirx.PrimFunc:
     k_in, n_out, tile = shape.k_in, shape.n_out, shape.tile
     groups = q4_groups(k_in)
@@ -83,7 +96,6 @@ def _kernel(shape: LinearShape, rows, row_block: int) -> tirx.PrimFunc:
     scales = scale_dtype(shape.kind)
     # One decode row is too little work to share between threads.
     quantize_loop = T.serial if isinstance(rows, int) else T.parallel
-    last_row, last_k = rows - 1, k_in - 1
 
     @T.prim_func(private=True)
     def kernel(
@@ -96,78 +108,61 @@ def _kernel(shape: LinearShape, rows, row_block: int) -> tirx.PrimFunc:
         xq = T.alloc_buffer((rows_padded, groups * Q4_GROUP // 4), "int32")  # 4 int8 per word
         xq8 = T.decl_buffer((rows_padded, groups * Q4_GROUP), "int8", data=xq.data)
         xs = T.alloc_buffer((rows_padded, groups), "float32")
-        offset = T.alloc_buffer((rows_padded, groups), "float32")  # 7 * xs * sum(xq)
-        for m in quantize_loop(rows_padded):
-            scratch = T.alloc_buffer((2,), "float32", scope="local")
+        zero_point_sum = T.alloc_buffer((rows_padded, groups), "int32")  # -7 * sum(xq)
+        # Padding rows stay unquantized: their sums are computed but never stored.
+        for m in quantize_loop(rows):
+            scale = T.alloc_buffer((2,), "float32", scope="local")  # max |x|, then 127 / max |x|
             for g in range(groups):
-                # Padding rows and the ragged tail of the last group read as zeros.
-                scratch[0] = T.float32(0)
-                for j in range(Q4_GROUP):
-                    scratch[0] = T.max(
-                        scratch[0],
-                        T.if_then_else(
-                            m < rows and g * Q4_GROUP + j < k_in,
-                            T.fabs(x[T.min(m, last_row), T.min(g * Q4_GROUP + j, last_k)]),
-                            T.float32(0),
-                        ),
-                    )
-                xs[m, g] = scratch[0] / T.float32(127)
-                scratch[1] = T.if_then_else(scratch[0] > T.float32(0), T.float32(127) / scratch[0], T.float32(0))
-                scratch[0] = T.float32(0)
-                for j in range(Q4_GROUP):
-                    xq8[m, g * Q4_GROUP + j] = T.Cast(
-                        "int8",
-                        T.nearbyint(
-                            T.if_then_else(
-                                m < rows and g * Q4_GROUP + j < k_in,
-                                x[T.min(m, last_row), T.min(g * Q4_GROUP + j, last_k)],
-                                T.float32(0),
-                            )
-                            * scratch[1]
-                        ),
-                    )
-                    scratch[0] = scratch[0] + T.Cast("float32", xq8[m, g * Q4_GROUP + j])
-                offset[m, g] = T.float32(ZERO_POINT) * scratch[0] * xs[m, g]
+                low = _group_half(x, m, g, 0, k_in)
+                high = _group_half(x, m, g, 1, k_in)
+                scale[0] = T.call_llvm_pure_intrin("float32", "llvm.vector.reduce.fmax", T.max(T.fabs(low), T.fabs(high)))
+                xs[m, g] = scale[0] / T.float32(127)
+                scale[1] = T.if_then_else(scale[0] > T.float32(0), T.float32(127) / scale[0], T.float32(0))
+                xq8[m, T.ramp(g * Q4_GROUP, 1, LANES)] = T.Cast("int8x16", T.nearbyint(low * T.broadcast(scale[1], LANES)))
+                xq8[m, T.ramp(g * Q4_GROUP + LANES, 1, LANES)] = T.Cast(
+                    "int8x16", T.nearbyint(high * T.broadcast(scale[1], LANES))
+                )
+                zero_point_sum[m, g] = -ZERO_POINT * T.call_llvm_pure_intrin(
+                    "int32",
+                    "llvm.vector.reduce.add",
+                    T.Cast("int32x16", xq8[m, T.ramp(g * Q4_GROUP, 1, LANES)])
+                    + T.Cast("int32x16", xq8[m, T.ramp(g * Q4_GROUP + LANES, 1, LANES)]),
+                )
         for t in T.parallel(n_tiles):
             acc = T.alloc_buffer((row_block, tile), "float32", scope="local")
-            dot = T.alloc_buffer((row_block, sub, 2, LANES), "int32", scope="local")
+            dot = T.alloc_buffer((row_block, sub, LANES), "int32", scope="local")
             for b in range(blocks):
                 for i, n in T.grid(row_block, tile):
                     acc[i, n] = T.float32(0)
                 for g in range(groups):
-                    for i, u, h, n in T.grid(row_block, sub, 2, LANES):
-                        dot[i, u, h, n] = 0
+                    # Each row's integer dot starts at its zero-point term: no correction after.
+                    for i in T.unroll(row_block):
+                        for u in T.unroll(sub):
+                            dot[i, u, T.ramp(0, 1, LANES)] = T.broadcast(zero_point_sum[b * row_block + i, g], LANES)
                     for c in T.unroll(VNNI_CHUNKS):
                         for u in T.unroll(sub):
                             for i in T.unroll(row_block):
                                 # k = 8c..8c+3 from the low nibbles, 8c+4..8c+7 from the high ones
-                                dot[i, u, 0, T.ramp(0, 1, LANES)] = T.call_llvm_pure_intrin(
+                                dot[i, u, T.ramp(0, 1, LANES)] = T.call_llvm_pure_intrin(
                                     "int32x16",
                                     _VPDPBUSD,
-                                    dot[i, u, 0, T.ramp(0, 1, LANES)],
-                                    w[t, g, c, u, T.ramp(0, 1, 4 * LANES)] & T.broadcast(T.uint8(15), 4 * LANES),
-                                    T.reinterpret("int8x64", T.broadcast(xq[b * row_block + i, g * 8 + 2 * c], LANES)),
-                                )
-                                dot[i, u, 1, T.ramp(0, 1, LANES)] = T.call_llvm_pure_intrin(
-                                    "int32x16",
-                                    _VPDPBUSD,
-                                    dot[i, u, 1, T.ramp(0, 1, LANES)],
-                                    w[t, g, c, u, T.ramp(0, 1, 4 * LANES)] >> T.broadcast(T.uint8(4), 4 * LANES),
-                                    T.reinterpret(
-                                        "int8x64", T.broadcast(xq[b * row_block + i, g * 8 + 2 * c + 1], LANES)
+                                    T.call_llvm_pure_intrin(
+                                        "int32x16",
+                                        _VPDPBUSD,
+                                        dot[i, u, T.ramp(0, 1, LANES)],
+                                        w[t, g, c, u, T.ramp(0, 1, 4 * LANES)] & T.broadcast(T.uint8(15), 4 * LANES),
+                                        T.reinterpret("int8x64", T.broadcast(xq[b * row_block + i, g * 8 + 2 * c], LANES)),
                                     ),
+                                    w[t, g, c, u, T.ramp(0, 1, 4 * LANES)] >> T.broadcast(T.uint8(4), 4 * LANES),
+                                    T.reinterpret("int8x64", T.broadcast(xq[b * row_block + i, g * 8 + 2 * c + 1], LANES)),
                                 )
                     for u in T.unroll(sub):
                         for i in T.unroll(row_block):
-                            acc[i, T.ramp(u * LANES, 1, LANES)] = (
-                                acc[i, T.ramp(u * LANES, 1, LANES)]
-                                + T.Cast("float32x16", dot[i, u, 0, T.ramp(0, 1, LANES)] + dot[i, u, 1, T.ramp(0, 1, LANES)])
-                                * (
-                                    T.Cast("float32x16", s[t, g, T.ramp(u * LANES, 1, LANES)])
-                                    * T.broadcast(xs[b * row_block + i, g], LANES)
-                                )
-                                - T.Cast("float32x16", s[t, g, T.ramp(u * LANES, 1, LANES)])
-                                * T.broadcast(offset[b * row_block + i, g], LANES)
+                            acc[i, T.ramp(u * LANES, 1, LANES)] = acc[i, T.ramp(u * LANES, 1, LANES)] + T.Cast(
+                                "float32x16", dot[i, u, T.ramp(0, 1, LANES)]
+                            ) * (
+                                T.Cast("float32x16", s[t, g, T.ramp(u * LANES, 1, LANES)])
+                                * T.broadcast(xs[b * row_block + i, g], LANES)
                             )
                 for i in T.unroll(row_block):
                     if b * row_block + i < rows:
