@@ -5,8 +5,8 @@ Each row of x is quantized to int8 per group of 32 (xs = max|x| / 127, xq = roun
 sums them in int32. Per output n and group g: dot = sum(code * xq) - 7 * sum(xq) (MLC's codes
 are 0..14 around 7), and y[n] = sum over g of wscale[n, g] * xs[g] * dot.
 
-Weight layout (LinearShape.weight_shapes gives its shape; repack.py fills it and names it
-VNNI_LAYOUT, whose version changes with it): per tile of `tile` output rows (16 or 32) and
+Weight layout (LinearShape.weight_shapes gives its shape; repack.py fills it, and its
+REPACK_LAYOUT names it: change both together): per tile of `tile` output rows (16 or 32) and
 group, four 64-byte chunks per 16 rows. Byte 4*i + b of chunk c holds, for output row i, the
 codes of k = 8c + b (low nibble) and k = 8c + 4 + b (high nibble), so one load masked with 0x0F
 and one shifted right by 4 are the u8 operands of two vpdpbusd, each meeting four broadcast xq.

@@ -2,8 +2,7 @@
 
 Linear weights are regrouped into output tiles (kernels.output_tile), or for the int8 kernels
 into the VNNI layout (int8_kernels.py); scales, norms and dense weights become float32 because
-the kernels compute in float32. A tied head reuses the embedding's tensors. layout_id names
-the layouts a parameter list uses, for caches of repacked weights."""
+the kernels compute in float32. A tied head reuses the embedding's tensors."""
 
 from __future__ import annotations
 
@@ -14,18 +13,11 @@ import numpy as np
 from engine.errors import ModelFileError
 
 TIED_HEAD_SOURCE = "model.embed_tokens"
-TILED_LAYOUT = "tiled-v1"
-"""Names the float kernels' tiled layout and its version: change it whenever the layout changes."""
-VNNI_LAYOUT = "q4-vnni-16x4-v1"
-"""Names the int8 kernels' VNNI layout (int8_kernels.py) and its version."""
+REPACK_LAYOUT = "output-tiles+f32-scales/1;q4-vnni-16x4/1"
+"""Names the layouts repacked_params produces (the float kernels' output tiles; the int8 kernels'
+VNNI layout, see _vnni_codes); part of the weight cache's key (weight_cache), so change it
+whenever the arrays it yields for the same weights and shapes change."""
 _VNNI_RANK = 5
-
-
-def layout_id(wanted: Sequence[tuple[str, tuple[int, ...], str]]) -> str:
-    """The layouts repacked_params produces for `wanted`: equal ids and equal shapes mean equal
-    bytes from the same MLC tensors."""
-    uses_vnni = any(_is_vnni(shape, dtype) for _, shape, dtype in wanted)
-    return f"{TILED_LAYOUT}+{VNNI_LAYOUT}" if uses_vnni else TILED_LAYOUT
 
 
 def _is_vnni(shape: tuple[int, ...], dtype: str) -> bool:

@@ -158,8 +158,7 @@ def test_unknown_matmul_mode_names_the_variable_and_the_choices(monkeypatch):
         cpu_target()
 
 
-def test_matmul_mode_keys_the_compile_cache_and_the_weight_layout(monkeypatch, vnni_target):
-    from engine.tvm_backend.repack import layout_id
+def test_matmul_mode_keys_the_compile_and_weight_caches(monkeypatch, vnni_target):
     from engine.tvm_backend.target import cpu_target
 
     monkeypatch.setenv("TANDEM_CPU_MATMUL", "float")
@@ -167,7 +166,5 @@ def test_matmul_mode_keys_the_compile_cache_and_the_weight_layout(monkeypatch, v
     monkeypatch.setenv("TANDEM_CPU_MATMUL", "int8")
     int8_target = cpu_target()
     assert (float_target.cpu_matmul, int8_target.cpu_matmul) == ("float", "int8")
+    # Both caches (compiler.cache_key, weight_cache.weights_key) include the target's key.
     assert float_target.cache_key != int8_target.cache_key
-    tiled = [("w.q_weight", (2, 12, 32), "uint32")]
-    vnni = [("w.q_weight", (2, 3, 4, 2, 64), "uint8")]
-    assert layout_id(tiled) != layout_id(vnni)
