@@ -168,3 +168,15 @@ def test_matmul_mode_keys_the_compile_and_weight_caches(monkeypatch, vnni_target
     assert (float_target.cpu_matmul, int8_target.cpu_matmul) == ("float", "int8")
     # Both caches (compiler.cache_key, weight_cache.weights_key) include the target's key.
     assert float_target.cache_key != int8_target.cache_key
+
+
+def test_int8_falls_back_to_float_on_a_cpu_without_vnni(monkeypatch):
+    import tvm
+
+    from engine.tvm_backend.target import cpu_matmul_mode
+
+    monkeypatch.setenv("TANDEM_CPU_MATMUL", "int8")
+    skylake = tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "skylake-avx512"})
+    cascadelake = tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "cascadelake"})
+    assert cpu_matmul_mode(skylake) == "float"  # AVX-512 without VNNI
+    assert cpu_matmul_mode(cascadelake) == "int8"
