@@ -54,8 +54,9 @@ def int8_tile(n_out: int) -> int | None:
 
 
 def prefill_rows(tile: int) -> int:
-    """Prompt rows sharing each unpacked weight chunk: 4 x 2 x 2 int32 accumulators plus 4 x 2
-    float ones fit the 32 AVX-512 registers for a 32-wide tile."""
+    """Prompt rows sharing each unpacked weight chunk: with a 32-wide tile, 4 rows of 2 int32
+    dot and 2 float accumulator registers, beside the weights and broadcasts (measured fastest
+    of 4, 6 and 8 rows; a 16-wide tile takes 8)."""
     return 4 if tile == 2 * LANES else 8
 
 
@@ -72,16 +73,41 @@ def int8_linear_kernel(shape: LinearShape, phase: Literal["decode", "prefill"]) 
     return func.with_attrs({"tirx.is_scheduled": True, "op_pattern": 8, KERNEL_ATTR: "linear_int8"})
 
 
+def _vpdpbusd(acc: tirx.PrimExpr, codes: tirx.PrimExpr, activations: tirx.PrimExpr) -> tirx.PrimExpr:
+    """acc + in each 32-bit lane the dot product of its four u8 codes and four s8 activations."""
+    return T.call_llvm_pure_intrin("int32x16", _VPDPBUSD, acc, codes, activations)
+
+
+def _nibbles(w: tirx.Buffer, t, g, c, u, high: bool) -> tirx.PrimExpr:
+    """One 64-byte chunk of the VNNI layout as u8 codes: its low or its high nibbles."""
+    chunk = tirx.BufferLoad(w, [t, g, c, u, tirx.Ramp(0, 1, 4 * LANES)])
+    if high:
+        return chunk >> tirx.Broadcast(tirx.const(4, "uint8"), 4 * LANES)
+    return chunk & tirx.Broadcast(tirx.const(15, "uint8"), 4 * LANES)
+
+
+def _quad(xq: tirx.Buffer, row, word) -> tirx.PrimExpr:
+    """Four int8 activations (one int32 word of xq) repeated in every 32-bit lane."""
+    return T.reinterpret("int8x64", T.broadcast(xq[row, word], LANES))
+
+
+def _lanes(buffer: tirx.Buffer, *index) -> tirx.PrimExpr:
+    """LANES consecutive elements along the last axis, from `index`."""
+    *outer, start = index
+    return tirx.BufferLoad(buffer, [*outer, tirx.Ramp(start, 1, LANES)])
+
+
 def _group_half(x: tirx.Buffer, m, g, half: int, k_in: int) -> tirx.PrimExpr:
     """x[m, 32g + 16 half : +16] as a float32x16; past k_in (MLC's ragged last group) zeros,
     read through a clamped gather in that group only."""
     start = g * Q4_GROUP + half * LANES
-    contiguous = tirx.BufferLoad(x, [m, tirx.Ramp(start, 1, LANES)])
+    contiguous = _lanes(x, m, start)
     if k_in % Q4_GROUP == 0:
         return contiguous
     lanes = tirx.Ramp(start, 1, LANES)
     clamped = tirx.BufferLoad(x, [m, tirx.Min(lanes, tirx.Broadcast(k_in - 1, LANES))])
-    masked = tirx.Select(lanes < tirx.Broadcast(k_in, LANES), clamped, tirx.Broadcast(tirx.const(0, "float32"), LANES))
+    zeros = tirx.Broadcast(tirx.const(0, "float32"), LANES)
+    masked = tirx.Select(lanes < tirx.Broadcast(k_in, LANES), clamped, zeros)
     return tirx.if_then_else(g < k_in // Q4_GROUP, contiguous, masked)
 
 
@@ -115,18 +141,18 @@ def _kernel(shape: LinearShape, rows, row_block: int) -> tirx.PrimFunc:
             for g in range(groups):
                 low = _group_half(x, m, g, 0, k_in)
                 high = _group_half(x, m, g, 1, k_in)
-                scale[0] = T.call_llvm_pure_intrin("float32", "llvm.vector.reduce.fmax", T.max(T.fabs(low), T.fabs(high)))
+                scale[0] = T.call_llvm_pure_intrin(
+                    "float32", "llvm.vector.reduce.fmax", T.max(T.fabs(low), T.fabs(high))
+                )
                 xs[m, g] = scale[0] / T.float32(127)
                 scale[1] = T.if_then_else(scale[0] > T.float32(0), T.float32(127) / scale[0], T.float32(0))
-                xq8[m, T.ramp(g * Q4_GROUP, 1, LANES)] = T.Cast("int8x16", T.nearbyint(low * T.broadcast(scale[1], LANES)))
-                xq8[m, T.ramp(g * Q4_GROUP + LANES, 1, LANES)] = T.Cast(
-                    "int8x16", T.nearbyint(high * T.broadcast(scale[1], LANES))
-                )
+                xq8[m, T.ramp(g * Q4_GROUP, 1, LANES)] = T.Cast("int8x16", T.nearbyint(low * scale[1]))
+                xq8[m, T.ramp(g * Q4_GROUP + LANES, 1, LANES)] = T.Cast("int8x16", T.nearbyint(high * scale[1]))
                 zero_point_sum[m, g] = -ZERO_POINT * T.call_llvm_pure_intrin(
                     "int32",
                     "llvm.vector.reduce.add",
-                    T.Cast("int32x16", xq8[m, T.ramp(g * Q4_GROUP, 1, LANES)])
-                    + T.Cast("int32x16", xq8[m, T.ramp(g * Q4_GROUP + LANES, 1, LANES)]),
+                    T.Cast("int32x16", _lanes(xq8, m, g * Q4_GROUP))
+                    + T.Cast("int32x16", _lanes(xq8, m, g * Q4_GROUP + LANES)),
                 )
         for t in T.parallel(n_tiles):
             acc = T.alloc_buffer((row_block, tile), "float32", scope="local")
@@ -142,28 +168,22 @@ def _kernel(shape: LinearShape, rows, row_block: int) -> tirx.PrimFunc:
                     for c in T.unroll(VNNI_CHUNKS):
                         for u in T.unroll(sub):
                             for i in T.unroll(row_block):
-                                # k = 8c..8c+3 from the low nibbles, 8c+4..8c+7 from the high ones
-                                dot[i, u, T.ramp(0, 1, LANES)] = T.call_llvm_pure_intrin(
-                                    "int32x16",
-                                    _VPDPBUSD,
-                                    T.call_llvm_pure_intrin(
-                                        "int32x16",
-                                        _VPDPBUSD,
-                                        dot[i, u, T.ramp(0, 1, LANES)],
-                                        w[t, g, c, u, T.ramp(0, 1, 4 * LANES)] & T.broadcast(T.uint8(15), 4 * LANES),
-                                        T.reinterpret("int8x64", T.broadcast(xq[b * row_block + i, g * 8 + 2 * c], LANES)),
+                                # k = 8c..8c+3 in the low nibbles (xq word 2c), 8c+4..8c+7 in the high ones
+                                dot[i, u, T.ramp(0, 1, LANES)] = _vpdpbusd(
+                                    _vpdpbusd(
+                                        _lanes(dot, i, u, 0),
+                                        _nibbles(w, t, g, c, u, False),
+                                        _quad(xq, b * row_block + i, g * 8 + 2 * c),
                                     ),
-                                    w[t, g, c, u, T.ramp(0, 1, 4 * LANES)] >> T.broadcast(T.uint8(4), 4 * LANES),
-                                    T.reinterpret("int8x64", T.broadcast(xq[b * row_block + i, g * 8 + 2 * c + 1], LANES)),
+                                    _nibbles(w, t, g, c, u, True),
+                                    _quad(xq, b * row_block + i, g * 8 + 2 * c + 1),
                                 )
                     for u in T.unroll(sub):
                         for i in T.unroll(row_block):
-                            acc[i, T.ramp(u * LANES, 1, LANES)] = acc[i, T.ramp(u * LANES, 1, LANES)] + T.Cast(
-                                "float32x16", dot[i, u, T.ramp(0, 1, LANES)]
-                            ) * (
-                                T.Cast("float32x16", s[t, g, T.ramp(u * LANES, 1, LANES)])
-                                * T.broadcast(xs[b * row_block + i, g], LANES)
-                            )
+                            # float(dot) * weight scale * activation scale
+                            acc[i, T.ramp(u * LANES, 1, LANES)] = _lanes(acc, i, u * LANES) + T.Cast(
+                                "float32x16", _lanes(dot, i, u, 0)
+                            ) * (T.Cast("float32x16", _lanes(s, t, g, u * LANES)) * xs[b * row_block + i, g])
                 for i in T.unroll(row_block):
                     if b * row_block + i < rows:
                         for n in T.vectorized(tile):
