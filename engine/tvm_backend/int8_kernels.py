@@ -35,6 +35,10 @@ from engine.tvm_backend.kernels import (
 LANES = VNNI_LANES
 ZERO_POINT = 7
 """MLC's q4 codes are 0..14; the weight is (code - 7) * scale."""
+PREFETCH_AHEAD_BYTES = 4096
+"""How far ahead of its reads a decode kernel prefetches the weight stream: the hardware
+prefetchers alone left decode at about 2/3 of this speed (measured on the 135M shape)."""
+CACHE_LINE = 64
 _VPDPBUSD = "llvm.x86.avx512.vpdpbusd.512"
 """LLVM 22 declares it as (<16 x i32> acc, <64 x i8> unsigned, <64 x i8> signed) -> <16 x i32>."""
 
@@ -97,6 +101,13 @@ def _lanes(buffer: tirx.Buffer, *index) -> tirx.PrimExpr:
     return tirx.BufferLoad(buffer, [*outer, tirx.Ramp(start, 1, LANES)])
 
 
+def _prefetch(flat: tirx.Buffer, offset) -> tirx.PrimExpr:
+    """Hint the cache line of flat[offset] (clamped to the buffer) into all cache levels."""
+    last = flat.shape[0] - 1
+    address = tirx.address_of(tirx.BufferLoad(flat, [tirx.min(offset, last)]))
+    return T.call_llvm_intrin("void", "llvm.prefetch.p0", address, 0, 3, 1)
+
+
 def _group_half(x: tirx.Buffer, m, g, half: int, k_in: int) -> tirx.PrimExpr:
     """x[m, 32g + 16 half : +16] as a float32x16; past k_in (MLC's ragged last group) zeros,
     read through a clamped gather in that group only."""
@@ -120,6 +131,11 @@ def _kernel(shape: LinearShape, rows, row_block: int) -> tirx.PrimFunc:
     rows_padded = blocks * row_block
     weight_shape = shape.weight_shapes()["q_weight"][0]
     scales = scale_dtype(shape.kind)
+    group_bytes = VNNI_CHUNKS * sub * 4 * LANES  # one tile's codes for one group
+    scales_per_line = CACHE_LINE // (2 if scales == "float16" else 4)
+    scale_lines = -(-tile // scales_per_line)  # and the lines of its `tile` scales
+    ahead = PREFETCH_AHEAD_BYTES // group_bytes
+    prefetching = isinstance(rows, int)  # decode streams the weights; prefill reuses each tile
     # One decode row is too little work to share between threads.
     quantize_loop = T.serial if isinstance(rows, int) else T.parallel
 
@@ -131,6 +147,8 @@ def _kernel(shape: LinearShape, rows, row_block: int) -> tirx.PrimFunc:
         y: T.Buffer((rows, n_out), "float32"),
     ):
         T.func_attr({"tirx.noalias": True})
+        w_flat = T.decl_buffer((n_tiles * groups * group_bytes,), "uint8", data=w.data)
+        s_flat = T.decl_buffer((n_tiles * groups * tile,), scales, data=s.data)
         xq = T.alloc_buffer((rows_padded, groups * Q4_GROUP // 4), "int32")  # 4 int8 per word
         xq8 = T.decl_buffer((rows_padded, groups * Q4_GROUP), "int8", data=xq.data)
         xs = T.alloc_buffer((rows_padded, groups), "float32")
@@ -161,6 +179,11 @@ def _kernel(shape: LinearShape, rows, row_block: int) -> tirx.PrimFunc:
                 for i, n in T.grid(row_block, tile):
                     acc[i, n] = T.float32(0)
                 for g in range(groups):
+                    if prefetching:
+                        for line in T.unroll(group_bytes // CACHE_LINE):
+                            T.evaluate(_prefetch(w_flat, (t * groups + g + ahead) * group_bytes + line * CACHE_LINE))
+                        for line in T.unroll(scale_lines):
+                            T.evaluate(_prefetch(s_flat, (t * groups + g + ahead) * tile + line * scales_per_line))
                     # Each row's integer dot starts at its zero-point term: no correction after.
                     for i in T.unroll(row_block):
                         for u in T.unroll(sub):
