@@ -353,7 +353,7 @@ class CorpusGenerator:
     """Draws dialogues from a seeded random stream; same seed, same dialogues."""
 
     def __init__(self, seed: int, held_out: frozenset[str] | None = None,
-                 offtopic_share: float = 0.15, small_talk_share: float = 0.14) -> None:
+                 offtopic_share: float = 0.18, small_talk_share: float = 0.14) -> None:
         self._rng = random.Random(seed)
         self._held_out = held_out_prompts() if held_out is None else held_out
         self._offtopic_share = offtopic_share
