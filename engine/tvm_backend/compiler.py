@@ -4,7 +4,7 @@ On the CPU the hand-written kernels do the heavy work; on a GPU TVM's dlight rul
 plain functions (engine.tvm_backend.linear picks which while the model is built). The cache key
 covers everything the library depends on: the architecture, the weight kind, the device kind and
 target (with its GPU arch and host mcpu), the TVM version and the source of Tandem's model and
-kernels."""
+kernels; storing a library drops those it supersedes (same model and target, older build)."""
 
 from __future__ import annotations
 
@@ -57,15 +57,23 @@ def cache_key(config: ModelConfig, kind: str, target: HostTarget) -> str:
     sources = hashlib.sha256()
     for relative in _SOURCES:
         sources.update((engine_root / relative).read_bytes())
-    identity = {
+    identity = {**_lineage(config, kind, target), "tvm": tvm.__version__, "sources": sources.hexdigest()}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def lineage_key(config: ModelConfig, kind: str, target: HostTarget) -> str:
+    """What a library is for, leaving out what built it (TVM, Tandem's sources): a new entry of
+    the same lineage makes the older ones stale."""
+    return hashlib.sha256(json.dumps(_lineage(config, kind, target), sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _lineage(config: ModelConfig, kind: str, target: HostTarget) -> dict[str, object]:
+    return {
         "model_type": config.model_type,
         "model_config": config.to_dict(),
         "weight_kind": kind,
         "target": target.cache_key,
-        "tvm": tvm.__version__,
-        "sources": sources.hexdigest(),
     }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def compiled_model(
@@ -88,7 +96,7 @@ def compiled_model(
             config, kind, target, lambda: report("compiling for " + target.label, 0.2)
         )
         report("linking the library", 0.85)
-        _store(entry, executable, params)
+        _store(entry, executable, params, lineage_key(config, kind, target))
     except EngineError:
         raise
     except Exception as error:  # TVM raises many types; the caller gets one clear error
@@ -228,13 +236,14 @@ def _build_cpu(module: tvm.IRModule, target: HostTarget):
     return vm_build._vmlink(builder, target.target, tvm.IRModule(others), ext_libs=libraries)
 
 
-def _store(entry: Path, executable, params: tuple[ParamSpec, ...]) -> None:
+def _store(entry: Path, executable, params: tuple[ParamSpec, ...], lineage: str) -> None:
     entry.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=entry.name + ".", dir=entry.parent))
     try:
         executable.export_library(str(staging / LIBRARY_FILE))
         manifest = {
             "library_sha256": _digest(staging / LIBRARY_FILE),
+            "lineage": lineage,
             "params": [[name, list(shape), dtype] for name, shape, dtype in params],
         }
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest), encoding="utf-8")
@@ -244,6 +253,23 @@ def _store(entry: Path, executable, params: tuple[ParamSpec, ...]) -> None:
             pass
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    _prune_stale(entry, lineage)
+
+
+def _prune_stale(entry: Path, lineage: str) -> None:
+    """Drop the entries `entry` supersedes: the same lineage built by another TVM or older
+    sources, and entries from before manifests named their lineage. Staging folders (their
+    names hold a dot) belong to compiles still running."""
+    for other in entry.parent.iterdir():
+        if other == entry or "." in other.name or not other.is_dir():
+            continue
+        try:
+            manifest = json.loads((other / MANIFEST_FILE).read_text(encoding="utf-8"))
+            stale = manifest.get("lineage", lineage) == lineage
+        except (OSError, ValueError, AttributeError):
+            continue  # unreadable: _read_entry drops it if it is ever asked for
+        if stale:
+            shutil.rmtree(other, ignore_errors=True)
 
 
 def _read_entry(entry: Path) -> CompiledModel | None:

@@ -13,6 +13,9 @@ import numpy as np
 from engine.errors import ModelFileError
 
 TIED_HEAD_SOURCE = "model.embed_tokens"
+REPACK_LAYOUT = "output-tiles+f32-scales/1"
+"""Names the layout repacked_params produces; part of the weight cache's key (weight_cache), so
+change it whenever the arrays it yields for the same weights and shapes change."""
 
 
 def _tile_rows(array: np.ndarray, n_tiles: int, tile: int) -> np.ndarray:

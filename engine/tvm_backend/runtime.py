@@ -1,8 +1,9 @@
 """TVMEngine: the Engine protocol on Tandem's own TVM runtime.
 
 Opening a model reads its MLC directory, compiles (or loads from the cache) the library for
-the host, repacks the weights once, and keeps one paged-KV session. generate() templates the
-messages, prefills in chunks, then samples token by token in numpy with raw-logit logprobs."""
+the host, puts the weights on the device (repacked once, then from the weight cache), and
+keeps one paged-KV session. generate() templates the messages, prefills in chunks, then
+samples token by token in numpy with raw-logit logprobs."""
 
 from __future__ import annotations
 
@@ -10,8 +11,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-
-import numpy as np
 
 from app.paths import cache_dir
 from engine import sampling
@@ -27,7 +26,7 @@ from engine.api import (
     TokenEvent,
     Usage,
 )
-from engine.artifact import load_params
+from engine.artifact import find_tensor_cache
 from engine.config import ChatConfig, read_chat_config
 from engine.errors import ContextWindowExceeded, EngineError
 from engine.info_extras import info_extras
@@ -35,9 +34,9 @@ from engine.models.llama import weight_kind
 from engine.stopping import StopChecker
 from engine.tokenizer import Tokenizer
 from engine.tvm_backend.compiler import CompiledModel, compiled_model, discard
-from engine.tvm_backend.repack import repacked_params
-from engine.tvm_backend.session import ModelSession
+from engine.tvm_backend.session import ModelSession, tvm_errors
 from engine.tvm_backend.target import HostTarget, host_target
+from engine.tvm_backend.weight_cache import load_weights
 
 ProgressCallback = Callable[[str, float], None]
 
@@ -57,11 +56,14 @@ class TVMEngine:
         self.chat_config: ChatConfig = read_chat_config(self.model_dir)
         self.tokenizer = Tokenizer.from_model_dir(self.model_dir)
         self.context_window = min(self.chat_config.context_window_size, MAX_CPU_CONTEXT)
+        find_tensor_cache(self.model_dir)  # no weights at all: say so before compiling
         target = host_target(device)
-        report("reading weights", 0.0)
-        mlc_params = load_params(self.model_dir, self.chat_config)
+        self.weights_cache_hit = False
+        """Whether the repacked weights came from the weight cache (weight_cache) this time."""
+        self.weight_cache_note: str | None = None
+        """Why the weights could not be cached (e.g. a read-only cache folder), else None."""
         self.session: ModelSession | None
-        self.session, self.compile_s = self._start_session(mlc_params, target, report)
+        self.session, self.compile_s = self._start_session(target, report)
         template = self.chat_config.conv_template
         self._stop_ids = (*template.stop_token_ids, *self.chat_config.eos_token_ids)
         self._lock = threading.Lock()
@@ -75,20 +77,22 @@ class TVMEngine:
         )
         report("ready", 1.0)
 
-    def _start_session(
-        self, mlc_params: dict[str, np.ndarray], target: HostTarget, report: ProgressCallback
-    ) -> tuple[ModelSession, float]:
-        """The compiled library (cached or built now) with the repacked weights on the device;
-        a cached library that will not load is rebuilt once."""
+    def _start_session(self, target: HostTarget, report: ProgressCallback) -> tuple[ModelSession, float]:
+        """The compiled library (cached or built now) with the weights on the device (cached or
+        repacked now); a cached library that will not load is rebuilt once."""
         model = self.chat_config.model_config
         kind = weight_kind(self.chat_config.quantization)
-        compile_progress = _scaled(report, 0.05, 0.9)
+        compile_progress = _scaled(report, 0.0, 0.85)
+        compiled = compiled_model(model, kind, target, cache_dir(), compile_progress)
+        report("loading weights", 0.85)
+        with tvm_errors("loading the weights onto the device"):
+            weights = load_weights(self.model_dir, self.chat_config, compiled.params, target, cache_dir())
+        self.weights_cache_hit, self.weight_cache_note = weights.cache_hit, weights.cache_note
 
         def start(compiled: CompiledModel) -> ModelSession:
-            report("loading weights", 0.9)
             return ModelSession(
                 compiled,
-                repacked_params(mlc_params, compiled.params, model.tie_word_embeddings),
+                weights.tensors,
                 target.device,
                 hidden_size=model.hidden_size,
                 vocab_rows=model.vocab_size,
@@ -96,13 +100,13 @@ class TVMEngine:
                 prefill_chunk=min(self.chat_config.prefill_chunk_size, self.context_window),
             )
 
-        compiled = compiled_model(model, kind, target, cache_dir(), compile_progress)
         try:
             return start(compiled), compiled.compile_s
         except EngineError:
             if compiled.compile_s:  # freshly built and still broken: nothing to retry
                 raise
         discard(compiled)
+        # Built from the same key, the new library takes the same parameters as the weights loaded.
         compiled = compiled_model(model, kind, target, cache_dir(), compile_progress)
         return start(compiled), compiled.compile_s
 

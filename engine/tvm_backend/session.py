@@ -1,11 +1,11 @@
-"""Driving a compiled model: its weights on the device, one paged-KV sequence, chunked prefill
-and single-token decode, each returning float32 logits as numpy.
+"""Driving a compiled model with its weights on the device: one paged-KV sequence, chunked
+prefill and single-token decode, each returning float32 logits as numpy.
 
 Every TVM failure surfaces as EngineError, so the host process never sees a TVM exception."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -21,7 +21,8 @@ SEQUENCE_ID = 0
 
 
 @contextmanager
-def _tvm_errors(action: str):
+def tvm_errors(action: str):
+    """Turn any TVM exception raised inside into EngineError naming `action`."""
     try:
         yield
     except EngineError:
@@ -41,7 +42,7 @@ class ModelSession:
     def __init__(
         self,
         compiled: CompiledModel,
-        params: Iterable[np.ndarray],
+        params: Sequence[tvm.runtime.Tensor],
         device: tvm.runtime.Device,
         hidden_size: int,
         vocab_rows: int,
@@ -53,10 +54,10 @@ class ModelSession:
         self.max_tokens = max_tokens
         self.prefill_chunk = prefill_chunk
         self.device = device
-        with _tvm_errors("loading the compiled library"):
+        with tvm_errors("loading the compiled library"):
             library = tvm.runtime.load_module(str(compiled.library))
             self._vm = relax.VirtualMachine(library, device)
-            self._params = [tvm.runtime.tensor(array, device) for array in params]
+            self._params = list(params)
             self._embed = self._vm["embed"]
             self._prefill = self._vm["prefill"]
             self._decode = self._vm["decode"]
@@ -83,7 +84,7 @@ class ModelSession:
 
     def reset(self) -> None:
         """Start an empty sequence."""
-        with _tvm_errors("clearing the KV cache"):
+        with tvm_errors("clearing the KV cache"):
             try:
                 self._remove_sequence(self._kv, SEQUENCE_ID)
             except Exception:  # noqa: BLE001  (nothing to remove yet)
@@ -101,7 +102,7 @@ class ModelSession:
         while shared < limit and self._tokens[shared] == token_ids[shared]:
             shared += 1
         if shared < len(self._tokens):
-            with _tvm_errors("rolling back the KV cache"):
+            with tvm_errors("rolling back the KV cache"):
                 self._popn(self._kv, SEQUENCE_ID, len(self._tokens) - shared)
             del self._tokens[shared:]
         return self.prefill(token_ids[shared:]), len(token_ids) - shared
@@ -122,7 +123,7 @@ class ModelSession:
     def _forward(self, token_ids: Sequence[int], function) -> np.ndarray:
         ids = self._checked(token_ids)
         tokens, self._tokens = self._tokens, None  # stays None if the forward fails midway
-        with _tvm_errors("running the model"):
+        with tvm_errors("running the model"):
             embedded = self._embed(tvm.runtime.tensor(ids, self.device), self._params)
             embedded = self._reshape(embedded, ShapeTuple([1, len(ids), self.hidden_size]))
             self._begin_forward(self._kv, ShapeTuple([SEQUENCE_ID]), ShapeTuple([len(ids)]))
