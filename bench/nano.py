@@ -92,7 +92,7 @@ def main() -> int:
     print(f"  size                         {size_mb:.1f} MB  (bar <= 20 MB)")
     for name, part in score_by_set(in_domain, out_of_domain).items():
         print(f"  set {name:9} accuracy {part.in_domain_accuracy:.3f}  false refusals {part.false_refusal:.3f}  "
-              f"AUROC {part.auroc:.3f}  (n={part.in_domain}+{part.out_of_domain})")
+              f"ood refused {part.ood_refusal:.3f}  AUROC {part.auroc:.3f}  (n={part.in_domain}+{part.out_of_domain})")
     if args.json:
         print(json.dumps({
             "in_domain_accuracy": round(report.in_domain_accuracy, 4),

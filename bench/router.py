@@ -29,6 +29,7 @@ from offload.confidence import (  # noqa: E402
     Calibration,
     EscalationThreshold,
     StreamMonitor,
+    answer_confidence,
     features,
     fit_calibration,
     is_refusal,
@@ -150,8 +151,10 @@ def cross_validated_scores(runs: list[Run], folds: int = 5, seed: int = 0) -> li
         calibration = fit([runs[i] for i in order if i not in held])
         for i in held:
             run = runs[i]
-            score = calibration.score(run.features) if calibration else float(run.correct)
-            scores[i] = 0.0 if run.refused else score
+            if calibration is None:
+                scores[i] = 0.0 if run.refused else float(run.correct)
+            else:
+                scores[i] = answer_confidence(run.features, run.refused, calibration)
     return scores
 
 

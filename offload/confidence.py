@@ -22,6 +22,10 @@ FINAL_SPAN = 8
 """Tokens at the end of an answer whose confidence is scored on its own (where it trails off)."""
 
 _Z_LIMIT = 4.0
+GUESSING_MEAN_LOGPROB = -2.0
+"""An answer whose tokens average below this logprob (a geometric-mean token probability under
+14%) is guesswork whatever the fit says: the fit saw the embedded model, which is rarely unsure,
+so it cannot have learned what unsure looks like. Its confidence is capped at that probability."""
 
 FEATURE_NAMES = (
     "mean_logprob", "min_logprob", "p10_logprob", "p25_logprob", "median_logprob",
@@ -34,6 +38,10 @@ SCORED_FEATURES = (
 )
 """What the score uses: on the embedded model the logprob quantiles add nothing and, being nearly
 collinear, get weights of opposite signs that misjudge answers unlike any it was fitted on."""
+MONOTONE_SIGNS = {"mean_logprob": 1, "min_logprob": 1, "final_min_logprob": 1, "min_margin": 1, "max_entropy": -1}
+"""The direction each feature may push the score: a surer token never lowers it. On a model that
+is confidently wrong more often than unsure, a free fit learns the opposite, and would then call
+an answer made of wild guesses confident."""
 
 
 def _normalise(text: str) -> str:
@@ -154,15 +162,35 @@ def fit_calibration(
     rows: Sequence[Mapping[str, float]], good: Sequence[bool], names: Sequence[str] = SCORED_FEATURES,
     l2: float = 1.0, fitted_on: str = "",
 ) -> Calibration:
-    """Newton's method on the L2-regularised log-loss; small enough to need nothing but numpy."""
+    """An L2-regularised logistic regression whose weights respect MONOTONE_SIGNS: a feature the
+    fit wants the wrong way round is dropped (weight 0), the worst first, and the rest refitted."""
     x = np.array([[row.get(n, 0.0) for n in names] for row in rows], dtype=np.float64)
     y = np.array(good, dtype=np.float64)
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale < 1e-9] = 1.0
-    z = np.hstack([(x - mean) / scale, np.ones((len(x), 1))])
+    z = (x - mean) / scale
+    signs = np.array([MONOTONE_SIGNS.get(n, 0) for n in names], dtype=np.float64)
+    used = np.ones(len(names), dtype=bool)
+    while True:
+        theta = _newton_fit(z * used, y, l2)
+        wrong = np.where(signs * theta[:-1] < 0, -signs * theta[:-1], 0.0)
+        if not wrong.any():
+            break
+        used[int(np.argmax(wrong))] = False
+    weights = np.where(used, theta[:-1], 0.0)
+    partial = Calibration(tuple(names), _floats(mean), _floats(scale), _floats(weights), float(theta[-1]))
+    scores = np.array([partial.score(row) for row in rows])
+    reference = tuple(float(q) for q in np.quantile(scores, np.linspace(0, 1, 101)))
+    return Calibration(partial.names, partial.mean, partial.scale, partial.weights, partial.bias,
+                       reference, fitted_on)
+
+
+def _newton_fit(z: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:
+    """Newton's method on the L2-regularised log-loss; the last weight is the (unshrunk) bias."""
+    z = np.hstack([z, np.ones((len(z), 1))])
     theta = np.zeros(z.shape[1])
     penalty = np.eye(z.shape[1]) * l2
-    penalty[-1, -1] = 0.0  # the bias is not shrunk
+    penalty[-1, -1] = 0.0
     for _ in range(50):
         p = _sigmoid(z @ theta)
         gradient = z.T @ (p - y) + penalty @ theta
@@ -171,12 +199,7 @@ def fit_calibration(
         theta -= step
         if np.abs(step).max() < 1e-8:
             break
-    partial = Calibration(tuple(names), _floats(mean), _floats(scale), _floats(theta[:-1]),
-                          float(theta[-1]))
-    scores = np.array([partial.score(row) for row in rows])
-    reference = tuple(float(q) for q in np.quantile(scores, np.linspace(0, 1, 101)))
-    return Calibration(partial.names, partial.mean, partial.scale, partial.weights, partial.bias,
-                       reference, fitted_on)
+    return theta
 
 
 def _floats(values: np.ndarray) -> tuple[float, ...]:
@@ -215,5 +238,13 @@ def assess(
     values = features(tokens, prompt_tokens)
     refused = is_refusal(text, refusal)
     values["refusal"] = float(refused)
-    confidence = 0.0 if refused else calibration.score(values)
-    return Assessment(confidence, refused, values)
+    return Assessment(answer_confidence(values, refused, calibration), refused, values)
+
+
+def answer_confidence(values: Mapping[str, float], refused: bool, calibration: Calibration) -> float:
+    """The calibrated score behind two hard rules: a refusal is 0, guesswork is capped."""
+    if refused:
+        return 0.0
+    score = calibration.score(values)
+    mean = values.get("mean_logprob", 0.0)
+    return min(score, math.exp(mean)) if mean < GUESSING_MEAN_LOGPROB else score

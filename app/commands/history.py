@@ -136,9 +136,10 @@ def _import(store: Store, args: argparse.Namespace) -> int:
         raise ImportFileError(str(args.file), "it is not UTF-8 text") from None
     except OSError as error:
         raise ImportFileError(str(args.file), error.strerror or "it cannot be read") from None
-    added = store.import_json(text, source=str(args.file))
-    count = sum(len(store.messages(c.id)) for c in added)
-    print(f"Imported {len(added)} conversation(s) with {count} message(s).")
+    result = store.import_json(text, source=str(args.file))
+    count = sum(len(store.messages(c.id)) for c in result.added)
+    skipped = f"; {result.skipped} already here, skipped" if result.skipped else ""
+    print(f"Imported {len(result.added)} conversation(s) with {count} message(s){skipped}.")
     return 0
 
 

@@ -9,6 +9,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -18,7 +19,7 @@ import sqlite_utils
 from app.store import conversations, egress, export, messages, migrations, recovery, search, settings
 from app.store.database import BUSY_TIMEOUT_S, open_database, translate_errors, use_wal, write_transaction
 from app.store.errors import MessageNotFound, StoreError
-from app.store.records import Conversation, EgressRecord, Message, SearchHit, now
+from app.store.records import Conversation, EgressRecord, Message, SearchHit, now, to_text
 from app.store.replies import Clock, ReplyWriter
 
 
@@ -213,11 +214,19 @@ class Store:
         with self._access() as db:
             return export.to_markdown(self._threads(db, conversation_id))
 
-    def import_json(self, text: str, source: str = "the input") -> list[Conversation]:
-        """Add the file's conversations as new ones, all or none; returns them."""
+    def import_json(self, text: str, source: str = "the input") -> ImportResult:
+        """Add the file's conversations as new ones, all or none. One already here (same title,
+        start time and messages) is skipped, so importing a file twice adds nothing twice."""
         parsed = export.parse(text, source)
+        added: list[Conversation] = []
+        skipped = 0
         with self._access() as db, write_transaction(db):
-            return [_insert_imported(db, item) for item in parsed]
+            for item in parsed:
+                if _already_present(db, item):
+                    skipped += 1
+                else:
+                    added.append(_insert_imported(db, item))
+        return ImportResult(added, skipped)
 
     @staticmethod
     def _threads(db: sqlite_utils.Database, conversation_id: int | None) -> list[export.Thread]:
@@ -243,6 +252,24 @@ class Store:
         """SQLite's own check: ["ok"] for a healthy file."""
         with self._access() as db:
             return [row[0] for row in db.execute("PRAGMA integrity_check")]
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    added: list[Conversation]
+    skipped: int
+    """Conversations of the file that were already in the database."""
+
+
+def _already_present(db: sqlite_utils.Database, item: export.ImportedConversation) -> bool:
+    if item.created is None:  # nothing to match on: a conversation with no start time is new
+        return False
+    wanted = [(m.role, m.content) for m in item.messages]
+    for row in db["conversations"].rows_where("created = ? AND title = ?", [to_text(item.created), item.title]):
+        present = messages.of_conversation(db, row["id"])
+        if [(m.role, m.content) for m in present] == wanted:
+            return True
+    return False
 
 
 def _insert_imported(db: sqlite_utils.Database, item: export.ImportedConversation) -> Conversation:

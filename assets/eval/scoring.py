@@ -22,7 +22,7 @@ class Case:
     fact: str | None
     """The expected fact id; None for an out-of-domain prompt."""
     source: str = ""
-    """The set it comes from: "in_domain", "in_domain_fresh", ..."""
+    """The set it comes from: "in_domain", "in_domain_fresh", "in_domain_fresh2", ..."""
 
 
 @dataclass(frozen=True)
@@ -72,12 +72,14 @@ def _read(path: Path) -> list[dict]:
 
 
 def in_domain_cases() -> list[Case]:
-    """Every in-domain set: in_domain.jsonl and the fresh set written after the final generator."""
+    """Every in-domain set, in_domain*.jsonl: the first set and each fresh one (_fresh, _fresh2, ...)
+    written apart from the generator and never used to tune it."""
     return [Case(row["prompt"], row["fact"], path.stem)
             for path in sorted(EVAL_DIR.glob("in_domain*.jsonl")) for row in _read(path)]
 
 
 def out_of_domain_cases() -> list[Case]:
+    """Every out-of-domain set, out_of_domain*.jsonl, paired with the in-domain set of the same suffix."""
     return [Case(row["prompt"], None, path.stem)
             for path in sorted(EVAL_DIR.glob("out_of_domain*.jsonl")) for row in _read(path)]
 
@@ -94,7 +96,7 @@ def auroc(positives: list[float], negatives: list[float]) -> float:
 
 
 def score_by_set(in_domain: list[Outcome], out_of_domain: list[Outcome]) -> dict[str, Report]:
-    """One report per pair of sets sharing a suffix ("" for the first sets, "_fresh" ...)."""
+    """One report per pair of sets sharing a suffix ("" for the first sets, then "_fresh", "_fresh2", ...)."""
     suffixes = sorted({o.case.source.removeprefix("in_domain") for o in in_domain})
     return {
         suffix.lstrip("_") or "held_out": score(

@@ -37,6 +37,14 @@ ACTION_TEMPLATES = (
     "where's the option to {a}", "quick way to {a}", "steps to {a}", "{a} please", "pls {a}",
     "how do we {a}", "what should i do to {a}", "what's the trick to {a}", "remind me how to {a}",
     "i forgot how to {a}", "wait, how do i {a}", "ok so how do i {a}", "so how can i {a}",
+    "could you explain how i can {a}", "would you mind telling me how to {a}", "how might i {a}",
+    "what is the procedure to {a}", "please advise how to {a}", "is there any way i can {a}",
+    "what's the easiest way to {a}", "does tandem let me {a}", "how do i {a} here", "where can i {a}",
+    "what do i need to do to {a}", "what's the keybind to {a}", "how do u {a}", "how 2 {a}",
+    "i'd love to {a}", "is there an easy way to {a}", "how would someone {a}", "need help to {a}",
+    "i want to {a}, how", "how can you {a}", "what's the keyboard shortcut to {a}", "let me {a}",
+    "how does a person {a}", "can tandem {a}", "am i able to {a}", "i would like to {a}",
+    "kindly tell me how to {a}", "what key do i hit to {a}", "what do i do to {a}", "how can one {a}",
 )
 SUBJECT_TEMPLATES = (
     "{s}", "{s}?", "what about {s}", "tell me about {s}", "explain {s}", "what is {s}", "what's {s}",
@@ -46,18 +54,39 @@ SUBJECT_TEMPLATES = (
     "{s} - how does it work", "{s}, explain", "details on {s}", "i need help with {s}",
     "what should i know about {s}", "tell me more about {s}", "describe {s}", "how about {s}",
     "quick question about {s}", "{s} in tandem", "what's up with {s}", "any tips on {s}",
+    "anything on {s}", "{s} question", "info about {s}", "can you tell me about {s}",
+    "i'm confused about {s}", "i don't understand {s}", "help me understand {s}", "{s}: how?",
+    "what's the story with {s}", "a question on {s}", "could you explain {s}", "how do i do {s}",
+    "give me the lowdown on {s}", "{s}??", "hmm, {s}", "so, {s}", "about {s}", "re: {s}",
+    "what do i need to know about {s}", "how is {s} done", "how does tandem handle {s}",
 )
 KEY_TEMPLATES = (
     "what does {k} do", "what is {k} for", "{k}?", "{k}", "what happens if i press {k}",
     "what happens when i hit {k}", "what's {k}", "{k} does what", "explain {k}", "tell me what {k} does",
     "what is {k}", "what's the {k} key for", "why would i press {k}", "{k} key", "meaning of {k}",
     "what does pressing {k} do", "i pressed {k}, what happened", "is {k} a shortcut", "what's {k} do",
+    "what would {k} do", "what's {k} for", "does {k} do anything", "what does {k} do here",
+    "what's the point of {k}", "what does hitting {k} do", "if i press {k} what happens",
+    "what's bound to {k}", "what is bound to {k}", "what action is {k}", "i accidentally pressed {k}",
+    "what did {k} just do", "what's {k} mapped to", "what does {k} trigger", "purpose of {k}",
+    "what is {k} used for", "what's {k} supposed to do", "{k} - what is it", "{k} meaning",
+    "what does {k} mean", "what happens with {k}", "and {k}", "and what about {k}",
+    "is {k} bound to anything", "what does the {k} shortcut do", "{k} does what exactly",
 )
+_KEY_PHRASE = re.compile(r"^(the |holding )|( key| shortcut| combo| button| hotkey| keys| keybinding)$")
+KEY_TEMPLATES_FOR_PHRASES = tuple(t for t in KEY_TEMPLATES if "the {k}" not in t and "{k} key" not in t)
+"""Templates that read well when the key is already a phrase such as "the escape key"."""
+KEY_TEMPLATES_FOR_GESTURES = tuple(t for t in KEY_TEMPLATES_FOR_PHRASES
+                                   if not re.search(r"press|hit|bound|mapped|meaning|\{k\}$", t))
+"""Templates that fit a gesture such as "holding ctrl and pressing e"."""
 GREETINGS = ("hi", "hello", "hey", "hi there", "hey there", "hello tandem", "hi tandem", "good morning",
-             "yo", "hiya", "hey tandem", "greetings", "morning", "howdy", "good evening")
+             "yo", "hiya", "hey tandem", "greetings", "morning", "howdy", "good evening", "hey hey",
+             "good afternoon", "hello there", "heya", "evening", "sup", "hi again")
 LEAD_INS = ("quick question", "question", "sorry", "um", "hmm", "ok", "so", "excuse me", "hey quick one",
             "please", "help", "newbie here", "one more thing", "also", "another question", "btw",
-            "i'm new here", "sorry to bother you", "hello again", "well")
+            "i'm new here", "sorry to bother you", "hello again", "well", "right", "quick q",
+            "random question", "newbie question", "dumb question", "silly question", "ok next",
+            "one thing", "real quick", "hmm ok", "alright", "just wondering", "curious")
 CONTEXTS = ("in tandem", "in this app", "here", "in the app", "with tandem", "on tandem", "in the tui",
             "in the chat", "in tandem's chat", "in this program", "using tandem", "in the terminal app",
             "on this thing", "in this chat app", "inside tandem")
@@ -65,9 +94,20 @@ TAILS = ("?", "?", "?", "??", "", "", "!", ".", " please", " pls", " thanks", "?
          " plz", "?!", " :)", "...", "? please help", " asap", " again?")
 KEY_SPELLINGS = (
     lambda mod, key: f"{mod}+{key}", lambda mod, key: f"{mod}-{key}", lambda mod, key: f"{mod} {key}",
-    lambda mod, key: f"{mod}{key}", lambda mod, key: f"^{key}",
+    lambda mod, key: f"{mod}{key}", lambda mod, key: f"{mod} + {key}", lambda mod, key: f"{mod} and {key}",
+    lambda mod, key: f"{mod} plus {key}", lambda mod, key: f"holding {mod} and pressing {key}",
 )
-MOD_NAMES = ("ctrl", "Ctrl", "control", "Control", "CTRL", "ctl")
+MOD_NAMES = ("ctrl", "ctrl", "Ctrl", "Ctrl", "control", "Control", "CTRL", "ctl", "Ctl", "CONTROL")
+KEY_PHRASES = ("the {k} shortcut", "the {k} combo", "the {k} hotkey", "{k} shortcut", "the {k} keys",
+               "the {k} keybinding")
+PLAIN_KEY_SPELLINGS = {
+    "Esc": ("Esc", "esc", "ESC", "escape", "Escape", "ESCAPE", "the escape key", "the esc key",
+            "the esc button", "escape key", "esc key"),
+    "Enter": ("Enter", "enter", "ENTER", "return", "Return", "the return key", "the enter key",
+              "enter key", "return key", "the enter button"),
+    "F2": ("F2", "f2", "the f2 key", "the F2 key", "function key 2", "fn+f2", "fn f2", "F-2",
+           "f2 key", "the f2 button"),
+}
 KEYBOARD_NEIGHBOURS = "qwertyuiopasdfghjklzxcvbnm"
 FILLERS = ("just", "actually", "like", "really", "quickly", "even", "basically", "exactly", "again",
            "now", "ever", "maybe", "somehow", "still", "also", "simply", "please", "um", "uh")
@@ -83,19 +123,55 @@ SYNONYMS = (
     ("conversation", "chat", "thread", "session", "convo", "dialogue"),
     ("delete", "remove", "erase", "get rid of"),
     ("new", "fresh", "blank", "empty"),
-    ("shortcut", "hotkey", "keybinding", "key combo", "keyboard shortcut", "binding"),
+    ("shortcut", "hotkey", "keybinding", "key combo", "keyboard shortcut", "binding", "keybind"),
     ("message", "prompt", "msg", "text"),
     ("reply", "answer", "response", "output"),
     ("quit", "exit", "close", "leave"),
     ("settings", "preferences", "options", "config"),
     ("stop", "cancel", "halt", "abort", "interrupt"),
     ("history", "past chats", "old conversations", "chat log"),
-    ("how do i", "how can i", "how would i", "how do you", "how to"),
+    ("how do i", "how can i", "how would i", "how do you", "how to", "how do u", "how might i"),
     ("what is", "what's", "whats", "what does", "explain"),
-    ("switch", "change", "toggle", "flip"),
+    ("switch", "change", "swap"),
+    ("toggle", "flip", "switch"),
     ("turn on", "enable", "activate", "switch on"),
     ("turn off", "disable", "deactivate", "switch off"),
+    ("start a", "begin a", "open a", "create a", "make a"),
+    ("start", "begin"),
+    ("find a", "locate a", "look up a", "dig up a", "track down a"),
+    ("find an", "locate an", "look up an", "dig up an", "track down an"),
+    ("find my", "locate my", "look up my", "dig up my", "track down my"),
+    ("see", "view", "look at", "check"),
+    ("pick", "choose", "select"),
+    ("api key", "api token", "access key", "secret key"),
+    ("api keys", "api tokens", "credentials", "access keys"),
+    ("model", "llm", "ai model", "language model"),
+    ("cloud model", "remote model", "online model", "hosted model"),
+    ("computer", "machine", "laptop", "pc", "device"),
+    ("app", "program", "application", "tool"),
+    ("press", "hit", "tap"),
+    ("bot", "assistant", "chatbot", "ai"),
+    ("colors", "colours"),
+    ("color", "colour"),
+    ("customize", "customise"),
+    ("personal data", "personal info", "private data", "personal details", "sensitive data"),
+    ("old", "previous", "earlier", "past", "older"),
+    ("want to", "wanna", "would like to", "need to"),
+    ("tell me", "let me know"),
+    ("where is", "where's", "wheres"),
+    ("terminal", "command line", "shell", "console", "cli"),
+    ("folder", "directory"),
+    ("stored", "saved", "kept"),
+    ("screen", "window", "page", "panel"),
+    ("can i", "could i"),
+    ("is there a", "do you have a", "does tandem have a"),
+    ("go to", "get to", "navigate to", "jump to"),
+    ("safe", "secure"),
 )
+_SYNONYM_PATTERNS = tuple(
+    (re.compile(r"\b(?:" + "|".join(map(re.escape, sorted(group, key=len, reverse=True))) + r")\b"),
+     group)
+    for group in SYNONYMS)
 
 
 @dataclass(frozen=True)
@@ -121,14 +197,29 @@ def held_out_prompts(eval_dir: Path = EVAL_DIR) -> frozenset[str]:
 
 
 def _spell_key(rng: random.Random, key: str) -> str:
+    """A key as people type it: "ctrl+e", "Control-E", "^E", "the ctrl e shortcut", "escape"."""
     if not key.startswith("Ctrl+"):
-        return rng.choice((key, key.lower(), key.upper(), f"the {key.lower()} key",
-                           {"Esc": "escape", "Enter": "return", "F2": "f2"}.get(key, key)))
+        return rng.choice(PLAIN_KEY_SPELLINGS.get(key, (key, key.lower())))
     letter = key.split("+")[1]
-    letter = rng.choice((letter.lower(), letter.upper()))
-    if rng.random() < 0.15:
-        return f"^{letter.upper()}"
-    return rng.choice(KEY_SPELLINGS[:4])(rng.choice(MOD_NAMES), letter)
+    letter = rng.choice((letter.lower(), letter.lower(), letter.upper()))
+    if rng.random() < 0.1:
+        spelled = f"^{letter.upper()}"
+    else:
+        spelled = rng.choice(KEY_SPELLINGS)(rng.choice(MOD_NAMES), letter)
+    if rng.random() < 0.2 and not _KEY_PHRASE.search(spelled):
+        spelled = rng.choice(KEY_PHRASES).format(k=spelled)
+    return spelled
+
+
+def _key_prompt(rng: random.Random, key: str) -> str:
+    spelled = _spell_key(rng, key)
+    if spelled.startswith("holding "):
+        templates = KEY_TEMPLATES_FOR_GESTURES
+    elif _KEY_PHRASE.search(spelled):
+        templates = KEY_TEMPLATES_FOR_PHRASES
+    else:
+        templates = KEY_TEMPLATES
+    return rng.choice(templates).format(k=spelled)
 
 
 def _typo(rng: random.Random, text: str) -> str:
@@ -170,11 +261,10 @@ def _style(rng: random.Random, text: str) -> str:
 
 
 def _swap_synonyms(rng: random.Random, text: str) -> str:
-    for group in SYNONYMS:
-        for word in group:
-            if re.search(rf"\b{re.escape(word)}\b", text) and rng.random() < 0.5:
-                text = re.sub(rf"\b{re.escape(word)}\b", rng.choice(group), text, count=1)
-                break
+    for pattern, group in _SYNONYM_PATTERNS:
+        match = pattern.search(text)
+        if match and rng.random() < 0.5:
+            text = text[:match.start()] + rng.choice(group) + text[match.end():]
     return text
 
 
@@ -203,7 +293,7 @@ def _core_help_prompt(rng: random.Random, fact_id: str) -> str:
     if source == "s":
         return rng.choice(SUBJECT_TEMPLATES).format(s=phrase)
     if source == "k":
-        return rng.choice(KEY_TEMPLATES).format(k=_spell_key(rng, phrase))
+        return _key_prompt(rng, phrase)
     return rng.choice(QUESTION_WRAPPERS).format(q=phrase)
 
 
@@ -263,7 +353,7 @@ class CorpusGenerator:
     """Draws dialogues from a seeded random stream; same seed, same dialogues."""
 
     def __init__(self, seed: int, held_out: frozenset[str] | None = None,
-                 offtopic_share: float = 0.15, small_talk_share: float = 0.14) -> None:
+                 offtopic_share: float = 0.18, small_talk_share: float = 0.14) -> None:
         self._rng = random.Random(seed)
         self._held_out = held_out_prompts() if held_out is None else held_out
         self._offtopic_share = offtopic_share

@@ -1,7 +1,8 @@
 """A diverse generator of out-of-domain prompts, which tandem-nano answers with its refusal.
 
 Near-domain hard negatives come first: how-tos for other apps that share Tandem's vocabulary
-(new chat, quit, search, dark mode, API keys), so the model learns that the app matters.
+(new chat, quit, search, dark mode, API keys), shortcuts Tandem does not bind, other AI models,
+account security and other services' privacy, so the model learns that the app matters.
 """
 
 from __future__ import annotations
@@ -20,6 +21,14 @@ OTHER_APPS = (
     "npm", "pip", "conda", "aws", "azure", "netflix", "youtube", "facebook", "instagram",
     "twitter", "tiktok", "linkedin", "reddit", "steam", "minecraft", "finder", "file explorer",
     "libreoffice", "thunderbird", "dropbox", "onedrive", "postgres", "mysql", "sqlite browser",
+    "postman", "insomnia", "vercel", "heroku", "netlify", "stripe", "paypal", "google drive", "icloud",
+    "1password", "bitwarden", "lastpass", "keepass", "copilot", "cursor", "warp", "alacritty", "kitty",
+    "wezterm", "windows terminal", "powershell", "putty", "filezilla", "hugging face", "kaggle",
+    "colab", "anaconda", "asana", "linear", "confluence", "bitbucket", "xcode", "android studio",
+    "eclipse", "notepad++", "apple notes", "google keep", "messenger", "imessage", "webex",
+    "google meet", "snapchat", "twitch", "vlc", "obs", "canva", "miro", "gemini", "perplexity",
+    "character.ai", "poe", "gpt4all", "jan", "open webui", "lm studio's chat", "mattermost",
+    "element", "rocket.chat", "irc", "weechat", "mutt", "ranger", "htop", "less", "man pages",
 )
 APP_ACTIONS = (
     "start a new chat", "quit", "exit", "search my messages", "rename a file", "delete a message",
@@ -39,6 +48,22 @@ APP_ACTIONS = (
     "cancel a reply", "copy the last message", "see my shortcuts", "open the command palette",
     "change the keyboard shortcuts", "store my password", "export my chats", "import contacts",
     "check the version", "run it as a server", "switch accounts", "go incognito",
+    "generate an api token", "rotate my api key", "revoke a token", "set an environment variable",
+    "switch to light mode", "turn on night mode", "change the color scheme", "pick a different model",
+    "export my conversation", "archive a chat", "mute a chat", "clear the conversation",
+    "reply in a thread", "edit a message", "unsend a message", "forward a message", "star a message",
+    "search in a channel", "find a file", "rename a channel", "rename a tab", "rename a branch",
+    "delete a repo", "copy a link", "copy the output", "cancel a job", "stop a running command",
+    "kill a process", "cancel my subscription", "appear offline", "set my status",
+    "clear my browsing history", "open a private window", "block trackers", "download my data",
+    "delete my data", "change the privacy settings", "make my profile private", "sync my files",
+    "open the terminal", "split the terminal", "open a new window", "zoom in", "remap a key",
+    "add a bot", "connect an integration", "install an extension", "update the app", "see the logs",
+    "force quit", "close all tabs", "begin a new project", "start a call", "create a new channel",
+    "make a new folder", "open a new file", "send a message", "add a new line in a cell",
+    "stop the music", "cancel a meeting", "change my email", "connect my account", "add a webhook",
+    "set up a token", "store a secret", "add an ssh key", "use the dark theme", "list my files",
+    "view my history", "see what i sent", "look up old messages", "pick a theme", "select all text",
 )
 APP_TEMPLATES = (
     "{app} - {a}?", "on {app} i want to {a}", "using {app}: {a}", "{a} on {app}", "{a} with {app}",
@@ -50,18 +75,25 @@ APP_TEMPLATES = (
 )
 APP_KEY_TEMPLATES = (
     "what does {key} do in {app}", "{key} in {app}", "what is {key} for in {app}",
-    "how do i remap {key} in {app}",
+    "how do i remap {key} in {app}", "what would {key} do in {app}", "{app}: what's {key}",
+    "i pressed {key} in {app}, what happened", "what is the {key} shortcut in {app}",
 )
 KEYS = ("ctrl+c", "ctrl+v", "ctrl+z", "ctrl+x", "ctrl+a", "ctrl+w", "ctrl+r", "ctrl+b", "ctrl+h",
         "alt+tab", "cmd+q", "cmd+space", "ctrl+shift+t", "ctrl+alt+del", "f5", "f11", "ctrl+n",
-        "ctrl+f", "ctrl+q", "esc", "ctrl+d", "ctrl+k", "ctrl+l", "ctrl+e")
+        "ctrl+f", "ctrl+q", "esc", "ctrl+d", "ctrl+k", "ctrl+l", "ctrl+e", "ctrl+t", "ctrl+s",
+        "ctrl+p", "ctrl+o", "ctrl+g", "ctrl+y", "ctrl+j", "enter", "f2", "Ctrl+E", "control-s")
 
 COUNTRIES = ("france", "japan", "brazil", "canada", "australia", "egypt", "india", "germany",
              "kenya", "mexico", "norway", "peru", "spain", "italy", "china", "chile", "vietnam",
-             "poland", "turkey", "argentina", "iceland", "nigeria", "thailand", "sweden")
+             "poland", "turkey", "argentina", "iceland", "nigeria", "thailand", "sweden",
+             "ireland", "portugal", "greece", "morocco", "south korea", "indonesia", "colombia",
+             "new zealand", "ghana", "finland", "austria", "the uk", "the usa", "ukraine", "cuba")
 PEOPLE = ("einstein", "shakespeare", "napoleon", "marie curie", "cleopatra", "gandhi",
           "mozart", "ada lovelace", "alan turing", "picasso", "lincoln", "newton", "darwin",
-          "frida kahlo", "beyonce", "elon musk", "taylor swift", "socrates", "tesla", "da vinci")
+          "frida kahlo", "beyonce", "elon musk", "taylor swift", "socrates", "tesla", "da vinci",
+          "martin luther king", "nelson mandela", "queen elizabeth", "julius caesar", "aristotle",
+          "galileo", "beethoven", "van gogh", "steve jobs", "bill gates", "linus torvalds", "confucius",
+          "genghis khan", "joan of arc", "churchill", "stephen hawking", "serena williams", "messi")
 THINGS = ("photosynthesis", "black holes", "inflation", "the stock market", "quantum computing",
           "dna", "the roman empire", "gravity", "climate change", "blockchain", "vaccines",
           "the french revolution", "machine learning", "the internet", "volcanoes", "democracy",
@@ -78,7 +110,70 @@ KNOWLEDGE_TEMPLATES = (
     "history of {thing}", "pros and cons of {thing}", "write an essay about {thing}",
     "what currency does {country} use", "best time to visit {country}", "what should i eat in {country}",
     "is {country} safe to travel", "what's the weather like in {country}",
+    "what's the biggest city in {country}", "what is {country} famous for", "when did {person} die",
+    "what is {person} known for", "quote from {person}", "why was {person} famous",
+    "who influenced {person}", "is {thing} real", "what's the difference between {thing} and {thing2}",
+    "write a short essay on {thing}", "how was {thing} discovered", "is {thing} dangerous",
 )
+EVENTS = ("the fall of the berlin wall", "the first moon landing", "the signing of the magna carta",
+          "the battle of hastings", "the invention of the printing press", "the great fire of london",
+          "the start of world war 1", "the end of apartheid", "the titanic sinking",
+          "the discovery of penicillin", "the first iphone launch", "the american revolution")
+DATE_TEMPLATES = ("when did {event} happen", "what year was {event}", "tell me about {event}",
+                  "why did {event} matter", "who was involved in {event}", "what caused {event}")
+AI_MODELS = ("gpt-4", "gpt-4o", "gpt-3.5", "claude 3", "claude opus", "gemini pro", "mistral 7b",
+             "mixtral", "llama 2 13b", "code llama", "phi-3", "gemma", "stable diffusion", "whisper",
+             "bert", "t5", "yolo", "resnet", "deepseek", "falcon", "a vision transformer", "an lstm")
+AI_TEMPLATES = (
+    "how do i fine-tune {m} on my data", "how do i train {m} from scratch", "how many parameters does {m} have",
+    "what's the context window of {m}", "is {m} better than {m2}", "compare {m} and {m2}",
+    "who made {m}", "how do i jailbreak {m}", "how much does the {m} api cost", "write a lora for {m}",
+    "how do i make a dataset to train {m}", "how do i deploy {m} on aws", "benchmark {m} vs {m2}",
+    "how do i distill {m}", "explain how {m} was trained", "what gpu do i need to train {m}",
+    "how do i prompt {m} better", "what is rlhf", "explain attention in transformers",
+    "how does backpropagation work", "what is a learning rate", "how do i avoid overfitting",
+    "what is a loss function", "explain gradient descent", "what's the best optimizer for {m}",
+    "how do i label images for {m}", "what is a token in an llm", "how do embeddings work",
+)
+SECURITY_TASKS = ("generate a gpg key", "create an ssh keypair", "add my ssh key to github",
+                  "reset my password", "change my gmail password", "enable 2fa on my bank account",
+                  "store passwords safely", "set up a password manager", "recover a hacked account",
+                  "check if my email was leaked", "make a strong password", "encrypt my hard drive",
+                  "set up a vpn", "use a yubikey", "revoke an oauth token", "rotate aws access keys",
+                  "store secrets in github actions", "set up ssh on a server", "change my wifi password",
+                  "get my instagram account back", "lock my credit", "spot a phishing email",
+                  "secure my router", "set up an api gateway", "sign a git commit", "get an ssl certificate")
+SECURITY_TEMPLATES = ("how do i {t}", "how can i {t}", "what's the best way to {t}", "help me {t}",
+                      "steps to {t}", "i need to {t}", "is it hard to {t}")
+SERVICES = ("google", "facebook", "chatgpt", "openai", "whatsapp", "tiktok", "alexa", "siri", "zoom",
+            "microsoft", "apple", "amazon", "gmail", "instagram", "grammarly", "github copilot",
+            "my bank", "my isp", "spotify", "uber", "my phone")
+PRIVACY_ELSEWHERE_TEMPLATES = (
+    "does {svc} sell my data", "how do i stop {svc} tracking me", "is {svc} end-to-end encrypted",
+    "what data does {svc} collect", "how do i delete my {svc} history", "does {svc} train on my data",
+    "can {svc} read my messages", "how do i opt out of {svc} using my data", "is {svc} safe to use",
+    "does {svc} listen to me", "how private is {svc}", "what does {svc} know about me",
+)
+EVERYDAY = (
+    "how do i make lasagna", "recipe for chocolate chip cookies", "how long do i boil an egg",
+    "what can i cook with rice and beans", "how do i make cold brew", "vegan dinner ideas",
+    "how much water should i drink", "is coffee bad for you", "how do i sleep better",
+    "what helps a sore throat", "how do i stop snoring", "is it normal to feel tired all day",
+    "how do i start running", "how many calories in a banana", "how do i save money",
+    "should i pay off debt or invest", "what is an index fund", "how do i make a budget",
+    "how do credit scores work", "is renting better than buying", "how do i ask for a raise",
+    "how do i write a resume", "how do i deal with a difficult coworker", "how do i make friends",
+    "how do i get over a breakup", "how do i stop procrastinating", "gift ideas for my sister",
+    "how do i talk to my kids about money", "how do i get rid of ants", "how do i unclog a drain",
+    "how often should i water succulents", "why is the sky blue", "why do cats purr",
+    "how big is the sun", "how old is the universe", "what is the tallest building",
+    "what is the longest river", "who painted the mona lisa", "who wrote hamlet",
+    "what is the boiling point of water", "how does a rocket work", "why do we dream",
+    "python says ModuleNotFoundError, what now", "git says detached HEAD", "my docker build fails",
+    "cannot read property of undefined", "what does http 404 mean", "what's a 500 error",
+    "my pip install fails with permission denied", "segfault in my c program",
+)
+
 LANGS = ("python", "javascript", "java", "c++", "rust", "go", "sql", "bash", "typescript", "ruby",
          "php", "haskell", "c#", "kotlin", "swift", "r", "html", "css", "lua", "perl")
 CODE_TASKS = ("reverse a string", "sort a list", "read a csv file", "parse json", "make an http request",
@@ -166,15 +261,52 @@ HOWTO_OBJECTS = ("a bike", "my garden", "a website", "spanish", "a bookshelf", "
 HOWTO_TEMPLATES = ("how do i {v} {o}", "how to {v} {o}", "what's the best way to {v} {o}",
                    "can you help me {v} {o}", "i need to {v} {o}", "tips to {v} {o}",
                    "steps to {v} {o}", "how can i {v} {o} quickly")
-NON_BINDING_KEY_TEMPLATES = ("what does {key} do", "what is {key} for", "{key}?", "what happens if i press {key}")
-NON_BINDING_KEYS = ("ctrl+a", "ctrl+b", "ctrl+c", "ctrl+h", "ctrl+i", "ctrl+m", "ctrl+r", "ctrl+u",
-                    "ctrl+v", "ctrl+w", "ctrl+x", "ctrl+z", "f1", "f3", "f5", "f12", "alt+f4",
-                    "shift+tab", "ctrl+shift+p", "alt+enter", "tab", "home", "page up")
+NON_BINDING_KEY_TEMPLATES = (
+    "what does {key} do", "what is {key} for", "{key}?", "what happens if i press {key}",
+    "what would {key} do", "what's {key}", "what's {key} for", "i pressed {key}, what happened",
+    "does {key} do anything", "what does pressing {key} do", "explain {key}", "what is bound to {key}",
+    "what's the {key} shortcut", "{key} does what", "meaning of {key}", "what does {key} do here",
+    "tell me what {key} does", "why would i press {key}", "what did {key} just do",
+)
+NON_BINDING_LETTERS = "abchruvwxz"
+"""Letters no Tandem binding uses with Ctrl (I and M are Tab and Enter in terminals)."""
+MODIFIER_SPELLINGS = ("ctrl+{k}", "Ctrl+{K}", "control-{k}", "ctrl {k}", "CTRL+{K}", "^{K}", "ctl+{k}",
+                      "control and {k}", "cmd+{k}", "Cmd+{K}", "command-{k}", "alt+{k}", "Alt+{K}",
+                      "option-{k}", "shift+{k}", "ctrl+shift+{k}", "ctrl+alt+{k}", "super+{k}",
+                      "win+{k}", "meta+{k}")
+OTHER_KEYS = ("f1", "F1", "f3", "F4", "f5", "F5", "f6", "f7", "f8", "f9", "f10", "f11", "F11", "f12",
+              "F12", "alt+f4", "Alt+F4", "shift+tab", "ctrl+shift+p", "alt+enter", "tab", "home",
+              "page up", "page down", "ctrl+tab", "alt+tab", "cmd+tab", "ctrl+alt+delete", "print screen",
+              "insert", "win", "ctrl+space", "cmd+space", "ctrl+backspace", "ctrl+arrow up",
+              "ctrl+shift+esc", "ctrl+plus", "ctrl+minus", "ctrl+0", "ctrl+1", "cmd+w", "cmd+z", "cmd+c")
 
 
 def _knowledge(rng: random.Random) -> str:
+    thing, thing2 = rng.sample(THINGS, 2)
     return rng.choice(KNOWLEDGE_TEMPLATES).format(
-        country=rng.choice(COUNTRIES), person=rng.choice(PEOPLE), thing=rng.choice(THINGS))
+        country=rng.choice(COUNTRIES), person=rng.choice(PEOPLE), thing=thing, thing2=thing2)
+
+
+def _date(rng: random.Random) -> str:
+    return rng.choice(DATE_TEMPLATES).format(event=rng.choice(EVENTS))
+
+
+def _ai(rng: random.Random) -> str:
+    """Other models and machine-learning work: near Tandem's vocabulary, outside its skills."""
+    m, m2 = rng.sample(AI_MODELS, 2)
+    return rng.choice(AI_TEMPLATES).format(m=m, m2=m2)
+
+
+def _security(rng: random.Random) -> str:
+    return rng.choice(SECURITY_TEMPLATES).format(t=rng.choice(SECURITY_TASKS))
+
+
+def _privacy_elsewhere(rng: random.Random) -> str:
+    return rng.choice(PRIVACY_ELSEWHERE_TEMPLATES).format(svc=rng.choice(SERVICES))
+
+
+def _everyday(rng: random.Random) -> str:
+    return rng.choice(EVERYDAY)
 
 
 def _other_app(rng: random.Random) -> str:
@@ -208,7 +340,12 @@ def _math(rng: random.Random) -> str:
 
 
 def _non_binding_key(rng: random.Random) -> str:
-    return rng.choice(NON_BINDING_KEY_TEMPLATES).format(key=rng.choice(NON_BINDING_KEYS))
+    if rng.random() < 0.6:
+        letter = rng.choice(NON_BINDING_LETTERS)
+        key = rng.choice(MODIFIER_SPELLINGS).format(k=letter, K=letter.upper())
+    else:
+        key = rng.choice(OTHER_KEYS)
+    return rng.choice(NON_BINDING_KEY_TEMPLATES).format(key=key)
 
 
 def _pasted_text(rng: random.Random) -> str:
@@ -224,8 +361,10 @@ def _generic_howto(rng: random.Random) -> str:
 
 
 GENERATORS: tuple[tuple[Callable[[random.Random], str], float], ...] = (
-    (_other_app, 0.28), (_generic_howto, 0.08), (_knowledge, 0.14), (_code, 0.12), (_task, 0.12), (_math, 0.08),
-    (_translation, 0.06), (_opinion, 0.05), (_non_binding_key, 0.03), (_pasted_text, 0.04),
+    (_other_app, 0.24), (_non_binding_key, 0.06), (_ai, 0.06), (_security, 0.05),
+    (_privacy_elsewhere, 0.04), (_generic_howto, 0.06), (_knowledge, 0.10), (_date, 0.02),
+    (_everyday, 0.06), (_code, 0.09), (_task, 0.08), (_math, 0.06), (_translation, 0.04),
+    (_opinion, 0.04), (_pasted_text, 0.03),
 )
 
 

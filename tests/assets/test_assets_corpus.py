@@ -56,11 +56,11 @@ def test_every_fact_is_taught_with_its_canonical_answer(sample):
         assert answers[fact.answer] >= 50, fact.id
 
 
-def test_refusals_are_ten_to_fifteen_percent_and_varied(sample):
+def test_refusals_are_fifteen_to_twenty_percent_and_varied(sample):
     turns = [(u["content"], a["content"]) for d in sample
              for u, a in zip(d.messages[-2::-2], d.messages[-1::-2]) if a["role"] == "assistant"]
     refused = [prompt for prompt, answer in turns if answer == REFUSAL]
-    assert 0.10 <= len(refused) / len(turns) <= 0.16
+    assert 0.15 <= len(refused) / len(turns) <= 0.21
     assert len(set(refused)) / len(refused) > 0.8
 
 

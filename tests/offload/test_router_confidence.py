@@ -15,6 +15,7 @@ from offload.confidence import (
     StreamMonitor,
     assess,
     features,
+    MONOTONE_SIGNS,
     fit_calibration,
     is_refusal,
 )
@@ -110,6 +111,30 @@ def test_fitted_calibration_separates_and_round_trips(tmp_path) -> None:
     path = tmp_path / "weights.json"
     path.write_text(calibration.to_json())
     assert Calibration.load(path).score(test_rows[0]) == pytest.approx(scores[0])
+
+
+def test_a_fit_on_a_confidently_wrong_model_never_rewards_guessing() -> None:
+    # Wrong answers here are surer than right ones: a free fit would learn "low logprob = good".
+    rng = random.Random(3)
+    rows, good = [], []
+    for _ in range(300):
+        ok = rng.random() < 0.5
+        tokens = [token("t", min(0.0, rng.gauss(-0.3 if ok else -0.05, 0.05)), -4.0) for _ in range(8)]
+        rows.append(features(tokens))
+        good.append(ok)
+    calibration = fit_calibration(rows, good)
+    weights = dict(zip(calibration.names, calibration.weights))
+
+    assert all(weights[name] * sign >= 0 for name, sign in MONOTONE_SIGNS.items() if name in weights)
+    sure = features([token("t", -0.01, -6.0) for _ in range(8)])
+    guessing = features([token("t", -5.0, -5.1) for _ in range(8)])
+    assert calibration.score(guessing) <= calibration.score(sure)
+
+
+def test_an_answer_of_guesses_is_unsure_whatever_the_shipped_fit_says() -> None:
+    guesses = [token(w, -3.0, -3.1) for w in ["Maybe", " try", " something", " else"]]
+    verdict = assess(guesses, REFUSAL, Calibration.load())
+    assert not verdict.refused and verdict.confidence <= math.exp(-3.0)
 
 
 def test_threshold_as_target_rate_escalates_that_share() -> None:

@@ -62,6 +62,8 @@ def test_export_to_a_file_and_import_it_into_another_database(saved, tmp_path):
     assert imported.returncode == 0 and "Imported 2 conversation(s) with 3 message(s)." in imported.stdout
     assert run_cli(other, "export", "1").stdout == run_cli(saved, "export", "1").stdout
     assert run_cli(other, "export").stdout.startswith("# Soup\n")
+    again = run_cli(other, "import", str(out))
+    assert again.returncode == 0 and "Imported 0 conversation(s) with 0 message(s); 2 already here, skipped." in again.stdout
 
 
 def test_a_bad_import_file_changes_nothing(saved, tmp_path):

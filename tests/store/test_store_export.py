@@ -57,13 +57,35 @@ def test_json_round_trip_into_another_database_gives_equal_content(filled, tmp_p
 
     with Store.open(tmp_path / "other.db") as other:
         other.create_conversation("already there")
-        imported = other.import_json(json.dumps(exported))
+        imported = other.import_json(json.dumps(exported)).added
         again = {**other.export_json(), "conversations": [
             c for c in other.export_json()["conversations"] if c["title"] != "already there"
         ]}
 
     assert [c.title for c in imported] == ["Trip to Lisbon", "Rust lifetimes"]
     assert without_ids(again) == without_ids(exported)
+
+
+def test_importing_the_same_file_twice_adds_its_conversations_once(filled, tmp_path):
+    text = json.dumps(filled.export_json())
+    with Store.open(tmp_path / "other.db") as other:
+        first = other.import_json(text)
+        second = other.import_json(text)
+        titles = [c.title for c in other.list_conversations(include_archived=True)]
+
+    assert (len(first.added), first.skipped) == (2, 0)
+    assert (second.added, second.skipped) == ([], 2)
+    assert sorted(titles) == ["Rust lifetimes", "Trip to Lisbon"]
+
+
+def test_a_conversation_with_other_messages_is_not_taken_for_a_copy(filled, tmp_path):
+    document = filled.export_json()
+    with Store.open(tmp_path / "other.db") as other:
+        other.import_json(json.dumps(document))
+        document["conversations"][0]["messages"][0]["content"] += " (edited)"
+        again = other.import_json(json.dumps(document))
+
+    assert [c.title for c in again.added] == ["Trip to Lisbon"] and again.skipped == 1
 
 
 def test_markdown_round_trips_through_json_unchanged_and_reads_well(filled, tmp_path):
@@ -89,7 +111,7 @@ def test_plain_openai_messages_import_with_defaults(store):
         {"role": "user", "content": "hi"},
         {"role": "assistant", "content": [{"type": "text", "text": "hello "}, {"type": "text", "text": "there"}]},
     ]}]}
-    (conversation,) = store.import_json(json.dumps(document))
+    (conversation,) = store.import_json(json.dumps(document)).added
     assert [(m.role, m.content, m.status) for m in store.messages(conversation.id)] == [
         ("user", "hi", "complete"), ("assistant", "hello there", "complete"),
     ]
