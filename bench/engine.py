@@ -287,7 +287,7 @@ def main() -> None:
     parser.add_argument(
         "--cpu-matmul",
         choices=["float", "int8"],
-        help="how Tandem's 4-bit linear layers compute (default: $TANDEM_CPU_MATMUL, else float)",
+        help="how Tandem's 4-bit linear layers compute (default: $TANDEM_CPU_MATMUL, else int8 on a VNNI CPU)",
     )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--peer-child", type=Path, help=argparse.SUPPRESS)
@@ -346,7 +346,9 @@ def main() -> None:
     }
     if args.profile:
         print_profile(warm["profile"])
-    matmul = os.environ.get("TANDEM_CPU_MATMUL") or "float"
+    from engine.tvm_backend.target import cpu_target
+
+    matmul = cpu_target().cpu_matmul  # what the children ran: the setting, or the default for this CPU
     print()
     print(f"shape {args.shape}, {QUANTIZATION} (llama.cpp: Q4_0), 2 threads, Tandem CPU matmul: {matmul}")
     print(f"{'':14}{'decode tok/s':>14}{'prefill tok/s':>15}")

@@ -57,7 +57,7 @@ class TVMEngine:
         self.tokenizer = Tokenizer.from_model_dir(self.model_dir)
         self.context_window = min(self.chat_config.context_window_size, MAX_CPU_CONTEXT)
         find_tensor_cache(self.model_dir)  # no weights at all: say so before compiling
-        target = host_target(device)
+        target = host_target(device, self.chat_config.tandem.get("cpu_matmul"))
         self.weights_cache_hit = False
         """Whether the repacked weights came from the weight cache (weight_cache) this time."""
         self.weight_cache_note: str | None = None

@@ -52,9 +52,10 @@ class HostTarget:
         return f"{self.kind}:{self.target}:{self.cpu_matmul}"
 
 
-def host_target(device: str | None = None) -> HostTarget:
+def host_target(device: str | None = None, model_matmul: str | None = None) -> HostTarget:
     """The target for `device` (default: $TANDEM_DEVICE, else auto: the first usable GPU, else
-    the CPU). A forced device that is not usable raises EngineError saying why."""
+    the CPU). A forced device that is not usable raises EngineError saying why. model_matmul is
+    the CPU matmul mode the model's config asks for (see cpu_matmul_mode)."""
     wanted = (device or os.environ.get(DEVICE_ENV) or "auto").strip().lower()
     if wanted == "auto":
         kind = next((gpu for gpu in GPU_KINDS if gpu_unavailable_reason(gpu) is None), "cpu")
@@ -66,7 +67,7 @@ def host_target(device: str | None = None) -> HostTarget:
             f"use auto, cpu, {', '.join(GPU_KINDS)}."
         )
     if kind == "cpu":
-        return cpu_target()
+        return cpu_target(model_matmul)
     reason = gpu_unavailable_reason(kind)
     if reason is not None:
         raise EngineError(
@@ -78,23 +79,27 @@ def host_target(device: str | None = None) -> HostTarget:
     return HostTarget(target, device_handle, f"{kind} ({_gpu_description(kind, target, device_handle)})", kind)
 
 
-def cpu_target() -> HostTarget:
+def cpu_target(model_matmul: str | None = None) -> HostTarget:
     target = _cpu_target()
     mcpu = target.attrs.get("mcpu", "generic")
     threads = os.environ.get("TVM_NUM_THREADS") or str(os.cpu_count() or 1)
-    matmul = cpu_matmul_mode(target)
+    matmul = cpu_matmul_mode(target, model_matmul)
     label = f"cpu ({mcpu}, {threads} threads{', int8 matmul' if matmul == 'int8' else ''})"
     return HostTarget(target, tvm.cpu(), label, "cpu", matmul)
 
 
-def cpu_matmul_mode(target: tvm.target.Target) -> CpuMatmul:
-    """$TANDEM_CPU_MATMUL (default float); int8 falls back to float on a CPU without VNNI."""
+def cpu_matmul_mode(target: tvm.target.Target, model_matmul: str | None = None) -> CpuMatmul:
+    """$TANDEM_CPU_MATMUL, else the model's own choice (its config's "tandem": {"cpu_matmul"}),
+    else int8: llama.cpp's numerics (activations quantized per block of 32), about twice float's
+    speed. int8 falls back to float on a CPU without VNNI."""
     from engine.tvm_backend.int8_kernels import supports_int8
 
-    wanted = (os.environ.get(CPU_MATMUL_ENV) or "float").strip().lower()
+    from_env = os.environ.get(CPU_MATMUL_ENV)
+    source = CPU_MATMUL_ENV if from_env else "the model's mlc-chat-config.json (tandem.cpu_matmul)"
+    wanted = (from_env or model_matmul or "int8").strip().lower()
     if wanted not in CPU_MATMUL_MODES:
         raise EngineError(
-            f"Unknown CPU matmul mode {wanted!r} in {CPU_MATMUL_ENV}; use {' or '.join(CPU_MATMUL_MODES)}."
+            f"Unknown CPU matmul mode {wanted!r} in {source}; use {' or '.join(CPU_MATMUL_MODES)}."
         )
     return "int8" if wanted == "int8" and supports_int8(target) else "float"
 

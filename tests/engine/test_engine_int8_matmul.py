@@ -180,3 +180,30 @@ def test_int8_falls_back_to_float_on_a_cpu_without_vnni(monkeypatch):
     cascadelake = tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "cascadelake"})
     assert cpu_matmul_mode(skylake) == "float"  # AVX-512 without VNNI
     assert cpu_matmul_mode(cascadelake) == "int8"
+
+
+def test_int8_is_the_default_unless_the_model_or_the_user_says_float(monkeypatch):
+    import tvm
+
+    from engine.tvm_backend.target import cpu_matmul_mode
+
+    cascadelake = tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "cascadelake"})
+    monkeypatch.delenv("TANDEM_CPU_MATMUL", raising=False)
+    assert cpu_matmul_mode(cascadelake) == "int8"
+    assert cpu_matmul_mode(cascadelake, "float") == "float"  # the model's config asks for float
+    with pytest.raises(EngineError, match=r"mlc-chat-config.json.*float or int8"):
+        cpu_matmul_mode(cascadelake, "fp8")
+    monkeypatch.setenv("TANDEM_CPU_MATMUL", "int8")
+    assert cpu_matmul_mode(cascadelake, "float") == "int8"  # the user's setting wins
+
+
+def test_the_embedded_model_runs_the_numerics_it_was_measured_with(monkeypatch):
+    from assets import embedded_model_dir
+    from engine.loader import open_engine
+
+    monkeypatch.delenv("TANDEM_CPU_MATMUL", raising=False)
+    engine = open_engine(embedded_model_dir(), backend="tvm")
+    try:
+        assert "int8" not in engine.info.device
+    finally:
+        engine.close()

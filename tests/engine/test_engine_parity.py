@@ -1,6 +1,8 @@
 """The TVM engine against transformers: logits for a prefill and 16 greedy decode steps, in
 q0f32 (reference: the same bf16-rounded weights) and q4f32_1 (reference: the dequantized
-weights), plus the float16 storages, for Llama and Qwen2, tied and untied heads, with GQA."""
+weights), plus the float16 storages, for Llama and Qwen2, tied and untied heads, with GQA.
+These run the float matmul path, which must match to 1e-3; the default int8 path (activations
+quantized, as llama.cpp does) has its own, looser checks in test_engine_int8_matmul.py."""
 
 from __future__ import annotations
 
@@ -11,6 +13,11 @@ from engine.loader import open_engine
 
 PROMPT = "The quick brown fox jumps over the lazy dog. Tandem keeps every conversation"
 DECODE_STEPS = 16
+
+
+@pytest.fixture(autouse=True)
+def float_matmul(monkeypatch):
+    monkeypatch.setenv("TANDEM_CPU_MATMUL", "float")
 
 CASES = [
     pytest.param("llama", True, "q0f32", {}, id="llama-tied-q0f32"),
