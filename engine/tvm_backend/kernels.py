@@ -17,11 +17,11 @@ from tvm.target import Target
 from tvm.target.codegen import target_has_features
 
 WeightKind = Literal["q0", "q4", "q4h"]
+"""q0: dense float32 weights; q4: 4-bit groups with float32 scales; q4h: with float16 scales
+(q4f16_1 keeps its scales in half precision: less memory traffic per decoded token)."""
 CpuMatmul = Literal["float", "int8"]
 """How a CPU linear layer computes: float (dequantize the weights, FMA in float32) or int8
 (quantize the activations, integer dot products: engine/tvm_backend/int8_kernels.py)."""
-"""q0: dense float32 weights; q4: 4-bit groups with float32 scales; q4h: with float16 scales
-(q4f16_1 keeps its scales in half precision: less memory traffic per decoded token)."""
 
 Q4_PER_WORD = 8
 Q4_GROUP = 32

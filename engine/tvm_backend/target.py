@@ -22,8 +22,8 @@ DEVICE_ENV = "TANDEM_DEVICE"
 GPU_KINDS: tuple[DeviceKind, ...] = ("cuda", "metal", "vulkan")
 """In the order auto tries them; vulkan, the most generic, last."""
 CPU_MATMUL_ENV = "TANDEM_CPU_MATMUL"
-"""float (the default) or int8: int8 activations and integer dot products for the 4-bit linear
-layers, on CPUs with AVX512-VNNI (elsewhere float is used)."""
+"""float or int8 (the default, see cpu_matmul_mode): int8 activations and integer dot products
+for the 4-bit linear layers, on CPUs with AVX512-VNNI (elsewhere float is used)."""
 CPU_MATMUL_MODES: tuple[CpuMatmul, ...] = ("float", "int8")
 _BUILD_FLAGS = {"cuda": "USE_CUDA", "metal": "USE_METAL", "vulkan": "USE_VULKAN"}
 _RUNTIME_NEEDS = {

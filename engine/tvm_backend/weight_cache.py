@@ -66,17 +66,17 @@ def load_weights(
     """The parameters `specs` names on the target's device: from the cache when the model's
     weights are unchanged since the entry was built, else read, md5-verified and repacked from
     the model directory, and cached when the cache folder can be written."""
+    tied = chat_config.model_config.tie_word_embeddings
     key = weights_key(model_dir, chat_config, specs, target)
     if key is None:  # a shard cannot be stat'ed: reading the model says which and why
         mlc_params = load_params(model_dir, chat_config)
-        return LoadedWeights(_uploaded(mlc_params, specs, chat_config, target), False, "a shard could not be stat'ed")
+        return LoadedWeights(_uploaded(mlc_params, specs, tied, target), False, "a shard could not be stat'ed")
     group = cache_root / WEIGHTS_DIR / _group_name(model_dir, target)
     entry = group / f"{key}{ENTRY_SUFFIX}"
     tensors = read_entry(entry, key, specs, target.device)
     if tensors is not None:
         return LoadedWeights(tensors, cache_hit=True)
     mlc_params = load_params(model_dir, chat_config)  # md5-checked: what the entry vouches for
-    tied = chat_config.model_config.tie_word_embeddings
     note = write_entry(entry, _header(key, model_dir, specs), repacked_params(mlc_params, specs, tied))
     if note is None:
         _prune(cache_root / WEIGHTS_DIR, keep=entry)
@@ -84,15 +84,14 @@ def load_weights(
         if tensors is not None:
             return LoadedWeights(tensors, cache_hit=False)
         note = f"the weight cache entry {entry} could not be read back"
-    return LoadedWeights(_uploaded(mlc_params, specs, chat_config, target), False, note)
+    return LoadedWeights(_uploaded(mlc_params, specs, tied, target), False, note)
 
 
 def _uploaded(
-    mlc_params: dict[str, np.ndarray], specs: Sequence[ParamSpec], chat_config: ChatConfig, target: HostTarget
+    mlc_params: dict[str, np.ndarray], specs: Sequence[ParamSpec], tied: bool, target: HostTarget
 ) -> list[tvm.runtime.Tensor]:
     """Repacked one array at a time, so only one repacked copy is alive outside the device."""
-    arrays = repacked_params(mlc_params, specs, chat_config.model_config.tie_word_embeddings)
-    return [tvm.runtime.tensor(array, target.device) for array in arrays]
+    return [tvm.runtime.tensor(array, target.device) for array in repacked_params(mlc_params, specs, tied)]
 
 
 def weights_key(
