@@ -1,0 +1,31 @@
+"""Weights in llama.cpp's block formats, as a GGUF file holds them: the record the GGUF reader
+(engine.gguf) hands to the runtime, which runs them in their own layout (no re-quantizing)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+BlockFormat = Literal["f32", "q8_0", "q4_0", "q4_1"]
+"""f32: plain float32 (F32, F16 and BF16 tensors widen to it exactly). q8_0: blocks of 32 int8
+with an f16 scale (34 bytes). q4_0: 32 codes with an f16 scale, value (q - 8) * d (18 bytes).
+q4_1: 32 codes with an f16 scale and min, value q * d + m (20 bytes). In the 4-bit blocks byte i
+holds element i in its low nibble and element i + 16 in its high nibble."""
+
+BLOCK_ELEMENTS = 32
+BLOCK_BYTES: dict[BlockFormat, int] = {"q8_0": 34, "q4_0": 18, "q4_1": 20}
+
+
+@dataclass(frozen=True)
+class BlockTensor:
+    """One logical tensor of the model (under MLC's module name, q/k/v and gate/up already fused,
+    llama's Q/K rows already un-permuted) in one block format."""
+
+    format: BlockFormat
+    shape: tuple[int, ...]
+    """The logical shape in numpy order: (rows, columns) for matrices, (n,) for norms and biases."""
+    data: np.ndarray
+    """f32: a float32 array of `shape`. Block formats: uint8 [rows, columns // 32 * BLOCK_BYTES],
+    each row its blocks in order (GGUF's own bytes, possibly memory-mapped)."""
