@@ -11,6 +11,11 @@ MODES: tuple[str, ...] = ("offline", "ask", "auto")
 
 THEMES: tuple[str, ...] = ("textual-dark", "textual-light")
 
+CONTEXT_POLICIES: tuple[str, ...] = ("message", "recent", "whole")
+"""How much of a conversation a cloud request carries (offload.privacy.ContextPolicy), in the
+order the chat's context key cycles them."""
+CONTEXT_POLICY_LABELS = {"message": "this message only", "recent": "recent turns", "whole": "whole conversation"}
+
 SETTINGS_PREFIX = "app."
 
 
@@ -45,7 +50,11 @@ DEFAULT_PROVIDERS: tuple[ProviderSettings, ...] = (
 class UserSettings:
     mode: Literal["offline", "ask", "auto"] = "ask"
     redact: bool = True
-    context_turns: int = 4
+    context_turns: int = 2
+    """Earlier exchanges a cloud request carries under the "recent turns" policy."""
+    context_policy: str = "recent"
+    """The cloud-context policy of conversations that have not chosen their own: "message"
+    (this message only), "recent" (the last context_turns exchanges) or "whole"."""
     terms: tuple[str, ...] = ()
     providers: tuple[ProviderSettings, ...] = DEFAULT_PROVIDERS
     provider: str = "openai"
@@ -66,7 +75,10 @@ class UserSettings:
         from offload.privacy import PrivacySettings
 
         mode = "offline" if offline else self.mode
-        return PrivacySettings(mode=mode, redact=self.redact, context_turns=self.context_turns, terms=self.terms)
+        return PrivacySettings(
+            mode=mode, redact=self.redact, context_turns=self.context_turns,
+            context_policy=self.context_policy, terms=self.terms,
+        )
 
     def next_mode(self) -> UserSettings:
         return replace(self, mode=MODES[(MODES.index(self.mode) + 1) % len(MODES)])
@@ -87,6 +99,10 @@ def validate(settings: UserSettings) -> UserSettings:
         raise SettingsError("The escalation threshold is a confidence between 0 and 1; enter e.g. 0.5.")
     if not 0 <= settings.context_turns <= 100:
         raise SettingsError("Context turns must be a whole number from 0 to 100.")
+    if settings.context_policy not in CONTEXT_POLICIES:
+        raise SettingsError(
+            f"The cloud context must be one of {', '.join(CONTEXT_POLICIES)}, not {settings.context_policy!r}."
+        )
     for provider in settings.providers:
         if not provider.base_url.startswith(("http://", "https://")):
             raise SettingsError(

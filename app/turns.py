@@ -106,9 +106,11 @@ class TurnRunner:
         if not history and conversation.title == NEW_TITLE:
             self.store.update_conversation(conversation_id, title=title_from(content))
         question = self.store.add_message(conversation_id, "user", content)  # committed before generation starts
+        earlier = self._earlier(conversation_id, question.id)
         turn = Turn(
             conversation_id=conversation_id,
-            messages=self._context(conversation_id),
+            messages=[*({"role": e.role, "content": e.content} for e in earlier), {"role": "user", "content": content}],
+            history=earlier,
             policy=_policy(conversation),
             force=force,
             max_tokens=self.max_tokens,
@@ -129,12 +131,20 @@ class TurnRunner:
             raise
         return result
 
-    def _context(self, conversation_id: int) -> Sequence[dict[str, str]]:
-        """The conversation as the router sees it: finished and interrupted messages, oldest first."""
+    def _earlier(self, conversation_id: int, question_id: int) -> list[Any]:
+        """The conversation before this turn's message as the router sees it (finished and
+        interrupted messages, oldest first), each marked for the cloud-context policy."""
+        from offload.privacy import HistoryEntry
+
+        conversation = self.store.get_conversation(conversation_id)
+        opted_in = conversation.cloud_opt_in_at
         return [
-            {"role": m.role, "content": m.content}
+            HistoryEntry(
+                m.role, m.content, refusal=m.refusal,
+                before_opt_in=opted_in is None or m.created < opted_in,
+            )
             for m in self.store.messages(conversation_id)
-            if m.content and m.status in ("complete", "interrupted")
+            if m.id != question_id and m.content and m.status in ("complete", "interrupted")
         ]
 
     def _persist(self, conversation_id: int, writer: Any, event: RouterEvent) -> None:
@@ -151,6 +161,8 @@ class TurnRunner:
                 bytes_sent=event.bytes_sent,
                 bytes_received=event.bytes_received,
                 redactions=dict(event.redactions),
+                context_policy=event.context_policy,
+                context_messages=event.context_messages,
             )
         elif isinstance(event, TurnDone):
             writer.finish(
@@ -164,13 +176,18 @@ class TurnRunner:
                 tokens_out=event.tokens_out,
                 ttft_ms=event.ttft_ms,
                 tok_s=event.tok_s,
+                refusal=event.refusal,
             )
 
 
 def _policy(conversation: Any) -> Any:
     from offload.privacy import ConversationPolicy
 
-    return ConversationPolicy(cloud_opt_in=bool(conversation.cloud_opt_in), local_only=bool(conversation.local_only))
+    return ConversationPolicy(
+        cloud_opt_in=bool(conversation.cloud_opt_in),
+        local_only=bool(conversation.local_only),
+        context=conversation.cloud_context,
+    )
 
 
 def _explain(error: Exception) -> str:

@@ -49,6 +49,10 @@ class Egress:
     bytes_received: int
     redactions: Mapping[str, int] = field(default_factory=dict)
     """Placeholder kind -> count, never the original values."""
+    context_policy: str | None = None
+    """The cloud-context policy the request was built under ("message", "recent", "whole")."""
+    context_messages: int = 0
+    """Earlier messages of the conversation the request carried (besides the new one)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,8 @@ class TurnDone:
     tokens_out: int = 0
     ttft_ms: float | None = None
     tok_s: float | None = None
+    refusal: bool = False
+    """The local model declined the turn and it stayed local: never sent to the cloud later."""
 
 
 RouterEvent = Token | Decision | Discard | Egress | Notice | TurnDone

@@ -9,13 +9,23 @@ from typing import Literal
 
 Mode = Literal["offline", "ask", "auto"]
 
+ContextPolicy = Literal["message", "recent", "whole"]
+"""How much of a conversation travels with a cloud request: this message only, the last few
+exchanges, or the whole conversation."""
+CONTEXT_POLICIES: tuple[ContextPolicy, ...] = ("message", "recent", "whole")
+DEFAULT_CONTEXT_POLICY: ContextPolicy = "recent"
+DEFAULT_RECENT_EXCHANGES = 2
+"""Small on purpose: most follow-up questions lean on the last exchange or two."""
+
 
 @dataclass(frozen=True)
 class PrivacySettings:
     mode: Mode = "ask"
     redact: bool = True
-    context_turns: int = 4
-    """How many earlier turns travel with a cloud request."""
+    context_turns: int = DEFAULT_RECENT_EXCHANGES
+    """How many earlier exchanges travel with a cloud request under the "recent" policy."""
+    context_policy: ContextPolicy = DEFAULT_CONTEXT_POLICY
+    """The default for conversations that have not chosen their own."""
     terms: tuple[str, ...] = field(default_factory=tuple)
     """User-defined strings that are always redacted."""
 
@@ -24,6 +34,8 @@ class PrivacySettings:
 class ConversationPolicy:
     cloud_opt_in: bool = False
     local_only: bool = False
+    context: ContextPolicy | None = None
+    """This conversation's cloud-context policy; None follows the settings' default."""
 
 
 @dataclass(frozen=True)
@@ -49,24 +61,87 @@ def may_leave(settings: PrivacySettings, policy: ConversationPolicy, online: boo
     return Verdict(True, "allowed by settings and conversation opt-in")
 
 
-def cloud_context(
-    messages: Sequence[Mapping[str, str]], context_turns: int
-) -> list[dict[str, str]]:
-    """The system messages, the last `context_turns` earlier exchanges, and the new message:
-    only what the cloud needs to answer, not the whole conversation."""
-    if not messages:
-        return []
-    *earlier, current = messages
-    system = [dict(m) for m in earlier if m["role"] == "system"]
-    dialogue = [m for m in earlier if m["role"] != "system"]
-    kept: list[dict[str, str]] = []
+def describe_context(policy: ContextPolicy, recent_exchanges: int) -> str:
+    """The policy in words, for the header, the route label and the preview."""
+    if policy == "message":
+        return "this message only"
+    if policy == "whole":
+        return "whole conversation"
+    return f"last {recent_exchanges} exchange{'s' if recent_exchanges != 1 else ''}"
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One earlier message as the cloud-context policy sees it."""
+
+    role: str
+    content: str
+    refusal: bool = False
+    """A local reply that declined to answer ("this needs a bigger model"): never sent."""
+    before_opt_in: bool = False
+    """Written before the conversation opted in to the cloud: sent only with "whole"."""
+
+
+@dataclass(frozen=True)
+class CloudShare:
+    """What one cloud request carries, and what the policy left at home."""
+
+    messages: list[dict[str, str]]
+    policy: ContextPolicy
+    earlier_messages: int
+    """Earlier messages (not counting system messages and the new one) in `messages`."""
+    held_before_opt_in: int = 0
+    """Earlier messages the policy would have sent but that predate the opt-in."""
+
+    @property
+    def alone(self) -> list[dict[str, str]]:
+        """The new message by itself: what "send it alone" in the preview sends."""
+        return [self.messages[-1]] if self.messages else []
+
+
+def cloud_share(
+    history: Sequence[HistoryEntry], current: Mapping[str, str], policy: ContextPolicy, recent_exchanges: int
+) -> CloudShare:
+    """The messages a cloud request carries under `policy`: never a local refusal (nor the
+    question it declined); with "recent", the system messages and the last `recent_exchanges`
+    exchanges; and of those, what predates the opt-in only when the policy is "whole"."""
+    now = {"role": current["role"], "content": current["content"]}
+    if policy == "message":
+        return CloudShare([now], policy, 0)
+    answered = _without_refused_exchanges(history)
+    dialogue = [e for e in answered if e.role != "system"]
+    if policy == "recent":
+        dialogue = _last_exchanges(dialogue, recent_exchanges)
+    wanted = [*(e for e in answered if e.role == "system"), *dialogue]
+    sent = [e for e in wanted if policy == "whole" or not e.before_opt_in]
+    earlier = sum(1 for e in sent if e.role != "system")
+    return CloudShare([*(_plain(e) for e in sent), now], policy, earlier, len(wanted) - len(sent))
+
+
+def _without_refused_exchanges(history: Sequence[HistoryEntry]) -> list[HistoryEntry]:
+    kept: list[HistoryEntry] = []
+    for entry in history:
+        if entry.refusal:
+            if kept and kept[-1].role == "user":
+                kept.pop()  # the question the local model declined goes with its refusal
+            continue
+        kept.append(entry)
+    return kept
+
+
+def _last_exchanges(dialogue: Sequence[HistoryEntry], exchanges: int) -> list[HistoryEntry]:
+    kept: list[HistoryEntry] = []
     users_seen = 0
-    for message in reversed(dialogue):
-        if users_seen >= context_turns:
+    for entry in reversed(dialogue):
+        if users_seen >= exchanges:
             break
-        kept.append(dict(message))
-        if message["role"] == "user":
+        kept.append(entry)
+        if entry.role == "user":
             users_seen += 1
-    if kept and kept[-1]["role"] != "user":
+    if kept and kept[-1].role != "user":
         kept.pop()  # never start the excerpt with a reply whose question was cut off
-    return [*system, *reversed(kept), dict(current)]
+    return list(reversed(kept))
+
+
+def _plain(entry: HistoryEntry) -> dict[str, str]:
+    return {"role": entry.role, "content": entry.content}

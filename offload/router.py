@@ -7,6 +7,7 @@ It takes a Turn and yields RouterEvents. It never touches the history store.
 
 from __future__ import annotations
 
+import enum
 import json
 import re
 import threading
@@ -22,9 +23,19 @@ from offload.confidence import (
     EscalationThreshold,
     StreamMonitor,
     assess,
+    is_refusal,
 )
 from offload.events import Decision, Discard, Egress, Notice, RouterEvent, Token, TurnDone
-from offload.privacy import ConversationPolicy, PrivacySettings, Verdict, cloud_context, may_leave
+from offload.privacy import (
+    CloudShare,
+    ConversationPolicy,
+    HistoryEntry,
+    PrivacySettings,
+    Verdict,
+    cloud_share,
+    describe_context,
+    may_leave,
+)
 from offload.redaction import Redactor
 
 if TYPE_CHECKING:
@@ -39,6 +50,10 @@ class Turn:
     policy: ConversationPolicy = field(default_factory=ConversationPolicy)
     force: Literal["local", "cloud"] | None = None
     max_tokens: int = 256
+    history: Sequence[HistoryEntry] | None = None
+    """The earlier messages (all of `messages` but the last) with what the cloud-context policy
+    must know about each (a local refusal, written before the opt-in); None: derived from
+    `messages`, nothing marked."""
 
 
 @dataclass(frozen=True)
@@ -48,9 +63,26 @@ class Preview:
     provider: str
     host: str
     payload: str
+    context: str = ""
+    """The cloud-context policy in words, e.g. "last 2 exchanges"."""
+    earlier: tuple[str, ...] = ()
+    """The earlier messages the request carries, one line each ("user: ...")."""
+    held_before_opt_in: int = 0
+    """Earlier messages the policy would send but that predate the conversation's opt-in."""
+    alone_payload: str | None = None
+    """The payload with the new message alone (no earlier turns); None when there are none."""
 
 
-Approver = Callable[[Preview], bool]
+class Approval(enum.Enum):
+    """The user's answer to a Preview. An approver may also answer True (SEND) or False."""
+
+    SEND = "send"
+    SEND_ALONE = "alone"
+    """Send the new message without the earlier turns."""
+    KEEP_LOCAL = "keep"
+
+
+Approver = Callable[[Preview], "bool | Approval"]
 
 
 _FORCE_PREFIX = re.compile(r"^\s*/(cloud|local)\b\s*", re.IGNORECASE)
@@ -280,6 +312,7 @@ class Router:
         return TurnDone(
             route="local", model=info.model_id, provider=info.backend, status=status,
             reason=reason, confidence=confidence,
+            refusal=is_refusal(draft.text, info.extra.get("refusal")),
             tokens_in=finish.usage.prompt_tokens if finish else draft.prompt_tokens,
             tokens_out=finish.usage.completion_tokens if finish else len(draft.tokens),
             ttft_ms=finish.timings.ttft_ms if finish else None,
@@ -315,16 +348,23 @@ class Router:
 
         provider = self.provider
         assert provider is not None and verdict.allowed, "escalation is decided by the gate only"
-        outgoing = cloud_context(messages, self.settings.context_turns)
+        share = self._cloud_share(turn, messages)
         redactor = self.redactor_for(turn.conversation_id) if self.settings.redact else None
-        if redactor is not None:
-            outgoing = redactor.redact_messages(outgoing)
         model, temperature = self.cloud_model, self.cloud_temperature
-        payload = provider.payload(outgoing, model, turn.max_tokens, temperature)
+
+        def outgoing_for(chosen: list[dict[str, str]]) -> tuple[list[dict[str, str]], str]:
+            redacted = redactor.redact_messages(chosen) if redactor is not None else chosen
+            return redacted, provider.payload(redacted, model, turn.max_tokens, temperature)
+
+        outgoing, payload = outgoing_for(share.messages)
 
         if verdict.needs_approval:
-            approved = approve is not None and approve(Preview(provider.name, provider.host, payload))
-            if not approved:
+            preview = self._preview(share, payload, outgoing, outgoing_for)
+            answer = _approval(approve(preview) if approve is not None else False)
+            if answer is Approval.SEND_ALONE and share.earlier_messages:
+                share = CloudShare(share.alone, share.policy, 0, share.held_before_opt_in)
+                outgoing, payload = outgoing_for(share.messages)
+            if answer is Approval.KEEP_LOCAL:
                 reason = f"kept local: {why}; you declined sending it to {provider.host}"
                 yield Notice(f"Not sent to {provider.host}: you declined. The local answer stays.")
                 yield Decision("local", reason, confidence, dict(features))
@@ -353,7 +393,7 @@ class Router:
                 yield Token(text=tail, route="cloud")
         except ProviderError as error:
             if error.exchange is not None:
-                yield self._egress(error.exchange, redactor)
+                yield self._egress(error.exchange, redactor, share)
             yield Notice(f"The cloud failed: {error} Showing the local answer.")
             if streamed:
                 yield Discard("the cloud reply broke off")
@@ -363,21 +403,64 @@ class Router:
                                              on_screen=False)
             return
         assert end is not None, "a provider ends every call that did not raise with a StreamEnd"
-        yield self._egress(end.exchange, redactor)
+        yield self._egress(end.exchange, redactor, share)
         usage = end.usage
         yield TurnDone(
             route="cloud", model=end.model, provider=provider.name,
             status="interrupted" if end.finish_reason == "cancelled" else "complete",
-            reason=f"escalated: {why}", confidence=confidence,
+            reason=f"escalated: {why}; sent {self._context_label(share)}", confidence=confidence,
             tokens_in=usage.prompt_tokens if usage else 0,
             tokens_out=usage.completion_tokens if usage else 0,
         )
 
+    def _cloud_share(self, turn: Turn, messages: Sequence[Message]) -> CloudShare:
+        """What this turn's cloud request carries under the conversation's context policy."""
+        if turn.history is not None:
+            history = list(turn.history)
+        else:
+            history = [HistoryEntry(m["role"], m["content"]) for m in messages[:-1]]
+        policy = turn.policy.context or self.settings.context_policy
+        return cloud_share(history, messages[-1], policy, self.settings.context_turns)
+
+    def _context_label(self, share: CloudShare) -> str:
+        if share.earlier_messages == 0:
+            return "this message only"
+        return f"{describe_context(share.policy, self.settings.context_turns)} ({share.earlier_messages} earlier messages)"
+
+    def _preview(
+        self, share: CloudShare, payload: str, outgoing: Sequence[Message],
+        outgoing_for: Callable[[list[dict[str, str]]], tuple[list[dict[str, str]], str]],
+    ) -> Preview:
+        provider = self.provider
+        assert provider is not None
+        earlier = tuple(
+            f"{m['role']}: {_one_line(m['content'])}" for m in outgoing[:-1] if m["role"] != "system"
+        )
+        return Preview(
+            provider.name, provider.host, payload,
+            context=describe_context(share.policy, self.settings.context_turns),
+            earlier=earlier,
+            held_before_opt_in=share.held_before_opt_in,
+            alone_payload=outgoing_for(share.alone)[1] if share.earlier_messages else None,
+        )
+
     @staticmethod
-    def _egress(exchange: Exchange, redactor: Redactor | None) -> Egress:
+    def _egress(exchange: Exchange, redactor: Redactor | None, share: CloudShare) -> Egress:
         """The ledger's record, from what the provider measured on the wire."""
         return Egress(
             provider=exchange.provider, host=exchange.host, payload=exchange.payload,
             bytes_sent=exchange.bytes_sent, bytes_received=exchange.bytes_received,
             redactions=redactor.kinds_in(exchange.payload) if redactor else {},
+            context_policy=share.policy, context_messages=share.earlier_messages,
         )
+
+
+def _approval(answer: bool | Approval | None) -> Approval:
+    if isinstance(answer, Approval):
+        return answer
+    return Approval.SEND if answer else Approval.KEEP_LOCAL
+
+
+def _one_line(text: str, limit: int = 72) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"

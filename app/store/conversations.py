@@ -12,7 +12,7 @@ from app.store.errors import ConversationNotFound
 from app.store.records import Conversation, now, to_text
 
 EDITABLE: frozenset[str] = frozenset(
-    {"title", "cloud_opt_in", "local_only", "ephemeral", "archived", "model"}
+    {"title", "cloud_opt_in", "local_only", "ephemeral", "archived", "model", "cloud_context"}
 )
 
 
@@ -34,6 +34,7 @@ def create(
         "created": to_text(created),
         "updated": to_text(updated or created),
         "cloud_opt_in": int(cloud_opt_in),
+        "cloud_opt_in_at": to_text(created) if cloud_opt_in else None,
         "local_only": int(local_only),
         "ephemeral": int(ephemeral),
         "archived": int(archived),
@@ -72,7 +73,9 @@ def update(db: sqlite_utils.Database, conversation_id: int, **fields: object) ->
     if "ephemeral" in fields:
         row["owner_pid"] = os.getpid() if fields["ephemeral"] else None
     with write_transaction(db):
-        get(db, conversation_id)
+        before = get(db, conversation_id)
+        if fields.get("cloud_opt_in") and not before.cloud_opt_in:
+            row["cloud_opt_in_at"] = to_text(now())
         if row:
             db["conversations"].update(conversation_id, row)
     return get(db, conversation_id)

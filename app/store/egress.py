@@ -28,6 +28,8 @@ def record(
     bytes_sent: int,
     bytes_received: int,
     redactions: Mapping[str, int] | None = None,
+    context_policy: str | None = None,
+    context_messages: int | None = None,
     time: datetime | None = None,
 ) -> EgressRecord:
     encoded = payload.encode("utf-8")
@@ -43,6 +45,8 @@ def record(
         "bytes_sent": bytes_sent,
         "bytes_received": bytes_received,
         "redactions": json.dumps(dict(redactions or {}), sort_keys=True),
+        "context_policy": context_policy,
+        "context_messages": context_messages,
     }
     with write_transaction(db):
         egress_id = db["egress"].insert(row).last_pk

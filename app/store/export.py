@@ -236,6 +236,7 @@ class _Reader:
         }
         if metadata["route"] not in (None, *ROUTES):
             self.fail(where, f"route {metadata['route']!r} is not one of {', '.join(ROUTES)}")
+        metadata["refusal"] = self.flag(tandem.get("refusal", False), f"{where}, 'refusal'")
         message = ImportedMessage(
             role=role,
             content=self.content(item.get("content"), where),

@@ -151,3 +151,17 @@ def m004_egress(db: sqlite_utils.Database) -> None:
 @migration
 def m005_settings(db: sqlite_utils.Database) -> None:
     db["settings"].create({"key": str, "value": str}, pk="key", not_null=["value"])
+
+
+@migration
+def m006_cloud_context(db: sqlite_utils.Database) -> None:
+    """Each conversation's cloud-context policy and when it opted in; which local replies were
+    refusals; and, per ledger row, the policy and how many earlier messages went out."""
+    db["conversations"].add_column("cloud_context", str)
+    db["conversations"].add_column("cloud_opt_in_at", str)
+    # When an existing conversation opted in is unknown: count it from now, so nothing written
+    # before this upgrade leaves unless the user picks "whole conversation".
+    db.execute("UPDATE conversations SET cloud_opt_in_at = ? WHERE cloud_opt_in = 1", [to_text(now())])
+    db["messages"].add_column("refusal", int, not_null_default=0)
+    db["egress"].add_column("context_policy", str)
+    db["egress"].add_column("context_messages", int)

@@ -43,6 +43,10 @@ class Conversation:
     archived: bool = False
     model: str | None = None
     """The local model this conversation prefers, None for the default."""
+    cloud_context: str | None = None
+    """How much of it travels with a cloud request ("message", "recent", "whole"); None: the default."""
+    cloud_opt_in_at: datetime | None = None
+    """When it last opted in to the cloud; what was written before leaves only with "whole"."""
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Conversation:
@@ -56,6 +60,8 @@ class Conversation:
             ephemeral=bool(row["ephemeral"]),
             archived=bool(row["archived"]),
             model=row["model"],
+            cloud_context=row["cloud_context"],
+            cloud_opt_in_at=from_text(row["cloud_opt_in_at"]) if row["cloud_opt_in_at"] else None,
         )
 
 
@@ -78,6 +84,8 @@ class Message:
     escalation_reason: str | None = None
     parent_id: int | None = None
     """The message this one answers; two replies sharing a parent are a regeneration."""
+    refusal: bool = False
+    """A local reply that declined the turn ("it needs a bigger model"): never sent to the cloud."""
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Message:
@@ -98,6 +106,7 @@ class Message:
             confidence=row["confidence"],
             escalation_reason=row["escalation_reason"],
             parent_id=row["parent_id"],
+            refusal=bool(row["refusal"]),
         )
 
 
@@ -111,6 +120,7 @@ MESSAGE_METADATA: tuple[str, ...] = (
     "tok_s",
     "confidence",
     "escalation_reason",
+    "refusal",
 )
 """The optional facts a message carries beside role, content, status and parent."""
 
@@ -144,6 +154,10 @@ class EgressRecord:
     bytes_sent: int
     bytes_received: int
     redactions: Mapping[str, int] = field(default_factory=dict)
+    context_policy: str | None = None
+    """The cloud-context policy the request was built under; None for rows from before it existed."""
+    context_messages: int | None = None
+    """Earlier messages of the conversation it carried besides the new one."""
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> EgressRecord:
@@ -159,4 +173,6 @@ class EgressRecord:
             bytes_sent=row["bytes_sent"],
             bytes_received=row["bytes_received"],
             redactions=json.loads(row["redactions"]),
+            context_policy=row["context_policy"],
+            context_messages=row["context_messages"],
         )

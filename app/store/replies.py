@@ -91,6 +91,7 @@ class ReplyWriter:
         route: str | None = None,
         model: str | None = None,
         provider: str | None = None,
+        refusal: bool | None = None,
     ) -> Message:
         """Record the final text, status and facts, once. Route, model and provider change here
         when the cloud took the turn over; a fact left None keeps what the row has."""
@@ -104,6 +105,7 @@ class ReplyWriter:
             "tokens_in": tokens_in, "tokens_out": tokens_out, "ttft_ms": ttft_ms, "tok_s": tok_s,
             "confidence": confidence, "escalation_reason": escalation_reason,
             "route": route, "model": model, "provider": provider,
+            "refusal": None if refusal is None else int(refusal),
         }
         known = {name: value for name, value in facts.items() if value is not None}
         row = {"content": self.text, "status": status, "writer_pid": None, **known}

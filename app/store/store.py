@@ -177,15 +177,18 @@ class Store:
         bytes_sent: int,
         bytes_received: int,
         redactions: Mapping[str, int] | None = None,
+        context_policy: str | None = None,
+        context_messages: int | None = None,
     ) -> EgressRecord:
         """Keeps the payload itself, or only its hash and size when the setting
-        egress.keep_payload is false."""
+        egress.keep_payload is false; and the cloud-context policy it was built under."""
         with self._access() as db:
             if conversation_id is not None:
                 conversations.get(db, conversation_id)
             return egress.record(
                 db, conversation_id=conversation_id, provider=provider, host=host, payload=payload,
                 bytes_sent=bytes_sent, bytes_received=bytes_received, redactions=redactions,
+                context_policy=context_policy, context_messages=context_messages,
             )
 
     def egress(self, conversation_id: int | None = None) -> list[EgressRecord]:

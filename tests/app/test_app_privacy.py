@@ -108,6 +108,8 @@ async def test_ctrl_e_lists_what_left_with_its_exact_payload(make_app, store):
         bytes_sent=321,
         bytes_received=654,
         redactions={"EMAIL": 1},
+        context_policy="recent",
+        context_messages=2,
     )
     async with make_app().run_test(size=SIZE) as pilot:
         app = pilot.app
@@ -116,7 +118,7 @@ async def test_ctrl_e_lists_what_left_with_its_exact_payload(make_app, store):
         assert isinstance(app.screen, EgressScreen)
         table = app.screen.query_one("#ledger")
         row = table.get_row_at(0)
-        assert row[2:] == ["openai", "api.openai.com", "321", "654", "EMAIL×1"]
+        assert row[2:] == ["openai", "api.openai.com", "321", "654", "recent +2", "EMAIL×1"]
         assert app.screen.query_one("#payload").text == '{"content": "[EMAIL_1] asked"}'
         assert "1 request left this machine, 321 bytes sent" in str(app.screen.query_one("#summary").render())
 

@@ -85,7 +85,7 @@ def test_an_escalated_reply_replaces_the_local_draft_and_records_egress(
     reply = store.messages(conversation.id)[-1]
     assert reply.content == "From the cloud, ada@example.com."
     assert (reply.route, reply.provider, reply.model) == ("cloud", "loopback", "loopback-model")
-    assert reply.escalation_reason == f"escalated: {REFUSED}"
+    assert reply.escalation_reason == f"escalated: {REFUSED}; sent this message only"
     [egress] = store.egress()
     [sent] = loopback_cloud.bodies
     host = loopback_cloud.base_url.split("//")[1].split("/")[0]

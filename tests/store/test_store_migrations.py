@@ -50,7 +50,9 @@ def test_each_migration_keeps_the_previous_versions_rows_and_is_recorded(tmp_pat
     migrate(db, MIGRATIONS[: version + 1])
 
     after = contents(db)
-    assert {table: after[table] for table in before} == before
+    # Columns a migration adds are new; every value the rows had is kept.
+    kept = {table: [{k: row[k] for k in old} for row, old in zip(after[table], before[table])] for table in before}
+    assert kept == before and all(len(after[t]) == len(before[t]) for t in before)
     applied = [row["name"] for row in db[MIGRATIONS_TABLE].rows]
     assert applied == [m.__name__ for m in MIGRATIONS[: version + 1]]
     assert db.execute("PRAGMA foreign_key_check").fetchall() == []
@@ -126,3 +128,13 @@ def test_a_database_from_a_newer_tandem_is_refused(db_path):
 
     with pytest.raises(NewerSchema, match="m999_from_the_future"):
         Store.open(db_path)
+
+
+def test_m006_conversations_that_had_opted_in_count_their_opt_in_from_the_upgrade(tmp_path):
+    db = database_at(tmp_path / "t.db", 5)
+    db["conversations"].insert({"id": 2, "title": "Cloudy", "created": NOW, "updated": NOW, "cloud_opt_in": 1})
+    migrate(db, MIGRATIONS[:6])
+    rows = {row["id"]: row for row in db["conversations"].rows}
+    assert rows[1]["cloud_opt_in_at"] is None
+    assert rows[2]["cloud_opt_in_at"] > NOW  # earlier turns stay home unless "whole conversation"
+    assert [row["refusal"] for row in db["messages"].rows] == [0]

@@ -1,4 +1,5 @@
-"""Ask mode: show exactly what would leave the machine, redacted, and where it would go."""
+"""Ask mode: show exactly what would leave the machine, redacted, and where it would go; the
+earlier turns it carries can be dropped here, for this request, before it is sent."""
 
 from __future__ import annotations
 
@@ -11,17 +12,21 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Static, TextArea
 
 
-class ApproveScreen(ModalScreen[bool]):
-    """Dismisses True when the user sends, False when they keep the turn local."""
+class ApproveScreen(ModalScreen[Any]):
+    """Dismisses with an offload.router.Approval: SEND, SEND_ALONE (the earlier turns dropped)
+    or KEEP_LOCAL."""
 
     BINDINGS = [
-        Binding("escape", "answer(False)", "Keep local", id="dismiss"),
-        Binding("ctrl+s", "answer(True)", "Send", show=False),
+        Binding("escape", "keep_local", "Keep local", id="dismiss"),
+        Binding("ctrl+s", "send", "Send", show=False),
+        Binding("ctrl+d", "toggle_earlier", "Drop earlier turns", show=False),
     ]
 
     def __init__(self, preview: Any) -> None:
         super().__init__()
         self.preview = preview
+        self.alone = False
+        """Whether the earlier turns were dropped (the message goes alone)."""
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
@@ -29,18 +34,74 @@ class ApproveScreen(ModalScreen[bool]):
                 f"Send this to [b]{self.preview.provider}[/b] at [b]{self.preview.host}[/b]?",
                 id="destination",
             )
-            size = len(self.preview.payload.encode())
-            yield Static(f"{size} bytes, exactly as below. Esc keeps the turn on this machine.", classes="hint")
+            yield Static("", id="context", classes="hint")
+            yield Static("", id="size", classes="hint")
             yield TextArea(self.preview.payload, read_only=True, id="payload")
             with Horizontal(classes="buttons"):
                 yield Button("Send", variant="warning", id="send")
+                if self.preview.alone_payload is not None:
+                    yield Button("Drop earlier turns", id="toggle")
                 yield Button("Keep local", variant="primary", id="keep")
 
     def on_mount(self) -> None:
+        self._show()
         self.query_one("#keep", Button).focus()
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "send")
+    @property
+    def payload(self) -> str:
+        return self.preview.alone_payload if self.alone else self.preview.payload
 
-    def action_answer(self, send: bool) -> None:
-        self.dismiss(send)
+    def _show(self) -> None:
+        self.query_one("#context", Static).update(self._context_text())
+        size = len(self.payload.encode())
+        self.query_one("#size", Static).update(
+            f"Request body: {size} bytes, exactly as below. Esc keeps the turn on this machine."
+        )
+        self.query_one("#payload", TextArea).text = self.payload
+        if self.preview.alone_payload is not None:
+            label = "Include earlier turns" if self.alone else "Drop earlier turns"
+            self.query_one("#toggle", Button).label = label
+
+    def _context_text(self) -> str:
+        preview = self.preview
+        lines = []
+        if self.alone or not preview.earlier:
+            lines.append("Carries this message only.")
+        else:
+            count = len(preview.earlier)
+            lines.append(
+                f"Carries {count} earlier message{'s' if count != 1 else ''} ({preview.context}); "
+                "Ctrl+D sends this message alone:"
+            )
+            lines += [f"  • {line}" for line in preview.earlier]
+        if preview.held_before_opt_in:
+            held = preview.held_before_opt_in
+            lines.append(
+                f"{held} earlier message{'s' if held != 1 else ''} written before this conversation "
+                "opted in to the cloud stay here (only \"whole conversation\" sends them)."
+            )
+        return "\n".join(lines)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "send":
+            self.action_send()
+        elif event.button.id == "toggle":
+            self.action_toggle_earlier()
+        else:
+            self.action_keep_local()
+
+    def action_toggle_earlier(self) -> None:
+        if self.preview.alone_payload is None:
+            return
+        self.alone = not self.alone
+        self._show()
+
+    def action_send(self) -> None:
+        from offload.router import Approval
+
+        self.dismiss(Approval.SEND_ALONE if self.alone else Approval.SEND)
+
+    def action_keep_local(self) -> None:
+        from offload.router import Approval
+
+        self.dismiss(Approval.KEEP_LOCAL)

@@ -54,6 +54,7 @@ class ChatScreen(Screen[None]):
         Binding("ctrl+d", "delete_chat", "Delete", id="delete_chat", priority=True),
         Binding("ctrl+o", "toggle_cloud", "Cloud", id="toggle_cloud", priority=True),
         Binding("ctrl+g", "cycle_mode", "Mode", id="cycle_mode", priority=True),
+        Binding("f4", "cycle_context", "Context", id="cycle_context", priority=True, show=False),
         Binding("ctrl+e", "egress", "Egress", id="egress", priority=True),
         Binding("ctrl+s", "settings", "Settings", id="settings", priority=True, show=False),
         Binding("ctrl+k", "keys", "Keys", id="keys", priority=True, show=False),
@@ -72,6 +73,7 @@ class ChatScreen(Screen[None]):
         ("Show or hide archived", "List archived conversations too, or not", "toggle_archived"),
         ("Toggle cloud for this conversation", "Allow or forbid escalation to the cloud here (Ctrl+O)", "toggle_cloud"),
         ("Lock conversation to local", "Forbid the cloud here whatever the mode, or lift the lock", "toggle_local_lock"),
+        ("Cloud context", "What a cloud request carries of this conversation: this message, recent turns, or all (F4)", "cycle_context"),
         ("Cycle privacy mode", "offline → ask → auto (Ctrl+G)", "cycle_mode"),
         ("Egress ledger", "Every request that left this machine (Ctrl+E)", "egress"),
         ("Settings", "Providers, models, thresholds, redaction terms (Ctrl+S)", "settings"),
@@ -144,8 +146,29 @@ class ChatScreen(Screen[None]):
         self.query_one("#header", Static).update(
             f"[b]{escape(title)}[/b]   "
             f"[@click=screen.toggle_cloud]cloud: {cloud}[/] (Ctrl+O){lock}   "
+            f"[@click=screen.cycle_context]sends: {self._context_label(conversation)}[/] (F4)   "
             f"[@click=screen.cycle_mode]mode: {status.mode}[/] (Ctrl+G)"
         )
+
+    def _context_label(self, conversation: Any) -> str:
+        from offload.privacy import describe_context
+
+        settings = self.tandem.settings
+        policy = (conversation.cloud_context if conversation else None) or settings.context_policy
+        return describe_context(policy, settings.context_turns)
+
+    def action_cycle_context(self) -> None:
+        """This conversation's cloud-context policy: this message only -> recent turns -> whole."""
+        from app.settings import CONTEXT_POLICIES
+
+        if self.conversation_id is None:
+            self.conversation_id = self.store.create_conversation(title=NEW_TITLE).id
+        conversation = self.store.get_conversation(self.conversation_id)
+        current = conversation.cloud_context or self.tandem.settings.context_policy
+        policy = CONTEXT_POLICIES[(CONTEXT_POLICIES.index(current) + 1) % len(CONTEXT_POLICIES)]
+        conversation = self.store.update_conversation(self.conversation_id, cloud_context=policy)
+        self.notify(f"A cloud request from this conversation now carries: {self._context_label(conversation)}.")
+        self.refresh_privacy()
 
     async def refresh_sidebar(self) -> None:
         conversations = self.store.list_conversations(include_archived=self.show_archived)
@@ -411,17 +434,18 @@ class ChatScreen(Screen[None]):
         else:
             self.post_message(TurnFinished(result, None))
 
-    def _approve_from_worker(self, preview: Any) -> bool:
-        """The router's approve callback: show the payload in a modal and wait for the answer.
-        Runs on the worker thread; a cancelled turn answers no."""
+    def _approve_from_worker(self, preview: Any) -> Any:
+        """The router's approve callback: show the payload in a modal and wait for the answer
+        (an offload.router.Approval, or False). Runs on the worker thread; a cancelled turn
+        answers no."""
         from app.tui.screens.approve import ApproveScreen
 
         decided = threading.Event()
-        answer: list[bool] = [False]
+        answer: list[Any] = [False]
         screen = ApproveScreen(preview)
 
-        def on_answer(send: bool | None) -> None:
-            answer[0] = bool(send)
+        def on_answer(choice: Any) -> None:
+            answer[0] = choice or False
             decided.set()
 
         self.app.call_from_thread(self.app.push_screen, screen, on_answer)

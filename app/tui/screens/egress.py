@@ -18,6 +18,13 @@ def _redactions(value: Any) -> str:
     return ", ".join(f"{kind}×{count}" for kind, count in dict(value).items())
 
 
+def _context(record: Any) -> str:
+    """The cloud-context policy and how many earlier messages went out with the request."""
+    if record.context_policy is None:
+        return "-"
+    return f"{record.context_policy} +{record.context_messages or 0}"
+
+
 class EgressScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape", "dismiss(None)", "Close", id="dismiss")]
 
@@ -40,7 +47,7 @@ class EgressScreen(ModalScreen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one("#ledger", DataTable)
-        table.add_columns("when", "conversation", "provider", "host", "sent", "received", "redactions")
+        table.add_columns("when", "conversation", "provider", "host", "sent", "received", "context", "redactions")
         for index, record in enumerate(self.records):
             table.add_row(
                 record.time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -49,6 +56,7 @@ class EgressScreen(ModalScreen[None]):
                 record.host,
                 str(record.bytes_sent),
                 str(record.bytes_received),
+                _context(record),
                 _redactions(record.redactions),
                 key=str(index),
             )

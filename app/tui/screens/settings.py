@@ -11,7 +11,15 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static, Switch, TextArea
 
-from app.settings import MODES, ProviderSettings, SettingsError, UserSettings, validate
+from app.settings import (
+    CONTEXT_POLICIES,
+    CONTEXT_POLICY_LABELS,
+    MODES,
+    ProviderSettings,
+    SettingsError,
+    UserSettings,
+    validate,
+)
 
 
 class SettingsScreen(ModalScreen[UserSettings | None]):
@@ -38,7 +46,12 @@ class SettingsScreen(ModalScreen[UserSettings | None]):
                 yield TextArea("\n".join(s.terms), id="terms")
                 yield Label("Escalate when local confidence is below (0-1)")
                 yield Input(str(s.escalate_below), id="escalate_below")
-                yield Label("Earlier turns sent with a cloud request")
+                yield Label("What a cloud request carries of the conversation (default)")
+                yield Select(
+                    [(CONTEXT_POLICY_LABELS[p], p) for p in CONTEXT_POLICIES],
+                    value=s.context_policy, allow_blank=False, id="context_policy",
+                )
+                yield Label("Earlier exchanges sent under \"recent turns\"")
                 yield Input(str(s.context_turns), id="context_turns", type="integer")
                 yield Label("Escalate to")
                 yield Select([(p.name, p.name) for p in s.providers], value=s.provider, allow_blank=False, id="provider")
@@ -91,6 +104,7 @@ class SettingsScreen(ModalScreen[UserSettings | None]):
             terms=terms,
             escalate_below=threshold,
             context_turns=turns,
+            context_policy=self.query_one("#context_policy", Select).value,
             provider=self.query_one("#provider", Select).value,
             providers=providers,
         )
