@@ -61,12 +61,14 @@ def may_leave(settings: PrivacySettings, policy: ConversationPolicy, online: boo
     return Verdict(True, "allowed by settings and conversation opt-in")
 
 
-def describe_context(policy: ContextPolicy, recent_exchanges: int) -> str:
-    """The policy in words, for the header, the route label and the preview."""
+def describe_context(policy: ContextPolicy, recent_exchanges: int, short: bool = False) -> str:
+    """The policy in words, for the route label and the preview (short: for the header)."""
     if policy == "message":
-        return "this message only"
+        return "this message" if short else "this message only"
     if policy == "whole":
-        return "whole conversation"
+        return "everything" if short else "whole conversation"
+    if short:
+        return f"last {recent_exchanges}"
     return f"last {recent_exchanges} exchange{'s' if recent_exchanges != 1 else ''}"
 
 

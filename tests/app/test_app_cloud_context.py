@@ -136,3 +136,17 @@ async def test_the_approval_dialog_drops_earlier_turns_with_one_key(nano_app, st
     assert loopback_cloud.bodies == [alone]
     [egress] = store.egress()
     assert egress.payload == alone and egress.context_messages == 0
+
+
+@pytest.mark.anyio
+async def test_f4_cycles_this_conversations_context_and_the_header_shows_it(make_app, store):
+    conversation = store.create_conversation(title="t")
+    async with make_app().run_test(size=SIZE) as pilot:
+        header = pilot.app.chat.query_one("#header")
+        assert "sends: last 2 (F4)" in str(header.render())  # the settings' default
+        seen = []
+        for _ in range(3):
+            await pilot.press("f4")
+            seen.append((store.get_conversation(conversation.id).cloud_context, str(header.render())))
+        assert [policy for policy, _ in seen] == ["whole", "message", "recent"]
+        assert "sends: everything" in seen[0][1] and "sends: this message" in seen[1][1]

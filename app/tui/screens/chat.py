@@ -144,18 +144,19 @@ class ChatScreen(Screen[None]):
         cloud = "[b]on[/b]" if conversation and conversation.cloud_opt_in else "off"
         lock = "   🔒 local only" if conversation and conversation.local_only else ""
         self.query_one("#header", Static).update(
-            f"[b]{escape(title)}[/b]   "
-            f"[@click=screen.toggle_cloud]cloud: {cloud}[/] (Ctrl+O){lock}   "
-            f"[@click=screen.cycle_context]sends: {self._context_label(conversation)}[/] (F4)   "
+            f"[b]{escape(title)}[/b]  "
+            f"[@click=screen.toggle_cloud]cloud: {cloud}[/] (Ctrl+O){lock}  "
+            f"[@click=screen.cycle_context]sends: {self._context_label(conversation, short=True)}[/] (F4)  "
             f"[@click=screen.cycle_mode]mode: {status.mode}[/] (Ctrl+G)"
         )
 
-    def _context_label(self, conversation: Any) -> str:
+    def _context_label(self, conversation: Any, short: bool = False) -> str:
+        """What a cloud request from this conversation carries (its own policy or the default)."""
         from offload.privacy import describe_context
 
         settings = self.tandem.settings
         policy = (conversation.cloud_context if conversation else None) or settings.context_policy
-        return describe_context(policy, settings.context_turns)
+        return describe_context(policy, settings.context_turns, short)
 
     def action_cycle_context(self) -> None:
         """This conversation's cloud-context policy: this message only -> recent turns -> whole."""
