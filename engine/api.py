@@ -15,12 +15,19 @@ FinishReason = Literal["stop", "length", "cancelled"]
 
 @dataclass(frozen=True)
 class GenerationRequest:
+    """One turn to generate. Each sampling setting left None takes the model's own default
+    (generation_config.json, mlc-chat-config.json or the imported Ollama params)."""
+
     messages: Sequence[Message]
     max_tokens: int = 256
-    temperature: float = 0.7
-    top_p: float = 0.95
+    temperature: float | None = None
+    """0 means greedy."""
+    top_p: float | None = None
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
 
 
 @dataclass(frozen=True)
