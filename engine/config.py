@@ -12,7 +12,8 @@ from typing import Any
 
 from engine.errors import ModelFileError
 from engine.quantization import QUANTIZATIONS
-from engine.sampling import SETTING_NAMES, SamplingParams, check_setting, params_from
+from engine.api import SETTING_NAMES, check_setting
+from engine.sampling import SamplingParams, params_from
 from engine.templates import ConvTemplate, template_from_config
 
 CHAT_CONFIG_FILE = "mlc-chat-config.json"

@@ -10,10 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from engine.api import SETTING_NAMES, check_setting
+
 TOP_ALTERNATIVES = 5
-SETTING_NAMES = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
-"""The generation settings a model (and a user's override) may set; GenerationRequest carries each
-as an optional field of the same name."""
 
 
 @dataclass(frozen=True)
@@ -36,25 +35,6 @@ class SamplingParams:
         """These defaults with each setting the request gives (not None) put in their place."""
         given = {name: getattr(request, name) for name in SETTING_NAMES if getattr(request, name, None) is not None}
         return replace(self, **given) if given else self
-
-
-def check_setting(name: str, value: Any) -> str | None:
-    """Why `value` is not a valid `name` setting (a sentence naming the valid range), or None."""
-    if name not in SETTING_NAMES:
-        return f"{name!r} is not a generation setting (use one of {', '.join(SETTING_NAMES)})"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        return f"{name} must be a number, not {value!r}"
-    if name == "temperature" and not 0 <= value <= 100:
-        return "temperature must be 0 (greedy) or more"
-    if name == "top_p" and not 0 < value <= 1:
-        return "top_p must be above 0 and at most 1"
-    if name == "top_k" and value != int(value):
-        return "top_k must be a whole number (0 keeps every token)"
-    if name == "min_p" and not 0 <= value < 1:
-        return "min_p must be from 0 up to (not including) 1"
-    if name == "repetition_penalty" and not 0 < value <= 10:
-        return "repetition_penalty must be above 0 (1 means none)"
-    return None
 
 
 def params_from(values: dict[str, Any], base: SamplingParams | None = None) -> SamplingParams:
