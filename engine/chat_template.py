@@ -34,7 +34,9 @@ class PromptFormat(Protocol):
 
     def render(self, messages: Sequence[Mapping[str, str]]) -> str: ...
 
-    def prompt_token_ids(self, messages: Sequence[Mapping[str, str]], encode: Callable[[str], list[int]]) -> list[int]: ...
+    def prompt_token_ids(
+        self, messages: Sequence[Mapping[str, str]], encode: Callable[[str], list[int]]
+    ) -> list[int]: ...
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,6 @@ class JinjaChatTemplate:
 
     def render(self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True) -> str:
         """The prompt text for these OpenAI-style messages, ending where the assistant speaks."""
-        import jinja2
-
         chat = _checked_messages(messages)
         template = self._compiled()
         try:
@@ -69,12 +69,12 @@ class JinjaChatTemplate:
         except _TemplateRaised as raised:
             # The template's own raise_exception: it refuses these messages, not a broken template.
             raise InvalidMessages(f"The chat template of {self.model} refuses this conversation: {raised}") from None
-        except jinja2.TemplateError as error:
-            raise self._error("fails to render", error) from None
-        except Exception as error:  # a template is code: any runtime error in it is the template's
+        except Exception as error:  # Jinja's errors, and any runtime error in the template's own code
             raise self._error("fails to render", error) from None
 
-    def prompt_token_ids(self, messages: Sequence[Mapping[str, str]], encode: Callable[[str], list[int]]) -> list[int]:
+    def prompt_token_ids(
+        self, messages: Sequence[Mapping[str, str]], encode: Callable[[str], list[int]]
+    ) -> list[int]:
         """The rendered prompt through `encode` (special tokens in the text become their ids; no
         BOS is added, as the template writes it when the model wants it)."""
         return encode(self.render(messages))

@@ -214,7 +214,9 @@ def settings_from_ollama_params(params: Mapping[str, Any]) -> dict[str, Any]:
             value = 0
         problem = check_setting(name, value)
         if problem:
-            raise ModelFileError(f"The Ollama params hold {ollama_name}={value!r}: {problem}. Fix the Modelfile's PARAMETER.")
+            raise ModelFileError(
+                f"The Ollama params hold {ollama_name}={value!r}: {problem}. Fix the Modelfile's PARAMETER."
+            )
         found[name] = int(value) if name == "top_k" else float(value)
     return found
 

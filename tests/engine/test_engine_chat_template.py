@@ -167,6 +167,12 @@ def test_jinja_prompt_format_stops_on_the_models_eos(tmp_path, tiny_tokenizer_di
     assert chosen.stop_str == ()  # the conv_template's llama-3 markers mean nothing to this model
 
 
+def test_a_missing_special_token_renders_as_transformers_renders_it(tmp_path, tiny_tokenizer_dir):
+    folder = _model_dir(tmp_path, tiny_tokenizer_dir, bos_token=None, chat_template="[{{ bos_token }}|{{ eos_token }}]")
+    reference = _transformers_tokenizer(folder)
+    assert read_chat_template(folder).render(WITH_SYSTEM) == _reference(reference, WITH_SYSTEM) == "[|<|im_end|>]"
+
+
 def test_tojson_and_helpers_match_transformers(tmp_path, tiny_tokenizer_dir):
     source = (
         "{{ messages | tojson }}|{{ messages[0] | tojson(indent=2) }}|{{ {'b': 1, 'a': 'é'} | tojson(sort_keys=true) }}"

@@ -137,5 +137,6 @@ class SettingsScreen(ModalScreen[UserSettings | None]):
                 values[name] = kind(text)
             except ValueError:
                 whole = "a whole number" if kind is int else "a number"
-                raise SettingsError(f"{label.split(' (')[0]} for {self.model} must be {whole}, or blank for the model's own.")
+                setting = label.split(" (")[0]
+                raise SettingsError(f"{setting} for {self.model} must be {whole}, or blank for the model's own.")
         return SamplingOverride(**values)
