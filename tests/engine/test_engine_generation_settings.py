@@ -122,3 +122,12 @@ def test_the_repetition_penalty_changes_a_looping_greedy_reply(greedy_by_default
     penalised = _ids(greedy_by_default, repetition_penalty=2.0)
     assert penalised != plain
     assert len(set(penalised)) > len(set(plain))
+
+
+def test_the_engine_prompts_with_the_models_own_jinja_template(greedy_by_default):
+    from transformers import AutoTokenizer
+
+    reference = AutoTokenizer.from_pretrained(str(greedy_by_default.model_dir))
+    messages = [{"role": "system", "content": "Be brief."}, *MESSAGES]
+    expected = reference.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=False)
+    assert greedy_by_default.prompt_ids(messages) == list(expected)
