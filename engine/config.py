@@ -162,11 +162,7 @@ def read_chat_config(model_dir: Path | str) -> ChatConfig:
         sliding_window_size=int(data.get("sliding_window_size", -1) or -1),
         conv_template=conv_template,
         tokenizer_files=tuple(data.get("tokenizer_files") or ("tokenizer.json",)),
-        temperature=float(data.get("temperature", 1.0)),
-        top_p=float(data.get("top_p", 1.0)),
-        top_k=int(data.get("top_k") or 0),
-        min_p=float(data.get("min_p") or 0.0),
-        repetition_penalty=float(data.get("repetition_penalty", 1.0)),
+        **_sampling_fields(data, path),
         presence_penalty=float(data.get("presence_penalty", 0.0)),
         frequency_penalty=float(data.get("frequency_penalty", 0.0)),
         bos_token_id=_optional_int(data.get("bos_token_id")),
@@ -175,6 +171,14 @@ def read_chat_config(model_dir: Path | str) -> ChatConfig:
         tokenizer_info=dict(data.get("tokenizer_info") or {}),
         tandem=dict(data.get("tandem") or {}),
     )
+
+
+def _sampling_fields(data: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """The ChatConfig sampling fields (neutral where absent); a bad one is a ModelFileError."""
+    values: dict[str, Any] = {}
+    _collect(values, data, path)
+    params = params_from(values)
+    return {name: getattr(params, name) for name in SETTING_NAMES}
 
 
 def read_generation_defaults(model_dir: Path | str) -> SamplingParams:

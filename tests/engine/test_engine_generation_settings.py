@@ -131,3 +131,15 @@ def test_the_engine_prompts_with_the_models_own_jinja_template(greedy_by_default
     messages = [{"role": "system", "content": "Be brief."}, *MESSAGES]
     expected = reference.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=False)
     assert greedy_by_default.prompt_ids(messages) == list(expected)
+
+
+def test_a_bad_setting_in_the_chat_config_is_named_when_it_is_read(tiny_mlc_model, tmp_path):
+    from engine.config import read_chat_config
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_mlc_model("q0f32"), folder)
+    config = json.loads((folder / "mlc-chat-config.json").read_text())
+    config["top_k"] = "forty"
+    (folder / "mlc-chat-config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelFileError, match="mlc-chat-config.json: top_k must be a number"):
+        read_chat_config(folder)
