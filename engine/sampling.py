@@ -13,6 +13,7 @@ import numpy as np
 from engine.api import SETTING_NAMES, check_setting
 
 TOP_ALTERNATIVES = 5
+_FIRST_CANDIDATES = 256
 
 
 @dataclass(frozen=True)
@@ -132,12 +133,31 @@ def _penalise(logits: np.ndarray, penalty: float, previous_ids: Iterable[int]) -
 
 
 def _sample_top_p(logprobs: np.ndarray, top_p: float, rng: np.random.Generator) -> int:
-    """Sample from the smallest set of most likely tokens whose mass reaches top_p."""
-    order = np.argsort(-logprobs, kind="stable")  # ties keep the lower id first, as argmax does
-    order = order[np.isfinite(logprobs[order])]  # what top-k and min-p dropped is never drawn
-    probs = np.exp(logprobs[order])
-    cumulative = np.cumsum(probs)
-    keep = int(np.searchsorted(cumulative, min(top_p, 1.0) * cumulative[-1], side="left")) + 1
+    """Sample from the smallest set of most likely tokens whose mass reaches top_p (tokens top-k
+    or min-p dropped, at -inf, never). Ties go to the lower id first, as argmax does."""
+    probs = np.exp(logprobs)
+    target = min(top_p, 1.0) * probs.sum()
+    available = int(np.isfinite(logprobs).sum())
+    # The nucleus is usually a few hundred tokens: sort a growing candidate set, not the vocabulary.
+    size = min(available, _FIRST_CANDIDATES)
+    while True:
+        order = _most_likely_first(logprobs, size)
+        cumulative = np.cumsum(probs[order])
+        keep = min(int(np.searchsorted(cumulative, target, side="left")) + 1, size)
+        # Exact once the nucleus ends before the candidates' lowest value (a tie there could
+        # reorder with a token left outside), or when every token is a candidate.
+        if size == available or logprobs[order[keep - 1]] > logprobs[order[-1]]:
+            break
+        size = min(available, size * 8)
     kept = cumulative[:keep]
     draw = rng.random() * kept[-1]
     return int(order[min(int(np.searchsorted(kept, draw, side="right")), keep - 1)])
+
+
+def _most_likely_first(logprobs: np.ndarray, size: int) -> np.ndarray:
+    """The ids of the `size` most likely tokens, best first, ties by lower id."""
+    if size < logprobs.shape[0]:
+        candidates = np.argpartition(-logprobs, size - 1)[:size]
+    else:
+        candidates = np.arange(logprobs.shape[0])
+    return candidates[np.lexsort((candidates, -logprobs[candidates]))]

@@ -149,3 +149,29 @@ def test_a_request_setting_replaces_the_models_default_and_none_keeps_it():
     assert defaults.with_request(GenerationRequest(messages=())) == defaults
     chosen = defaults.with_request(GenerationRequest(messages=(), temperature=0.0, top_k=0))
     assert (chosen.temperature, chosen.top_k, chosen.top_p, chosen.repetition_penalty) == (0.0, 0, 0.9, 1.1)
+
+
+def _top_p_by_full_sort(logprobs, top_p, rng):
+    """The nucleus by sorting the whole vocabulary: the reference for the candidate-set search."""
+    order = np.argsort(-logprobs, kind="stable")
+    order = order[np.isfinite(logprobs[order])]
+    cumulative = np.cumsum(np.exp(logprobs[order]))
+    keep = int(np.searchsorted(cumulative, top_p * cumulative[-1], side="left")) + 1
+    draw = rng.random() * cumulative[keep - 1]
+    return int(order[min(int(np.searchsorted(cumulative[:keep], draw, side="right")), keep - 1)])
+
+
+def test_top_p_draws_what_sorting_the_whole_vocabulary_draws():
+    from engine.sampling import _sample_top_p
+
+    for seed in range(200):
+        g = np.random.default_rng(seed)
+        logits = g.normal(0, g.uniform(0.5, 8), int(g.integers(5, 40_000)))
+        if seed % 4 == 0:
+            logits = np.round(logits)  # many ties, some at the candidate boundary
+        logprobs = log_softmax(logits)
+        if seed % 3 == 0:  # what top-k left
+            kth = np.partition(logprobs, -10)[-10] if logprobs.size > 10 else logprobs.min()
+            logprobs = np.where(logprobs >= kth, logprobs, -np.inf)
+        top_p = float(g.choice([0.5, 0.9, 0.99, 1.0]))
+        assert _sample_top_p(logprobs, top_p, make_rng(seed)) == _top_p_by_full_sort(logprobs, top_p, make_rng(seed))
