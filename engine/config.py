@@ -23,6 +23,11 @@ OLLAMA_SETTING_NAMES = {
     "repeat_penalty": "repetition_penalty",
 }  # fmt: skip
 """Ollama's `params` keys for the generation settings, and Tandem's names for them."""
+GGUF_SETTING_NAMES = {
+    "general.sampling.temp": "temperature", "general.sampling.top_p": "top_p", "general.sampling.top_k": "top_k",
+    "general.sampling.min_p": "min_p", "general.sampling.penalty_repeat": "repetition_penalty",
+}  # fmt: skip
+"""The GGUF metadata keys llama.cpp's converter writes a model's recommended sampling under."""
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 SUPPORTED_ROPE_TYPES = ("llama3", "linear")
 
@@ -209,18 +214,27 @@ def settings_from_ollama_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """The generation settings in an Ollama `params` layer (temperature, top_p, top_k, min_p,
     repeat_penalty), under Tandem's names, for an importer to write into mlc-chat-config.json.
     Ollama's top_k <= 0 means no limit, as Tandem's 0 does. Other keys (stop, num_ctx) are left."""
+    return _renamed_settings(params, OLLAMA_SETTING_NAMES, "Ollama params", "Fix the Modelfile's PARAMETER.")
+
+
+def settings_from_gguf_metadata(metadata: Mapping[str, Any], source: str = "the GGUF file") -> dict[str, Any]:
+    """The sampling settings a GGUF recommends (`general.sampling.temp`, `.top_p`, `.top_k`,
+    `.min_p`, `.penalty_repeat`), under Tandem's names, for an importer to write into
+    mlc-chat-config.json; {} for the many files that carry none."""
+    return _renamed_settings(metadata, GGUF_SETTING_NAMES, source, "Re-convert the file or edit its metadata.")
+
+
+def _renamed_settings(values: Mapping[str, Any], names: Mapping[str, str], source: str, fix: str) -> dict[str, Any]:
     found: dict[str, Any] = {}
-    for ollama_name, name in OLLAMA_SETTING_NAMES.items():
-        value = params.get(ollama_name)
+    for their_name, name in names.items():
+        value = values.get(their_name)
         if value is None:
             continue
         if name == "top_k" and isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
-            value = 0
+            value = 0  # no limit
         problem = check_setting(name, value)
         if problem:
-            raise ModelFileError(
-                f"The Ollama params hold {ollama_name}={value!r}: {problem}. Fix the Modelfile's PARAMETER."
-            )
+            raise ModelFileError(f"{source}: {their_name} is {value!r}, but {problem}. {fix}")
         found[name] = int(value) if name == "top_k" else float(value)
     return found
 

@@ -57,7 +57,7 @@ def test_ollama_params_map_to_tandems_names():
         "temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.05, "repetition_penalty": 1.1,
     }  # fmt: skip
     assert settings_from_ollama_params({"top_k": -1}) == {"top_k": 0}
-    with pytest.raises(ModelFileError, match="repeat_penalty=-1.*PARAMETER"):
+    with pytest.raises(ModelFileError, match="Ollama params: repeat_penalty is -1, but .*PARAMETER"):
         settings_from_ollama_params({"repeat_penalty": -1})
 
 
@@ -143,3 +143,16 @@ def test_a_bad_setting_in_the_chat_config_is_named_when_it_is_read(tiny_mlc_mode
     (folder / "mlc-chat-config.json").write_text(json.dumps(config))
     with pytest.raises(ModelFileError, match="mlc-chat-config.json: top_k must be a number"):
         read_chat_config(folder)
+
+
+def test_a_ggufs_recommended_sampling_maps_to_tandems_names():
+    from engine.config import settings_from_gguf_metadata
+
+    metadata = {"general.architecture": "llama", "general.sampling.temp": 0.6, "general.sampling.top_k": 20,
+                "general.sampling.top_p": 0.95, "general.sampling.min_p": 0.0, "general.sampling.penalty_repeat": 1.05}  # fmt: skip
+    assert settings_from_gguf_metadata(metadata) == {
+        "temperature": 0.6, "top_k": 20, "top_p": 0.95, "min_p": 0.0, "repetition_penalty": 1.05,
+    }  # fmt: skip
+    assert settings_from_gguf_metadata({"general.architecture": "llama"}) == {}
+    with pytest.raises(ModelFileError, match="model.gguf: general.sampling.top_p is 0, but top_p must be above 0"):
+        settings_from_gguf_metadata({"general.sampling.top_p": 0}, source="model.gguf")
