@@ -1,5 +1,5 @@
-"""The user's settings (privacy mode, redaction terms, cloud providers, thresholds, theme, model),
-persisted one key per field in the history store's settings table."""
+"""The user's settings (privacy mode, redaction terms, cloud providers, thresholds, theme, model,
+per-model sampling overrides), persisted one key per field in the history store's settings table."""
 
 from __future__ import annotations
 
@@ -47,6 +47,21 @@ DEFAULT_PROVIDERS: tuple[ProviderSettings, ...] = (
 
 
 @dataclass(frozen=True)
+class SamplingOverride:
+    """The user's own sampling settings for one local model; None keeps the model's default."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+
+    def request_fields(self) -> dict[str, float | int]:
+        """The settings given, as GenerationRequest fields of the same names."""
+        return {name: value for name, value in asdict(self).items() if value is not None}
+
+
+@dataclass(frozen=True)
 class UserSettings:
     mode: Literal["offline", "ask", "auto"] = "ask"
     redact: bool = True
@@ -69,6 +84,20 @@ class UserSettings:
     """The engine backend for that model: "auto", "tvm" or "mlc"."""
     keymap: tuple[tuple[str, str], ...] = ()
     """Binding id -> keys, remapping the defaults (e.g. ("send", "ctrl+s"))."""
+    sampling: tuple[tuple[str, SamplingOverride], ...] = ()
+    """Model name (its folder's name, as EngineInfo.model_id gives it) -> the user's sampling
+    override for it; a model not listed samples with its own settings."""
+
+    def sampling_for(self, model: str) -> SamplingOverride:
+        """The user's override for this model (all None when there is none)."""
+        return dict(self.sampling).get(model, SamplingOverride())
+
+    def with_sampling(self, model: str, override: SamplingOverride) -> UserSettings:
+        """These settings with `override` for `model` (dropped when it overrides nothing)."""
+        kept = tuple((name, value) for name, value in self.sampling if name != model)
+        if override.request_fields():
+            kept += ((model, override),)
+        return replace(self, sampling=kept)
 
     def privacy(self, offline: bool = False) -> Any:
         """The router's PrivacySettings; `offline` (the --offline flag) overrides the mode."""
@@ -115,6 +144,13 @@ def validate(settings: UserSettings) -> UserSettings:
         raise SettingsError(f"theme must be one of {', '.join(THEMES)}, not {settings.theme!r}.")
     if settings.provider not in {p.name for p in settings.providers}:
         raise SettingsError(f"No provider is named {settings.provider!r}; pick one of the list.")
+    from engine.api import check_setting  # the engine's contract module: light, no numpy
+
+    for model, override in settings.sampling:
+        for name, value in override.request_fields().items():
+            problem = check_setting(name, value)
+            if problem:
+                raise SettingsError(f"Sampling for {model}: {problem}; or leave it blank for the model's own.")
     return settings
 
 
@@ -126,6 +162,8 @@ def _encode(name: str, value: Any) -> Any:
         return list(value)
     if name == "keymap":
         return dict(value)
+    if name == "sampling":
+        return {model: override.request_fields() for model, override in value}
     return value
 
 
@@ -136,6 +174,8 @@ def _decode(name: str, value: Any) -> Any:
         return tuple(str(t) for t in value)
     if name == "keymap":
         return tuple((str(k), str(v)) for k, v in dict(value).items())
+    if name == "sampling":
+        return tuple((str(model), SamplingOverride(**fields)) for model, fields in dict(value).items())
     return value
 
 

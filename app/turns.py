@@ -206,6 +206,7 @@ def default_router_factory(engine: Any, settings: Any, offline: bool) -> Any:
     from offload.router import Router
 
     cloud = settings.active_provider()
+    model = getattr(getattr(engine, "info", None), "model_id", None)  # the user's override is keyed by it
     provider = open_provider(cloud.kind, cloud.name, cloud.base_url, network=NETWORK) if cloud else None
     return Router(
         engine,
@@ -214,4 +215,5 @@ def default_router_factory(engine: Any, settings: Any, offline: bool) -> Any:
         NETWORK,
         cloud_model=cloud.model if cloud else None,
         threshold=EscalationThreshold(risk=1.0 - settings.escalate_below),
+        sampling=settings.sampling_for(model).request_fields() if model else None,
     )

@@ -12,15 +12,45 @@ Message = Mapping[str, str]
 
 FinishReason = Literal["stop", "length", "cancelled"]
 
+SETTING_NAMES = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+"""The sampling settings a model gives defaults for, a user may override per model, and a
+GenerationRequest carries (each optional, under the same name)."""
+
+
+def check_setting(name: str, value: object) -> str | None:
+    """Why `value` is not a valid `name` setting (a sentence naming the valid range), or None."""
+    if name not in SETTING_NAMES:
+        return f"{name!r} is not a generation setting (use one of {', '.join(SETTING_NAMES)})"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return f"{name} must be a number, not {value!r}"
+    if name == "temperature" and not 0 <= value <= 100:
+        return "temperature must be 0 (greedy) or more"
+    if name == "top_p" and not 0 < value <= 1:
+        return "top_p must be above 0 and at most 1"
+    if name == "top_k" and value != int(value):
+        return "top_k must be a whole number (0 keeps every token)"
+    if name == "min_p" and not 0 <= value < 1:
+        return "min_p must be from 0 up to (not including) 1"
+    if name == "repetition_penalty" and not 0 < value <= 10:
+        return "repetition_penalty must be above 0 (1 means none)"
+    return None
+
 
 @dataclass(frozen=True)
 class GenerationRequest:
+    """One turn to generate. Each sampling setting left None takes the model's own default
+    (generation_config.json, mlc-chat-config.json or the imported Ollama params)."""
+
     messages: Sequence[Message]
     max_tokens: int = 256
-    temperature: float = 0.7
-    top_p: float = 0.95
+    temperature: float | None = None
+    """0 means greedy."""
+    top_p: float | None = None
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""A model directory's configuration: the architecture (ModelConfig) and the chat settings
-(ChatConfig) read from mlc-chat-config.json or from a Hugging Face config.json."""
+"""A model directory's configuration: the architecture (ModelConfig), the chat settings
+(ChatConfig) read from mlc-chat-config.json or from a Hugging Face config.json, and the model's
+own generation defaults (mlc-chat-config.json, generation_config.json, Ollama params)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,22 @@ from typing import Any
 
 from engine.errors import ModelFileError
 from engine.quantization import QUANTIZATIONS
+from engine.api import SETTING_NAMES, check_setting
+from engine.sampling import SamplingParams, params_from
 from engine.templates import ConvTemplate, template_from_config
 
 CHAT_CONFIG_FILE = "mlc-chat-config.json"
+GENERATION_CONFIG_FILE = "generation_config.json"
+OLLAMA_SETTING_NAMES = {
+    "temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
+    "repeat_penalty": "repetition_penalty",
+}  # fmt: skip
+"""Ollama's `params` keys for the generation settings, and Tandem's names for them."""
+GGUF_SETTING_NAMES = {
+    "general.sampling.temp": "temperature", "general.sampling.top_p": "top_p", "general.sampling.top_k": "top_k",
+    "general.sampling.min_p": "min_p", "general.sampling.penalty_repeat": "repetition_penalty",
+}  # fmt: skip
+"""The GGUF metadata keys llama.cpp's converter writes a model's recommended sampling under."""
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 SUPPORTED_ROPE_TYPES = ("llama3", "linear")
 
@@ -77,6 +91,9 @@ class ChatConfig:
     tokenizer_files: tuple[str, ...] = ("tokenizer.json",)
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0
+    """0 keeps every token (MLC's own config has no top_k; Tandem reads and writes it)."""
+    min_p: float = 0.0
     repetition_penalty: float = 1.0
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
@@ -104,6 +121,8 @@ class ChatConfig:
             "frequency_penalty": self.frequency_penalty,
             "repetition_penalty": self.repetition_penalty,
             "top_p": self.top_p,
+            "top_k": self.top_k,
+            "min_p": self.min_p,
             "tokenizer_files": list(self.tokenizer_files),
             "tokenizer_info": dict(self.tokenizer_info),
             "conv_template": self.conv_template.to_dict(),
@@ -148,9 +167,7 @@ def read_chat_config(model_dir: Path | str) -> ChatConfig:
         sliding_window_size=int(data.get("sliding_window_size", -1) or -1),
         conv_template=conv_template,
         tokenizer_files=tuple(data.get("tokenizer_files") or ("tokenizer.json",)),
-        temperature=float(data.get("temperature", 1.0)),
-        top_p=float(data.get("top_p", 1.0)),
-        repetition_penalty=float(data.get("repetition_penalty", 1.0)),
+        **_sampling_fields(data, path),
         presence_penalty=float(data.get("presence_penalty", 0.0)),
         frequency_penalty=float(data.get("frequency_penalty", 0.0)),
         bos_token_id=_optional_int(data.get("bos_token_id")),
@@ -159,6 +176,81 @@ def read_chat_config(model_dir: Path | str) -> ChatConfig:
         tokenizer_info=dict(data.get("tokenizer_info") or {}),
         tandem=dict(data.get("tandem") or {}),
     )
+
+
+def _sampling_fields(data: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """The ChatConfig sampling fields (neutral where absent); a bad one is a ModelFileError."""
+    values: dict[str, Any] = {}
+    _collect(values, data, path)
+    params = params_from(values)
+    return {name: getattr(params, name) for name in SETTING_NAMES}
+
+
+def read_generation_defaults(model_dir: Path | str) -> SamplingParams:
+    """The model's own sampling settings: each one mlc-chat-config.json sets, else the one
+    generation_config.json sets (where `"do_sample": false` means greedy, as in transformers),
+    else the neutral value. A bad value is a ModelFileError naming the file and the key."""
+    folder = Path(model_dir)
+    values: dict[str, Any] = {}
+    chat_path = folder / CHAT_CONFIG_FILE
+    chat = read_json(chat_path, what="an MLC model directory (make one with `tandem models convert`)")
+    _collect(values, chat, chat_path)
+    generation_path = folder / GENERATION_CONFIG_FILE
+    if generation_path.is_file():
+        generation = read_json(generation_path, what="the model directory")
+        _collect(values, generation_settings(generation), generation_path)
+    return params_from(values)
+
+
+def generation_settings(generation_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The sampling settings a Hugging Face generation_config.json dict holds. transformers
+    decodes greedily when it says `"do_sample": false`, whatever its temperature says."""
+    if generation_config.get("do_sample") is False:
+        return {"temperature": 0.0}
+    return {name: generation_config[name] for name in SETTING_NAMES if generation_config.get(name) is not None}
+
+
+def settings_from_ollama_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The generation settings in an Ollama `params` layer (temperature, top_p, top_k, min_p,
+    repeat_penalty), under Tandem's names, for an importer to write into mlc-chat-config.json.
+    Ollama's top_k <= 0 means no limit, as Tandem's 0 does. Other keys (stop, num_ctx) are left."""
+    return _renamed_settings(params, OLLAMA_SETTING_NAMES, "Ollama params", "Fix the Modelfile's PARAMETER.")
+
+
+def settings_from_gguf_metadata(metadata: Mapping[str, Any], source: str = "the GGUF file") -> dict[str, Any]:
+    """The sampling settings a GGUF recommends (`general.sampling.temp`, `.top_p`, `.top_k`,
+    `.min_p`, `.penalty_repeat`), under Tandem's names, for an importer to write into
+    mlc-chat-config.json; {} for the many files that carry none."""
+    return _renamed_settings(metadata, GGUF_SETTING_NAMES, source, "Re-convert the file or edit its metadata.")
+
+
+def _renamed_settings(values: Mapping[str, Any], names: Mapping[str, str], source: str, fix: str) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for their_name, name in names.items():
+        value = values.get(their_name)
+        if value is None:
+            continue
+        if name == "top_k" and isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
+            value = 0  # no limit
+        problem = check_setting(name, value)
+        if problem:
+            raise ModelFileError(f"{source}: {their_name} is {value!r}, but {problem}. {fix}")
+        found[name] = int(value) if name == "top_k" else float(value)
+    return found
+
+
+def _collect(values: dict[str, Any], source: Mapping[str, Any], path: Path) -> None:
+    """Add the settings `source` holds that `values` does not have yet, checked."""
+    for name in SETTING_NAMES:
+        value = source.get(name)
+        if name in values or value is None:
+            continue
+        if name == "top_k" and isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+            value = 0  # vLLM and llama.cpp write -1 for "no limit"
+        problem = check_setting(name, value)
+        if problem:
+            raise ModelFileError(f"{path}: {problem}; fix {name} there.")
+        values[name] = value
 
 
 def write_chat_config(config: ChatConfig, model_dir: Path | str) -> Path:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from engine.artifact import write_tensor_cache
-from engine.config import ChatConfig, ModelConfig, write_chat_config
+from engine.config import ChatConfig, ModelConfig, generation_settings, write_chat_config
 from engine.errors import ModelFileError
 from engine.hf_checkpoint import HFCheckpoint
 from engine.layout import LogicalTensor, logical_tensors
@@ -22,7 +22,7 @@ from engine.tokenizer import TOKENIZER_FILE, Tokenizer
 
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "tokenizer.model",
-    "added_tokens.json", "special_tokens_map.json",
+    "added_tokens.json", "special_tokens_map.json", "chat_template.jinja",
 )  # fmt: skip
 DEFAULT_CONTEXT_CAP = 8192
 """Longer native windows are capped by default: the KV cache grows with the window."""
@@ -156,7 +156,7 @@ def _chat_config(
             f"{checkpoint.folder / TOKENIZER_FILE} has {tokenizer.vocab_size} tokens but config.json's vocab_size "
             f"is {model.vocab_size}; the tokenizer does not belong to this model."
         )
-    generation = checkpoint.optional_json("generation_config.json")
+    generation = generation_settings(checkpoint.optional_json("generation_config.json"))
     window = context or min(model.max_position_embeddings, DEFAULT_CONTEXT_CAP)
     sliding = checkpoint.config.get("sliding_window") if checkpoint.config.get("use_sliding_window") else None
     return ChatConfig(
@@ -171,6 +171,8 @@ def _chat_config(
         tokenizer_files=tuple(name for name in TOKENIZER_FILES if (checkpoint.folder / name).is_file()),
         temperature=float(generation.get("temperature", 1.0)),
         top_p=float(generation.get("top_p", 1.0)),
+        top_k=max(int(generation.get("top_k", 0)), 0),
+        min_p=float(generation.get("min_p", 0.0)),
         repetition_penalty=float(generation.get("repetition_penalty", 1.0)),
         bos_token_id=_bos_token_id(checkpoint, tokenizer),
         eos_token_ids=_eos_token_ids(checkpoint, tokenizer),

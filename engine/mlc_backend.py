@@ -1,9 +1,12 @@
 """The mlc backend: MLC LLM's own MLCEngine on the best device, when the mlc_llm package imports.
 
 mlc_llm is not on PyPI and needs its native library, so importing it is guarded; without it this
-backend raises BackendUnavailable saying why. MLC reports logprobs after temperature and top-p,
-so requests go out at temperature 1.0 and top_p 1.0: then its logprobs are the raw ones the
-router's confidence signal needs."""
+backend raises BackendUnavailable saying why. A model with its own Jinja chat template is prompted
+with it (rendered here, sent as token ids to MLC's completions API); others go through MLC's chat
+API and conv_template. Requests carry the model's temperature and top_p unless the request sets
+them; MLC's API takes no top_k, min_p or repetition_penalty (it applies mlc-chat-config.json's
+repetition_penalty itself). MLC reports logprobs after temperature and top-p, so at a model's own
+temperature they are not quite the raw ones the tvm backend reports."""
 
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ from engine.api import (
     TokenEvent,
     Usage,
 )
-from engine.config import read_chat_config
+from engine.chat_template import JinjaChatTemplate, prompt_format
+from engine.config import read_chat_config, read_generation_defaults
 from engine.info_extras import info_extras
 from engine.errors import BackendUnavailable, ContextWindowExceeded, EngineError
 from engine.tokenizer import Tokenizer
@@ -60,6 +64,10 @@ class MLCBackendEngine:
         self.model_dir = Path(model_dir)
         self.chat_config = read_chat_config(self.model_dir)
         self.tokenizer = Tokenizer.from_model_dir(self.model_dir)
+        self.prompt_format = prompt_format(
+            self.model_dir, self.chat_config.conv_template, self.chat_config.eos_token_ids, self.tokenizer.token_to_id
+        )
+        self.generation_defaults = read_generation_defaults(self.model_dir)
         report("starting MLC LLM", 0.1)
         try:
             self._engine = mlc_llm.MLCEngine(str(self.model_dir), device=device)
@@ -80,9 +88,12 @@ class MLCBackendEngine:
     def info(self) -> EngineInfo:
         return self._info
 
+    def prompt_ids(self, messages: Sequence[Message]) -> list[int]:
+        """The templated prompt as token ids (the model's Jinja template, else its conv_template)."""
+        return self.prompt_format.prompt_token_ids(messages, self.tokenizer.encode)
+
     def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
-        template = self.chat_config.conv_template
-        return len(template.system_prefix_token_ids) + len(self.tokenizer.encode(template.render(messages)))
+        return len(self.prompt_ids(messages))
 
     def generate(
         self, request: GenerationRequest, cancel: threading.Event | None = None
@@ -103,19 +114,28 @@ class MLCBackendEngine:
             reason = "length"
             usage: Any = None
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            params = self.generation_defaults.with_request(request)
+            common: dict[str, Any] = dict(
+                stream=True,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                max_tokens=request.max_tokens,
+                stop=list(request.stop) or None,
+                seed=request.seed,
+                stream_options={"include_usage": True},
+            )
             try:
-                stream = self._engine.chat.completions.create(
-                    messages=[dict(message) for message in request.messages],
-                    stream=True,
-                    logprobs=True,
-                    top_logprobs=TOP_ALTERNATIVES,
-                    temperature=1.0,
-                    top_p=1.0,
-                    max_tokens=request.max_tokens,
-                    stop=list(request.stop) or None,
-                    seed=request.seed,
-                    stream_options={"include_usage": True},
-                )
+                if isinstance(self.prompt_format, JinjaChatTemplate):
+                    # MLC would apply its conv_template to chat messages: send our rendered ids instead.
+                    prompt = self.prompt_ids(request.messages)
+                    stream = self._engine.completions.create(prompt=prompt, logprobs=TOP_ALTERNATIVES, **common)
+                    to_events = self._completion_events
+                else:
+                    messages = [dict(message) for message in request.messages]
+                    stream = self._engine.chat.completions.create(
+                        messages=messages, logprobs=True, top_logprobs=TOP_ALTERNATIVES, **common
+                    )
+                    to_events = self._chat_events
                 for chunk in stream:
                     if cancel.is_set():
                         reason = "cancelled"
@@ -123,10 +143,10 @@ class MLCBackendEngine:
                         break
                     usage = getattr(chunk, "usage", None) or usage
                     for choice in chunk.choices or ():
-                        for entry in (choice.logprobs.content if choice.logprobs else None) or ():
+                        for event in to_events(choice, decoder):
                             completion += 1
                             first_token_at = first_token_at or time.perf_counter()
-                            yield _token_event(entry, decoder, self.tokenizer)
+                            yield event
                         if choice.finish_reason:
                             reason = "stop" if choice.finish_reason == "stop" else "length"
             except EngineError:
@@ -134,6 +154,30 @@ class MLCBackendEngine:
             except Exception as error:
                 raise EngineError(f"MLC LLM failed while generating ({type(error).__name__}: {error}).") from error
             yield _finish(reason, usage, completion, started, first_token_at)
+
+
+    def _chat_events(self, choice: Any, decoder: codecs.IncrementalDecoder) -> Iterator[TokenEvent]:
+        for entry in (choice.logprobs.content if choice.logprobs else None) or ():
+            yield _token_event(entry, decoder, self.tokenizer)
+
+    def _completion_events(self, choice: Any, decoder: codecs.IncrementalDecoder) -> Iterator[TokenEvent]:
+        """The completions API gives token strings and logprobs per token, and the chunk's text
+        once: it goes with the chunk's first token."""
+        logprobs = choice.logprobs
+        if logprobs is None:
+            return
+        text = choice.text or ""
+        for index, (token, logprob) in enumerate(zip(logprobs.tokens, logprobs.token_logprobs)):
+            alternatives = (logprobs.top_logprobs[index] if index < len(logprobs.top_logprobs) else None) or {}
+            yield TokenEvent(
+                text=text if index == 0 else "",
+                token_id=_token_id(token, self.tokenizer),
+                logprob=float(logprob),
+                top=tuple(
+                    Alternative(token_id=_token_id(alt, self.tokenizer), text=alt, logprob=float(value))
+                    for alt, value in alternatives.items()
+                ),
+            )
 
 
 def _token_event(entry: Any, decoder: codecs.IncrementalDecoder, tokenizer: Tokenizer) -> TokenEvent:

@@ -1,24 +1,53 @@
-"""Choosing the next token from a row of logits, in numpy: greedy, temperature, top-p and an
-optional repetition penalty, with log-probabilities and alternatives from the RAW logits."""
+"""Choosing the next token from a row of logits, in numpy: repetition penalty, then temperature,
+top-k, top-p and min-p (transformers' order), with log-probabilities and alternatives from the RAW
+logits; and resolving a request's settings against the model's own defaults."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 
+from engine.api import SETTING_NAMES, check_setting
+
 TOP_ALTERNATIVES = 5
+_FIRST_CANDIDATES = 256
 
 
 @dataclass(frozen=True)
 class SamplingParams:
-    temperature: float = 0.7
+    """Concrete settings for one generation. The defaults change nothing (plain sampling at
+    temperature 1), as transformers and MLC read a model that says nothing."""
+
+    temperature: float = 1.0
     """0 means greedy."""
     top_p: float = 1.0
+    top_k: int = 0
+    """Keep only the k most likely tokens; 0 (or less) keeps them all."""
+    min_p: float = 0.0
+    """Drop tokens whose probability is below min_p times the most likely one's."""
     repetition_penalty: float = 1.0
     """>1 discourages tokens already seen (the CTRL rule: divide positive logits, multiply negative)."""
     top_k_alternatives: int = TOP_ALTERNATIVES
+
+    def with_request(self, request: Any) -> SamplingParams:
+        """These defaults with each setting the request gives (not None) put in their place."""
+        given = {name: getattr(request, name) for name in SETTING_NAMES if getattr(request, name, None) is not None}
+        return replace(self, **given) if given else self
+
+
+def params_from(values: dict[str, Any], base: SamplingParams | None = None) -> SamplingParams:
+    """`base` (default: neutral) with the settings in `values`; ValueError names a bad one."""
+    kinds = {f.name: f.type for f in fields(SamplingParams)}
+    clean: dict[str, Any] = {}
+    for name, value in values.items():
+        problem = check_setting(name, value)
+        if problem:
+            raise ValueError(problem)
+        clean[name] = int(value) if kinds[name] in ("int", int) else float(value)
+    return replace(base or SamplingParams(), **clean)
 
 
 @dataclass(frozen=True)
@@ -56,14 +85,19 @@ def sample(
     rng: np.random.Generator,
     previous_ids: Iterable[int] = (),
 ) -> SampledToken:
-    """Pick the next token. Greedy when temperature is 0 (or top_p keeps a single token)."""
+    """Pick the next token. Greedy when temperature is 0 (or the filters keep a single token).
+
+    previous_ids: the sequence so far (prompt and generated), for the repetition penalty."""
     logits = np.asarray(logits, dtype=np.float64).reshape(-1)
     raw_logprobs = log_softmax(logits)
     adjusted = _penalise(logits, params.repetition_penalty, previous_ids)
     if params.temperature <= 0:
         token_id = int(np.argmax(adjusted))
     else:
-        token_id = _sample_top_p(log_softmax(adjusted / params.temperature), params.top_p, rng)
+        logprobs = log_softmax(adjusted / params.temperature)
+        logprobs = _keep_top_k(logprobs, params.top_k)
+        logprobs = _keep_min_p(logprobs, params.min_p)
+        token_id = _sample_top_p(logprobs, params.top_p, rng)
     return SampledToken(
         token_id=token_id,
         logprob=float(raw_logprobs[token_id]),
@@ -71,9 +105,26 @@ def sample(
     )
 
 
+def _keep_top_k(logprobs: np.ndarray, k: int) -> np.ndarray:
+    """Only the k most likely tokens stay (ties at the k-th value stay too, as in transformers)."""
+    if k <= 0 or k >= logprobs.shape[0]:
+        return logprobs
+    kth = np.partition(logprobs, -k)[-k]
+    return np.where(logprobs >= kth, logprobs, -np.inf)
+
+
+def _keep_min_p(logprobs: np.ndarray, min_p: float) -> np.ndarray:
+    """Tokens at least min_p times as likely as the most likely one stay (it always does)."""
+    if min_p <= 0:
+        return logprobs
+    return np.where(logprobs >= logprobs.max() + np.log(min_p), logprobs, -np.inf)
+
+
 def _penalise(logits: np.ndarray, penalty: float, previous_ids: Iterable[int]) -> np.ndarray:
+    if penalty == 1.0:
+        return logits
     seen = np.unique(np.fromiter(previous_ids, dtype=np.int64))
-    if penalty == 1.0 or seen.size == 0:
+    if seen.size == 0:
         return logits
     adjusted = logits.copy()
     values = adjusted[seen]
@@ -82,11 +133,31 @@ def _penalise(logits: np.ndarray, penalty: float, previous_ids: Iterable[int]) -
 
 
 def _sample_top_p(logprobs: np.ndarray, top_p: float, rng: np.random.Generator) -> int:
-    """Sample from the smallest set of most likely tokens whose mass reaches top_p."""
-    order = np.argsort(-logprobs, kind="stable")  # ties keep the lower id first, as argmax does
-    probs = np.exp(logprobs[order])
-    cumulative = np.cumsum(probs)
-    keep = int(np.searchsorted(cumulative, min(top_p, 1.0) * cumulative[-1], side="left")) + 1
+    """Sample from the smallest set of most likely tokens whose mass reaches top_p (tokens top-k
+    or min-p dropped, at -inf, never). Ties go to the lower id first, as argmax does."""
+    probs = np.exp(logprobs)
+    target = min(top_p, 1.0) * probs.sum()
+    available = int(np.isfinite(logprobs).sum())
+    # The nucleus is usually a few hundred tokens: sort a growing candidate set, not the vocabulary.
+    size = min(available, _FIRST_CANDIDATES)
+    while True:
+        order = _most_likely_first(logprobs, size)
+        cumulative = np.cumsum(probs[order])
+        keep = min(int(np.searchsorted(cumulative, target, side="left")) + 1, size)
+        # Exact once the nucleus ends before the candidates' lowest value (a tie there could
+        # reorder with a token left outside), or when every token is a candidate.
+        if size == available or logprobs[order[keep - 1]] > logprobs[order[-1]]:
+            break
+        size = min(available, size * 8)
     kept = cumulative[:keep]
     draw = rng.random() * kept[-1]
     return int(order[min(int(np.searchsorted(kept, draw, side="right")), keep - 1)])
+
+
+def _most_likely_first(logprobs: np.ndarray, size: int) -> np.ndarray:
+    """The ids of the `size` most likely tokens, best first, ties by lower id."""
+    if size < logprobs.shape[0]:
+        candidates = np.argpartition(-logprobs, size - 1)[:size]
+    else:
+        candidates = np.arange(logprobs.shape[0])
+    return candidates[np.lexsort((candidates, -logprobs[candidates]))]

@@ -151,7 +151,10 @@ class Router:
         cloud_temperature: float = 0.7,
         threshold: EscalationThreshold | None = None,
         calibration: Calibration | None = None,
+        sampling: Mapping[str, float | int] | None = None,
     ) -> None:
+        """sampling: the user's override of the local model's sampling settings (GenerationRequest
+        field names); what it leaves out, the model decides from its own settings."""
         if provider is not None and not cloud_model:
             raise ValueError(
                 f"Router got the provider {provider.name!r} but no cloud_model: "
@@ -165,6 +168,7 @@ class Router:
         self.cloud_temperature = cloud_temperature
         self.threshold = threshold or EscalationThreshold()
         self.calibration = calibration or Calibration.load()
+        self.sampling = dict(sampling or {})
         self._redactors: dict[int, Redactor] = {}
 
     def redactor_for(self, conversation_id: int) -> Redactor:
@@ -278,7 +282,7 @@ class Router:
         """Stream the local answer; returns the draft, or None when the prompt cannot run here."""
         draft = _LocalDraft()
         monitor = StreamMonitor(self.engine.info.extra.get("refusal")) if monitored else None
-        request = GenerationRequest(messages=list(messages), max_tokens=turn.max_tokens)
+        request = GenerationRequest(messages=list(messages), max_tokens=turn.max_tokens, **self.sampling)
         try:
             stream = self.engine.generate(request, cancel=cancel)
             for event in stream:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from engine.api import Engine, FinishEvent, GenerationRequest, Message, TokenEvent
+from engine.api import Engine, FinishEvent, GenerationRequest, Message, TokenEvent, check_setting
 from engine.errors import ContextWindowExceeded, EngineError
 
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
@@ -62,21 +62,33 @@ def parse_chat(body: bytes) -> ChatParams:
         max_tokens = _field(data, "max_tokens", int, 256)
     if max_tokens < 1:
         raise ApiError(400, "max_tokens must be at least 1.", param="max_tokens")
-    temperature = float(_field(data, "temperature", (int, float), 0.7))
-    if not 0 <= temperature <= 2:
+    # Sampling settings a client leaves out are the local model's own (None), as vLLM reads a
+    # model's generation_config; top_k, min_p and repetition_penalty are vLLM's extra fields.
+    temperature = _field(data, "temperature", (int, float), None)
+    if temperature is not None and not 0 <= temperature <= 2:
         raise ApiError(400, "temperature must be between 0 and 2.", param="temperature")
-    top_p = float(_field(data, "top_p", (int, float), 0.95))
-    if not 0 < top_p <= 1:
+    top_p = _field(data, "top_p", (int, float), None)
+    if top_p is not None and not 0 < top_p <= 1:
         raise ApiError(400, "top_p must be above 0 and at most 1.", param="top_p")
+    extras = {name: _field(data, name, (int, float), None) for name in ("top_k", "min_p", "repetition_penalty")}
+    if extras["top_k"] is not None and extras["top_k"] < 0:
+        extras["top_k"] = 0  # vLLM's -1: no limit
+    for name, value in extras.items():
+        problem = None if value is None else check_setting(name, value)
+        if problem:
+            raise ApiError(400, f"{problem}.", param=name)
     stream_options = _field(data, "stream_options", dict, {})
     return ChatParams(
         request=GenerationRequest(
             messages=_messages(data.get("messages")),
             max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
+            temperature=None if temperature is None else float(temperature),
+            top_p=None if top_p is None else float(top_p),
             seed=_field(data, "seed", int, None),
             stop=_stop(data.get("stop")),
+            top_k=None if extras["top_k"] is None else int(extras["top_k"]),
+            min_p=None if extras["min_p"] is None else float(extras["min_p"]),
+            repetition_penalty=None if extras["repetition_penalty"] is None else float(extras["repetition_penalty"]),
         ),
         stream=_field(data, "stream", bool, False),
         include_usage=bool(stream_options.get("include_usage", False)),

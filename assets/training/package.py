@@ -1,5 +1,6 @@
 """Packages a trained checkpoint as the shipped tandem-nano: the engine's converter, then Tandem's
-own section (refusal, skills) and the default system message in mlc-chat-config.json.
+own section (refusal, skills), the default system message (in the Jinja chat template and the
+conv_template) and the sampling settings it was evaluated with.
 
     python -m assets.training.package assets/training/out [--out assets/models/tandem-nano]
 """
@@ -7,6 +8,7 @@ own section (refusal, skills) and the default system message in mlc-chat-config.
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,8 +26,30 @@ CPU_MATMUL = "float"
 this one already runs at hundreds of tokens a second, and quantized activations tip a few of its
 borderline answers (a near-domain question answered instead of refused)."""
 
+TEMPERATURE, TOP_P = 0.7, 0.95
+"""The sampling its router calibration was fitted with (Tandem's fixed settings before models
+carried their own)."""
+
 
 MODEL_CARD = "README.md"
+
+
+def chat_template(default_system: str) -> str:
+    """ChatML as Jinja, writing `default_system` when the conversation brings no system message
+    (so the engine's Jinja path renders what the conv_template did)."""
+    return (
+        "{% if not messages or messages[0]['role'] != 'system' %}"
+        "{{ '<|im_start|>system\\n' + " + json.dumps(default_system) + " + '<|im_end|>\\n' }}{% endif %}"
+        "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+        "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    )
+
+
+def write_chat_template(out_dir: Path, default_system: str) -> None:
+    path = out_dir / "tokenizer_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["chat_template"] = chat_template(default_system)
+    path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def package(hf_dir: Path, out_dir: Path, quantization: str = QUANTIZATION) -> Path:
@@ -38,7 +62,10 @@ def package(hf_dir: Path, out_dir: Path, quantization: str = QUANTIZATION) -> Pa
     # The model was trained with this system message; the engine sends it when the caller gives none.
     template = replace(config.conv_template, system_message=DEFAULT_SYSTEM)
     tandem = {"refusal": REFUSAL, "skills": list(SKILLS), "cpu_matmul": CPU_MATMUL}
-    write_chat_config(replace(config, conv_template=template, tandem=tandem), out_dir)
+    write_chat_config(
+        replace(config, conv_template=template, tandem=tandem, temperature=TEMPERATURE, top_p=TOP_P), out_dir
+    )
+    write_chat_template(out_dir, DEFAULT_SYSTEM)
     return result.out_dir
 
 

@@ -2,8 +2,9 @@
 
 Opening a model reads its MLC directory, compiles (or loads from the cache) the library for
 the host, puts the weights on the device (repacked once, then from the weight cache), and
-keeps one paged-KV session. generate() templates the messages, prefills in chunks, then
-samples token by token in numpy with raw-logit logprobs."""
+keeps one paged-KV session. generate() templates the messages (the model's own Jinja template, else
+its conv_template), prefills in chunks, then samples token by token in numpy with the model's own
+sampling settings (or the request's) and raw-logit logprobs."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ from engine.api import (
     Usage,
 )
 from engine.artifact import find_tensor_cache
-from engine.config import ChatConfig, read_chat_config
+from engine.chat_template import PromptFormat, prompt_format
+from engine.config import ChatConfig, read_chat_config, read_generation_defaults
 from engine.errors import ContextWindowExceeded, EngineError
 from engine.info_extras import info_extras
 from engine.models.llama import weight_kind
@@ -55,6 +57,11 @@ class TVMEngine:
         self.model_dir = Path(model_dir)
         self.chat_config: ChatConfig = read_chat_config(self.model_dir)
         self.tokenizer = Tokenizer.from_model_dir(self.model_dir)
+        self.prompt_format: PromptFormat = prompt_format(
+            self.model_dir, self.chat_config.conv_template, self.chat_config.eos_token_ids, self.tokenizer.token_to_id
+        )
+        self.generation_defaults: sampling.SamplingParams = read_generation_defaults(self.model_dir)
+        """The model's own sampling settings; a request's non-None fields replace them."""
         self.context_window = min(self.chat_config.context_window_size, MAX_CPU_CONTEXT)
         find_tensor_cache(self.model_dir)  # no weights at all: say so before compiling
         target = host_target(device, self.chat_config.tandem.get("cpu_matmul"))
@@ -64,8 +71,7 @@ class TVMEngine:
         """Why the weights could not be cached (e.g. a read-only cache folder), else None."""
         self.session: ModelSession | None
         self.session, self.compile_s = self._start_session(target, report)
-        template = self.chat_config.conv_template
-        self._stop_ids = (*template.stop_token_ids, *self.chat_config.eos_token_ids)
+        self._stop_ids = (*self.prompt_format.stop_token_ids, *self.chat_config.eos_token_ids)
         self._lock = threading.Lock()
         self._info = EngineInfo(
             backend="tvm",
@@ -115,8 +121,8 @@ class TVMEngine:
         return self._info
 
     def prompt_ids(self, messages: Sequence[Message]) -> list[int]:
-        """The templated prompt as token ids (prefix ids first)."""
-        return self.chat_config.conv_template.prompt_token_ids(messages, self.tokenizer.encode)
+        """The templated prompt as token ids (the model's Jinja template, else its conv_template)."""
+        return self.prompt_format.prompt_token_ids(messages, self.tokenizer.encode)
 
     def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
         return len(self.prompt_ids(messages))
@@ -138,8 +144,9 @@ class TVMEngine:
         with self._lock:
             session = self._require_session()
             rng = sampling.make_rng(request.seed)
-            params = sampling.SamplingParams(temperature=request.temperature, top_p=request.top_p)
-            stops = StopChecker((*self.chat_config.conv_template.stop_str, *request.stop), self._stop_ids)
+            params = self.generation_defaults.with_request(request)
+            history = list(prompt)  # what the repetition penalty looks back on
+            stops = StopChecker((*self.prompt_format.stop_str, *request.stop), self._stop_ids)
             detokenizer = self.tokenizer.streamer()
             budget = min(request.max_tokens, self.context_window - len(prompt))
             started = time.perf_counter()
@@ -154,8 +161,9 @@ class TVMEngine:
                 if cancel.is_set():
                     reason = "cancelled"
                     break
-                choice = sampling.sample(logits, params, rng)
+                choice = sampling.sample(logits, params, rng, history)
                 token = choice.token_id
+                history.append(token)
                 generated += 1
                 if stops.is_stop_token(token):
                     reason = "stop"

@@ -47,6 +47,26 @@ async def test_settings_are_edited_validated_and_saved(make_app, store):
     assert saved.active_provider().model == "llama-70b"
 
 
+async def test_the_current_models_sampling_override_is_edited_and_saved(make_app, store):
+    async with make_app().run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        screen = pilot.app.screen
+        assert isinstance(screen, SettingsScreen)
+        model = screen.model
+        assert model  # the section is there, for the model the app runs
+        screen.query_one("#sampling-top_k").value = "forty"
+        screen.query_one("#save").press()
+        await pilot.pause()
+        assert "Top-k for " + model + " must be a whole number" in str(screen.query_one("#error").render())
+        screen.query_one("#sampling-top_k").value = "40"
+        screen.query_one("#sampling-temperature").value = "0.2"
+        screen.query_one("#save").press()
+        await pilot.pause()
+        assert not isinstance(pilot.app.screen, SettingsScreen)
+    assert load_settings(store).sampling_for(model).request_fields() == {"temperature": 0.2, "top_k": 40}
+
+
 async def test_a_bad_base_url_is_named_and_not_saved(make_app, store):
     async with make_app().run_test(size=SIZE) as pilot:
         await pilot.press("ctrl+s")

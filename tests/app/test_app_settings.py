@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from app.settings import ProviderSettings, SettingsError, UserSettings, load_settings, save_settings, validate
+from app.settings import (
+    ProviderSettings,
+    SamplingOverride,
+    SettingsError,
+    UserSettings,
+    load_settings,
+    save_settings,
+    validate,
+)
 
 
 def test_a_fresh_store_gives_the_documented_defaults(store):
@@ -58,3 +66,21 @@ def test_cycling_the_mode_follows_offline_ask_auto():
     assert UserSettings(mode="ask").next_mode().mode == "auto"
     assert UserSettings(mode="auto").next_mode().mode == "offline"
     assert UserSettings(mode="offline").next_mode().mode == "ask"
+
+
+def test_sampling_overrides_round_trip_per_model(store):
+    chosen = UserSettings().with_sampling("SmolLM2-135M-Instruct", SamplingOverride(temperature=0.2, top_p=0.9))
+    chosen = chosen.with_sampling("tandem-nano", SamplingOverride(repetition_penalty=1.1, top_k=40))
+    save_settings(store, chosen)
+    loaded = load_settings(store)
+    assert loaded == chosen
+    assert loaded.sampling_for("SmolLM2-135M-Instruct").request_fields() == {"temperature": 0.2, "top_p": 0.9}
+    assert loaded.sampling_for("unknown").request_fields() == {}
+    cleared = loaded.with_sampling("tandem-nano", SamplingOverride())
+    assert [model for model, _ in cleared.sampling] == ["SmolLM2-135M-Instruct"]
+
+
+@pytest.mark.parametrize("bad", [SamplingOverride(top_p=0.0), SamplingOverride(min_p=2.0), SamplingOverride(temperature=-1)])
+def test_a_bad_sampling_override_is_named(bad):
+    with pytest.raises(SettingsError, match="Sampling for my-model: .*leave it blank"):
+        validate(UserSettings().with_sampling("my-model", bad))

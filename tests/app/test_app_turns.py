@@ -9,7 +9,7 @@ import json
 import threading
 
 import pytest
-from app_helpers import FailsAfterFirstToken
+from app_helpers import FailsAfterFirstToken, KeptOpen
 
 from app.turns import NEW_TITLE, TurnError, TurnRunner, default_router_factory, title_from
 from offload.events import TurnDone
@@ -195,3 +195,34 @@ def test_the_default_router_escalates_to_the_chosen_provider_at_the_chosen_thres
     assert router.threshold.risk == pytest.approx(0.7)
     assert router.settings.mode == "ask"
     assert default_router_factory(None, settings, offline=True).settings.mode == "offline"
+
+
+class RequestsSeen(KeptOpen):
+    """The real engine, noting each GenerationRequest the router gives it."""
+
+    def __init__(self, engine) -> None:
+        super().__init__(engine)
+        self.requests = []
+
+    def generate(self, request, cancel=None):
+        self.requests.append(request)
+        return self._engine.generate(request, cancel)
+
+
+def test_the_local_model_samples_with_its_own_settings_unless_the_user_overrode_them(store, nano_engine):
+    from app.settings import SamplingOverride, UserSettings
+    from engine.api import SETTING_NAMES
+
+    seen = RequestsSeen(nano_engine)
+    conversation = store.create_conversation(title="t")
+
+    def ask(settings):
+        TurnRunner(store, default_router_factory(seen, settings, offline=False)).run(conversation.id, "What is Tandem?")
+        return seen.requests[-1]
+
+    assert all(getattr(ask(UserSettings()), name) is None for name in SETTING_NAMES)  # the model decides
+    elsewhere = UserSettings().with_sampling("another-model", SamplingOverride(temperature=1.5))
+    assert ask(elsewhere).temperature is None
+    mine = elsewhere.with_sampling(nano_engine.info.model_id, SamplingOverride(temperature=0.0, top_k=5))
+    request = ask(mine)
+    assert (request.temperature, request.top_k, request.top_p, request.min_p) == (0.0, 5, None, None)

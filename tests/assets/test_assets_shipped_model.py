@@ -46,3 +46,26 @@ def test_the_model_card_states_the_refusal_and_how_to_regenerate():
     card = (MODEL_DIR / "README.md").read_text(encoding="utf-8")
     assert REFUSAL in card
     assert "python -m assets.training.train" in card
+
+
+def test_its_jinja_template_renders_what_its_conv_template_did():
+    from engine.chat_template import read_chat_template
+
+    config = read_chat_config(MODEL_DIR)
+    jinja = read_chat_template(MODEL_DIR)
+    assert jinja is not None
+    for messages in (
+        [{"role": "user", "content": "What is Tandem?"}],
+        [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Hi"},
+         {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "How do I search?"}],
+    ):  # fmt: skip
+        assert jinja.render(messages) == config.conv_template.render(messages)
+    assert "You are tandem-nano" in jinja.render([{"role": "user", "content": "Hi"}])
+
+
+def test_it_samples_as_its_calibration_was_fitted():
+    from engine.config import read_generation_defaults
+
+    defaults = read_generation_defaults(MODEL_DIR)
+    assert (defaults.temperature, defaults.top_p, defaults.top_k, defaults.min_p) == (0.7, 0.95, 0, 0.0)
+    assert defaults.repetition_penalty == 1.0

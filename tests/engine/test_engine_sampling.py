@@ -79,3 +79,99 @@ def test_repetition_penalty_steers_away_from_seen_tokens_only_in_the_choice():
     result = sample(logits, params, make_rng(0), previous_ids=[0])
     assert result.token_id == 1
     assert result.logprob == pytest.approx(log_softmax(logits)[1])
+
+
+# -- top-k, min-p, the repetition penalty over the sequence, and the request's settings ----------
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 3.0])
+def test_top_k_of_one_is_greedy(temperature):
+    for seed in range(20):
+        logits = random_logits(seed)
+        rng = make_rng(seed)
+        chosen = sample(logits, SamplingParams(temperature=temperature, top_k=1), rng).token_id
+        assert chosen == int(np.argmax(logits))
+
+
+def test_top_k_never_samples_outside_the_k_most_likely():
+    logits = random_logits(3)
+    rng = make_rng(0)
+    drawn = {sample(logits, SamplingParams(temperature=5.0, top_k=4), rng).token_id for _ in range(400)}
+    assert drawn == set(np.argsort(-logits)[:4].tolist())  # all four reached at a high temperature, none else
+
+
+def test_min_p_drops_tokens_below_its_share_of_the_best():
+    probs = np.array([0.5, 0.3, 0.15, 0.05])
+    logits = np.log(probs)
+    rng = make_rng(4)
+    drawn = [sample(logits, SamplingParams(temperature=1.0, min_p=0.2), rng).token_id for _ in range(4000)]
+    counts = np.bincount(drawn, minlength=4) / 4000
+    assert counts[3] == 0  # 0.05 < 0.2 * 0.5
+    np.testing.assert_allclose(counts[:3], probs[:3] / probs[:3].sum(), atol=0.03)  # the rest renormalised
+    assert {sample(logits, SamplingParams(min_p=0.55), rng).token_id for _ in range(400)} == {0, 1}
+    assert {sample(logits, SamplingParams(min_p=0.65), rng).token_id for _ in range(100)} == {0}
+
+
+def test_min_p_and_top_k_keep_the_logprobs_raw():
+    logits = random_logits(5)
+    result = sample(logits, SamplingParams(temperature=0.8, top_k=3, min_p=0.1), make_rng(0))
+    assert result.logprob == pytest.approx(log_softmax(logits)[result.token_id])
+
+
+def _looping_model(previous: int) -> np.ndarray:
+    """Logits of a toy bigram model whose greedy path loops 0 -> 1 -> 2 -> 0 ...; the runner-up
+    after each token is 3 + that token, a little behind."""
+    logits = np.full(8, -5.0)
+    logits[(previous + 1) % 3] = 2.0
+    logits[3 + previous % 5] = 1.5
+    return logits
+
+
+def _greedy_run(params: SamplingParams, steps: int = 12) -> list[int]:
+    sequence = [0]
+    for _ in range(steps):
+        sequence.append(sample(_looping_model(sequence[-1]), params, make_rng(0), sequence).token_id)
+    return sequence
+
+
+def test_repetition_penalty_breaks_a_looping_greedy_sequence():
+    plain = _greedy_run(SamplingParams(temperature=0.0))
+    assert plain == [0, 1, 2] * 4 + [0]
+    penalised = _greedy_run(SamplingParams(temperature=0.0, repetition_penalty=1.5))
+    assert penalised != plain
+    assert len(set(penalised)) > len(set(plain))
+
+
+def test_a_request_setting_replaces_the_models_default_and_none_keeps_it():
+    from engine.api import GenerationRequest
+
+    defaults = SamplingParams(temperature=0.6, top_p=0.9, top_k=20, min_p=0.05, repetition_penalty=1.1)
+    assert defaults.with_request(GenerationRequest(messages=())) == defaults
+    chosen = defaults.with_request(GenerationRequest(messages=(), temperature=0.0, top_k=0))
+    assert (chosen.temperature, chosen.top_k, chosen.top_p, chosen.repetition_penalty) == (0.0, 0, 0.9, 1.1)
+
+
+def _top_p_by_full_sort(logprobs, top_p, rng):
+    """The nucleus by sorting the whole vocabulary: the reference for the candidate-set search."""
+    order = np.argsort(-logprobs, kind="stable")
+    order = order[np.isfinite(logprobs[order])]
+    cumulative = np.cumsum(np.exp(logprobs[order]))
+    keep = int(np.searchsorted(cumulative, top_p * cumulative[-1], side="left")) + 1
+    draw = rng.random() * cumulative[keep - 1]
+    return int(order[min(int(np.searchsorted(cumulative[:keep], draw, side="right")), keep - 1)])
+
+
+def test_top_p_draws_what_sorting_the_whole_vocabulary_draws():
+    from engine.sampling import _sample_top_p
+
+    for seed in range(200):
+        g = np.random.default_rng(seed)
+        logits = g.normal(0, g.uniform(0.5, 8), int(g.integers(5, 40_000)))
+        if seed % 4 == 0:
+            logits = np.round(logits)  # many ties, some at the candidate boundary
+        logprobs = log_softmax(logits)
+        if seed % 3 == 0:  # what top-k left
+            kth = np.partition(logprobs, -10)[-10] if logprobs.size > 10 else logprobs.min()
+            logprobs = np.where(logprobs >= kth, logprobs, -np.inf)
+        top_p = float(g.choice([0.5, 0.9, 0.99, 1.0]))
+        assert _sample_top_p(logprobs, top_p, make_rng(seed)) == _top_p_by_full_sort(logprobs, top_p, make_rng(seed))

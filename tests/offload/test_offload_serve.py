@@ -122,6 +122,7 @@ def test_a_refused_request_leaves_the_connection_usable(peer):
         (b'{"messages": [{"role": "user", "content": "hi"}], "temperature": 5}', "temperature"),
         (b'{"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 2}', "top_logprobs"),
         (b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": "many"}', "max_tokens"),
+        (b'{"messages": [{"role": "user", "content": "hi"}], "min_p": 2}', "min_p"),
     ],
 )
 def test_bad_requests_get_a_400_json_error(peer, body, param):
@@ -162,3 +163,13 @@ def test_cli_serves_until_interrupted(served_model_dir):
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
+
+
+def test_settings_a_client_leaves_out_are_the_local_models_own():
+    from offload.server import parse_chat
+
+    plain = parse_chat(json.dumps({"messages": MESSAGES}).encode()).request
+    assert (plain.temperature, plain.top_p, plain.top_k, plain.min_p, plain.repetition_penalty) == (None,) * 5
+    body = {"messages": MESSAGES, "temperature": 0, "top_p": 0.9, "top_k": -1, "min_p": 0.05, "repetition_penalty": 1.1}
+    given = parse_chat(json.dumps(body).encode()).request
+    assert (given.temperature, given.top_p, given.top_k, given.min_p, given.repetition_penalty) == (0.0, 0.9, 0, 0.05, 1.1)

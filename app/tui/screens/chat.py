@@ -355,14 +355,22 @@ class ChatScreen(Screen[None]):
         self.app.push_screen(EgressScreen(self.store.egress()))
 
     def action_settings(self) -> None:
-        from app.tui.screens.settings import SettingsScreen
+        from app.local_models import chosen_model
+        from app.tui.screens.settings import SAMPLING_NAMES, SettingsScreen
 
         def saved(settings: Any) -> None:
             if settings is not None:
                 self.tandem.update_settings(settings)
                 self.notify("Settings saved.")
 
-        self.app.push_screen(SettingsScreen(self.tandem.settings), saved)
+        # The sampling override is keyed by the model's name, as the router looks it up (EngineInfo.model_id).
+        engine, settings = self.tandem.engine, self.tandem.settings
+        name = getattr(getattr(engine, "info", None), "model_id", None)
+        if name is None:
+            name = chosen_model(settings.model_dir, settings.backend).path.name
+        defaults = getattr(engine, "generation_defaults", None)
+        shown = {key: getattr(defaults, key) for key in SAMPLING_NAMES} if defaults is not None else None
+        self.app.push_screen(SettingsScreen(settings, name, shown), saved)
 
     def action_keys(self) -> None:
         from app.tui.screens.keys import KeysScreen

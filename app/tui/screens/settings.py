@@ -1,9 +1,12 @@
-"""The settings screen: privacy mode, redaction and its terms, thresholds, cloud providers and models.
-Dismisses with the new UserSettings, or None when cancelled; invalid input is named, never saved."""
+"""The settings screen: privacy mode, redaction and its terms, thresholds, cloud providers and models,
+and the current local model's sampling override. Dismisses with the new UserSettings, or None when
+cancelled; invalid input is named, never saved."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -16,10 +19,20 @@ from app.settings import (
     CONTEXT_POLICY_LABELS,
     MODES,
     ProviderSettings,
+    SamplingOverride,
     SettingsError,
     UserSettings,
     validate,
 )
+
+SAMPLING_FIELDS = (
+    ("temperature", "Temperature (0 = greedy)", float),
+    ("top_p", "Top-p", float),
+    ("top_k", "Top-k (0 = no limit)", int),
+    ("min_p", "Min-p", float),
+    ("repetition_penalty", "Repetition penalty (1 = none)", float),
+)
+SAMPLING_NAMES = tuple(name for name, _, _ in SAMPLING_FIELDS)
 
 
 class SettingsScreen(ModalScreen[UserSettings | None]):
@@ -28,9 +41,15 @@ class SettingsScreen(ModalScreen[UserSettings | None]):
         Binding("ctrl+s", "save", "Save", show=False),
     ]
 
-    def __init__(self, settings: UserSettings) -> None:
+    def __init__(
+        self, settings: UserSettings, model: str | None = None, model_defaults: Mapping[str, Any] | None = None
+    ) -> None:
+        """model: the local model's name, whose sampling override the screen edits (none: no such
+        section); model_defaults: its own settings, shown where the override is blank."""
         super().__init__()
         self.settings = settings
+        self.model = model
+        self.model_defaults = dict(model_defaults or {})
 
     def compose(self) -> ComposeResult:
         s = self.settings
@@ -59,6 +78,17 @@ class SettingsScreen(ModalScreen[UserSettings | None]):
                     yield Label(f"{p.name} ({p.kind}) base URL and model")
                     yield Input(p.base_url, id=f"{p.name}-base_url", classes="base-url")
                     yield Input(p.model, id=f"{p.name}-model", classes="model")
+                if self.model:
+                    yield Static(f"[b]Sampling for {self.model}[/b] (blank: the model's own setting)")
+                    override = s.sampling_for(self.model)
+                    for name, label, _ in SAMPLING_FIELDS:
+                        value = getattr(override, name)
+                        default = self.model_defaults.get(name)
+                        yield Label(label)
+                        yield Input(
+                            "" if value is None else str(value), id=f"sampling-{name}",
+                            placeholder="the model's own" if default is None else f"the model's own: {default}",
+                        )  # fmt: skip
             yield Static("", id="error")
             with Horizontal(classes="buttons"):
                 yield Button("Save", variant="primary", id="save")
@@ -97,7 +127,7 @@ class SettingsScreen(ModalScreen[UserSettings | None]):
             ProviderSettings(p.name, p.kind, text(f"{p.name}-base_url"), text(f"{p.name}-model"))
             for p in self.settings.providers
         )
-        return replace(
+        updated = replace(
             self.settings,
             mode=self.query_one("#mode", Select).value,
             redact=self.query_one("#redact", Switch).value,
@@ -108,3 +138,20 @@ class SettingsScreen(ModalScreen[UserSettings | None]):
             provider=self.query_one("#provider", Select).value,
             providers=providers,
         )
+        if self.model:
+            updated = updated.with_sampling(self.model, self._sampling())
+        return updated
+
+    def _sampling(self) -> SamplingOverride:
+        values: dict[str, float | int] = {}
+        for name, label, kind in SAMPLING_FIELDS:
+            text = self.query_one(f"#sampling-{name}", Input).value.strip()
+            if not text:
+                continue
+            try:
+                values[name] = kind(text)
+            except ValueError:
+                whole = "a whole number" if kind is int else "a number"
+                setting = label.split(" (")[0]
+                raise SettingsError(f"{setting} for {self.model} must be {whole}, or blank for the model's own.")
+        return SamplingOverride(**values)
