@@ -13,7 +13,7 @@ import numpy as np
 from engine.errors import ModelFileError
 
 _REDOWNLOAD = "download or export the file again"
-_UNKNOWN_TYPE = re.compile(r"(\d+) is not a valid GGMLQuantizationType")
+_UNKNOWN_TYPE = re.compile(r"(\d+)\)? is not a valid GGMLQuantizationType")
 _MAGIC = b"GGUF"
 
 

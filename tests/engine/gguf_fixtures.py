@@ -176,6 +176,9 @@ def _encode(rng: np.random.Generator, shape: tuple[int, int], type_name: str):
     from gguf.quants import dequantize, quantize
 
     qtype = gguf.GGMLQuantizationType[type_name]
+    if type_name == "I8":  # a type no reader dequantizes: for the unreadable-type error
+        encoded = rng.integers(-127, 128, shape, dtype=np.int8)
+        return encoded, qtype, encoded.astype(np.float32)
     if type_name in K_QUANT_SCALES:
         block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
         blocks = rng.integers(0, 256, (shape[0] * shape[1] // block_size, type_size), dtype=np.uint8)
