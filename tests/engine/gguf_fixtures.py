@@ -72,6 +72,7 @@ def write_tiny_gguf(
     rope_theta: float = 10000.0,
     llama3_rope: dict | None = None,
     tokenizer: bool = True,
+    tokenizer_pre: str = "default",
     chat_template: str | None = TINY_CHATML,
     skip: tuple[str, ...] = (),
 ) -> TinyGGUF:
@@ -99,7 +100,7 @@ def write_tiny_gguf(
     writer.add_file_type(1)
     if tokenizer:
         writer.add_tokenizer_model("gpt2")
-        writer.add_tokenizer_pre("default")
+        writer.add_tokenizer_pre(tokenizer_pre)
         writer.add_token_list(tokens)
         writer.add_token_types(token_types)
         writer.add_token_merges(merges)
