@@ -185,3 +185,32 @@ def test_the_real_smollm2_file(smollm2_path):
     embedding = tensors["model.embed_tokens.weight"]
     assert embedding.format == "q8_0" and embedding.data.shape == (49152, 576 // 32 * 34)
     assert isinstance(embedding.data, np.memmap)  # referenced, not copied
+
+
+def _assert_same_as_gguf_reader(path, tensors_to_compare: int | None = None) -> None:
+    """Our header parser against the gguf package's GGUFReader on the same file."""
+    from gguf import GGUFReader
+
+    ours, reference = GGUFFile(path), GGUFReader(path)
+    keys = [key for key in reference.fields if not key.startswith("GGUF.")]
+    assert list(ours.metadata) == keys
+    for key in keys:
+        expected = reference.fields[key].contents()
+        if isinstance(expected, float):
+            assert ours.get(key) == pytest.approx(expected, rel=1e-6), key
+        else:
+            assert ours.get(key) == expected, key
+    assert list(ours.tensors) == [t.name for t in reference.tensors]
+    for tensor in reference.tensors[:tensors_to_compare]:
+        mine = ours.tensors[tensor.name]
+        assert (mine.type_name, mine.n_bytes, mine.data.dtype) == (tensor.tensor_type.name, tensor.n_bytes, tensor.data.dtype)
+        np.testing.assert_array_equal(mine.data, tensor.data)
+
+
+@pytest.mark.parametrize("types", ["BF16", "F16", {"attn_q": "Q4_K", "ffn_down": "Q6_K", "attn_v": "Q5_0", "token_embd": "Q8_0"}])
+def test_header_parser_reads_what_gguf_reader_reads(tiny_gguf, types):
+    _assert_same_as_gguf_reader(tiny_gguf(types=types, arch="qwen2", tie=False).path)
+
+
+def test_header_parser_reads_the_real_file_as_gguf_reader_does(smollm2_path):
+    _assert_same_as_gguf_reader(smollm2_path, tensors_to_compare=12)
