@@ -75,6 +75,7 @@ def write_tiny_gguf(
     tokenizer_pre: str = "default",
     chat_template: str | None = TINY_CHATML,
     skip: tuple[str, ...] = (),
+    metadata: tuple[tuple[str, object], ...] = (),
 ) -> TinyGGUF:
     """Write a tiny model. `types`: one GGUF type name for every matrix, or a dict from a short
     name ("token_embd", "output", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate",
@@ -98,6 +99,15 @@ def write_tiny_gguf(
     writer.add_rope_dimension_count(head_dim)
     writer.add_vocab_size(vocab)
     writer.add_file_type(1)
+    for key, value in metadata:
+        if isinstance(value, bool):
+            writer.add_bool(key, value)
+        elif isinstance(value, int):
+            writer.add_int32(key, value)
+        elif isinstance(value, float):
+            writer.add_float32(key, value)
+        else:
+            writer.add_string(key, str(value))
     if tokenizer:
         writer.add_tokenizer_model("gpt2")
         writer.add_tokenizer_pre(tokenizer_pre)
