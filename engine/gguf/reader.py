@@ -96,7 +96,9 @@ class GGUFFile:
         block_size, type_size = GGML_QUANT_SIZES[qtype]
         elements = int(np.prod(dims, dtype=np.int64)) if dims else 1
         if not dims or dims[0] % block_size:
-            raise ModelFileError(f"{self.path}: tensor {name} has a shape {list(dims)} its type cannot hold; {_REDOWNLOAD}.")
+            raise ModelFileError(
+                f"{self.path}: tensor {name} has a shape {list(dims)} its type cannot hold; {_REDOWNLOAD}."
+            )
         n_bytes = elements // block_size * type_size
         end = offset + n_bytes
         if end > self._map.size:

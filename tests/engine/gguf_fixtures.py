@@ -152,7 +152,8 @@ def write_tiny_gguf(
         b, p = f"blk.{layer}", f"model.layers.{layer}"
         add_vector(f"{b}.attn_norm.weight", f"{p}.input_layernorm.weight", hidden, True)
         add_matrix(f"{b}.attn_q.weight", f"{p}.self_attn.q_proj.weight", (q_rows, hidden), heads if permute else None)
-        add_matrix(f"{b}.attn_k.weight", f"{p}.self_attn.k_proj.weight", (kv_rows, hidden), kv_heads if permute else None)
+        k_heads = kv_heads if permute else None
+        add_matrix(f"{b}.attn_k.weight", f"{p}.self_attn.k_proj.weight", (kv_rows, hidden), k_heads)
         add_matrix(f"{b}.attn_v.weight", f"{p}.self_attn.v_proj.weight", (kv_rows, hidden))
         if arch == "qwen2":
             add_vector(f"{b}.attn_q.bias", f"{p}.self_attn.q_proj.bias", q_rows, False)
@@ -213,8 +214,9 @@ def _tiny_vocab() -> tuple[list[str], list[int], list[str]]:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
     trainer = trainers.BpeTrainer(
-        vocab_size=320, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=320, special_tokens=special, initial_alphabet=alphabet, show_progress=False
     )
     tokenizer.train_from_iterator(TINY_TEXTS * 4, trainer)
     model = json.loads(tokenizer.to_str())["model"]

@@ -31,7 +31,8 @@ def test_import_writes_a_complete_directory_that_references_the_file(tiny_gguf, 
         on_progress=lambda stage, fraction: stages.append((stage, fraction)),
     )
     model_dir = tmp_path / "model"
-    assert sorted(p.name for p in model_dir.iterdir()) == ["mlc-chat-config.json", "tokenizer.json", "tokenizer_config.json"]
+    written = sorted(p.name for p in model_dir.iterdir())
+    assert written == ["mlc-chat-config.json", "tokenizer.json", "tokenizer_config.json"]
     assert not list(tmp_path.glob(".*partial"))
     assert stages[0] == ("reading", 0.0) and stages[-1] == ("done", 1.0)
     data = chat_config(model_dir)

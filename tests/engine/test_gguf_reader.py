@@ -163,7 +163,8 @@ def test_q_and_k_rows_match_transformers_reading_the_same_file(transformers_read
 
 
 def test_llama3_rope_scaling_is_rebuilt_from_rope_freqs(tiny_gguf):
-    scaling = {"factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+    scaling = {"factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}
+    scaling["original_max_position_embeddings"] = 8192
     tiny = tiny_gguf(llama3_rope=scaling, rope_theta=500000.0, context=131072)
     config = read_model_config(tiny.path)
     assert config.rope_scaling == {"rope_type": "llama3", **scaling}
@@ -174,7 +175,8 @@ def test_llama3_rope_scaling_is_rebuilt_from_rope_freqs(tiny_gguf):
 def test_the_real_smollm2_file(smollm2_path):
     gguf = GGUFFile(smollm2_path)  # parsed once: its 49152-token vocabulary takes seconds
     config = read_model_config(gguf)
-    assert (config.model_type, config.num_hidden_layers, config.hidden_size, config.vocab_size) == ("llama", 30, 576, 49152)
+    assert (config.model_type, config.num_hidden_layers, config.hidden_size) == ("llama", 30, 576)
+    assert config.vocab_size == 49152
     assert (config.num_attention_heads, config.num_key_value_heads, config.max_position_embeddings) == (9, 3, 8192)
     assert config.rope_theta == 100000.0 and config.tie_word_embeddings
     plans = plan_tensors(gguf, config)
@@ -203,11 +205,15 @@ def _assert_same_as_gguf_reader(path, tensors_to_compare: int | None = None) -> 
     assert list(ours.tensors) == [t.name for t in reference.tensors]
     for tensor in reference.tensors[:tensors_to_compare]:
         mine = ours.tensors[tensor.name]
-        assert (mine.type_name, mine.n_bytes, mine.data.dtype) == (tensor.tensor_type.name, tensor.n_bytes, tensor.data.dtype)
+        assert (mine.type_name, mine.n_bytes) == (tensor.tensor_type.name, tensor.n_bytes)
+        assert mine.data.dtype == tensor.data.dtype
         np.testing.assert_array_equal(mine.data, tensor.data)
 
 
-@pytest.mark.parametrize("types", ["BF16", "F16", {"attn_q": "Q4_K", "ffn_down": "Q6_K", "attn_v": "Q5_0", "token_embd": "Q8_0"}])
+MIXED = {"attn_q": "Q4_K", "ffn_down": "Q6_K", "attn_v": "Q5_0", "token_embd": "Q8_0"}
+
+
+@pytest.mark.parametrize("types", ["BF16", "F16", MIXED])
 def test_header_parser_reads_what_gguf_reader_reads(tiny_gguf, types):
     _assert_same_as_gguf_reader(tiny_gguf(types=types, arch="qwen2", tie=False).path)
 
@@ -233,4 +239,5 @@ def test_smollm2_weights_equal_transformers_reading_the_same_file(smollm2_path, 
         else:
             parts = {leaf: values}
         for part, array in parts.items():
-            np.testing.assert_allclose(array, reference[f"{parent}.{part}.{suffix}"], rtol=1e-6, atol=1e-7, err_msg=name)
+            expected = reference[f"{parent}.{part}.{suffix}"]
+            np.testing.assert_allclose(array, expected, rtol=1e-6, atol=1e-7, err_msg=name)
