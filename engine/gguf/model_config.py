@@ -26,6 +26,13 @@ def model_config_from_gguf(gguf: GGUFFile) -> ModelConfig:
             f"{' and '.join(SUPPORTED_MODEL_TYPES)} GGUF files (Llama, SmolLM, Qwen2 and their fine-tunes)."
         )
 
+    parts = gguf.get("split.count", 1)
+    if isinstance(parts, int) and parts > 1:
+        raise ModelFileError(
+            f"{gguf.path} is part 1 of a GGUF split into {parts} files, which Tandem does not read yet; join them "
+            "with llama.cpp's `llama-gguf-split --merge FIRST.gguf OUT.gguf` and import OUT.gguf."
+        )
+
     def positive(key: str) -> int:
         value = gguf.require(f"{arch}.{key}")
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:

@@ -88,3 +88,9 @@ def test_untied_config_against_a_tied_file_names_the_output_tensor(tiny_gguf, tm
     config = replace(read_model_config(path), tie_word_embeddings=False)
     with pytest.raises(ModelFileError, match="'output.weight'"):
         load_block_tensors(path, config)
+
+
+def test_a_split_file_says_how_to_join_it(tiny_gguf):
+    path = tiny_gguf(metadata=(("split.count", 3),)).path
+    with pytest.raises(ModelFileError, match="split into 3 files.*llama-gguf-split --merge"):
+        read_all(path)
