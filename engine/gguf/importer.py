@@ -200,9 +200,17 @@ def _route(plan: TensorPlan) -> TensorRoute:
     )
 
 
+LLAMA_CPP_SAMPLING: Mapping[str, float | int] = {
+    "temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "repetition_penalty": 1.0,
+}
+"""What llama.cpp samples with when neither the file nor the user says otherwise: a GGUF then
+behaves in Tandem as its users know it from llama.cpp (plain temperature 1 rambles and loops)."""
+
+
 def _sampling(gguf: GGUFFile, given: Mapping[str, float] | None) -> dict[str, float | int]:
-    """The file's own general.sampling.* values, then the ones given (Ollama params) on top."""
-    values: dict[str, float | int] = {}
+    """llama.cpp's defaults, then the file's own general.sampling.* values, then the ones given
+    (Ollama params) on top."""
+    values: dict[str, float | int] = dict(LLAMA_CPP_SAMPLING)
     for key, name in _GGUF_SAMPLING.items():
         value = gguf.get(key)
         if value is not None:

@@ -157,3 +157,10 @@ def test_the_directory_reads_back_as_a_chat_config_where_gguf_is_accepted(tiny_g
         raise
     assert config.quantization == "gguf" and config.model_config == read_model_config(tiny_gguf().path)
     assert config.tandem["gguf"]["path"] == str(tiny_gguf().path.resolve())
+
+
+def test_a_file_without_sampling_settings_samples_as_llama_cpp_does(tiny_gguf, tmp_path):
+    import_gguf(tiny_gguf().path, tmp_path / "model")
+    data = chat_config(tmp_path / "model")
+    settings = {name: data[name] for name in ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")}
+    assert settings == {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "repetition_penalty": 1.0}
