@@ -74,9 +74,9 @@ def import_gguf_as(
 ) -> Installed:
     """Import `gguf_path` (referenced, never copied) as the model `name`. On any failure nothing
     is left in the models folder."""
-    import_gguf = importer()
-    final = destination(name, overwrite)
     gguf = check_gguf_file(gguf_path)
+    final = destination(name, overwrite)
+    import_gguf = importer()
     with staged(name) as staging:
         result = import_gguf(
             gguf,
@@ -129,7 +129,6 @@ def import_source(
     from app.models import ollama
     from app.models.naming import name_for_gguf, name_for_ollama
 
-    importer()  # say so before reading anything if this build cannot import
     if source.startswith("ollama:"):
         found = ollama.find_model(source)
         return import_gguf_as(

@@ -27,7 +27,8 @@ PARAM_NAMES = {
 }
 """Ollama's option -> the generation default it becomes."""
 _DIGEST = re.compile(r"^sha256[:-]([0-9a-f]{64})$")
-_PART = re.compile(r"^[\w.-]+$")
+_PART = re.compile(r"^\w[\w.-]*$")
+"""A namespace, model or tag: never "." or "..", which would step out of the store."""
 
 
 class OllamaError(InstallError):
