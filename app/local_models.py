@@ -49,10 +49,15 @@ def describe(path: Path) -> str:
 def discover_models() -> list[LocalModel]:
     """Every model the picker offers, the embedded one first (heavier than it looks: reads configs)."""
     found = [embedded_model()]
-    found += [LocalModel(r.name, r.path, "auto", _detail(r)) for r in installed_models() if not r.embedded]
+    found += [local_model_for(r) for r in installed_models() if not r.embedded]
     if importlib.util.find_spec("mlc_llm") is not None:
         found += [LocalModel(f"{m.label} on MLC LLM", m.path, "mlc", "mlc_llm runtime") for m in list(found)]
     return found
+
+
+def local_model_for(record: ModelRecord) -> LocalModel:
+    """An installed model as the picker and the engine loader take it."""
+    return LocalModel(record.name, record.path, "auto", _detail(record))
 
 
 def _detail(record: ModelRecord) -> str:
