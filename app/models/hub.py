@@ -170,12 +170,14 @@ def pull(
     headers = _headers(token)
     from huggingface_hub import hf_hub_url
 
-    for remote in plan.files:
+    for index, remote in enumerate(plan.files):
         url = hf_hub_url(spec.repo, remote.name, revision=plan.commit, endpoint=endpoint)
         try:
             download(url, folder / remote.name, remote.expected, headers=headers, on_bytes=report.on_bytes)
         except TransferError as error:
             raise PullError(f"{spec}: {error}") from None
+        if index == 0 and plan.kind != "gguf":
+            _check_config(plan, folder)  # the config comes first: refuse before the weights arrive
     fetched = plan.total_bytes - already
     if plan.kind == "mlc":
         return _install_mlc(plan, folder, final, fetched)
@@ -184,14 +186,23 @@ def pull(
     return _install_gguf(plan, folder, target, fetched, overwrite, report)
 
 
-def _install_mlc(plan: RepoPlan, folder: Path, final: Path, fetched: int) -> PullResult:
-    from engine.config import read_chat_config
+def _check_config(plan: RepoPlan, folder: Path) -> None:
+    """PullError when the repository's config names an architecture or quantization Tandem
+    cannot run (its download is dropped: none of it is of use)."""
+    from engine.config import model_config_from_hf, read_chat_config, read_json
     from engine.errors import ModelFileError
 
     try:
-        read_chat_config(folder)
+        if plan.kind == "mlc":
+            read_chat_config(folder)
+        else:
+            model_config_from_hf(read_json(folder / "config.json", "a Hugging Face checkpoint"), f"{plan.spec}: config.json")
     except ModelFileError as error:
-        raise PullError(f"{plan.spec} is an MLC model Tandem cannot run: {error}") from None
+        shutil.rmtree(folder, ignore_errors=True)
+        raise PullError(f"{plan.spec} is a model Tandem cannot run: {error}") from None
+
+
+def _install_mlc(plan: RepoPlan, folder: Path, final: Path, fetched: int) -> PullResult:
     source = ModelSource("hub", f"hf:{plan.spec.repo}@{plan.commit}", "MLC weights as they are")
     with staged(final.name) as staging:
         shutil.move(str(folder), staging)
@@ -251,10 +262,10 @@ def _choose_files(spec: PullSpec, names: list[str]) -> tuple[str, list[str]]:
         if MLC_CONFIG not in top:
             raise PullError(f"{spec} has MLC weights but no {MLC_CONFIG}; it is not a complete MLC model.")
         keep = [n for n in top if not any(fnmatch.fnmatch(n, p) for p in MLC_SKIPPED)]
-        return "mlc", keep
+        return "mlc", _config_first(keep, MLC_CONFIG)
     if any(n.endswith(".safetensors") for n in top) and "config.json" in top:
         keep = [n for n in top if n.endswith(".safetensors") or n in CHECKPOINT_FILES]
-        return "safetensors", keep
+        return "safetensors", _config_first(keep, "config.json")
     if len(ggufs) == 1:
         return "gguf", ggufs
     if ggufs:
@@ -267,6 +278,10 @@ def _choose_files(spec: PullSpec, names: list[str]) -> tuple[str, list[str]]:
         f"{spec} holds no weights Tandem can use: no tensor-cache.json (MLC), no *.safetensors with a "
         "config.json, no .gguf file. Pick a repository that has one of them."
     )
+
+
+def _config_first(names: list[str], config: str) -> list[str]:
+    return [config] + sorted(n for n in names if n != config)
 
 
 def _expected(sibling: Any) -> Expected:

@@ -280,3 +280,13 @@ def test_a_named_gguf_file_is_pulled_and_imported_by_reference(hub, capsys):
     assert record.referenced.read_bytes() == smollm2_file().read_bytes()
     assert main(["models", "rm", record.name]) == 0
     assert not record.referenced.exists()  # Tandem downloaded it for this model alone
+
+
+def test_an_architecture_tandem_cannot_run_is_refused_before_the_weights_download(hub, tiny_checkpoint_dir, capsys):
+    files = folder_files(tiny_checkpoint_dir)
+    files["config.json"] = json.dumps(json.loads(files["config.json"]) | {"model_type": "gemma"}).encode()
+    hub.add_repo("tandem-test/Tiny-Gemma", files)
+    assert pull("tandem-test/Tiny-Gemma") == 1
+    err = capsys.readouterr().err
+    assert "model_type 'gemma' is not supported" in err and "Traceback" not in err
+    assert not hub.downloads_of("model.safetensors") and installed() == []
