@@ -5,21 +5,40 @@ the engine tests' own builders), and the HF_ENDPOINT the CLI reads, pointed at t
 from __future__ import annotations
 
 import importlib.util
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hub_server import FakeHub
 
-ENGINE_CONFTEST = Path(__file__).resolve().parent.parent / "engine" / "conftest.py"
+ENGINE_TESTS = Path(__file__).resolve().parent.parent / "engine"
+
+
+def _engine_module(filename: str):
+    """A helper module of the engine tests (their builders), loaded as a plain module."""
+    name = f"engine_tests_{filename[:-3]}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ENGINE_TESTS / filename)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclasses look their module up while being defined
+    spec.loader.exec_module(module)
+    return module
 
 
 def _engine_builders():
-    """tests/engine/conftest.py's tokenizer and checkpoint writers, loaded as a plain module."""
-    spec = importlib.util.spec_from_file_location("engine_test_builders", ENGINE_CONFTEST)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _engine_module("conftest.py")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_gguf(tmp_path_factory) -> Path:
+    """A tiny llama GGUF with a tokenizer and a chat template (Q8_0 matrices), written by the
+    GGUF tests' own writer: a whole model the importer takes."""
+    writer = _engine_module("gguf_fixtures.py").write_tiny_gguf
+    path = tmp_path_factory.mktemp("tiny-gguf") / "Tiny-Llama.Q8_0.gguf"
+    writer(path, types="Q8_0")
+    return path
 
 
 @pytest.fixture(scope="session")

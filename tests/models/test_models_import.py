@@ -144,24 +144,35 @@ def test_without_the_importer_an_import_says_so_and_writes_nothing(tiny_gguf, ca
 
 
 @needs_importer
-@needs_smollm2
-def test_an_ollama_model_imports_by_reference_with_its_params(store, capsys):
-    blob_target = smollm2_file()
-    params = {"temperature": 0.2, "top_k": 30, "repeat_penalty": 1.1, "num_ctx": 2048}
-    lay_out_model(store, "smollm2", "135m", blob_target, params=params, system="Be brief.", link=True)
+def test_an_ollama_model_imports_by_reference_with_its_params_and_system_prompt(store, tiny_model_gguf, capsys):
+    params = {"temperature": 0.2, "top_k": 30, "repeat_penalty": 1.1, "num_ctx": 256, "stop": ["<|im_end|>"]}
+    lay_out_model(store, "tiny", "q8", tiny_model_gguf, params=params, system="Be brief.")
 
-    assert main(["models", "import", "ollama:smollm2:135m"]) == 0
+    assert main(["models", "import", "ollama:tiny:q8"]) == 0
 
     out = capsys.readouterr().out
-    assert "Route: " in out and "tandem models calibrate smollm2-135m" in out
-    record = find_model("smollm2-135m")
+    assert "Route: " in out and "tandem models calibrate tiny-q8" in out
+    record = find_model("tiny-q8")
     config = json.loads((record.path / "mlc-chat-config.json").read_text())
-    assert (config["temperature"], config["repetition_penalty"], config["context_window_size"]) == (0.2, 1.1, 2048)
-    assert record.referenced is not None and record.referenced.resolve() == blob_target.resolve()
-    assert not any(p.stat().st_size > 10_000_000 for p in record.path.rglob("*") if p.is_file())  # never copied
-    assert record.source.origin == "ollama:smollm2:135m"
-    assert main(["models", "rm", "smollm2-135m"]) == 0
-    assert blob_target.is_file() and not record.path.exists()
+    assert (config["temperature"], config["top_k"], config["repetition_penalty"]) == (0.2, 30, 1.1)
+    assert config["context_window_size"] == 256  # num_ctx, below the model's 512
+    assert "Be brief." in json.dumps(config)
+    blob = ollama.find_model("ollama:tiny:q8").gguf
+    assert record.referenced == blob and record.quantization == "gguf"
+    assert {p.name for p in record.path.iterdir()}.isdisjoint({"model.gguf", blob.name})  # referenced, not copied
+    assert record.source.origin == "ollama:tiny:q8"
+    assert main(["models", "rm", "tiny-q8"]) == 0
+    assert blob.is_file() and not record.path.exists()
+
+
+@needs_importer
+def test_a_failed_import_leaves_nothing_in_the_models_folder(tmp_path, tiny_model_gguf, capsys):
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(tiny_model_gguf.read_bytes()[: tiny_model_gguf.stat().st_size // 2])
+    assert main(["models", "import", str(truncated)]) == 1
+    err = capsys.readouterr().err
+    assert "truncated.gguf" in err and "nothing was installed" in err and "Traceback" not in err
+    assert not models_dir().exists() or not any(models_dir().iterdir())
 
 
 @needs_importer

