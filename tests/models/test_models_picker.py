@@ -101,3 +101,20 @@ async def test_i_imports_a_gguf_from_the_ollama_store_and_enter_then_picks_it(
         await pilot.pause()
         settings = load_settings(pilot.app.store)
     assert settings.model_dir == str(picked.path)
+
+
+@pytest.mark.skipif(not importer_available(), reason="engine.gguf.importer has not landed in this build")
+async def test_a_gguf_already_imported_under_any_name_is_not_offered_again(
+    isolated_home, monkeypatch, tmp_path, tiny_model_gguf
+):
+    from app.cli import main
+
+    root = tmp_path / "ollama"
+    lay_out_model(root, "tiny", "q8", tiny_model_gguf)
+    monkeypatch.setenv("OLLAMA_MODELS", str(root))
+    assert main(["models", "import", "ollama:tiny:q8", "--name", "my-tiny"]) == 0
+    async with make_app(isolated_home).run_test(size=SIZE) as pilot:
+        screen = await open_picker(pilot)
+        labels = [item.model.label for item in screen.query_one("#models").children if isinstance(item, ModelItem)]
+        found = [item.found.label for item in screen.query_one("#models").children if isinstance(item, FoundItem)]
+        assert "my-tiny" in labels and "tiny:q8" not in found
