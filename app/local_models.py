@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.models.catalog import MODEL_CONFIG, EMBEDDED_NAME, ModelRecord, human_size, installed_models
+from app.models.catalog import EMBEDDED_NAME, MODEL_CONFIG, ModelRecord, human_size, installed_models
 from app.models.catalog import models_dir as _models_dir
 
 
@@ -32,18 +32,6 @@ def embedded_model() -> LocalModel:
     from assets import embedded_model_dir
 
     return LocalModel(EMBEDDED_NAME, embedded_model_dir(), "auto", "embedded · works offline, no key")
-
-
-def describe(path: Path) -> str:
-    """What the model's config says (architecture, quantization, context), or why it is unusable."""
-    from engine.config import read_chat_config
-    from engine.errors import ModelFileError
-
-    try:
-        config = read_chat_config(path)
-    except ModelFileError as problem:
-        return f"unusable: {problem}"
-    return f"{config.model_type} · {config.quantization} · context {config.context_window_size}"
 
 
 def discover_models() -> list[LocalModel]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from app.models.catalog import ModelSource, downloads_dir, gguf_store_dir
 from app.models.gguf_import import import_gguf_as, importer
-from app.models.install import InstallError, check_free_space, commit, destination, staged
+from app.models.install import check_free_space, commit, destination, staged
 from app.models.naming import name_for_gguf, name_for_repo
 from app.models.transfer import Expected, TransferError, download
 
