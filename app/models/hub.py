@@ -108,9 +108,9 @@ def check_online(offline: bool) -> None:
     """OfflineRefused when the privacy mode or HF_HUB_OFFLINE says nothing may leave."""
     if offline:
         raise OfflineRefused(
-            "Tandem is in offline privacy mode, so nothing may leave this machine. Switch the mode with "
-            "Ctrl+G in tandem (to ask or auto) and pull again, or import a file you already have: "
-            "`tandem models import FILE.gguf`."
+            "Tandem is offline (offline privacy mode, or --offline), so nothing may leave this machine. "
+            "Switch the mode with Ctrl+G in tandem (to ask or auto) and pull again without --offline, or "
+            "import a file you already have: `tandem models import FILE.gguf`."
         )
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         raise OfflineRefused(

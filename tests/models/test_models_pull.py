@@ -180,13 +180,13 @@ def test_a_repository_of_several_ggufs_asks_which_one(hub, capsys):
 
 def test_offline_privacy_mode_refuses_before_any_request(hub, capsys, store_in_offline_mode):
     assert pull(MLC_REPO) == 1
-    assert "offline privacy mode" in capsys.readouterr().err
+    assert "Tandem is offline (offline privacy mode, or --offline)" in capsys.readouterr().err
     assert hub.requests == []
 
 
 def test_the_offline_flag_refuses_before_any_request(hub, capsys):
     assert main(["--offline", "models", "pull", MLC_REPO]) == 1
-    assert "offline privacy mode" in capsys.readouterr().err
+    assert "Tandem is offline (offline privacy mode, or --offline)" in capsys.readouterr().err
     assert hub.requests == []
 
 
