@@ -45,6 +45,8 @@ class FakeHub:
     """file name -> byte counts: each GET of it stops after the next count (then cuts no more)."""
     corrupt: set[str] = field(default_factory=set)
     """File names served with one byte flipped."""
+    missing_status: int = 401
+    """What a missing repository gets: 401 for an anonymous caller, 404 for a logged-in one."""
 
     def add_repo(
         self, repo: str, files: dict[str, bytes], *, revision: str = "main", gated: bool = False
@@ -100,8 +102,8 @@ class FakeHub:
 
     def _repo(self, handler, repo_id: str, revision: str) -> Repo | None:
         repo = self.repos.get(repo_id)
-        if repo is None:  # what the Hub says to an anonymous caller, for missing and private alike
-            self._error(handler, 401, "RepoNotFound", "Repository not found")
+        if repo is None:  # the Hub says the same for missing and private repositories
+            self._error(handler, self.missing_status, "RepoNotFound", "Repository not found")
             return None
         if repo.gated:
             self._error(handler, 403, "GatedRepo", "Access to this model is restricted")

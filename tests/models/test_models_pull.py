@@ -290,3 +290,21 @@ def test_an_architecture_tandem_cannot_run_is_refused_before_the_weights_downloa
     err = capsys.readouterr().err
     assert "model_type 'gemma' is not supported" in err and "Traceback" not in err
     assert not hub.downloads_of("model.safetensors") and installed() == []
+
+
+def test_a_missing_repository_answered_with_404_gets_the_same_clear_error(hub, capsys):
+    hub.missing_status = 404
+    assert pull("nobody/missing") == 1
+    err = capsys.readouterr().err
+    assert "No repository nobody/missing on the Hub, or it is private" in err and "Traceback" not in err
+
+
+def test_a_checkpoint_that_fails_to_convert_leaves_nothing_in_the_models_folder(hub, tiny_checkpoint_dir, capsys):
+    files = folder_files(tiny_checkpoint_dir)
+    config = json.loads(files["config.json"])
+    files["config.json"] = json.dumps(config | {"num_hidden_layers": config["num_hidden_layers"] + 1}).encode()
+    hub.add_repo("tandem-test/Tiny-Broken", files)
+    assert pull("tandem-test/Tiny-Broken") == 1
+    err = capsys.readouterr().err
+    assert "tandem-test/Tiny-Broken cannot be converted" in err and "Traceback" not in err
+    assert installed() == []  # no model, and no hidden staging folder either
