@@ -5,6 +5,7 @@ everything is written into a staging folder and renamed at the end."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -294,8 +295,6 @@ def _copy(source: Path, target: Path, report: Progress) -> None:
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    import json
-
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 

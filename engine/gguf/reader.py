@@ -1,9 +1,9 @@
-"""Opening a GGUF file: the `gguf` package's memory-mapped reader behind checks that turn a
-truncated file, an unknown tensor type or a missing key into a ModelFileError naming the fix."""
+"""Opening a GGUF file: its header parsed (engine.gguf.header), its tensors memory-mapped with the
+`gguf` package's type table, and a truncated file, an unknown tensor type or a missing key turned
+into a ModelFileError naming the file and the fix."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 
 from engine.errors import ModelFileError
+from engine.gguf.header import HeaderError, parse_header
 
 _REDOWNLOAD = "download or export the file again"
-_UNKNOWN_TYPE = re.compile(r"(\d+)\)? is not a valid GGMLQuantizationType")
-_MAGIC = b"GGUF"
+_FLOAT_VIEWS = {"F32": np.float32, "F16": np.float16}
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,8 @@ class GGUFTensor:
     shape: tuple[int, ...]
     """numpy order (rows, columns): GGUF lists dimensions the other way round."""
     data: np.ndarray
-    """The raw memory-mapped data: float arrays for F32/F16, uint8 [rows, bytes per row] otherwise."""
+    """The memory-mapped data: float32/float16 arrays of `shape` for F32/F16, else uint8 with the
+    last dimension in bytes ([rows, bytes per row]), as the gguf package's GGUFReader gives it."""
     n_bytes: int
 
 
@@ -36,33 +37,26 @@ class GGUFFile:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path).resolve()
-        self._reader = _open_reader(self.path)
+        self._map = _map(self.path)
+        try:
+            header = parse_header(memoryview(self._map))
+        except HeaderError as error:
+            if str(error).startswith("it does not start"):
+                raise ModelFileError(f"{self.path} is not a GGUF file ({error}); give a .gguf model file.") from None
+            if error.truncated:
+                raise ModelFileError(f"{self.path} is truncated: {error}; {_REDOWNLOAD}.") from None
+            raise ModelFileError(f"{self.path} cannot be read as GGUF: {error}; {_REDOWNLOAD}.") from None
+        self.version = header.version
+        self.metadata = header.metadata
         self.tensors: dict[str, GGUFTensor] = {}
-        size = self.path.stat().st_size
-        for tensor in self._reader.tensors:
-            end = int(tensor.data_offset) + int(tensor.n_bytes)
-            if end > size:
-                raise ModelFileError(
-                    f"{self.path} is truncated: tensor {tensor.name} ends at byte {end} but the file has "
-                    f"{size} bytes; {_REDOWNLOAD}."
-                )
-            self.tensors[tensor.name] = GGUFTensor(
-                name=tensor.name,
-                type_name=tensor.tensor_type.name,
-                shape=tuple(int(d) for d in reversed(tensor.shape.tolist())),
-                data=tensor.data,
-                n_bytes=int(tensor.n_bytes),
-            )
+        for info in header.tensors:
+            if info.name in self.tensors:
+                raise ModelFileError(f"{self.path} holds the tensor {info.name} twice; {_REDOWNLOAD}.")
+            self.tensors[info.name] = self._tensor(info.name, info.dims, info.type_id, info.offset)
 
     def get(self, key: str, default: Any = None) -> Any:
         """A metadata value (str, number, bool or list), or `default` when the key is absent."""
-        field = self._reader.fields.get(key)
-        if field is None:
-            return default
-        try:
-            return field.contents()
-        except (ValueError, IndexError, UnicodeDecodeError) as error:
-            raise ModelFileError(f"{self.path}: metadata {key!r} cannot be read ({error}); {_REDOWNLOAD}.") from None
+        return self.metadata.get(key, default)
 
     def require(self, key: str) -> Any:
         """A metadata value that must be there."""
@@ -88,31 +82,51 @@ class GGUFFile:
     def architecture(self) -> str:
         return str(self.require("general.architecture"))
 
+    def _tensor(self, name: str, dims: tuple[int, ...], type_id: int, offset: int) -> GGUFTensor:
+        from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-def _open_reader(path: Path) -> Any:
-    from gguf import GGUFReader
+        try:
+            qtype = GGMLQuantizationType(type_id)
+        except ValueError:
+            raise ModelFileError(
+                f"{self.path} stores tensor {name} in type {type_id}, which is unknown to the installed gguf "
+                "package; upgrade it (`pip install -U gguf`) or re-quantize the file to Q8_0 or Q4_K_M with "
+                "llama.cpp's llama-quantize."
+            ) from None
+        block_size, type_size = GGML_QUANT_SIZES[qtype]
+        elements = int(np.prod(dims, dtype=np.int64)) if dims else 1
+        if not dims or dims[0] % block_size:
+            raise ModelFileError(
+                f"{self.path}: tensor {name} has a shape {list(dims)} its type cannot hold; {_REDOWNLOAD}."
+            )
+        n_bytes = elements // block_size * type_size
+        end = offset + n_bytes
+        if end > self._map.size:
+            raise ModelFileError(
+                f"{self.path} is truncated: tensor {name} ends at byte {end} but the file has {self._map.size} "
+                f"bytes; {_REDOWNLOAD}."
+            )
+        shape = tuple(int(d) for d in reversed(dims))
+        raw = self._map[offset:end]
+        if qtype.name in _FLOAT_VIEWS:
+            data = raw.view(_FLOAT_VIEWS[qtype.name]).reshape(shape)
+        else:
+            data = raw.reshape(*shape[:-1], shape[-1] // block_size * type_size)
+        return GGUFTensor(name=name, type_name=qtype.name, shape=shape, data=data, n_bytes=n_bytes)
 
+
+def _map(path: Path) -> np.memmap:
     try:
-        with path.open("rb") as handle:
-            magic = handle.read(4)
+        size = path.stat().st_size
     except FileNotFoundError:
         raise ModelFileError(f"{path} does not exist; check the path of the GGUF file.") from None
     except OSError as error:
         raise ModelFileError(f"{path} cannot be opened ({error}); check the path and its permissions.") from None
-    if magic != _MAGIC:
-        if len(magic) < 4:
-            raise ModelFileError(f"{path} is empty or truncated; {_REDOWNLOAD}.")
-        raise ModelFileError(f"{path} is not a GGUF file (it does not start with 'GGUF'); give a .gguf model file.")
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a folder; give the path of a .gguf file.")
+    if size < 4:
+        raise ModelFileError(f"{path} is empty or truncated; {_REDOWNLOAD}.")
     try:
-        return GGUFReader(path)
-    except ValueError as error:
-        unknown = _UNKNOWN_TYPE.search(str(error))
-        if unknown:
-            raise ModelFileError(
-                f"{path} stores a tensor in type {unknown.group(1)}, which is unknown to the installed gguf "
-                "package; upgrade it (`pip install -U gguf`) or re-quantize the file to Q8_0 or Q4_K_M with "
-                "llama.cpp's llama-quantize."
-            ) from None
-        raise ModelFileError(f"{path} cannot be read as GGUF ({error}): it is truncated or damaged; {_REDOWNLOAD}.") from None
-    except (IndexError, OverflowError, KeyError, TypeError, MemoryError) as error:
-        raise ModelFileError(f"{path} cannot be read as GGUF ({error}): it is truncated or damaged; {_REDOWNLOAD}.") from None
+        return np.memmap(path, mode="r", dtype=np.uint8)
+    except (OSError, ValueError) as error:
+        raise ModelFileError(f"{path} cannot be opened ({error}); check the path and its permissions.") from None

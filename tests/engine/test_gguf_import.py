@@ -31,7 +31,8 @@ def test_import_writes_a_complete_directory_that_references_the_file(tiny_gguf, 
         on_progress=lambda stage, fraction: stages.append((stage, fraction)),
     )
     model_dir = tmp_path / "model"
-    assert sorted(p.name for p in model_dir.iterdir()) == ["mlc-chat-config.json", "tokenizer.json", "tokenizer_config.json"]
+    written = sorted(p.name for p in model_dir.iterdir())
+    assert written == ["mlc-chat-config.json", "tokenizer.json", "tokenizer_config.json"]
     assert not list(tmp_path.glob(".*partial"))
     assert stages[0] == ("reading", 0.0) and stages[-1] == ("done", 1.0)
     data = chat_config(model_dir)
@@ -131,3 +132,28 @@ def test_the_real_smollm2_file_imports_natively(smollm2_path, tmp_path):
     assert "You are a helpful AI assistant named SmolLM" in tokenizer_config["chat_template"]
     assert (tokenizer_config["bos_token"], tokenizer_config["eos_token"]) == ("<|im_start|>", "<|im_end|>")
     assert tokenizer_config["add_bos_token"] is False
+
+
+def test_qwen2_imports_with_its_template_and_the_files_sampling_settings(tiny_gguf, tmp_path):
+    sampling = (("general.sampling.temp", 0.7), ("general.sampling.top_k", 40), ("general.sampling.top_p", 0.9))
+    tiny = tiny_gguf(arch="qwen2", types="Q4_1", metadata=sampling)
+    import_gguf(tiny.path, tmp_path / "model", generation_defaults={"top_p": 0.5})
+    data = chat_config(tmp_path / "model")
+    assert data["model_type"] == "qwen2" and data["model_config"]["attention_bias"] is True
+    assert data["conv_template"]["name"] == "qwen2"
+    # The file's own settings, with the ones given (Ollama's params) on top.
+    assert data["temperature"] == pytest.approx(0.7) and data["top_k"] == 40 and data["top_p"] == 0.5
+
+
+def test_the_directory_reads_back_as_a_chat_config_where_gguf_is_accepted(tiny_gguf, tmp_path):
+    from engine.config import read_chat_config
+
+    import_gguf(tiny_gguf().path, tmp_path / "model")
+    try:
+        config = read_chat_config(tmp_path / "model")
+    except ModelFileError as error:
+        if "'gguf' is not supported" in str(error):
+            pytest.skip("this engine.config predates the kernels branch, which accepts quantization gguf")
+        raise
+    assert config.quantization == "gguf" and config.model_config == read_model_config(tiny_gguf().path)
+    assert config.tandem["gguf"]["path"] == str(tiny_gguf().path.resolve())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gguf_fixtures import forward_permutation, smollm2_path, tiny_gguf  # noqa: F401
+from gguf_fixtures import forward_permutation, smollm2_path, smollm2_reference_model, tiny_gguf  # noqa: F401
 
 from engine.gguf import GGUFFile, load_block_tensors, plan_tensors, read_model_config
 from engine.gguf.q8 import dequantize_q8_0, quantize_q8_0
@@ -163,7 +163,8 @@ def test_q_and_k_rows_match_transformers_reading_the_same_file(transformers_read
 
 
 def test_llama3_rope_scaling_is_rebuilt_from_rope_freqs(tiny_gguf):
-    scaling = {"factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+    scaling = {"factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}
+    scaling["original_max_position_embeddings"] = 8192
     tiny = tiny_gguf(llama3_rope=scaling, rope_theta=500000.0, context=131072)
     config = read_model_config(tiny.path)
     assert config.rope_scaling == {"rope_type": "llama3", **scaling}
@@ -174,7 +175,8 @@ def test_llama3_rope_scaling_is_rebuilt_from_rope_freqs(tiny_gguf):
 def test_the_real_smollm2_file(smollm2_path):
     gguf = GGUFFile(smollm2_path)  # parsed once: its 49152-token vocabulary takes seconds
     config = read_model_config(gguf)
-    assert (config.model_type, config.num_hidden_layers, config.hidden_size, config.vocab_size) == ("llama", 30, 576, 49152)
+    assert (config.model_type, config.num_hidden_layers, config.hidden_size) == ("llama", 30, 576)
+    assert config.vocab_size == 49152
     assert (config.num_attention_heads, config.num_key_value_heads, config.max_position_embeddings) == (9, 3, 8192)
     assert config.rope_theta == 100000.0 and config.tie_word_embeddings
     plans = plan_tensors(gguf, config)
@@ -185,3 +187,57 @@ def test_the_real_smollm2_file(smollm2_path):
     embedding = tensors["model.embed_tokens.weight"]
     assert embedding.format == "q8_0" and embedding.data.shape == (49152, 576 // 32 * 34)
     assert isinstance(embedding.data, np.memmap)  # referenced, not copied
+
+
+def _assert_same_as_gguf_reader(path, tensors_to_compare: int | None = None) -> None:
+    """Our header parser against the gguf package's GGUFReader on the same file."""
+    from gguf import GGUFReader
+
+    ours, reference = GGUFFile(path), GGUFReader(path)
+    keys = [key for key in reference.fields if not key.startswith("GGUF.")]
+    assert list(ours.metadata) == keys
+    for key in keys:
+        expected = reference.fields[key].contents()
+        if isinstance(expected, float):
+            assert ours.get(key) == pytest.approx(expected, rel=1e-6), key
+        else:
+            assert ours.get(key) == expected, key
+    assert list(ours.tensors) == [t.name for t in reference.tensors]
+    for tensor in reference.tensors[:tensors_to_compare]:
+        mine = ours.tensors[tensor.name]
+        assert (mine.type_name, mine.n_bytes) == (tensor.tensor_type.name, tensor.n_bytes)
+        assert mine.data.dtype == tensor.data.dtype
+        np.testing.assert_array_equal(mine.data, tensor.data)
+
+
+MIXED = {"attn_q": "Q4_K", "ffn_down": "Q6_K", "attn_v": "Q5_0", "token_embd": "Q8_0"}
+
+
+@pytest.mark.parametrize("types", ["BF16", "F16", MIXED])
+def test_header_parser_reads_what_gguf_reader_reads(tiny_gguf, types):
+    _assert_same_as_gguf_reader(tiny_gguf(types=types, arch="qwen2", tie=False).path)
+
+
+def test_header_parser_reads_the_real_file_as_gguf_reader_does(smollm2_path):
+    _assert_same_as_gguf_reader(smollm2_path, tensors_to_compare=12)
+
+
+def test_smollm2_weights_equal_transformers_reading_the_same_file(smollm2_path, smollm2_reference_model):
+    """Every weight of the real file, un-permuted and fused by us, equals transformers' own reading."""
+    gguf = GGUFFile(smollm2_path)
+    config = read_model_config(gguf)
+    reference = {name: value.numpy() for name, value in smollm2_reference_model.state_dict().items()}
+    q_rows, kv_rows = config.num_attention_heads * config.head_dim, config.num_key_value_heads * config.head_dim
+    for name, tensor in load_block_tensors(gguf, config).items():
+        values = dequantize_block(tensor)
+        module, _, suffix = name.rpartition(".")
+        parent, _, leaf = module.rpartition(".")
+        if leaf == "qkv_proj":
+            parts = dict(zip(("q_proj", "k_proj", "v_proj"), np.split(values, [q_rows, q_rows + kv_rows])))
+        elif leaf == "gate_up_proj":
+            parts = dict(zip(("gate_proj", "up_proj"), np.split(values, 2)))
+        else:
+            parts = {leaf: values}
+        for part, array in parts.items():
+            expected = reference[f"{parent}.{part}.{suffix}"]
+            np.testing.assert_allclose(array, expected, rtol=1e-6, atol=1e-7, err_msg=name)
