@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--offline", dest="ask_offline", action="store_true", help="nothing leaves this machine")
     parser.add_argument("--json", dest="as_json", action="store_true", help="print one JSON object")
     parser.add_argument(
-        "--model", metavar="NAME", help="answer with this local model (`tandem models` lists them; default: the chosen one)"
+        "--model", metavar="NAME", help="answer with this local model (default: the one chosen in tandem)"
     )
     parser.set_defaults(handler=run, force=None)
 

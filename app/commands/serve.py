@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000; 0 picks a free one)")
     parser.add_argument(
-        "--model", metavar="NAME", help="a model `tandem models` lists, or a model folder (default: the embedded tandem-nano)"
+        "--model", metavar="NAME", help="a model `tandem models` lists, or a model folder (default: tandem-nano)"
     )
     parser.add_argument(
         "--token", help="require this bearer token from clients (default: $TANDEM_SERVE_TOKEN, else none)"

@@ -143,5 +143,9 @@ def import_source(
         )
     path = check_gguf_file(Path(source).expanduser())
     return import_gguf_as(
-        path, name or name_for_gguf(path.name), ModelSource("gguf", str(path)), overwrite=overwrite, on_progress=on_progress
+        path,
+        name or name_for_gguf(path.name),
+        ModelSource("gguf", str(path)),
+        overwrite=overwrite,
+        on_progress=on_progress,
     )

@@ -196,7 +196,8 @@ def _check_config(plan: RepoPlan, folder: Path) -> None:
         if plan.kind == "mlc":
             read_chat_config(folder)
         else:
-            model_config_from_hf(read_json(folder / "config.json", "a Hugging Face checkpoint"), f"{plan.spec}: config.json")
+            config = read_json(folder / "config.json", "a Hugging Face checkpoint")
+            model_config_from_hf(config, f"{plan.spec}: config.json")
     except ModelFileError as error:
         shutil.rmtree(folder, ignore_errors=True)
         raise PullError(f"{plan.spec} is a model Tandem cannot run: {error}") from None

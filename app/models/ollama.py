@@ -60,7 +60,9 @@ def parse_reference(text: str) -> tuple[str, str]:
     tag = tag or "latest"
     parts = model.split("/")
     if not model or not all(_PART.match(p) for p in parts) or len(parts) > 2 or not _PART.match(tag):
-        raise OllamaError(f"{text!r} is not an Ollama model name; write ollama:NAME or ollama:NAME:TAG (e.g. ollama:llama3.2:1b).")
+        raise OllamaError(
+            f"{text!r} is not an Ollama model name; write ollama:NAME or ollama:NAME:TAG (e.g. ollama:llama3.2:1b)."
+        )
     return model, tag
 
 
@@ -79,7 +81,9 @@ def find_model(text: str, root: Path | None = None) -> OllamaModel:
     blob = _blob(store, layers[MODEL_LAYER], manifest_path)
     with blob.open("rb") as handle:
         if handle.read(4) != b"GGUF":
-            raise OllamaError(f"{blob} (the model layer of {model}:{tag}) is not a GGUF file; pull it again with Ollama.")
+            raise OllamaError(
+                f"{blob} (the model layer of {model}:{tag}) is not a GGUF file; pull it again with Ollama."
+            )
     params = _json_layer(store, layers.get(PARAMS_LAYER), manifest_path)
     system = _text_layer(store, layers.get(SYSTEM_LAYER), manifest_path)
     defaults = {ours: float(params[theirs]) for theirs, ours in PARAM_NAMES.items() if _is_number(params.get(theirs))}
@@ -114,8 +118,13 @@ def _manifest_path(store: Path, model: str, tag: str) -> Path:
     for base in _manifest_bases(store):
         if (base / relative).is_file():
             return base / relative
-    available = sorted({f"{p.parent.name}:{p.name}" for b in _manifest_bases(store) if b.is_dir() for p in b.glob(f"*/{name}/*")})
-    hint = f" Tags there: {', '.join(available)}." if available else " `ollama list` shows what you have; `ollama pull` gets it."
+    bases = [b for b in _manifest_bases(store) if b.is_dir()]
+    available = sorted({f"{p.parent.name}:{p.name}" for b in bases for p in b.glob(f"*/{name}/*")})
+    hint = (
+        f" Tags there: {', '.join(available)}."
+        if available
+        else " `ollama list` shows what you have; `ollama pull` gets it."
+    )
     raise OllamaError(f"Ollama has no model {model}:{tag} in {store}.{hint}")
 
 
@@ -167,7 +176,8 @@ def _blob(store: Path, digest: str, manifest: Path) -> Path:
     path = store / "blobs" / f"sha256-{match.group(1)}" if match else None
     if path is None or not path.is_file():
         raise OllamaError(
-            f"{manifest} names the blob {digest}, which is missing from {store / 'blobs'}; pull the model again with Ollama."
+            f"{manifest} names the blob {digest}, which is missing from {store / 'blobs'}; "
+            "pull the model again with Ollama."
         )
     return path
 

@@ -51,7 +51,13 @@ def add_blob(store: Path, data: bytes | None = None, *, link_to: Path | None = N
 
 
 def write_manifest(
-    store: Path, model: str, tag: str, layers: list[dict], *, layout: str = "manifests", host: str = "registry.ollama.ai"
+    store: Path,
+    model: str,
+    tag: str,
+    layers: list[dict],
+    *,
+    layout: str = "manifests",
+    host: str = "registry.ollama.ai",
 ) -> Path:
     """The manifest JSON at <layout>/<host>/<namespace>/<model>/<tag>; manifests-v2 keeps it as a
     blob and links to it, as newer Ollama releases do."""

@@ -26,7 +26,8 @@ def install_copy(source: Path, name: str, **config_changes) -> Path:
 def test_the_list_shows_each_model_with_its_architecture_quantization_size_context_and_source(
     tiny_checkpoint_dir, capsys
 ):
-    assert main(["models", "convert", str(tiny_checkpoint_dir), str(models_dir() / "tiny"), "--quantization", "q0f32"]) == 0
+    out_dir = str(models_dir() / "tiny")
+    assert main(["models", "convert", str(tiny_checkpoint_dir), out_dir, "--quantization", "q0f32"]) == 0
     capsys.readouterr()
 
     assert main(["models"]) == 0

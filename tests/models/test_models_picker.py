@@ -89,7 +89,7 @@ async def test_i_imports_a_gguf_from_the_ollama_store_and_enter_then_picks_it(
     async with make_app(isolated_home).run_test(size=SIZE) as pilot:
         screen = await open_picker(pilot)
         items = list(screen.query_one("#models").children)
-        position = next(i for i, item in enumerate(items) if isinstance(item, FoundItem) and item.found.label == "tiny:q8")
+        position = next(i for i, it in enumerate(items) if isinstance(it, FoundItem) and it.found.label == "tiny:q8")
         await pilot.press(*["down"] * position, "i")
         await pilot.app.workers.wait_for_complete()
         await pilot.pause()

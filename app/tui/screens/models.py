@@ -97,7 +97,8 @@ class ModelPickerScreen(ModalScreen[LocalModel | None]):
         self.found = [f for f in found if f.suggested_name not in names]
         self.query_one("#models", ListView).extend(FoundItem(f) for f in self.found)
         if self.found:
-            self._status(f"{len(self.found)} GGUF file(s) found on this machine: highlight one and press i to import it.")
+            count = len(self.found)
+            self._status(f"{count} GGUF file(s) found on this machine: highlight one and press i to import it.")
         else:
             self._status("")
 
