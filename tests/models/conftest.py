@@ -60,10 +60,6 @@ def tiny_mlc_dir(tmp_path_factory, tiny_checkpoint_dir) -> Path:
     return out
 
 
-def folder_files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
-
-
 @pytest.fixture
 def hub(monkeypatch) -> Iterator[FakeHub]:
     """A running local Hub; HF_ENDPOINT points the CLI at it, and no token is read or sent."""

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import folder_files
+from hub_server import folder_files
 
 from app.cli import main
 from app.models.catalog import downloads_dir, find_model, gguf_store_dir, models_dir
