@@ -1,5 +1,6 @@
-"""The local models Tandem can run: the embedded tandem-nano, directories converted into the data
-folder, each offered on MLC LLM's runtime too when the mlc_llm package is installed."""
+"""The local models Tandem can run, as the picker, `tandem ask` and `tandem serve` choose them: the
+embedded tandem-nano and every model in the models folder (app.models.catalog), each offered on
+MLC LLM's runtime too when the mlc_llm package is installed."""
 
 from __future__ import annotations
 
@@ -9,9 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.paths import data_dir
-
-MODEL_CONFIG = "mlc-chat-config.json"
+from app.models.catalog import EMBEDDED_NAME, MODEL_CONFIG, ModelRecord, human_size, installed_models
+from app.models.catalog import models_dir as _models_dir
 
 
 @dataclass(frozen=True)
@@ -24,38 +24,55 @@ class LocalModel:
 
 
 def models_dir() -> Path:
-    """Where `tandem models convert` puts converted models by default."""
-    return data_dir() / "models"
+    """Where pulled, imported and converted models go."""
+    return _models_dir()
 
 
 def embedded_model() -> LocalModel:
     from assets import embedded_model_dir
 
-    return LocalModel("tandem-nano", embedded_model_dir(), "auto", "embedded · works offline, no key")
-
-
-def describe(path: Path) -> str:
-    """What the model's config says (architecture, quantization, context), or why it is unusable."""
-    from engine.config import read_chat_config
-    from engine.errors import ModelFileError
-
-    try:
-        config = read_chat_config(path)
-    except ModelFileError as problem:
-        return f"unusable: {problem}"
-    return f"{config.model_type} · {config.quantization} · context {config.context_window_size}"
+    return LocalModel(EMBEDDED_NAME, embedded_model_dir(), "auto", "embedded · works offline, no key")
 
 
 def discover_models() -> list[LocalModel]:
     """Every model the picker offers, the embedded one first (heavier than it looks: reads configs)."""
     found = [embedded_model()]
-    root = models_dir()
-    if root.is_dir():
-        for folder in sorted(p for p in root.iterdir() if (p / MODEL_CONFIG).is_file()):
-            found.append(LocalModel(folder.name, folder, "auto", f"{describe(folder)} · {folder}"))
+    found += [local_model_for(r) for r in installed_models() if not r.embedded]
     if importlib.util.find_spec("mlc_llm") is not None:
         found += [LocalModel(f"{m.label} on MLC LLM", m.path, "mlc", "mlc_llm runtime") for m in list(found)]
     return found
+
+
+def local_model_for(record: ModelRecord) -> LocalModel:
+    """An installed model as the picker and the engine loader take it."""
+    return LocalModel(record.name, record.path, "auto", _detail(record))
+
+
+def _detail(record: ModelRecord) -> str:
+    if record.problem:
+        return f"unusable: {record.problem}"
+    context = f"context {record.context}" if record.context else "context ?"
+    parts = [record.architecture, record.quantization, context, human_size(record.size_bytes), record.source.kind]
+    return " · ".join(parts)
+
+
+class UnknownModelName(LookupError):
+    """`--model NAME` names no installed model; the message lists those there are."""
+
+
+def model_named(name: str) -> LocalModel:
+    """The model `--model NAME` means: an installed model's name, or a model folder's path."""
+    for model in discover_models():
+        if model.label == name and model.backend == "auto":
+            return model
+    path = Path(name).expanduser()
+    if (path / MODEL_CONFIG).is_file():
+        return LocalModel(path.name, path, "auto", str(path))
+    names = ", ".join(m.label for m in discover_models() if m.backend == "auto")
+    raise UnknownModelName(
+        f"no model is called {name!r}. Installed: {names}. Get more with `tandem models pull REPO` "
+        "or `tandem models import FILE.gguf`."
+    )
 
 
 def chosen_model(model_dir: str | None, backend: str = "auto") -> LocalModel:

@@ -29,6 +29,9 @@ def register(subparsers: Any) -> None:
     # Its own dest: a subparser default would overwrite the global --offline.
     parser.add_argument("--offline", dest="ask_offline", action="store_true", help="nothing leaves this machine")
     parser.add_argument("--json", dest="as_json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--model", metavar="NAME", help="answer with this local model (default: the one chosen in tandem)"
+    )
     parser.set_defaults(handler=run, force=None)
 
 
@@ -72,14 +75,17 @@ def _answer(question: str, args: argparse.Namespace, offline: bool) -> int:
 
 
 def _answer_with(store: Any, question: str, args: argparse.Namespace, offline: bool) -> int:
-    from app.local_models import ModelUnavailable, chosen_model, open_model
+    from app.local_models import ModelUnavailable, UnknownModelName, chosen_model, model_named, open_model
     from app.settings import load_settings
     from app.turns import TurnError, TurnRunner, default_router_factory, title_from
     from offload.network import NETWORK
 
     settings = load_settings(store)
     NETWORK.set_offline(offline or settings.mode == "offline")  # the hard switch, beside the router's gate
-    model = chosen_model(settings.model_dir, settings.backend)
+    try:
+        model = model_named(args.model) if args.model else chosen_model(settings.model_dir, settings.backend)
+    except UnknownModelName as problem:
+        return _fail(str(problem), EXIT_USAGE)
     try:
         engine = open_model(model)
     except ModelUnavailable as problem:

