@@ -3,10 +3,9 @@
 On the CPU the hand-written kernels do the heavy work; on a GPU TVM's dlight rules schedule the
 plain functions (engine.tvm_backend.linear picks which while the model is built). The cache key
 covers everything the library depends on: the architecture, the weight kind (or a GGUF's kind
-per tensor), the device kind and
-target (with its GPU arch, host mcpu and CPU matmul mode), the TVM version and the source of
-Tandem's model and kernels; storing a library drops those it supersedes (same model and target,
-older build)."""
+per tensor), the device kind and target (with its GPU arch, host mcpu and CPU matmul mode), the
+TVM version and the source of Tandem's model and kernels; storing a library drops those it
+supersedes (same model and target, older build)."""
 
 from __future__ import annotations
 
