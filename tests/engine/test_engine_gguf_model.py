@@ -259,3 +259,54 @@ def test_a_gguf_config_without_a_path_is_named(tiny_gguf, tmp_path):
 
     with pytest.raises(ModelFileError, match='"gguf".*tandem models import'):
         read_chat_config(tmp_path)
+
+
+def test_a_gguf_model_compiles_for_cuda(tiny_gguf, tmp_path):
+    """Every GGUF kind in one model, through the GPU forms dlight schedules; nvcc then turns the
+    CUDA source into a cubin for sm_80 (no GPU here: built, not run)."""
+    import re
+    import subprocess
+
+    from test_engine_gpu import CUDA_BUILD, _cuda_build_skip_reason, _device_module
+
+    reason = _cuda_build_skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    from engine.config import read_chat_config
+    from engine.tvm_backend.compiler import build_executable
+    from engine.tvm_backend.gguf_weights import open_gguf_weights
+    from engine.tvm_backend.target import gpu_build_target
+
+    _, model_dir = tiny_gguf("llama", False, "mixed")
+    config = read_chat_config(model_dir)
+    kinds = open_gguf_weights(model_dir, config).kinds
+    executable, params = build_executable(config.model_config, kinds, gpu_build_target(CUDA_BUILD))
+    dtypes = {name: dtype for name, _, dtype in params}
+    assert dtypes["model.layers.0.self_attn.o_proj.q_weight"] == "int8"
+    assert dtypes["model.layers.0.mlp.gate_up_proj.q_min"] == "float16"
+    assert dtypes["model.embed_tokens.q_min"] == "float16"
+
+    source = _device_module(executable.mod, "cuda").inspect_source()
+    names = set(re.findall(r"__global__ void __launch_bounds__\(\d+\) (\w+)_kernel\(", source))
+    for kind in ("q4_0", "q4_1", "q8_0", "q0"):
+        assert any(re.fullmatch(rf"{kind}_decode_\d+x\d+", name) for name in names), kind
+        assert any(re.fullmatch(rf"{kind}_prefill_\d+x\d+", name) for name in names), kind
+    (tmp_path / "model.cu").write_text(source)
+    compiled = subprocess.run(
+        ["nvcc", "-cubin", "-arch=sm_80", "-o", str(tmp_path / "model.cubin"), str(tmp_path / "model.cu")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert compiled.returncode == 0, compiled.stderr[-2000:]
+
+
+def test_the_mlc_backend_declines_a_gguf_model_and_auto_takes_tvm(tiny_gguf):
+    from engine.errors import BackendUnavailable
+
+    _, model_dir = tiny_gguf("llama", True, "smollm-like")
+    with pytest.raises(BackendUnavailable, match="GGUF file.*tvm"):
+        open_engine(model_dir, backend="mlc")
+    engine = open_engine(model_dir, backend="auto")
+    assert engine.info.backend == "tvm"
+    engine.close()
