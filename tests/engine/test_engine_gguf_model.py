@@ -310,3 +310,22 @@ def test_the_mlc_backend_declines_a_gguf_model_and_auto_takes_tvm(tiny_gguf):
     engine = open_engine(model_dir, backend="auto")
     assert engine.info.backend == "tvm"
     engine.close()
+
+
+def test_on_a_vnni_cpu_gguf_layers_compile_on_the_float_kernels(tiny_gguf):
+    """Built (not run: this machine may lack AVX-512) for an AVX512-VNNI CPU with int8 matmuls:
+    the GGUF kinds keep the float kernels' tiled layout, beside nothing int8."""
+    from engine.config import read_chat_config
+    from engine.tvm_backend.compiler import build_executable
+    from engine.tvm_backend.gguf_weights import open_gguf_weights
+    from engine.tvm_backend.target import HostTarget
+
+    _, model_dir = tiny_gguf("llama", False, "mixed")
+    config = read_chat_config(model_dir)
+    kinds = open_gguf_weights(model_dir, config).kinds
+    spec = {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "icelake-server"}
+    target = HostTarget(tvm.target.Target(spec), tvm.cpu(), "cpu (icelake-server, build only)", "cpu", "int8")
+    _, params = build_executable(config.model_config, kinds, target)
+    shapes = {name: (shape, dtype) for name, shape, dtype in params}
+    assert shapes["model.layers.0.self_attn.qkv_proj.q_weight"] == ((4, 8, 32), "uint32")  # q4_0, 32-row tiles
+    assert shapes["model.layers.0.self_attn.o_proj.q_weight"] == ((2, 64, 32), "int8")  # q8_0
