@@ -177,12 +177,6 @@ def _check_gguf_reference(data: Mapping[str, Any], source: str) -> None:
         )
 
 
-def gguf_file(model_dir: Path | str, config: ChatConfig) -> Path:
-    """The GGUF file a "gguf" model directory runs (a relative path is under the directory)."""
-    path = Path(str(config.tandem["gguf"]["path"])).expanduser()
-    return path if path.is_absolute() else Path(model_dir) / path
-
-
 def write_chat_config(config: ChatConfig, model_dir: Path | str) -> Path:
     path = Path(model_dir) / CHAT_CONFIG_FILE
     path.write_text(json.dumps(config.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

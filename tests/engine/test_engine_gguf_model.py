@@ -18,6 +18,7 @@ gguf = pytest.importorskip("gguf")
 
 from engine.errors import ModelFileError  # noqa: E402
 from engine.loader import open_engine  # noqa: E402
+from gguf_fixtures import tiny_gguf  # noqa: E402, F401
 
 PROMPT = "The quick brown fox jumps over the lazy dog. Tandem keeps every conversation"
 DECODE_STEPS = 16
@@ -141,7 +142,7 @@ def gguf_model_dir(mlc_dir: Path, gguf_path: Path, folder: Path, relative: bool 
 
 
 @pytest.fixture(scope="session")
-def tiny_gguf(tmp_path_factory, tiny_hf_checkpoint, tiny_mlc_model):
+def tiny_gguf_model(tmp_path_factory, tiny_hf_checkpoint, tiny_mlc_model):
     """build(model_type, tie, mix, seed=0) -> (gguf file, Tandem model directory running it)."""
     built: dict[tuple, tuple[Path, Path]] = {}
 
@@ -192,8 +193,8 @@ def fresh_prefill(engine, prompt: list[int]) -> np.ndarray:
 
 
 @pytest.mark.parametrize(("model_type", "tie", "mix"), CASES)
-def test_gguf_model_matches_transformers_reading_the_same_file(model_type, tie, mix, tiny_gguf):
-    gguf_path, model_dir = tiny_gguf(model_type, tie, mix)
+def test_gguf_model_matches_transformers_reading_the_same_file(model_type, tie, mix, tiny_gguf_model):
+    gguf_path, model_dir = tiny_gguf_model(model_type, tie, mix)
     engine = open_engine(model_dir, backend="tvm")
     assert engine.info.quantization == "gguf"
     prompt = engine.tokenizer.encode(PROMPT)
@@ -207,11 +208,11 @@ def test_gguf_model_matches_transformers_reading_the_same_file(model_type, tie, 
     engine.close()
 
 
-def test_each_tensor_runs_in_its_own_kind(tiny_gguf):
+def test_each_tensor_runs_in_its_own_kind(tiny_gguf_model):
     from engine.config import read_chat_config
     from engine.tvm_backend.gguf_weights import open_gguf_weights
 
-    _, model_dir = tiny_gguf("llama", False, "mixed")
+    _, model_dir = tiny_gguf_model("llama", False, "mixed")
     weights = open_gguf_weights(model_dir, read_chat_config(model_dir))
     assert weights.kinds["model.embed_tokens"] == "q4_1"
     assert weights.kinds["lm_head"] == "q8_0"
@@ -221,8 +222,8 @@ def test_each_tensor_runs_in_its_own_kind(tiny_gguf):
     assert weights.kinds["model.layers.0.mlp.down_proj"] == "q0"  # F16, widened exactly
 
 
-def test_a_changed_gguf_file_is_noticed_by_the_weight_cache(tiny_gguf, tmp_path):
-    gguf_path, model_dir = tiny_gguf("llama", True, "smollm-like")
+def test_a_changed_gguf_file_is_noticed_by_the_weight_cache(tiny_gguf_model, tmp_path):
+    gguf_path, model_dir = tiny_gguf_model("llama", True, "smollm-like")
     copy = tmp_path / "copy.gguf"
     shutil.copy(gguf_path, copy)
     local = gguf_model_dir(model_dir, copy, tmp_path / "model", relative=True)
@@ -236,22 +237,22 @@ def test_a_changed_gguf_file_is_noticed_by_the_weight_cache(tiny_gguf, tmp_path)
     again.close()
 
     # Other weights of the same shapes and types under the same name: not served from the cache.
-    shutil.copy(tiny_gguf("llama", True, "smollm-like", seed=1)[0], copy)
+    shutil.copy(tiny_gguf_model("llama", True, "smollm-like", seed=1)[0], copy)
     changed = open_engine(local, backend="tvm")
     assert not changed.weights_cache_hit
     assert np.abs(fresh_prefill(changed, prompt) - before).max() > 1e-2
     changed.close()
 
 
-def test_a_missing_gguf_file_is_named(tiny_gguf, tmp_path):
-    gguf_path, model_dir = tiny_gguf("llama", True, "smollm-like")
+def test_a_missing_gguf_file_is_named(tiny_gguf_model, tmp_path):
+    gguf_path, model_dir = tiny_gguf_model("llama", True, "smollm-like")
     local = gguf_model_dir(model_dir, tmp_path / "gone.gguf", tmp_path / "model")
     with pytest.raises(ModelFileError, match="gone.gguf is missing.*tandem models import"):
         open_engine(local, backend="tvm")
 
 
-def test_a_gguf_config_without_a_path_is_named(tiny_gguf, tmp_path):
-    _, model_dir = tiny_gguf("llama", True, "smollm-like")
+def test_a_gguf_config_without_a_path_is_named(tiny_gguf_model, tmp_path):
+    _, model_dir = tiny_gguf_model("llama", True, "smollm-like")
     config = json.loads((model_dir / "mlc-chat-config.json").read_text())
     del config["tandem"]["gguf"]
     (tmp_path / "mlc-chat-config.json").write_text(json.dumps(config))
@@ -261,7 +262,7 @@ def test_a_gguf_config_without_a_path_is_named(tiny_gguf, tmp_path):
         read_chat_config(tmp_path)
 
 
-def test_a_gguf_model_compiles_for_cuda(tiny_gguf, tmp_path):
+def test_a_gguf_model_compiles_for_cuda(tiny_gguf_model, tmp_path):
     """Every GGUF kind in one model, through the GPU forms dlight schedules; nvcc then turns the
     CUDA source into a cubin for sm_80 (no GPU here: built, not run)."""
     import re
@@ -277,7 +278,7 @@ def test_a_gguf_model_compiles_for_cuda(tiny_gguf, tmp_path):
     from engine.tvm_backend.gguf_weights import open_gguf_weights
     from engine.tvm_backend.target import gpu_build_target
 
-    _, model_dir = tiny_gguf("llama", False, "mixed")
+    _, model_dir = tiny_gguf_model("llama", False, "mixed")
     config = read_chat_config(model_dir)
     kinds = open_gguf_weights(model_dir, config).kinds
     executable, params = build_executable(config.model_config, kinds, gpu_build_target(CUDA_BUILD))
@@ -301,10 +302,10 @@ def test_a_gguf_model_compiles_for_cuda(tiny_gguf, tmp_path):
     assert compiled.returncode == 0, compiled.stderr[-2000:]
 
 
-def test_the_mlc_backend_declines_a_gguf_model_and_auto_takes_tvm(tiny_gguf):
+def test_the_mlc_backend_declines_a_gguf_model_and_auto_takes_tvm(tiny_gguf_model):
     from engine.errors import BackendUnavailable
 
-    _, model_dir = tiny_gguf("llama", True, "smollm-like")
+    _, model_dir = tiny_gguf_model("llama", True, "smollm-like")
     with pytest.raises(BackendUnavailable, match="GGUF file.*tvm"):
         open_engine(model_dir, backend="mlc")
     engine = open_engine(model_dir, backend="auto")
@@ -312,7 +313,7 @@ def test_the_mlc_backend_declines_a_gguf_model_and_auto_takes_tvm(tiny_gguf):
     engine.close()
 
 
-def test_on_a_vnni_cpu_gguf_layers_compile_on_the_float_kernels(tiny_gguf):
+def test_on_a_vnni_cpu_gguf_layers_compile_on_the_float_kernels(tiny_gguf_model):
     """Built (not run: this machine may lack AVX-512) for an AVX512-VNNI CPU with int8 matmuls:
     the GGUF kinds keep the float kernels' tiled layout, beside nothing int8."""
     from engine.config import read_chat_config
@@ -320,7 +321,7 @@ def test_on_a_vnni_cpu_gguf_layers_compile_on_the_float_kernels(tiny_gguf):
     from engine.tvm_backend.gguf_weights import open_gguf_weights
     from engine.tvm_backend.target import HostTarget
 
-    _, model_dir = tiny_gguf("llama", False, "mixed")
+    _, model_dir = tiny_gguf_model("llama", False, "mixed")
     config = read_chat_config(model_dir)
     kinds = open_gguf_weights(model_dir, config).kinds
     spec = {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "icelake-server"}
@@ -329,3 +330,19 @@ def test_on_a_vnni_cpu_gguf_layers_compile_on_the_float_kernels(tiny_gguf):
     shapes = {name: (shape, dtype) for name, shape, dtype in params}
     assert shapes["model.layers.0.self_attn.qkv_proj.q_weight"] == ((4, 8, 32), "uint32")  # q4_0, 32-row tiles
     assert shapes["model.layers.0.self_attn.o_proj.q_weight"] == ((2, 64, 32), "int8")  # q8_0
+
+
+def test_an_imported_gguf_with_k_quants_answers(tiny_gguf, tmp_path):
+    """The user's path: engine.gguf imports a file whose K-quants it re-quantizes to q8_0 (beside
+    native q4_1 and q4_0), and the engine answers from it, each tensor in its own kind."""
+    from engine.api import FinishEvent, GenerationRequest, TokenEvent
+    from engine.gguf.importer import import_gguf
+
+    types = {"token_embd": "Q6_K", "attn_q": "Q4_K", "attn_k": "Q4_1", "attn_v": "Q4_1", "ffn_down": "Q4_0"}
+    import_gguf(tiny_gguf(types=types).path, tmp_path / "model")
+    engine = open_engine(tmp_path / "model", backend="tvm")
+    request = GenerationRequest(messages=[{"role": "user", "content": "Hello there"}], max_tokens=4, seed=1)
+    events = list(engine.generate(request))
+    assert any(isinstance(event, TokenEvent) for event in events)
+    assert isinstance(events[-1], FinishEvent) and events[-1].usage.completion_tokens >= 1
+    engine.close()

