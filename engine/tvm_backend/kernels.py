@@ -23,8 +23,7 @@ llama.cpp's block formats, run as they are (engine/block_codes.py): q4_0 and q4_
 with an f16 scale and an f16 min per group of 32, value code * scale + min (q4_0's min is
 -8 * scale); q8_0: int8 codes with an f16 scale per group of 32."""
 GGUF_KINDS: tuple[WeightKind, ...] = ("q4_0", "q4_1", "q8_0")
-Q4_KINDS: tuple[WeightKind, ...] = ("q4", "q4h", "q4_0", "q4_1")
-"""The kinds whose codes are MLC-ordered nibbles in uint32 words."""
+"""Their scales and mins stay f16, as the file stores them: exact, and half the bytes per token."""
 CpuMatmul = Literal["float", "int8"]
 """How a CPU linear layer computes: float (dequantize the weights, FMA in float32) or int8
 (quantize the activations, integer dot products: engine/tvm_backend/int8_kernels.py)."""
