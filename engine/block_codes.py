@@ -13,6 +13,9 @@ from engine.block_tensors import BLOCK_BYTES, BLOCK_ELEMENTS, BlockFormat, Block
 from engine.errors import ModelFileError
 from engine.quantization import pack_nibbles
 
+BLOCK_CODES_LAYOUT = "q4-mlc-nibbles+f16-scale+f16-min/1;q8-int8+f16-scale/1"
+"""Names what block_arrays makes of the file's bytes; part of the weight cache's key for GGUF
+models (weight_cache.gguf_weights_key), so change it whenever those arrays change."""
 CODE_SUFFIX = ".q_weight"
 SCALE_SUFFIX = ".q_scale"
 MIN_SUFFIX = ".q_min"

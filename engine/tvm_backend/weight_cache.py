@@ -28,7 +28,7 @@ import numpy as np
 import tvm
 
 from engine.artifact import find_tensor_cache, load_params
-from engine.block_codes import BlockArrays
+from engine.block_codes import BLOCK_CODES_LAYOUT, BlockArrays
 from engine.config import ChatConfig, read_json
 from engine.tvm_backend.compiler import ParamSpec
 from engine.tvm_backend.gguf_weights import GGUFWeights
@@ -146,6 +146,7 @@ def gguf_weights_key(
     kind); None when the file cannot be stat'ed. A GGUF is not md5-checked, so a changed file
     is noticed by its size, times and inode."""
     digest = hashlib.sha256(_identity(chat_config, specs, target))
+    digest.update(BLOCK_CODES_LAYOUT.encode())
     try:
         digest.update(_file_stamp(gguf_path, str(gguf_path.resolve())))
     except OSError:
