@@ -28,6 +28,9 @@ GGUF_SETTING_NAMES = {
     "general.sampling.min_p": "min_p", "general.sampling.penalty_repeat": "repetition_penalty",
 }  # fmt: skip
 """The GGUF metadata keys llama.cpp's converter writes a model's recommended sampling under."""
+GGUF_QUANTIZATION = "gguf"
+"""A model directory that runs a GGUF file as it is: its mlc-chat-config.json says
+"quantization": "gguf" and names the file in "tandem": {"gguf": {"path": ...}}."""
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 SUPPORTED_ROPE_TYPES = ("llama3", "linear")
 
@@ -142,12 +145,14 @@ def read_chat_config(model_dir: Path | str) -> ChatConfig:
     source = str(path)
     model_type = _model_type(data, source)
     quantization = data.get("quantization")
-    if quantization not in QUANTIZATIONS:
+    if quantization not in QUANTIZATIONS and quantization != GGUF_QUANTIZATION:
         raise ModelFileError(
             f"{source}: quantization {quantization!r} is not supported; Tandem runs "
-            f"{', '.join(QUANTIZATIONS)}. Re-convert the model with "
+            f"{', '.join(QUANTIZATIONS)} and {GGUF_QUANTIZATION}. Re-convert the model with "
             "`tandem models convert HF_DIR OUT_DIR --quantization q4f16_1`."
         )
+    if quantization == GGUF_QUANTIZATION:
+        _check_gguf_reference(data, source)
     raw_model_config = data.get("model_config")
     if not isinstance(raw_model_config, Mapping):
         raise ModelFileError(f"{source}: the \"model_config\" section is missing; re-convert the model.")
@@ -251,6 +256,15 @@ def _collect(values: dict[str, Any], source: Mapping[str, Any], path: Path) -> N
         if problem:
             raise ModelFileError(f"{path}: {problem}; fix {name} there.")
         values[name] = value
+def _check_gguf_reference(data: Mapping[str, Any], source: str) -> None:
+    tandem = data.get("tandem")
+    reference = tandem.get("gguf") if isinstance(tandem, Mapping) else None
+    path = reference.get("path") if isinstance(reference, Mapping) else None
+    if not isinstance(path, str) or not path:
+        raise ModelFileError(
+            f"{source}: quantization \"gguf\" needs the file it runs in \"tandem\": "
+            "{\"gguf\": {\"path\": ...}}; import the model again with `tandem models import PATH.gguf`."
+        )
 
 
 def write_chat_config(config: ChatConfig, model_dir: Path | str) -> Path:

@@ -29,7 +29,7 @@ from engine.api import (
     Usage,
 )
 from engine.chat_template import JinjaChatTemplate, prompt_format
-from engine.config import read_chat_config, read_generation_defaults
+from engine.config import GGUF_QUANTIZATION, read_chat_config, read_generation_defaults
 from engine.info_extras import info_extras
 from engine.errors import BackendUnavailable, ContextWindowExceeded, EngineError
 from engine.tokenizer import Tokenizer
@@ -59,10 +59,15 @@ class MLCBackendEngine:
         device: str = "auto",
         on_progress: Callable[[str, float], None] | None = None,
     ) -> None:
-        mlc_llm = import_mlc_llm()
-        report = on_progress or (lambda stage, fraction: None)
         self.model_dir = Path(model_dir)
         self.chat_config = read_chat_config(self.model_dir)
+        if self.chat_config.quantization == GGUF_QUANTIZATION:
+            raise BackendUnavailable(
+                f"MLC LLM cannot run {self.model_dir}: it runs a GGUF file, which only Tandem's tvm "
+                "backend reads. Use the tvm (or auto) backend for it."
+            )
+        mlc_llm = import_mlc_llm()
+        report = on_progress or (lambda stage, fraction: None)
         self.tokenizer = Tokenizer.from_model_dir(self.model_dir)
         self.prompt_format = prompt_format(
             self.model_dir, self.chat_config.conv_template, self.chat_config.eos_token_ids, self.tokenizer.token_to_id
