@@ -27,7 +27,7 @@ AUTH = {"authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture
 def peer(served_engine):
-    from offload.server import make_server
+    from app.server.runner import make_server
 
     server = make_server(served_engine, "127.0.0.1", 0, token=TOKEN)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
