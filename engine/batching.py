@@ -47,6 +47,10 @@ class SchedulerStats:
     """Running: prefilling or decoding."""
     generated_tokens: int
     """Tokens sampled since the scheduler started."""
+    decode_steps: int = 0
+    """Batched decode calls since the scheduler started."""
+    decoded_rows: int = 0
+    """Sequences those calls decoded, summed: over decode_steps, the mean batch size."""
 
 
 class Scheduler(Protocol):
@@ -58,6 +62,9 @@ class Scheduler(Protocol):
         InvalidMessages when it cannot run, QueueFull when the queue is full. Setting `cancel`
         ends the request (a FinishEvent with reason "cancelled") and frees its slot."""
         ...
+
+    closed: threading.Event
+    """Set once close() is called."""
 
     def stats(self) -> SchedulerStats: ...
 
@@ -103,6 +110,7 @@ class SerialScheduler:
         self._generated = 0
         self._closed = False
         self._wake = threading.Condition()
+        self.closed = threading.Event()
         self._worker = threading.Thread(target=self._run, name="tandem-serial-scheduler", daemon=True)
         self._worker.start()
 
@@ -121,11 +129,13 @@ class SerialScheduler:
 
     def stats(self) -> SchedulerStats:
         with self._wake:
-            return SchedulerStats(len(self._queue), self._active, self._generated)
+            # One sequence per decode step: every token after the first took one.
+            return SchedulerStats(len(self._queue), self._active, self._generated, self._generated, self._generated)
 
     def close(self) -> None:
         with self._wake:
             self._closed = True
+            self.closed.set()
             dropped, self._queue = list(self._queue), deque()
             self._wake.notify_all()
         for queued in dropped:

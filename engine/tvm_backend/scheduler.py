@@ -83,6 +83,8 @@ class _State:
     active: list[_Sequence] = field(default_factory=list)
     reserved: int = 0
     generated: int = 0
+    decode_steps: int = 0
+    decoded_rows: int = 0
     closed: bool = False
 
 
@@ -95,9 +97,10 @@ class BatchScheduler:
         max_sequences: int = DEFAULT_MAX_SEQUENCES,
         max_waiting: int = DEFAULT_MAX_WAITING,
         kv_tokens: int | None = None,
+        prefill_step_tokens: int = STEP_PREFILL_TOKENS,
     ) -> None:
-        if max_sequences < 1 or max_waiting < 0:
-            raise EngineError("A scheduler needs at least one sequence slot and a non-negative queue.")
+        if max_sequences < 1 or max_waiting < 0 or prefill_step_tokens < 1:
+            raise EngineError("A scheduler needs a sequence slot, a non-negative queue and a prefill step of 1+ tokens.")
         self.engine = engine
         self.max_sequences = max_sequences
         self.max_waiting = max_waiting
@@ -105,11 +108,14 @@ class BatchScheduler:
         self.kv_tokens = kv_tokens or max(window, min(max_sequences * window, DEFAULT_KV_TOKENS))
         if self.kv_tokens < window:
             raise EngineError(f"kv_tokens must hold at least one full context window ({window}).")
-        chunk = min(STEP_PREFILL_TOKENS, engine.chat_config.prefill_chunk_size, window)
+        self.prefill_step_tokens = prefill_step_tokens
+        chunk = min(prefill_step_tokens, engine.chat_config.prefill_chunk_size, window)
         self._batch = BatchSession(engine._require_session(), max_sequences, self.kv_tokens, chunk)
         self._ids = itertools.count()
         self._state = _State()
         self._wake = threading.Condition()
+        self.closed = threading.Event()
+        """Set once close() is called: no request is admitted after it."""
         self._worker = threading.Thread(target=self._run, name="tandem-batch-scheduler", daemon=True)
         self._worker.start()
 
@@ -123,7 +129,8 @@ class BatchScheduler:
             state = self._state
             if state.closed:
                 raise SchedulerClosed()
-            if len(state.waiting) >= self.max_waiting and not self._fits_now(sequence):
+            free_slots = self.max_sequences - len(state.active)  # taken at the next step
+            if len(state.waiting) >= self.max_waiting + free_slots:
                 raise QueueFull(len(state.waiting), retry_after_s(len(state.waiting), self.max_sequences))
             state.waiting.append(sequence)
             self._wake.notify()
@@ -131,11 +138,15 @@ class BatchScheduler:
 
     def stats(self) -> SchedulerStats:
         with self._wake:
-            return SchedulerStats(len(self._state.waiting), len(self._state.active), self._state.generated)
+            state = self._state
+            return SchedulerStats(
+                len(state.waiting), len(state.active), state.generated, state.decode_steps, state.decoded_rows
+            )
 
     def close(self) -> None:
         with self._wake:
             self._state.closed = True
+            self.closed.set()
             self._wake.notify_all()
         self._worker.join(timeout=30)
 
@@ -154,15 +165,6 @@ class BatchScheduler:
             stops=StopChecker((*engine.chat_config.conv_template.stop_str, *request.stop), stop_ids),
             detokenizer=engine.tokenizer.streamer(),
             submitted=time.perf_counter(),
-        )
-
-    def _fits_now(self, sequence: _Sequence) -> bool:
-        """Whether a request could start at the next step without waiting (caller holds the lock)."""
-        state = self._state
-        return (
-            not state.waiting
-            and len(state.active) < self.max_sequences
-            and state.reserved + sequence.reserved <= self.kv_tokens
         )
 
     # The worker thread.
@@ -215,7 +217,7 @@ class BatchScheduler:
         self._retire()
 
     def _prefill_step(self) -> None:
-        budget = STEP_PREFILL_TOKENS
+        budget = self.prefill_step_tokens
         for sequence in self._state.active:
             while not sequence.finished and sequence.prefilled < len(sequence.prompt) and budget > 0:
                 size = min(budget, self._batch.prefill_chunk, len(sequence.prompt) - sequence.prefilled)
@@ -237,6 +239,9 @@ class BatchScheduler:
         started = time.perf_counter()
         logits = self._batch.decode([s.sequence_id for s in ready], [s.pending for s in ready])
         elapsed = time.perf_counter() - started
+        with self._wake:
+            self._state.decode_steps += 1
+            self._state.decoded_rows += len(ready)
         for row, sequence in enumerate(ready):
             sequence.pending = None
             sequence.decode_s += elapsed
