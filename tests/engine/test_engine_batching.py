@@ -24,6 +24,9 @@ PROMPTS = (
     "How do I search my history?",
 )
 WAIT_S = 120
+LOGPROB_TOLERANCE = 1e-4
+"""A batch decodes with the many-row matmul kernels, a lone sequence with the one-row ones: the
+same sums in another order (measured apart by under 1e-5 on tandem-nano)."""
 
 
 @dataclass
@@ -125,9 +128,9 @@ def test_batched_greedy_output_and_logprobs_equal_one_at_a_time(nano, scheduler)
         assert [t.token_id for t in batched.tokens] == [t.token_id for t in alone.tokens]
         assert "".join(t.text for t in batched.tokens) == "".join(t.text for t in alone.tokens)
         for b, a in zip(batched.tokens, alone.tokens):
-            assert b.logprob == pytest.approx(a.logprob, abs=1e-5)
+            assert b.logprob == pytest.approx(a.logprob, abs=LOGPROB_TOLERANCE)
             assert [x.token_id for x in b.top] == [x.token_id for x in a.top]
-            assert [x.logprob for x in b.top] == pytest.approx([x.logprob for x in a.top], abs=1e-5)
+            assert [x.logprob for x in b.top] == pytest.approx([x.logprob for x in a.top], abs=LOGPROB_TOLERANCE)
         assert (batched.finish.reason, batched.finish.usage) == (alone.finish.reason, alone.finish.usage)
 
 
@@ -136,8 +139,7 @@ def test_batched_greedy_output_equals_the_single_sequence_engine(nano, scheduler
     for request, batched in zip(requests, run_together(scheduler, requests)):
         reference = [e for e in nano.generate(request) if isinstance(e, TokenEvent)]
         assert [t.token_id for t in batched.tokens] == [t.token_id for t in reference]
-        # Batched rows use the many-row matmul kernels, the engine's decode the one-row ones.
-        assert [t.logprob for t in batched.tokens] == pytest.approx([t.logprob for t in reference], abs=1e-3)
+        assert [t.logprob for t in batched.tokens] == pytest.approx([t.logprob for t in reference], abs=LOGPROB_TOLERANCE)
 
 
 def test_each_sequence_keeps_its_own_sampling_and_stop_strings(scheduler):
