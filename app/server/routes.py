@@ -131,7 +131,8 @@ async def _chat(request: Request, state: ServerState) -> Response:
     await _admit(state, params, events, cancel)
     reply = _Reply(state, params, arrived)
     if params.stream:
-        headers = {"content-type": "text/event-stream", "cache-control": "no-cache"}
+        # x-accel-buffering: nginx passes each event on at once instead of buffering the stream.
+        headers = {"content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no"}
         return StreamingResponse(_stream(reply, events, cancel), headers=headers)
     return await _complete(request, reply, events, cancel)
 
