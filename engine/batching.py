@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from engine.api import Engine, EngineEvent, FinishEvent, GenerationRequest
+from engine.api import Engine, EngineEvent, FinishEvent, GenerationRequest, Timings, Usage
 from engine.errors import ContextWindowExceeded, EngineError
 
 EventSink = Callable[[EngineEvent | EngineError], None]
@@ -94,6 +94,7 @@ class _Queued:
     request: GenerationRequest
     sink: EventSink
     cancel: threading.Event
+    prompt_tokens: int
 
 
 class SerialScheduler:
@@ -123,7 +124,7 @@ class SerialScheduler:
                 raise SchedulerClosed()
             if len(self._queue) + self._active >= self.max_waiting + self.max_sequences:
                 raise QueueFull(len(self._queue), retry_after_s(len(self._queue), 1))
-            self._queue.append(_Queued(request, sink, cancel))
+            self._queue.append(_Queued(request, sink, cancel, prompt_tokens))
             self._wake.notify()
         return prompt_tokens
 
@@ -139,7 +140,7 @@ class SerialScheduler:
             dropped, self._queue = list(self._queue), deque()
             self._wake.notify_all()
         for queued in dropped:
-            queued.sink(SchedulerClosed())
+            _deliver(queued, SchedulerClosed())
 
     def _run(self) -> None:
         while True:
@@ -157,11 +158,23 @@ class SerialScheduler:
                     self._active = 0
 
     def _generate(self, queued: _Queued) -> None:
+        if queued.cancel.is_set():  # cancelled while it waited: the engine is not started
+            nothing = Timings(ttft_ms=0.0, prefill_tok_s=0.0, decode_tok_s=0.0)
+            _deliver(queued, FinishEvent("cancelled", Usage(queued.prompt_tokens, 0), nothing))
+            return
         try:
             for event in self.engine.generate(queued.request, queued.cancel):
                 if not isinstance(event, FinishEvent):
                     with self._wake:
                         self._generated += 1
-                queued.sink(event)
+                _deliver(queued, event)
         except EngineError as error:
-            queued.sink(error)
+            _deliver(queued, error)
+
+
+def _deliver(queued: _Queued, item: EngineEvent | EngineError) -> None:
+    """A sink that fails has lost its client: cancel, so the engine stops at the next token."""
+    try:
+        queued.sink(item)
+    except Exception:  # noqa: BLE001  (whatever the sink raised, the worker must live on)
+        queued.cancel.set()

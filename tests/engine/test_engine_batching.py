@@ -232,3 +232,23 @@ def test_closing_stops_running_and_waiting_requests_with_a_clear_error(tiny):
     assert "shutting down" in str(running.events[-1])
     with pytest.raises(SchedulerClosed):
         closing.submit(greedy("hi"), lambda event: None, threading.Event())
+
+
+def test_the_serial_scheduler_queues_one_engine_and_refuses_when_full(nano):
+    from engine.batching import SerialScheduler
+
+    serial = SerialScheduler(nano, max_waiting=1)
+    try:
+        gate = threading.Event()
+        running = submit(serial, greedy(PROMPTS[0], 8), gate)
+        assert running.first_token.wait(WAIT_S)  # the worker waits on the gate: one running
+        waiting = submit(serial, greedy(PROMPTS[1], 8))
+        with pytest.raises(QueueFull):
+            serial.submit(greedy(PROMPTS[2]), lambda event: None, threading.Event())
+        assert (serial.stats().active, serial.stats().waiting) == (1, 1)
+        gate.set()
+        assert running.finish.reason in ("stop", "length") and waiting.finish.reason in ("stop", "length")
+        alone = [e.token_id for e in nano.generate(greedy(PROMPTS[1], 8)) if isinstance(e, TokenEvent)]
+        assert [t.token_id for t in waiting.tokens] == alone
+    finally:
+        serial.close()
