@@ -110,7 +110,9 @@ class BatchScheduler:
             raise EngineError(f"kv_tokens must hold at least one full context window ({window}).")
         self.prefill_step_tokens = prefill_step_tokens
         chunk = min(prefill_step_tokens, engine.chat_config.prefill_chunk_size, window)
-        self._batch = BatchSession(engine._require_session(), max_sequences, self.kv_tokens, chunk)
+        if engine.session is None:
+            raise EngineError("This engine was closed; open the model again.")
+        self._batch = BatchSession(engine.session, max_sequences, self.kv_tokens, chunk)
         self._ids = itertools.count()
         self._state = _State()
         self._wake = threading.Condition()
@@ -177,29 +179,34 @@ class BatchScheduler:
                     self._wake.wait()
                 if state.closed:
                     break
-                self._admit()
+                replies = self._admit()
+            for sequence, events in replies:
+                self._emit(sequence, events)
             self._step()
         self._shut_down()
 
-    def _admit(self) -> None:
-        """Move waiting requests into the batch, first come first served (caller holds the lock)."""
+    def _admit(self) -> list[tuple[_Sequence, list[EngineEvent | EngineError]]]:
+        """Drop waiting requests whose clients left, then move waiting requests into the batch,
+        first come first served (caller holds the lock). Returns what to tell whom, sent by the
+        caller once the lock is released."""
         state = self._state
+        replies: list[tuple[_Sequence, list[EngineEvent | EngineError]]] = []
+        for sequence in [s for s in state.waiting if s.cancel.is_set()]:
+            state.waiting.remove(sequence)
+            replies.append((sequence, [self._finish(sequence, "cancelled")]))
         while state.waiting and len(state.active) < self.max_sequences:
             sequence = state.waiting[0]
-            if sequence.cancel.is_set():
-                state.waiting.popleft()
-                self._emit(sequence, [self._finish(sequence, "cancelled")])
-                continue
             if state.reserved + sequence.reserved > self.kv_tokens:
-                break
+                break  # wait for pages to free up
             state.waiting.popleft()
             try:
                 self._batch.add(sequence.sequence_id)
             except EngineError as error:
-                self._emit(sequence, [error])
+                replies.append((sequence, [error]))
                 continue
             state.reserved += sequence.reserved
             state.active.append(sequence)
+        return replies
 
     def _step(self) -> None:
         active = list(self._state.active)

@@ -200,6 +200,22 @@ def test_cancel_ends_a_sequence_and_frees_its_slot(tiny):
         single.close()
 
 
+def test_a_waiting_request_that_is_cancelled_frees_its_queue_place(tiny):
+    single = scheduler_for(tiny, max_sequences=1, max_waiting=1)
+    try:
+        running = submit(single, long_request(single, 200))
+        assert running.first_token.wait(WAIT_S)
+        waiting = submit(single, greedy(PROMPTS[1], 4))
+        waiting.cancel.set()
+        assert waiting.finish.reason == "cancelled" and not waiting.tokens
+        assert not running.done.is_set()  # dropped from the queue while the slot stayed busy
+        later = submit(single, greedy(PROMPTS[1], 4))  # its place is free again
+        running.cancel.set()
+        assert later.finish.reason in ("stop", "length")
+    finally:
+        single.close()
+
+
 def test_waiting_requests_start_when_a_slot_frees(nano):
     narrow = scheduler_for(nano, max_sequences=2, max_waiting=4)
     try:
