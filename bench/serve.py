@@ -53,13 +53,14 @@ def start_server(model_dir: Path, batch: int) -> tuple[subprocess.Popen, str]:
 
 
 async def one_stream(client, url: str, prompt: str) -> tuple[float | None, int]:
-    """(seconds to the first content chunk, completion tokens); raises on any failure."""
+    """(seconds to the first token's chunk, completion tokens); raises on any failure."""
     body = {
         "messages": [{"role": "user", "content": prompt}],
         "max_tokens": STREAM_TOKENS,
         "temperature": 0,
         "stream": True,
         "stream_options": {"include_usage": True},
+        "logprobs": True,  # a chunk for every token, even one whose text is held back or empty
     }
     started = time.perf_counter()
     first, tokens = None, 0
@@ -73,7 +74,7 @@ async def one_stream(client, url: str, prompt: str) -> tuple[float | None, int]:
             chunk = json.loads(line[6:])
             if chunk.get("usage"):
                 tokens = chunk["usage"]["completion_tokens"]
-            elif first is None and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+            elif first is None and chunk["choices"] and chunk["choices"][0].get("logprobs"):
                 first = time.perf_counter() - started
     return first, tokens
 
