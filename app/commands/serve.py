@@ -19,13 +19,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--token", help="require this bearer token from clients (default: $TANDEM_SERVE_TOKEN, else none)"
     )
+    parser.add_argument(
+        "--batch", type=_positive, default=8, metavar="N",
+        help="sequences decoded together in one step (default: 8)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--queue", type=_non_negative, default=16, metavar="N",
+        help="requests that may wait for a free sequence; beyond that clients get 429 (default: 16)",
+    )  # fmt: skip
     parser.set_defaults(handler=serve)
 
 
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 def serve(args: argparse.Namespace) -> int:
+    from app.server.runner import make_server
     from engine.errors import EngineError
     from offload.network import is_loopback
-    from offload.server import make_server
 
     try:
         from engine.loader import open_engine
@@ -49,7 +74,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"\ntandem: {error}", file=sys.stderr)
         return 1
     try:
-        server = make_server(engine, args.host, args.port, token)
+        server = make_server(engine, args.host, args.port, token, max_sequences=args.batch, max_waiting=args.queue)
     except OSError as error:
         engine.close()
         print(
@@ -57,6 +82,10 @@ def serve(args: argparse.Namespace) -> int:
             "Pick another --port or --host.",
             file=sys.stderr,
         )
+        return 1
+    except EngineError as error:
+        engine.close()
+        print(f"tandem: {error}", file=sys.stderr)
         return 1
     if not is_loopback(args.host) and not token:
         print("tandem: warning: anyone who can reach this address can use the model; set --token.", file=sys.stderr)

@@ -123,7 +123,8 @@ class LlamaModel(nn.Module):
 
 
 class LlamaForCausalLM(nn.Module):
-    """The exported functions: embed, prefill (last-token logits), decode, create_tir_paged_kv_cache.
+    """The exported functions: embed, prefill (last-token logits), decode, batch_decode (one
+    token for each of several sequences), create_tir_paged_kv_cache.
 
     The output head is always its own tiled parameter `lm_head`; with tied embeddings the
     loader fills it from the embedding table (its codes and scales, in the embedding's kind)."""
@@ -148,6 +149,12 @@ class LlamaForCausalLM(nn.Module):
         return self.lm_head(last), kv_cache
 
     def decode(self, input_embed: Tensor, kv_cache: PagedKVCache):
+        return self.lm_head(self.model(input_embed, kv_cache)), kv_cache
+
+    def batch_decode(self, input_embed: Tensor, kv_cache: PagedKVCache):
+        """One token for each of several sequences: [batch, 1, hidden] in the order of the
+        sequence ids given to kv_state_begin_forward; logits [batch, 1, vocab]. A symbolic
+        batch makes the linear layers take their prefill-shaped (many-row) kernels."""
         return self.lm_head(self.model(input_embed, kv_cache)), kv_cache
 
     def create_tir_paged_kv_cache(
@@ -198,6 +205,11 @@ class LlamaForCausalLM(nn.Module):
             },
             "decode": {
                 "input_embed": nn.spec.Tensor([1, 1, hidden], "float32"),
+                "kv_cache": nn.spec.Object(object_type=PagedKVCache),
+                "$": packed,
+            },
+            "batch_decode": {
+                "input_embed": nn.spec.Tensor(["batch_size", 1, hidden], "float32"),
                 "kv_cache": nn.spec.Object(object_type=PagedKVCache),
                 "$": packed,
             },

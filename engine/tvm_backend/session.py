@@ -58,6 +58,8 @@ class ModelSession:
             library = tvm.runtime.load_module(str(compiled.library))
             self._vm = relax.VirtualMachine(library, device)
             self._params = list(params)
+            self.library = library
+            """The loaded library: a BatchSession builds its own VM on it, sharing the weights."""
             self._embed = self._vm["embed"]
             self._prefill = self._vm["prefill"]
             self._decode = self._vm["decode"]
@@ -76,6 +78,11 @@ class ModelSession:
             self._reshape = tvm.get_global_func("vm.builtin.reshape")
         self._tokens: list[int] | None = None
         """What the cache holds; None before the first reset or after a failed forward."""
+
+    @property
+    def params(self) -> list[tvm.runtime.Tensor]:
+        """The weights on the device, in the order every exported function takes them."""
+        return self._params
 
     @property
     def length(self) -> int:

@@ -27,7 +27,7 @@ AUTH = {"authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture
 def peer(served_engine):
-    from offload.server import make_server
+    from app.server.runner import make_server
 
     server = make_server(served_engine, "127.0.0.1", 0, token=TOKEN)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -166,7 +166,7 @@ def test_cli_serves_until_interrupted(served_model_dir):
 
 
 def test_settings_a_client_leaves_out_are_the_local_models_own():
-    from offload.server import parse_chat
+    from app.server.protocol import parse_chat
 
     plain = parse_chat(json.dumps({"messages": MESSAGES}).encode()).request
     assert (plain.temperature, plain.top_p, plain.top_k, plain.min_p, plain.repetition_penalty) == (None,) * 5

@@ -1,0 +1,118 @@
+"""Many sequences in one paged KV cache: add and remove them by id, prefill one sequence a chunk
+at a time, and decode one token for each of several sequences in a single batched step.
+
+It runs on its own VM over a ModelSession's loaded library and weights (no second copy)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.runtime import ShapeTuple
+
+from engine.errors import EngineError
+from engine.tvm_backend.session import PAGE_SIZE, ModelSession, tvm_errors
+
+
+class BatchSession:
+    """Up to `max_sequences` sequences sharing `kv_tokens` cache positions. Callers keep each
+    sequence within the positions they reserved for it; this class checks ids and vocabulary."""
+
+    def __init__(self, session: ModelSession, max_sequences: int, kv_tokens: int, prefill_chunk: int) -> None:
+        self.hidden_size = session.hidden_size
+        self.vocab_rows = session.vocab_rows
+        self.max_sequences = max_sequences
+        self.prefill_chunk = prefill_chunk
+        self.device = session.device
+        self._params = session.params
+        self._lengths: dict[int, int] = {}
+        with tvm_errors("starting the batched session"):
+            vm = relax.VirtualMachine(session.library, session.device)
+            self._embed = vm["embed"]
+            self._prefill = vm["prefill"]
+            self._decode = vm["decode"]
+            try:
+                self._batch_decode = vm["batch_decode"]
+            except Exception as error:  # noqa: BLE001  (a library built before batch_decode existed)
+                raise EngineError(
+                    "The compiled model has no batch_decode function; delete the compile cache and restart."
+                ) from error
+            # Each sequence may leave its last page partly empty: room for that on top.
+            self._kv = vm["create_tir_paged_kv_cache"](
+                ShapeTuple([max_sequences]),
+                ShapeTuple([kv_tokens + max_sequences * PAGE_SIZE]),
+                ShapeTuple([prefill_chunk]),
+                ShapeTuple([PAGE_SIZE]),
+                ShapeTuple([0]),
+            )
+            self._add_sequence = tvm.get_global_func("vm.builtin.kv_state_add_sequence")
+            self._remove_sequence = tvm.get_global_func("vm.builtin.kv_state_remove_sequence")
+            self._begin_forward = tvm.get_global_func("vm.builtin.kv_state_begin_forward")
+            self._end_forward = tvm.get_global_func("vm.builtin.kv_state_end_forward")
+            self._reshape = tvm.get_global_func("vm.builtin.reshape")
+
+    def length(self, sequence_id: int) -> int:
+        """Tokens cached for a sequence."""
+        return self._lengths[sequence_id]
+
+    def add(self, sequence_id: int) -> None:
+        if sequence_id in self._lengths:
+            raise EngineError(f"Sequence {sequence_id} is already in the batch.")
+        if len(self._lengths) >= self.max_sequences:
+            raise EngineError(f"The batch already holds {self.max_sequences} sequences.")
+        with tvm_errors("adding a sequence to the KV cache"):
+            self._add_sequence(self._kv, sequence_id)
+        self._lengths[sequence_id] = 0
+
+    def remove(self, sequence_id: int) -> None:
+        """Free a sequence's pages (nothing happens for an unknown id)."""
+        if self._lengths.pop(sequence_id, None) is None:
+            return
+        with tvm_errors("removing a sequence from the KV cache"):
+            self._remove_sequence(self._kv, sequence_id)
+
+    def prefill(self, sequence_id: int, token_ids: Sequence[int]) -> np.ndarray:
+        """Append up to prefill_chunk tokens to one sequence; the logits after the last one."""
+        if not 0 < len(token_ids) <= self.prefill_chunk:
+            raise EngineError(f"A prefill chunk holds 1 to {self.prefill_chunk} tokens, not {len(token_ids)}.")
+        logits = self._forward([sequence_id], self._checked(token_ids), [len(token_ids)], self._prefill)
+        return logits.reshape(-1)
+
+    def decode(self, sequence_ids: Sequence[int], token_ids: Sequence[int]) -> np.ndarray:
+        """Append one token to each sequence, all in one step; logits [len(sequence_ids), vocab].
+        A lone sequence takes the one-row decode kernels, as ModelSession does (faster than the
+        many-row ones for a single row; the logits agree to about 1e-5)."""
+        if len(sequence_ids) != len(token_ids) or not sequence_ids:
+            raise EngineError("A batched decode takes one token for each of one or more sequences.")
+        function = self._decode if len(sequence_ids) == 1 else self._batch_decode
+        logits = self._forward(sequence_ids, self._checked(token_ids), [1] * len(token_ids), function)
+        return logits.reshape(len(sequence_ids), -1)
+
+    def _forward(self, sequence_ids: Sequence[int], ids: np.ndarray, lengths: Sequence[int], function) -> np.ndarray:
+        unknown = [s for s in sequence_ids if s not in self._lengths]
+        if unknown:
+            raise EngineError(f"Sequence {unknown[0]} is not in the batch; add it first.")
+        rows, shape = len(sequence_ids), ShapeTuple([1, len(ids), self.hidden_size])
+        if function is self._batch_decode:  # one row per sequence, not one ragged sequence
+            shape = ShapeTuple([rows, 1, self.hidden_size])
+        with tvm_errors("running the model"):
+            embedded = self._reshape(self._embed(tvm.runtime.tensor(ids, self.device), self._params), shape)
+            self._begin_forward(self._kv, ShapeTuple(list(sequence_ids)), ShapeTuple(list(lengths)))
+            logits, _ = function(embedded, self._kv, self._params)
+            self._end_forward(self._kv)
+            result = logits.numpy()
+        for sequence_id, length in zip(sequence_ids, lengths):
+            self._lengths[sequence_id] += length
+        return result
+
+    def _checked(self, token_ids: Sequence[int]) -> np.ndarray:
+        ids = np.asarray(token_ids, dtype=np.int64)
+        bad = ids[(ids < 0) | (ids >= self.vocab_rows)]
+        if bad.size:
+            raise EngineError(
+                f"Token id {int(bad[0])} is outside the model's vocabulary (0..{self.vocab_rows - 1}); "
+                "the tokenizer does not belong to this model. Convert the model again."
+            )
+        return ids.astype(np.int32)
