@@ -170,6 +170,8 @@ def read_record(folder: Path, name: str) -> ModelRecord:
                 size += referenced.stat().st_size
         else:
             problem = f"the GGUF it references, {referenced}, is gone; remove the model and import it again."
+    if problem is None:
+        problem = _config_problem(folder)
     context = config.get("context_window_size")
     return ModelRecord(
         name=name,
@@ -183,6 +185,19 @@ def read_record(folder: Path, name: str) -> ModelRecord:
         problem=problem,
         tensor_types=dict(gguf.get("tensor_types") or {}) if isinstance(gguf, dict) else {},
     )
+
+
+def _config_problem(folder: Path) -> str | None:
+    """Why the engine would refuse the folder's config (an unsupported architecture, a bad
+    field), or None when it reads."""
+    from engine.config import read_chat_config
+    from engine.errors import ModelFileError
+
+    try:
+        read_chat_config(folder)
+    except ModelFileError as error:
+        return str(error)
+    return None
 
 
 def _folder_bytes(folder: Path) -> int:
