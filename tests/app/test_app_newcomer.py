@@ -1,0 +1,45 @@
+"""Issue 13, a newcomer's first hour: the TUI faults it found, each pinned by the item it names."""
+
+from __future__ import annotations
+
+import pytest
+from app_helpers import SIZE
+
+from app.tui.app import TandemApp
+from app.tui.widgets.prompt import PromptInput
+
+pytestmark = pytest.mark.anyio
+
+PASTE = "\x1b[200~A \x1b[0m \x0f B\x07\x1b[201~"
+
+
+@pytest.mark.parametrize("chunk", [len(PASTE), 1, 3])
+def test_keys_inside_a_bracketed_paste_are_one_paste_in_order(chunk, db_path):
+    """Item 1: Textual replayed an ESC inside a paste, and what followed it (a ^O), as key presses
+    ahead of the paste. The driver's parser must yield one Paste, its text in order, and no key."""
+    TandemApp(db_path)  # installs the parser the terminal drivers use
+    from textual.drivers import linux_driver
+
+    parser = linux_driver.XTermParser(False)
+    tokens = [t for i in range(0, len(PASTE), chunk) for t in parser.feed(PASTE[i : i + chunk])]
+    assert [type(t).__name__ for t in tokens] == ["Paste"]
+    assert tokens[0].text == "A \u241b[0m \x0f B\x07"
+    after = list(parser.feed("x"))  # typing after the paste is keys again
+    assert [getattr(t, "key", None) for t in after] == ["x"]
+
+
+async def test_a_paste_shows_its_control_characters_and_changes_no_setting(make_app, store):
+    """Item 1: control characters in a paste land in the prompt as visible symbols, in order,
+    and neither the cloud opt-in nor the privacy mode moves."""
+    from textual import events
+
+    conversation = store.create_conversation(title="mine")
+    async with make_app().run_test(size=SIZE) as pilot:
+        app = pilot.app
+        prompt = app.chat.query_one(PromptInput)
+        # As the driver delivers it: to the app, which hands it to the focused widget.
+        app.post_message(events.Paste("A \x1b[0m \x0f B\x07\r\nC"))
+        await pilot.pause()
+        assert prompt.text == "A \u241b[0m \u240f B\u2407\nC"
+        assert not store.get_conversation(conversation.id).cloud_opt_in
+        assert app.settings.mode == "ask"
