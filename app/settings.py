@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal, Protocol
 
 MODES: tuple[str, ...] = ("offline", "ask", "auto")
-"""The privacy modes in the order Ctrl+G cycles them."""
+"""The privacy modes in the order Ctrl+G cycles them, most private first."""
 
 THEMES: tuple[str, ...] = ("textual-dark", "textual-light")
 
@@ -70,6 +70,11 @@ class UserSettings:
 
     def next_mode(self) -> UserSettings:
         return replace(self, mode=MODES[(MODES.index(self.mode) + 1) % len(MODES)])
+
+    def next_mode_needs_confirmation(self) -> bool:
+        """Stepping into auto (turns leave without asking) must be deliberate; stepping towards
+        privacy never needs a confirmation."""
+        return self.next_mode().mode == "auto"
 
     def active_provider(self) -> ProviderSettings | None:
         return next((p for p in self.providers if p.name == self.provider), None)

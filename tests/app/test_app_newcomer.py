@@ -43,3 +43,26 @@ async def test_a_paste_shows_its_control_characters_and_changes_no_setting(make_
         assert prompt.text == "A \u241b[0m \u240f B\u2407\nC"
         assert not store.get_conversation(conversation.id).cloud_opt_in
         assert app.settings.mode == "ask"
+
+
+async def test_one_ctrl_g_from_ask_does_not_reach_auto(make_app, store):
+    """Item 2: from the default ask, Ctrl+G asks before auto; Enter (on Cancel) or Esc moves on
+    to offline, towards privacy; stepping out of auto needs no confirmation."""
+    from app.settings import load_settings
+    from app.tui.screens.confirm import ConfirmScreen
+
+    async with make_app().run_test(size=SIZE) as pilot:
+        app = pilot.app
+        await pilot.press("ctrl+g")
+        assert isinstance(app.screen, ConfirmScreen)
+        assert app.settings.mode == "ask" and load_settings(store).mode == "ask"
+        await pilot.press("enter")
+        assert app.settings.mode == "offline"
+        await pilot.press("ctrl+g")  # offline -> ask: towards the cloud, but ask still asks
+        assert app.settings.mode == "ask" and not isinstance(app.screen, ConfirmScreen)
+        await pilot.press("ctrl+g", "escape")
+        assert app.settings.mode == "offline"
+        await pilot.press("ctrl+g", "ctrl+g", "y")
+        assert app.settings.mode == "auto" and load_settings(store).mode == "auto"
+        await pilot.press("ctrl+g")
+        assert app.settings.mode == "offline" and not isinstance(app.screen, ConfirmScreen)

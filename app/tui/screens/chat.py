@@ -72,7 +72,7 @@ class ChatScreen(Screen[None]):
         ("Show or hide archived", "List archived conversations too, or not", "toggle_archived"),
         ("Toggle cloud for this conversation", "Allow or forbid escalation to the cloud here (Ctrl+O)", "toggle_cloud"),
         ("Lock conversation to local", "Forbid the cloud here whatever the mode, or lift the lock", "toggle_local_lock"),
-        ("Cycle privacy mode", "offline → ask → auto (Ctrl+G)", "cycle_mode"),
+        ("Cycle privacy mode", "offline → ask → auto; auto asks you first (Ctrl+G)", "cycle_mode"),
         ("Egress ledger", "Every request that left this machine (Ctrl+E)", "egress"),
         ("Settings", "Providers, models, thresholds, redaction terms (Ctrl+S)", "settings"),
         ("API keys", "Keys in the system keyring (Ctrl+K)", "keys"),
@@ -319,9 +319,31 @@ class ChatScreen(Screen[None]):
         if self.tandem.offline_flag:
             self.notify("Started with --offline: nothing leaves this machine until you restart without it.")
             return
-        settings = self.tandem.settings.next_mode()
+        current = self.tandem.settings
+        if not current.next_mode_needs_confirmation():
+            self._set_mode(current.next_mode().mode)
+            return
+        from app.tui.screens.confirm import ConfirmScreen
+
+        def confirmed(yes: bool | None) -> None:
+            # Declining moves on past auto, to offline: the cycle never sticks, and only towards privacy.
+            self._set_mode("auto" if yes else "offline", "" if yes else " (auto not confirmed)")
+
+        provider = current.provider
+        self.app.push_screen(
+            ConfirmScreen(
+                f"Switch to [b]auto[/b]? Turns the local model is unsure of will go to {escape(provider)} "
+                "without asking you first (only in conversations that opted in, still redacted).\n"
+                "Cancel moves on to offline.",
+                yes="Switch to auto",
+            ),
+            confirmed,
+        )
+
+    def _set_mode(self, mode: str, note: str = "") -> None:
+        settings = replace(self.tandem.settings, mode=mode)
         self.tandem.update_settings(settings)
-        self.notify(f"Privacy mode: {settings.mode}.")
+        self.notify(f"Privacy mode: {settings.mode}{note}.")
 
     # --- screens --------------------------------------------------------------------------------
 
