@@ -1,0 +1,41 @@
+"""Issue 13, a newcomer's first hour: the offload faults it found, each pinned by the item it names."""
+
+from __future__ import annotations
+
+import pytest
+
+from offload.redaction import Redactor
+
+
+def test_an_ip_address_ending_a_sentence_is_redacted() -> None:
+    """Item 3: the IPv4 lookahead refused a trailing full stop, so the address left as it was."""
+    out = Redactor().redact("Contact: 11.159.244.37. Summarise the outage.")
+    assert out == "Contact: [IP_1]. Summarise the outage."
+
+
+@pytest.mark.parametrize("address", ["77.140.35.237", "82.165.177.154", "11.159.244.37", "203.0.113.9"])
+def test_ip_addresses_are_labelled_ip_not_phone(address: str) -> None:
+    """Item 3: dotted quads that libphonenumber also reads as numbers were labelled [PHONE_n]."""
+    assert Redactor().redact(f"host {address} is down") == "host [IP_1] is down"
+
+
+@pytest.mark.parametrize("iban", ["GB82WEST12345698765432", "GB33BUKB20201555555555", "GB82 WEST 1234 5698 7654 32"])
+def test_gb_ibans_are_labelled_iban_not_secret(iban: str) -> None:
+    """Item 3: a compact GB IBAN also looks like a random token and was labelled [SECRET_n]."""
+    assert Redactor().redact(f"pay {iban} today") == "pay [IBAN_1] today"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Invoice INV-2026-000123 is overdue", "order 2026-000123 shipped", "Order no. 2026-000123 shipped",
+     "ticket #2026-000123 closed"],
+)
+def test_invoice_and_order_numbers_are_not_phone_numbers(text: str) -> None:
+    """Item 3: `Invoice INV-2026-000123` was redacted as a phone number."""
+    assert "PHONE" not in Redactor().redact(text)
+
+
+def test_phone_numbers_are_still_found_beside_the_rule() -> None:
+    """Item 3's reference-number rule must not hide real phone numbers."""
+    out = Redactor().redact("Call 202-555-0143 or +44 20 7946 0958.")
+    assert out == "Call [PHONE_1] or [PHONE_2]."
