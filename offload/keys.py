@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from offload.errors import KeyStoreError
@@ -16,6 +17,24 @@ _INDEX_ENTRY = ".providers"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 
 Source = Literal["env", "keyring"]
+
+
+@dataclass(frozen=True)
+class KeyBackend:
+    """Where `set_key` puts a key: the keyring backend in use, and whether it stores keys readably."""
+
+    name: str
+    """The backend's class, as keyring names it (e.g. "keyrings.alt.file.PlaintextKeyring")."""
+    plaintext: bool
+    """True when anyone who can read `location` can read the key (base64 is no protection)."""
+    location: str | None = None
+    """The file the backend writes, for file backends."""
+
+    def describe(self) -> str:
+        if self.plaintext:
+            where = f" ({self.location})" if self.location else ""
+            return f"the plaintext keyring file{where}, backend {self.name}"
+        return f"the keyring backend {self.name}"
 
 
 def env_var(provider: str) -> str:
@@ -71,19 +90,36 @@ def providers() -> list[tuple[str, Source | None]]:
     return [(name, source_of(name)) for name in names]
 
 
+def backend() -> KeyBackend:
+    """The keyring backend keys are stored in now. keyring falls back to keyrings.alt's plaintext
+    file when no system keyring exists, and says nothing of it."""
+    chosen = _backend()
+    inner = getattr(chosen, "backends", None) or [chosen]  # a chainer writes to its first backend
+    first = inner[0]
+    cls = type(first)
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    plaintext = cls.__module__.startswith("keyrings.alt") and not cls.__qualname__.startswith("Encrypted")
+    location = getattr(first, "file_path", None)
+    return KeyBackend(name, plaintext, str(location) if location else None)
+
+
+def _backend() -> Any:
+    import keyring.core
+
+    # load_env honours PYTHON_KEYRING_BACKEND as it is now, not as it was at first use.
+    return keyring.core.load_env() or keyring.get_keyring()
+
+
 def _indexed() -> list[str]:
     stored = _call("get_password", SERVICE, _INDEX_ENTRY) or ""
     return [name for name in stored.split(",") if _NAME.match(name)]
 
 
 def _call(method: str, *args: str) -> Any:
-    import keyring.core
     import keyring.errors
 
-    # load_env honours PYTHON_KEYRING_BACKEND as it is now, not as it was at first use.
-    backend = keyring.core.load_env() or keyring.get_keyring()
     try:
-        return getattr(backend, method)(*args)
+        return getattr(_backend(), method)(*args)
     except keyring.errors.PasswordDeleteError:
         return None
     except (keyring.errors.KeyringError, RuntimeError) as exc:

@@ -47,7 +47,15 @@ def set_key(args: argparse.Namespace) -> int:
     except (EOFError, KeyboardInterrupt):
         print("\ntandem: no key stored.", file=sys.stderr)
         return 1
-    print(f"Stored the {args.provider} key in the system keyring.")
+    stored_in = keys.backend()
+    print(f"Stored the {args.provider} key in {stored_in.describe()}.")
+    if stored_in.plaintext:
+        print(
+            "Warning: that file is not encrypted; anyone who can read it can read the key. "
+            f"Prefer setting {keys.env_var(args.provider)} in your environment, or install an encrypted "
+            "keyring (GNOME Keyring, KWallet, macOS Keychain) and store the key again.",
+            file=sys.stderr,
+        )
     if keys.source_of(args.provider) == "env":
         print(f"Note: {keys.env_var(args.provider)} is set and takes precedence over the keyring.")
     return 0

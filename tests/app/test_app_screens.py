@@ -72,7 +72,9 @@ async def test_keys_are_set_in_the_keyring_and_removed_never_shown(make_app):
         screen.query_one("#set").press()
         await pilot.pause()
         assert keyring.get_password("tandem", "openai") == "sk-test-123456789"
-        assert table.get_row("openai")[1] == "system keyring"
+        # Issue 13 item 4: the test's keyring is keyrings.alt's plaintext file; the screen says so.
+        assert table.get_row("openai")[1] == "plaintext keyring file"
+        assert "not encrypted" in str(screen.query_one("#backend").render())
         assert screen.query_one("#secret").value == ""
         screen.query_one("#remove").press()
         await pilot.pause()

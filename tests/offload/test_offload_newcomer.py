@@ -39,3 +39,29 @@ def test_phone_numbers_are_still_found_beside_the_rule() -> None:
     """Item 3's reference-number rule must not hide real phone numbers."""
     out = Redactor().redact("Call 202-555-0143 or +44 20 7946 0958.")
     assert out == "Call [PHONE_1] or [PHONE_2]."
+
+
+def _tandem(*args: str, stdin: str = ""):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args], input=stdin, capture_output=True, text=True, cwd=root, timeout=60
+    )
+
+
+def test_keys_set_names_a_plaintext_backend_and_the_safer_ways(isolated_home) -> None:
+    """Item 4: with keyrings.alt's plaintext file as the backend, `tandem keys set` said "the system
+    keyring". It must name the file, say it is not encrypted, and point to the variable."""
+    from offload import keys
+
+    done = _tandem("keys", "set", "openai", stdin="sk-test-0123456789abcdefghij\n")
+    assert done.returncode == 0, done.stderr
+    assert "system keyring" not in done.stdout
+    backend = keys.backend()
+    assert backend.plaintext and backend.location
+    assert "plaintext" in done.stdout and backend.location in done.stdout
+    assert "not encrypted" in done.stderr and "OPENAI_API_KEY" in done.stderr
+    assert "sk-test-0123456789abcdefghij" not in done.stdout + done.stderr
