@@ -51,6 +51,12 @@ class Preview:
 
 
 Approver = Callable[[Preview], bool]
+"""True lets the request leave; False is the user declining. An approver that cannot ask at all
+(no terminal) raises ApprovalUnavailable instead, so nobody is told they declined."""
+
+
+class ApprovalUnavailable(Exception):
+    """The approver could not put the question to the user; the message says why and what to do."""
 
 
 _FORCE_PREFIX = re.compile(r"^\s*/(cloud|local)\b\s*", re.IGNORECASE)
@@ -323,10 +329,18 @@ class Router:
         payload = provider.payload(outgoing, model, turn.max_tokens, temperature)
 
         if verdict.needs_approval:
-            approved = approve is not None and approve(Preview(provider.name, provider.host, payload))
+            unasked: str | None = None
+            try:
+                approved = approve is not None and approve(Preview(provider.name, provider.host, payload))
+            except ApprovalUnavailable as problem:
+                approved, unasked = False, str(problem)
             if not approved:
-                reason = f"kept local: {why}; you declined sending it to {provider.host}"
-                yield Notice(f"Not sent to {provider.host}: you declined. The local answer stays.")
+                if unasked:
+                    reason = f"kept local: {why}; ask mode could not ask you"
+                    yield Notice(f"Not sent to {provider.host}: {unasked} The local answer stays.")
+                else:
+                    reason = f"kept local: {why}; you declined sending it to {provider.host}"
+                    yield Notice(f"Not sent to {provider.host}: you declined. The local answer stays.")
                 yield Decision("local", reason, confidence, dict(features))
                 low = LOW_CONFIDENCE if confidence is None else min(confidence, 0.5)
                 yield from self._fall_back_local(turn, messages, cancel, draft, reason, low,

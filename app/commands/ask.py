@@ -122,14 +122,19 @@ def _print_tokens(event: Any) -> None:
         print(f"\n⚑ local draft withdrawn: {event.reason}", file=sys.stderr)
 
 
-def _approve_on_terminal(preview: Any) -> bool:
+def _approve_on_terminal(preview: Any, tty_path: str = "/dev/tty") -> bool:
     """Ask mode on the command line: show the payload on the terminal and wait for y/N.
-    Without a terminal to ask on, nothing leaves."""
+    Without a terminal to ask on, nothing leaves, and the router says so (not "you declined")."""
+    from offload.router import ApprovalUnavailable
+
     try:
-        with open("/dev/tty", "r+", encoding="utf-8") as tty:
-            tty.write(f"\nSend this to {preview.provider} at {preview.host}?\n{preview.payload}\n[y/N] ")
-            tty.flush()
-            return tty.readline().strip().lower() in ("y", "yes")
+        # Two handles: a text file opened "r+" on a tty is not seekable, and Python refuses it.
+        with open(tty_path, "w", encoding="utf-8") as out, open(tty_path, encoding="utf-8", errors="replace") as into:
+            out.write(f"\nSend this to {preview.provider} at {preview.host}?\n{preview.payload}\n[y/N] ")
+            out.flush()
+            return into.readline().strip().lower() in ("y", "yes")
     except OSError:
-        print("⚑ ask mode needs a terminal to approve a cloud request; kept local.", file=sys.stderr)
-        return False
+        raise ApprovalUnavailable(
+            "ask mode needs a terminal to approve a cloud request, and none is attached. Run it in a "
+            "terminal, or switch to auto mode in settings to send without asking."
+        ) from None

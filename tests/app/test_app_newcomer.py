@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 from app_helpers import SIZE
 
@@ -66,3 +75,58 @@ async def test_one_ctrl_g_from_ask_does_not_reach_auto(make_app, store):
         assert app.settings.mode == "auto" and load_settings(store).mode == "auto"
         await pilot.press("ctrl+g")
         assert app.settings.mode == "offline" and not isinstance(app.screen, ConfirmScreen)
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def on_a_terminal(args: list[str], answer: bytes | None, timeout: float = 300) -> tuple[int, str]:
+    """Run `tandem ARGS` with a pseudo-terminal as its controlling terminal (so /dev/tty opens, as
+    in a real one); type `answer` at the first [y/N]. Returns the exit code and all it printed."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: becomes tandem at once
+        os.chdir(REPO_ROOT)
+        os.execv(sys.executable, [sys.executable, "-m", "app", *args])
+    output, answered, deadline = b"", False, time.monotonic() + timeout
+    try:
+        while True:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                raise AssertionError(f"tandem did not finish on the terminal; it printed {output!r}")
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+            if answer is not None and not answered and b"[y/N]" in output:
+                os.write(fd, answer + b"\r")
+                answered = True
+    finally:
+        os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), output.decode("utf-8", errors="replace")
+
+
+def test_ask_cloud_in_ask_mode_can_be_approved_on_a_terminal(cloud_settings, loopback_cloud):
+    """Item 5: /dev/tty was opened "r+" in text mode, which Python refuses on a terminal, so
+    `tandem ask --cloud` could never be approved. Typing y at the prompt must send it."""
+    code, printed = on_a_terminal(["ask", "--cloud", "Write to me today"], b"y")
+    assert code == 0, printed
+    assert "[y/N]" in printed and "needs a terminal" not in printed
+    assert len(loopback_cloud.bodies) == 1
+    assert "☁ cloud" in printed and "I will write to" in printed
+
+
+def test_ask_without_a_terminal_does_not_say_declined(cloud_settings, loopback_cloud):
+    """Item 5: with no terminal to ask on, the user read "you declined"; they were never asked."""
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "ask", "--cloud", "Write to me today"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
+        start_new_session=True,  # no controlling terminal: /dev/tty cannot open
+    )
+    assert done.returncode == 0, done.stderr
+    assert "needs a terminal" in done.stderr and "declined" not in done.stderr
+    assert loopback_cloud.bodies == []
