@@ -130,3 +130,53 @@ def test_ask_without_a_terminal_does_not_say_declined(cloud_settings, loopback_c
     assert done.returncode == 0, done.stderr
     assert "needs a terminal" in done.stderr and "declined" not in done.stderr
     assert loopback_cloud.bodies == []
+
+
+def _preview():
+    from offload.router import Preview
+
+    return Preview("loopback", "127.0.0.1:9", '{"messages": [{"role": "user", "content": "hi [EMAIL_1]"}]}')
+
+
+async def test_the_approval_dialog_says_how_to_send(make_app):
+    """Item 6: the dialog starts on "Keep local" and its hint named only Esc, so the natural Enter
+    declined. The hint must name every key it takes; Ctrl+S sends, Enter presses the focused button."""
+    from app.tui.screens.approve import ApproveScreen
+
+    async with make_app().run_test(size=SIZE) as pilot:
+        answers: list[bool | None] = []
+        await pilot.app.push_screen(ApproveScreen(_preview()), answers.append)
+        await pilot.pause()
+        hint = str(pilot.app.screen.query_one("#hint").render())
+        for key in ("Ctrl+S", "Esc", "Tab", "Enter"):
+            assert key in hint
+        await pilot.press("ctrl+s")
+        assert answers == [True]
+        await pilot.app.push_screen(ApproveScreen(_preview()), answers.append)
+        await pilot.pause()
+        assert pilot.app.screen.focused.id == "keep"  # the cancelling choice stays the default
+        await pilot.press("enter")
+        assert answers == [True, False]
+
+
+async def test_the_preview_and_the_ledger_count_the_same_bytes(make_app, store):
+    """Item 13: the preview said "913 bytes" and the ledger 1185 for the same request (headers
+    included). Both now show the request body under that name; the ledger adds the wire figure."""
+    from app.tui.screens.approve import ApproveScreen
+    from app.tui.screens.egress import EgressScreen
+
+    preview = _preview()
+    body = len(preview.payload.encode())
+    conversation = store.create_conversation(title="t")
+    store.record_egress(conversation_id=conversation.id, provider="loopback", host=preview.host,
+                        payload=preview.payload, bytes_sent=body + 250, bytes_received=99, redactions={})
+    async with make_app().run_test(size=SIZE) as pilot:
+        await pilot.app.push_screen(ApproveScreen(preview))
+        await pilot.pause()
+        assert f"The request body, exactly as below: {body} bytes" in str(pilot.app.screen.query_one("#hint").render())
+        pilot.app.screen.dismiss(False)
+        await pilot.app.push_screen(EgressScreen(store.egress()))
+        await pilot.pause()
+        row = pilot.app.screen.query_one("#ledger").get_row_at(0)
+        assert row[4:6] == [str(body), str(body + 250)]
+        assert f"{body} bytes of request body" in str(pilot.app.screen.query_one("#summary").render())

@@ -116,9 +116,11 @@ async def test_ctrl_e_lists_what_left_with_its_exact_payload(make_app, store):
         assert isinstance(app.screen, EgressScreen)
         table = app.screen.query_one("#ledger")
         row = table.get_row_at(0)
-        assert row[2:] == ["openai", "api.openai.com", "321", "654", "EMAIL×1"]
+        body = len('{"content": "[EMAIL_1] asked"}')
+        assert row[2:] == ["openai", "api.openai.com", str(body), "321", "654", "EMAIL×1"]
         assert app.screen.query_one("#payload").text == '{"content": "[EMAIL_1] asked"}'
-        assert "1 request left this machine, 321 bytes sent" in str(app.screen.query_one("#summary").render())
+        summary = str(app.screen.query_one("#summary").render())
+        assert f"1 request left this machine: {body} bytes of request body, 321 bytes on the wire" in summary
 
 
 async def test_the_ledger_says_when_only_a_hash_was_kept(make_app):

@@ -30,7 +30,14 @@ class ApproveScreen(ModalScreen[bool]):
                 id="destination",
             )
             size = len(self.preview.payload.encode())
-            yield Static(f"{size} bytes, exactly as below. Esc keeps the turn on this machine.", classes="hint")
+            # "Request body", as the egress ledger's body column counts it (the wire adds headers).
+            yield Static(
+                f"The request body, exactly as below: {size} bytes (HTTP headers go with it).\n"
+                "[b]Ctrl+S[/b] sends · [b]Esc[/b] keeps it local · [b]Tab[/b] moves between the buttons, "
+                "[b]Enter[/b] presses the highlighted one",
+                classes="hint",
+                id="hint",
+            )
             yield TextArea(self.preview.payload, read_only=True, id="payload")
             with Horizontal(classes="buttons"):
                 yield Button("Send", variant="warning", id="send")
