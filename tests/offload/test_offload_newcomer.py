@@ -65,3 +65,42 @@ def test_keys_set_names_a_plaintext_backend_and_the_safer_ways(isolated_home) ->
     assert "plaintext" in done.stdout and backend.location in done.stdout
     assert "not encrypted" in done.stderr and "OPENAI_API_KEY" in done.stderr
     assert "sk-test-0123456789abcdefghij" not in done.stdout + done.stderr
+
+
+def _chunk(delta: dict) -> str:
+    import json
+
+    return f"data: {json.dumps({'model': 'm', 'choices': [{'index': 0, 'delta': delta}]})}\n\n"
+
+
+EMPTY_STREAMS = {
+    "only [DONE]": ["data: [DONE]\n\n"],
+    "content not a string": [_chunk({"content": 42}), _chunk({"content": None}), "data: [DONE]\n\n"],
+    "content a list": [_chunk({"content": ["x"]}), "data: [DONE]\n\n"],
+    "no text at all": [_chunk({"role": "assistant", "content": ""}), "data: [DONE]\n\n"],
+}
+
+
+@pytest.mark.parametrize("events", EMPTY_STREAMS.values(), ids=EMPTY_STREAMS.keys())
+def test_a_cloud_stream_with_no_text_is_a_failed_turn_that_falls_back_local(server, events) -> None:
+    """Item 7: a stream of only [DONE], or whose delta.content is not a string, was stored as a
+    complete cloud answer with an empty reply. It is a failed cloud turn: local answer, notice."""
+    from conftest_router import REFUSAL, ScriptedEngine, confident
+    from offload_faults import make_provider, stream
+
+    from offload.events import Discard, Notice, Token, TurnDone
+    from offload.privacy import ConversationPolicy, PrivacySettings
+    from offload.router import Router, Turn
+
+    server.play(stream(events))
+    router = Router(ScriptedEngine(lambda text: confident(REFUSAL)), PrivacySettings(mode="auto"),
+                    provider=make_provider("openai", server.base), cloud_model="m")
+    turn = Turn(1, [{"role": "user", "content": "hello"}], ConversationPolicy(cloud_opt_in=True))
+    out = list(router.run(turn))
+    done = out[-1]
+    assert isinstance(done, TurnDone) and done.route == "local" and "cloud failed" in done.reason
+    assert any("The cloud failed" in e.text and "cannot read" in e.text for e in out if isinstance(e, Notice))
+    shown = ""
+    for event in out:  # what the user ends up seeing: a Discard withdraws what came before
+        shown = "" if isinstance(event, Discard) else shown + (event.text if isinstance(event, Token) else "")
+    assert shown == REFUSAL
