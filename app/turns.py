@@ -115,9 +115,11 @@ class TurnRunner:
         )
         result = TurnResult()
         writer = self.store.begin_reply(conversation_id, parent_id=question.id)
+        route = ["local"]  # where the row says the reply comes from, kept true as the turn moves
         try:
             for event in self.router.run(turn, approve, cancel):
                 result.observe(event)
+                self._follow_route(writer, event, route)
                 self._persist(conversation_id, writer, event)
                 if on_event is not None:
                     on_event(event)
@@ -136,6 +138,17 @@ class TurnRunner:
             for m in self.store.messages(conversation_id)
             if m.content and m.status in ("complete", "interrupted")
         ]
+
+    @staticmethod
+    def _follow_route(writer: Any, event: RouterEvent, route: list[str]) -> None:
+        """A reply the cloud took over is recorded as the cloud's at once, not at the end: one cut
+        off by a crash must not come back labelled local."""
+        if isinstance(event, Decision) and event.route == "cloud" and route[0] != "cloud":
+            writer.retarget("cloud", event.model, event.provider)
+            route[0] = "cloud"
+        elif isinstance(event, Token) and event.route != route[0]:  # the cloud failed: local again
+            writer.retarget(event.route, None, None)
+            route[0] = event.route
 
     def _persist(self, conversation_id: int, writer: Any, event: RouterEvent) -> None:
         if isinstance(event, Token):

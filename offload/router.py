@@ -349,7 +349,8 @@ class Router:
 
         if draft is not None and draft.tokens:
             yield Discard(f"escalating to {provider.name}: {why}")
-        yield Decision("cloud", f"escalated: {why}", confidence, dict(features))
+        yield Decision("cloud", f"escalated: {why}", confidence, dict(features),
+                       provider=provider.name, model=model)
         restorer = redactor.streaming_restorer() if redactor else None
         streamed = False
         end: StreamEnd | None = None

@@ -180,3 +180,35 @@ async def test_the_preview_and_the_ledger_count_the_same_bytes(make_app, store):
         row = pilot.app.screen.query_one("#ledger").get_row_at(0)
         assert row[4:6] == [str(body), str(body + 250)]
         assert f"{body} bytes of request body" in str(pilot.app.screen.query_one("#summary").render())
+
+
+def test_a_cloud_reply_cut_off_keeps_its_route_and_provider(store, nano_engine, cloud_settings, loopback_cloud):
+    """Item 8: after kill -9 during a cloud stream, the recovered partial reply read "⌂ local ·
+    interrupted": route and provider were written only when the reply finished. They must be on
+    the row from the cloud's first token, and survive an interrupted end."""
+    from dataclasses import replace
+
+    from app.route_labels import describe_reply
+    from app.turns import TurnRunner, default_router_factory
+    from offload.events import Token
+
+    settings = replace(cloud_settings, mode="auto")
+    conversation = store.create_conversation(title="t", cloud_opt_in=True)
+    runner = TurnRunner(store, default_router_factory(nano_engine, settings, False))
+    seen_mid_stream = []
+
+    def crash_at_the_first_cloud_token(event) -> None:
+        if isinstance(event, Token) and event.route == "cloud":
+            reply = store.messages(conversation.id)[-1]  # what a kill -9 now would leave behind
+            seen_mid_stream.append((reply.status, reply.route, reply.provider, reply.model))
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(conversation.id, "Write to me", force="cloud", on_event=crash_at_the_first_cloud_token)
+    assert seen_mid_stream == [("partial", "cloud", "loopback", "loopback-model")]
+    reply = store.messages(conversation.id)[-1]
+    assert (reply.status, reply.route, reply.provider) == ("interrupted", "cloud", "loopback")
+    label = describe_reply(route=reply.route, provider=reply.provider, model=reply.model,
+                           confidence=reply.confidence, tok_s=reply.tok_s, reason=reply.escalation_reason,
+                           status=reply.status)
+    assert label.startswith("☁ cloud · loopback") and "interrupted" in label
