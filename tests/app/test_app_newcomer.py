@@ -212,3 +212,24 @@ def test_a_cloud_reply_cut_off_keeps_its_route_and_provider(store, nano_engine, 
                            confidence=reply.confidence, tok_s=reply.tok_s, reason=reply.escalation_reason,
                            status=reply.status)
     assert label.startswith("☁ cloud · loopback") and "interrupted" in label
+
+
+async def test_text_and_enter_arriving_in_one_write_are_sent(nano_app):
+    """Item 9: `tmux send-keys "text" Enter`, or a paste ending in a newline, delivers the keys in
+    one burst; the Enter binding ran before the prompt had taken the text, so nothing was sent."""
+    from textual import events
+
+    from app_helpers import until_ready
+
+    app = nano_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await until_ready(pilot)
+        for char in "hi there":  # one burst: no pause between the keys, as the driver posts them
+            app.post_message(events.Key("space" if char == " " else char, char))
+        app.post_message(events.Key("enter", "\r"))
+        for _ in range(500):  # wait on the store, not a fixed time
+            if app.chat.conversation_id and app.store.messages(app.chat.conversation_id):
+                break
+            await pilot.pause(0.01)
+        assert [m.content for m in app.store.messages(app.chat.conversation_id)][:1] == ["hi there"]
+        assert app.chat.query_one(PromptInput).text == ""

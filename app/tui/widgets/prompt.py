@@ -24,6 +24,11 @@ class PromptInput(TextArea):
         super().__init__(soft_wrap=True, show_line_numbers=False, tab_behavior="focus", **kwargs)
 
     def action_send(self) -> None:
+        # Keys that arrive in one burst ("text" then Enter from tmux, a paste ending in a newline)
+        # are queued here while this priority binding runs at once: send after they are typed.
+        self.call_later(self._send)
+
+    def _send(self) -> None:
         text = self.text.strip()
         if text:
             self.post_message(self.Submitted(text))
