@@ -37,12 +37,25 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def as_text(text: str) -> str:
+    """Text that can be stored: argv bytes Python could not decode come back as themselves, and
+    whatever is still not UTF-8 (a lone surrogate, a stray byte) becomes U+FFFD."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that is not an escaped byte
+        raw = text.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "replace")
+
+
 def read_question(prompt: str) -> str:
     if prompt != "-":
-        return prompt.strip()
+        return as_text(prompt).strip()
     if sys.stdin is None or sys.stdin.isatty():
         return ""
-    return sys.stdin.read().strip()
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:  # a replaced text stream (tests, embedding): no bytes to decode
+        return as_text(sys.stdin.read()).strip()
+    return stream.read().decode("utf-8", "replace").strip()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -233,3 +233,30 @@ async def test_text_and_enter_arriving_in_one_write_are_sent(nano_app):
             await pilot.pause(0.01)
         assert [m.content for m in app.store.messages(app.chat.conversation_id)][:1] == ["hi there"]
         assert app.chat.query_one(PromptInput).text == ""
+
+
+@pytest.mark.parametrize("how", ["argv", "stdin"])
+def test_a_prompt_that_is_not_utf8_is_stored_and_answered(how, store):
+    """Item 10: invalid UTF-8 or a lone surrogate in the prompt crashed `tandem ask` with a
+    UnicodeEncodeError traceback. What cannot be encoded is replaced; the turn is stored and answered."""
+    question = b"What is caf\xe9 \xff\xfe Tandem?"
+    args = [sys.executable.encode(), b"-m", b"app", b"ask", b"--local", b"--json"]
+    done = subprocess.run(
+        [*args, question] if how == "argv" else [*args, b"-"],
+        input=b"" if how == "argv" else question, capture_output=True, cwd=REPO_ROOT, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert b"Traceback" not in done.stderr
+    [conversation] = store.list_conversations()
+    user = store.messages(conversation.id)[0]
+    assert user.content == "What is caf\ufffd \ufffd\ufffd Tandem?"
+    assert store.messages(conversation.id)[1].status == "complete"
+
+
+def test_as_text_replaces_lone_surrogates_and_restores_escaped_bytes():
+    """Item 10, the helper: argv that Python decoded with surrogateescape gets its bytes back."""
+    from app.commands.ask import as_text
+
+    assert as_text("caf\udcc3\udca9") == "café"  # UTF-8 bytes of é, escaped by a non-UTF-8 locale
+    assert as_text("a\ud800b") == "a\ufffd\ufffd\ufffdb"
+    assert as_text("plain") == "plain"
