@@ -9,6 +9,7 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
+from app.printable import printable
 from app.route_labels import describe_result
 
 EXIT_FAILED, EXIT_USAGE, EXIT_NO_MODEL, EXIT_INTERRUPTED = 1, 2, 3, 130
@@ -118,10 +119,11 @@ def _answer_with(store: Any, question: str, args: argparse.Namespace, offline: b
     if args.as_json:
         print(json.dumps({**asdict(result), "conversation_id": conversation.id}, ensure_ascii=False))
     else:
-        print("" if stream else result.reply)  # a streamed reply is on screen already; end its line
+        # A streamed reply is on screen already; end its line. A pipe gets the reply as stored.
+        print("" if stream else result.reply)
         for notice in result.notices:
-            print(f"⚑ {notice}", file=sys.stderr)
-        print(describe_result(result), file=sys.stderr)
+            print(f"⚑ {_shown(notice, sys.stderr)}", file=sys.stderr)
+        print(_shown(describe_result(result), sys.stderr), file=sys.stderr)
     return 0 if result.status != "error" else EXIT_FAILED
 
 
@@ -129,10 +131,16 @@ def _print_tokens(event: Any) -> None:
     from offload.events import Discard, Token
 
     if isinstance(event, Token):
-        sys.stdout.write(event.text)
+        sys.stdout.write(printable(event.text))  # streaming happens only on a terminal
         sys.stdout.flush()
     elif isinstance(event, Discard):
-        print(f"\n⚑ local draft withdrawn: {event.reason}", file=sys.stderr)
+        print(f"\n⚑ local draft withdrawn: {_shown(event.reason, sys.stderr)}", file=sys.stderr)
+
+
+def _shown(text: str, stream: Any) -> str:
+    """Control characters made visible when `stream` is a terminal."""
+    isatty = getattr(stream, "isatty", None)
+    return printable(text) if isatty is not None and isatty() else text
 
 
 def _approve_on_terminal(preview: Any, tty_path: str = "/dev/tty") -> bool:
@@ -143,7 +151,7 @@ def _approve_on_terminal(preview: Any, tty_path: str = "/dev/tty") -> bool:
     try:
         # Two handles: a text file opened "r+" on a tty is not seekable, and Python refuses it.
         with open(tty_path, "w", encoding="utf-8") as out, open(tty_path, encoding="utf-8", errors="replace") as into:
-            out.write(f"\nSend this to {preview.provider} at {preview.host}?\n{preview.payload}\n[y/N] ")
+            out.write(f"\nSend this to {preview.provider} at {preview.host}?\n{printable(preview.payload)}\n[y/N] ")
             out.flush()
             return into.readline().strip().lower() in ("y", "yes")
     except OSError:

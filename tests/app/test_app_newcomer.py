@@ -260,3 +260,18 @@ def test_as_text_replaces_lone_surrogates_and_restores_escaped_bytes():
     assert as_text("caf\udcc3\udca9") == "café"  # UTF-8 bytes of é, escaped by a non-UTF-8 locale
     assert as_text("a\ud800b") == "a\ufffd\ufffd\ufffdb"
     assert as_text("plain") == "plain"
+
+
+def test_history_list_and_search_print_no_raw_control_characters(store, db_path):
+    """Item 11: `tandem history list` and `search` printed stored NUL, BEL and ESC[31m raw, which
+    the terminal obeyed. They come out as visible symbols."""
+    conversation = store.create_conversation(title="bell\x07 nul\x00 \x1b[31mred")
+    store.add_message(conversation.id, "user", "zebra \x1b[2J\x07 crossing \x9b31m")
+    store.close()
+    for args in (["history", "list"], ["history", "search", "zebra"]):
+        done = subprocess.run([sys.executable, "-m", "app", "--db", str(db_path), *args],
+                              capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert not any(c in done.stdout for c in "\x00\x07\x1b\x9b"), repr(done.stdout)
+        assert "\u241b[31mred" in done.stdout
+    assert "«zebra» \u241b[2J\u2407 crossing \\x9b31m" in done.stdout
