@@ -275,3 +275,19 @@ def test_history_list_and_search_print_no_raw_control_characters(store, db_path)
         assert not any(c in done.stdout for c in "\x00\x07\x1b\x9b"), repr(done.stdout)
         assert "\u241b[31mred" in done.stdout
     assert "«zebra» \u241b[2J\u2407 crossing \\x9b31m" in done.stdout
+
+
+def test_the_markdown_export_says_escalated_only_for_cloud_replies(store):
+    """Item 12: every assistant reply was labelled "escalated: …" in the Markdown export, local
+    ones included ("escalated: the local model is confident")."""
+    conversation = store.create_conversation(title="t")
+    store.add_message(conversation.id, "user", "q")
+    store.add_message(conversation.id, "assistant", "local answer", route="local", model="tandem-nano",
+                      escalation_reason="the local model is confident")
+    store.add_message(conversation.id, "assistant", "cloud answer", route="cloud", model="gpt",
+                      escalation_reason="escalated: low confidence (0.20 < 0.50)")
+    markdown = store.export_markdown(conversation.id)
+    local_heading = next(line for line in markdown.splitlines() if "tandem-nano" in line)
+    cloud_heading = next(line for line in markdown.splitlines() if "· gpt" in line)
+    assert "escalated" not in local_heading and local_heading.endswith("the local model is confident")
+    assert cloud_heading.endswith("escalated: low confidence (0.20 < 0.50)")
