@@ -291,3 +291,44 @@ def test_the_markdown_export_says_escalated_only_for_cloud_replies(store):
     cloud_heading = next(line for line in markdown.splitlines() if "· gpt" in line)
     assert "escalated" not in local_heading and local_heading.endswith("the local model is confident")
     assert cloud_heading.endswith("escalated: low confidence (0.20 < 0.50)")
+
+
+def _as_a_terminal_shows(written: str) -> list[str]:
+    """The lines a terminal displays for `written`: \\r returns to the line's start, ESC[K clears
+    to its end, other characters overwrite."""
+    lines, line, col, i = [], [], 0, 0
+    while i < len(written):
+        if written.startswith("\x1b[K", i):
+            del line[col:]
+            i += 3
+            continue
+        char = written[i]
+        if char == "\n":
+            lines.append("".join(line))
+            line, col = [], 0
+        elif char == "\r":
+            col = 0
+        else:
+            line[col : col + 1] = [char]
+            col += 1
+        i += 1
+    return lines + (["".join(line)] if line else [])
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_serve_progress_lines_do_not_print_over_each_other(tty, monkeypatch):
+    """Item 14: `tandem serve` printed its progress over itself ("ready: 100%ghts:  85% 72%")."""
+    import io
+
+    from app.commands import serve
+
+    class Stderr(io.StringIO):
+        def isatty(self) -> bool:  # a terminal, as far as the progress printer can tell
+            return tty
+
+    err = Stderr()
+    monkeypatch.setattr(sys, "stderr", err)
+    for stage, fraction in (("repacking weights", 0.72), ("repacking weights", 0.85), ("ready", 1.0)):
+        serve._show_progress(stage, fraction)
+    expected = ["repacking weights:  85%", "ready: 100%"] if tty else ["ready: done"]
+    assert _as_a_terminal_shows(err.getvalue()) == expected
