@@ -194,7 +194,9 @@ class Router:
             yield self._local_done(draft, "complete", reason, assessment.confidence)
             return
         if not can_escalate:
-            reason = f"kept local: {shortfall}, but {verdict.reason}"
+            # Asked for local: the privacy gate is not why it stayed, so don't blame it.
+            reason = (f"forced local (/local), though {shortfall}" if force == "local"
+                      else f"kept local: {shortfall}, but {verdict.reason}")
             yield Decision("local", reason, assessment.confidence, assessment.features)
             yield self._local_done(draft, "complete", reason, min(assessment.confidence, 0.5))
             return

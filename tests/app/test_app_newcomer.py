@@ -332,3 +332,29 @@ def test_serve_progress_lines_do_not_print_over_each_other(tty, monkeypatch):
         serve._show_progress(stage, fraction)
     expected = ["repacking weights:  85%", "ready: 100%"] if tty else ["ready: done"]
     assert _as_a_terminal_shows(err.getvalue()) == expected
+
+
+async def test_the_footer_drops_esc_cancel_once_an_approved_turn_ends(nano_app, store, cloud_settings, loopback_cloud):
+    """Item 14: the footer kept "esc Cancel" after an approval flow had ended: nothing asked the
+    footer to look at the bindings again when the turn finished."""
+    from textual.widgets._footer import FooterKey
+
+    from app.tui.screens.approve import ApproveScreen
+
+    store.create_conversation(title="opted in", cloud_opt_in=True)
+    app = nano_app()
+    async with app.run_test(size=SIZE) as pilot:
+        from app_helpers import until_ready
+
+        await until_ready(pilot)
+        await pilot.press(*"/cloud hi", "enter")
+        for _ in range(500):
+            if isinstance(app.screen, ApproveScreen):
+                break
+            await pilot.pause(0.02)
+        await pilot.press("ctrl+s")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert not app.chat.busy and loopback_cloud.bodies
+        shown = [key.description for key in app.chat.query(FooterKey)]
+        assert "Send" in shown and "Cancel" not in shown

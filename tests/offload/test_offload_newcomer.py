@@ -104,3 +104,30 @@ def test_a_cloud_stream_with_no_text_is_a_failed_turn_that_falls_back_local(serv
     for event in out:  # what the user ends up seeing: a Discard withdraws what came before
         shown = "" if isinstance(event, Discard) else shown + (event.text if isinstance(event, Token) else "")
     assert shown == REFUSAL
+
+
+def test_a_local_turn_the_user_forced_does_not_blame_the_cloud_opt_in() -> None:
+    """Item 14: `--local` turns still explained "…but this conversation has not opted in to the
+    cloud"; the user asked for local, so the reason says that."""
+    from conftest_router import ScriptedEngine, unsure
+
+    from offload.events import TurnDone
+    from offload.privacy import ConversationPolicy, PrivacySettings
+    from offload.router import Router, Turn
+
+    router = Router(ScriptedEngine(lambda text: unsure("Maybe, maybe not, who can say really.")),
+                    PrivacySettings(mode="ask"))
+    done = list(router.run(Turn(1, [{"role": "user", "content": "hm?"}], ConversationPolicy(), force="local")))[-1]
+    assert isinstance(done, TurnDone) and done.route == "local"
+    assert done.reason.startswith("forced local") and "opted in" not in done.reason and "cloud" not in done.reason
+
+
+def test_a_cloud_reply_is_not_labelled_with_the_local_confidence() -> None:
+    """Item 14: cloud replies showed "confidence 1.00" (the local draft's score, cut short)."""
+    from app.route_labels import describe_reply
+
+    cloud = describe_reply(route="cloud", provider="openai", model="gpt-4o-mini", confidence=1.0, tok_s=None,
+                           reason="escalated: the local model began to refuse")
+    local = describe_reply(route="local", provider="tvm", model="tandem-nano", confidence=0.91, tok_s=None,
+                           reason="the local model is confident")
+    assert "confidence" not in cloud and "confidence 0.91" in local

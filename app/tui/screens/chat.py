@@ -416,6 +416,7 @@ class ChatScreen(Screen[None]):
         await pane.mount_all([MessageView("user", event.text), self.reply_view])
         pane.anchor()
         self.cancel_event = threading.Event()
+        self.refresh_bindings()  # Esc now cancels: the footer shows it
         self.run_turn(conversation_id, event.text, self.cancel_event)
 
     @work(thread=True, exclusive=True, group="turn")
@@ -473,6 +474,7 @@ class ChatScreen(Screen[None]):
 
     async def on_turn_finished(self, message: TurnFinished) -> None:
         view, self.reply_view, self.cancel_event = self.reply_view, None, None
+        self.refresh_bindings()  # nothing to cancel now: "esc Cancel" leaves the footer
         if view is None:
             return
         result = message.result
