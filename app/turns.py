@@ -93,8 +93,10 @@ class TurnRunner:
         cancel: threading.Event | None = None,
         on_event: EventSink | None = None,
         force: Literal["local", "cloud"] | None = None,
+        system: str | None = None,
     ) -> TurnResult:
-        """Run one turn; `force` (the CLI's --local/--cloud) wins over a typed /local or /cloud."""
+        """Run one turn; `force` (the CLI's --local/--cloud) wins over a typed /local or /cloud.
+        `system` (the CLI's --system) is a system prompt for this turn, put before the history."""
         from offload.router import Turn, split_force_prefix
 
         typed_force, content = split_force_prefix(text)
@@ -108,7 +110,7 @@ class TurnRunner:
         question = self.store.add_message(conversation_id, "user", content)  # committed before generation starts
         turn = Turn(
             conversation_id=conversation_id,
-            messages=self._context(conversation_id),
+            messages=[*([{"role": "system", "content": system}] if system else []), *self._context(conversation_id)],
             policy=_policy(conversation),
             force=force,
             max_tokens=self.max_tokens,

@@ -358,3 +358,44 @@ async def test_the_footer_drops_esc_cancel_once_an_approved_turn_ends(nano_app, 
         assert not app.chat.busy and loopback_cloud.bodies
         shown = [key.description for key in app.chat.query(FooterKey)]
         assert "Send" in shown and "Cancel" not in shown
+
+
+class Recording:
+    """The session's real engine, lent and watched: it keeps the messages of every request."""
+
+    def __init__(self, engine) -> None:
+        self._engine, self.requests = engine, []
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def generate(self, request, cancel=None):
+        self.requests.append(list(request.messages))
+        return self._engine.generate(request, cancel)
+
+
+def test_a_conversation_twice_the_window_long_gets_a_local_answer(store, nano_engine):
+    """Item 17: a conversation longer than the local context window failed every turn. Its oldest
+    turns are left out (the system prompt kept), and the reply says so once."""
+    from app.settings import UserSettings
+    from app.turns import TurnRunner, default_router_factory
+
+    window = nano_engine.info.context_window
+    conversation = store.create_conversation(title="long")
+    filler = "Tell me about Tandem and its history, the privacy modes and the keys. " * 3
+    while nano_engine.count_prompt_tokens(
+        [{"role": m.role, "content": m.content} for m in store.messages(conversation.id)]
+    ) < 2 * window:
+        store.add_message(conversation.id, "user", filler)
+        store.add_message(conversation.id, "assistant", "Tandem answers on your machine first. " * 4)
+    engine = Recording(nano_engine)
+    runner = TurnRunner(store, default_router_factory(engine, UserSettings(), False))
+    result = runner.run(conversation.id, "How do I quit Tandem?", system="Answer briefly.")
+    assert result.status == "complete" and result.route == "local" and result.reply.strip()
+    assert sum("left out" in notice for notice in result.notices) == 1
+    sent = engine.requests[-1]
+    assert sent[0] == {"role": "system", "content": "Answer briefly."}
+    assert sent[-1] == {"role": "user", "content": "How do I quit Tandem?"}
+    assert sent[1]["role"] == "user"  # whole exchanges left out: no reply without its question
+    assert nano_engine.count_prompt_tokens(sent) < window
+    assert store.messages(conversation.id)[-1].status == "complete"
