@@ -30,6 +30,12 @@ def register(subparsers: Any) -> None:
     # Its own dest: a subparser default would overwrite the global --offline.
     parser.add_argument("--offline", dest="ask_offline", action="store_true", help="nothing leaves this machine")
     parser.add_argument("--json", dest="as_json", action="store_true", help="print one JSON object")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("-c", "--continue", dest="continue_last", action="store_true",
+                       help="continue the most recent conversation")
+    where.add_argument("--conversation", type=int, metavar="ID",
+                       help="continue conversation ID (`tandem history list` shows the ids)")
+    parser.add_argument("--system", metavar="TEXT", help="a system prompt for this question")
     parser.set_defaults(handler=run, force=None)
 
 
@@ -91,6 +97,8 @@ def _answer_with(store: Any, question: str, args: argparse.Namespace, offline: b
     from app.turns import TurnError, TurnRunner, default_router_factory, title_from
     from offload.network import NETWORK
 
+    if (args.continue_last or args.conversation is not None) and _conversation_for(store, args, "") is None:
+        return EXIT_USAGE  # said why before the model loads: a wrong id should not cost that wait
     settings = load_settings(store)
     NETWORK.set_offline(offline or settings.mode == "offline")  # the hard switch, beside the router's gate
     model = chosen_model(settings.model_dir, settings.backend)
@@ -101,7 +109,9 @@ def _answer_with(store: Any, question: str, args: argparse.Namespace, offline: b
     except Exception as problem:  # engine errors name their own fix
         return _fail(f"{model.label} failed to load: {problem}", EXIT_NO_MODEL)
     try:
-        conversation = store.create_conversation(title=title_from(question), cloud_opt_in=args.force == "cloud")
+        conversation = _conversation_for(store, args, title_from(question))
+        if conversation is None:
+            return EXIT_USAGE
         runner = TurnRunner(store, default_router_factory(engine, settings, offline))
         stream = sys.stdout.isatty() and not args.as_json
         try:
@@ -111,6 +121,7 @@ def _answer_with(store: Any, question: str, args: argparse.Namespace, offline: b
                 approve=_approve_on_terminal,
                 force=args.force,
                 on_event=_print_tokens if stream else None,
+                system=as_text(args.system) if args.system else None,
             )
         except TurnError as problem:
             return _fail(str(problem), EXIT_FAILED)
@@ -125,6 +136,31 @@ def _answer_with(store: Any, question: str, args: argparse.Namespace, offline: b
             print(f"⚑ {_shown(notice, sys.stderr)}", file=sys.stderr)
         print(_shown(describe_result(result), sys.stderr), file=sys.stderr)
     return 0 if result.status != "error" else EXIT_FAILED
+
+
+def _conversation_for(store: Any, args: argparse.Namespace, title: str) -> Any:
+    """The conversation to ask in: a new one, the latest (-c) or the one named (--conversation);
+    None after saying why there is none. --cloud opts the conversation in, unless it is locked local."""
+    from app.store import StoreError
+
+    if args.continue_last or args.conversation is not None:
+        try:
+            if args.conversation is not None:
+                conversation = store.get_conversation(args.conversation)
+            else:
+                latest = store.list_conversations(limit=1)
+                if not latest:
+                    _fail("there is no conversation to continue yet: ask without -c first.", EXIT_USAGE)
+                    return None
+                conversation = latest[0]
+        except StoreError as problem:
+            _fail(str(problem), EXIT_USAGE)
+            return None
+        if args.force == "cloud" and not conversation.cloud_opt_in and not conversation.local_only:
+            store.update_conversation(conversation.id, cloud_opt_in=True)
+            conversation = store.get_conversation(conversation.id)
+        return conversation
+    return store.create_conversation(title=title, cloud_opt_in=args.force == "cloud")
 
 
 def _print_tokens(event: Any) -> None:

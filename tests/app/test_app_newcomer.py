@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import select
@@ -399,3 +400,50 @@ def test_a_conversation_twice_the_window_long_gets_a_local_answer(store, nano_en
     assert sent[1]["role"] == "user"  # whole exchanges left out: no reply without its question
     assert nano_engine.count_prompt_tokens(sent) < window
     assert store.messages(conversation.id)[-1].status == "complete"
+
+
+def _ask(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "app", "ask", *args], capture_output=True, text=True,
+                          cwd=REPO_ROOT, timeout=300, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def test_ask_continue_and_conversation_add_to_an_existing_conversation(store):
+    """Item 16: `tandem ask -c` continues the latest conversation, `--conversation ID` a named one,
+    as llm users expect; the history they carry reaches the model."""
+    first = _ask("--local", "--json", "What is Tandem?")
+    assert first.returncode == 0, first.stderr
+    conversation_id = json.loads(first.stdout.splitlines()[-1])["conversation_id"]
+    again = _ask("-c", "--local", "--json", "How do I quit?")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout.splitlines()[-1])["conversation_id"] == conversation_id
+    named = _ask("--conversation", str(conversation_id), "--local", "--json", "How do I search?")
+    assert named.returncode == 0, named.stderr
+    assert json.loads(named.stdout.splitlines()[-1])["conversation_id"] == conversation_id
+    assert [m.role for m in store.messages(conversation_id)] == ["user", "assistant"] * 3
+    assert len(store.list_conversations()) == 1
+
+
+def test_ask_conversation_that_does_not_exist_says_so_without_a_traceback(store):
+    """Item 16: a wrong id, or -c with no history, is a usage error naming the fix."""
+    missing = _ask("--conversation", "999", "hello")
+    assert missing.returncode == 2 and "no conversation 999" in missing.stderr and "Traceback" not in missing.stderr
+    nothing = _ask("-c", "hello")
+    assert nothing.returncode == 2 and "no conversation to continue" in nothing.stderr
+    both = _ask("-c", "--conversation", "1", "hello")
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+
+
+def test_ask_system_reaches_the_model_before_the_question(store, cloud_settings, loopback_cloud):
+    """Item 16: `--system TEXT` is the system prompt for the question (seen here in what the
+    loopback cloud received, in auto mode)."""
+    from dataclasses import replace
+
+    from app.settings import save_settings
+
+    save_settings(store, replace(cloud_settings, mode="auto"))
+    done = _ask("--cloud", "--system", "Answer in one line.", "--json", "Write to me")
+    assert done.returncode == 0, done.stderr
+    [body] = loopback_cloud.bodies
+    messages = json.loads(body)["messages"]
+    assert messages[0] == {"role": "system", "content": "Answer in one line."}
+    assert messages[-1]["role"] == "user" and messages[-1]["content"] == "Write to me"
