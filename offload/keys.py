@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -84,10 +85,41 @@ def remove_key(provider: str) -> bool:
     return True
 
 
-def providers() -> list[tuple[str, Source | None]]:
-    """Every provider Tandem knows of or has a key for, with where its key comes from."""
-    names = [*KNOWN_PROVIDERS, *(n for n in _indexed() if n not in KNOWN_PROVIDERS)]
-    return [(name, source_of(name)) for name in names]
+def providers(configured: Sequence[str] = ()) -> list[tuple[str, Source | None]]:
+    """Every provider Tandem knows of (the `configured` ones, as settings name them, first) or
+    has a key for, with where its key comes from."""
+    names = dict.fromkeys([*configured, *KNOWN_PROVIDERS, *_indexed()])
+    return [(name, source_of(name)) for name in names if _NAME.match(name)]
+
+
+@dataclass(frozen=True)
+class KeyListing:
+    """What `tandem keys list` and the Ctrl+K screen both show: one row per provider."""
+
+    rows: list[tuple[str, str]]
+    """(provider, where its key comes from), in words."""
+    problem: KeyStoreError | None = None
+    """Set when the keyring cannot be read: the rows then show environment variables only."""
+
+
+def listing(configured: Sequence[str] = ()) -> KeyListing:
+    """The providers and their key sources, in the words both listings use; a keyring that cannot
+    be read still lists the environment's keys, and says so."""
+    try:
+        stored_in = backend()
+        kept = "plaintext keyring file" if stored_in.plaintext else "keyring"
+        rows = [(name, _where(name, source, kept)) for name, source in providers(configured)]
+        return KeyListing(rows)
+    except KeyStoreError as problem:
+        names = dict.fromkeys([*configured, *KNOWN_PROVIDERS])
+        from_env = {name: "env" if os.environ.get(env_var(name), "").strip() else None for name in names}
+        rows = [(name, _where(name, source, "")) if source else (name, "keyring unavailable")
+                for name, source in from_env.items()]
+        return KeyListing(rows, problem)
+
+
+def _where(name: str, source: Source | None, kept: str) -> str:
+    return {"env": f"environment ({env_var(name)})", "keyring": kept, None: "not set"}[source]
 
 
 def backend() -> KeyBackend:

@@ -447,3 +447,30 @@ def test_ask_system_reaches_the_model_before_the_question(store, cloud_settings,
     messages = json.loads(body)["messages"]
     assert messages[0] == {"role": "system", "content": "Answer in one line."}
     assert messages[-1]["role"] == "user" and messages[-1]["content"] == "Write to me"
+
+
+async def test_keys_list_and_ctrl_k_list_the_same_providers(make_app, store, monkeypatch):
+    """Item 15: `tandem keys list` omitted onprem (and any provider the settings add) while Ctrl+K
+    listed it. Both show the same rows."""
+    from app.settings import ProviderSettings, UserSettings, save_settings
+    from app.tui.screens.keys import KeysScreen
+
+    settings = UserSettings()
+    settings = UserSettings(providers=(*settings.providers,
+                                       ProviderSettings("my-vllm", "openai-compatible", "http://127.0.0.1:9/v1", "m")))
+    save_settings(store, settings)
+    monkeypatch.setenv("MY_VLLM_API_KEY", "sk-from-env-0123456789")
+    listed = subprocess.run([sys.executable, "-m", "app", "keys", "list"], capture_output=True, text=True,
+                            cwd=REPO_ROOT, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    cli_rows = [tuple(line.split(None, 1)) for line in listed.stdout.splitlines()]
+    async with make_app().run_test(size=SIZE) as pilot:
+        from app_helpers import until
+
+        await pilot.press("ctrl+k")
+        await until(pilot, lambda: isinstance(pilot.app.screen, KeysScreen), "the keys screen")
+        table = pilot.app.screen.query_one("#sources")
+        tui_rows = [tuple(str(cell) for cell in table.get_row_at(i)) for i in range(table.row_count)]
+    assert cli_rows == tui_rows
+    assert [name for name, _ in cli_rows] == ["openai", "anthropic", "onprem", "my-vllm"]
+    assert ("my-vllm", "environment (MY_VLLM_API_KEY)") in cli_rows

@@ -131,3 +131,12 @@ def test_a_cloud_reply_is_not_labelled_with_the_local_confidence() -> None:
     local = describe_reply(route="local", provider="tvm", model="tandem-nano", confidence=0.91, tok_s=None,
                            reason="the local model is confident")
     assert "confidence" not in cloud and "confidence 0.91" in local
+
+
+def test_a_rejected_key_names_advice_that_works_without_a_keyring() -> None:
+    """Item 15: the 401 message recommended only `tandem keys` commands, which fail on a machine
+    without a keyring; it names the provider's environment variable too."""
+    from offload.errors import AuthError, MissingKey
+
+    assert "MY_VLLM_API_KEY" in str(AuthError("my-vllm", 401))
+    assert "ONPREM_API_KEY" in str(MissingKey("onprem", "ONPREM_API_KEY"))

@@ -41,27 +41,24 @@ class KeysScreen(ModalScreen[None]):
     def _refresh(self) -> None:
         """Where each provider's key comes from; a keyring that cannot be read is named, not fatal."""
         from offload import keys
-        from offload.errors import KeyStoreError
 
         table = self.query_one("#sources", DataTable)
         table.clear()
-        try:
-            backend = keys.backend()
-            warning = (
-                "\n[b]⚠ not encrypted[/b]: anyone who can read that file can read the keys; prefer "
-                "environment variables or an encrypted keyring." if backend.plaintext else ""
-            )
-            self.query_one("#backend", Static).update(
-                f"[b]API keys[/b] are stored in {escape(backend.describe())}; environment variables "
-                f"override them.{warning}"
-            )
-            stored = [name for name, _ in keys.providers()]
-            for provider in dict.fromkeys([*self.providers, *stored]):
-                kept = "plaintext keyring file" if backend.plaintext else "keyring"
-                where = {"env": f"environment ({keys.env_var(provider)})", "keyring": kept}
-                table.add_row(provider, where.get(keys.source_of(provider) or "", "not set"), key=provider)
-        except KeyStoreError as problem:
-            self.query_one("#error", Static).update(f"⚠ {problem}")
+        listed = keys.listing(self.providers)  # the same rows as `tandem keys list`
+        for provider, where in listed.rows:
+            table.add_row(provider, where, key=provider)
+        if listed.problem is not None:
+            self.query_one("#error", Static).update(f"⚠ {listed.problem}")
+            return
+        backend = keys.backend()
+        warning = (
+            "\n[b]⚠ not encrypted[/b]: anyone who can read that file can read the keys; prefer "
+            "environment variables or an encrypted keyring." if backend.plaintext else ""
+        )
+        self.query_one("#backend", Static).update(
+            f"[b]API keys[/b] are stored in {escape(backend.describe())}; environment variables "
+            f"override them.{warning}"
+        )
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         from offload import keys
