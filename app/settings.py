@@ -3,6 +3,7 @@ persisted one key per field in the history store's settings table."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal, Protocol
 
@@ -31,7 +32,20 @@ class ProviderSettings:
     """The protocol, as offload.providers.open_provider takes it."""
     base_url: str
     model: str
+    connect_timeout: float = 5.0
+    """Seconds to wait for a connection."""
+    read_timeout: float = 60.0
+    """Seconds to wait between pieces of the reply (raise it for a slow model)."""
 
+    def timeouts(self) -> Any:
+        """offload.providers.Timeouts for this provider."""
+        from offload.providers.base import Timeouts
+
+        return Timeouts(connect=self.connect_timeout, read=self.read_timeout)
+
+
+PROVIDER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+"""As the keyring entry and the NAME_API_KEY variable take it (offload.keys), starting with a letter."""
 
 DEFAULT_PROVIDERS: tuple[ProviderSettings, ...] = (
     ProviderSettings("openai", "openai-compatible", "https://api.openai.com/v1", "gpt-4o-mini"),
@@ -92,7 +106,20 @@ def validate(settings: UserSettings) -> UserSettings:
         raise SettingsError("The escalation threshold is a confidence between 0 and 1; enter e.g. 0.5.")
     if not 0 <= settings.context_turns <= 100:
         raise SettingsError("Context turns must be a whole number from 0 to 100.")
+    names = [provider.name for provider in settings.providers]
     for provider in settings.providers:
+        if not PROVIDER_NAME.match(provider.name):
+            raise SettingsError(
+                f"{provider.name!r} is not a provider name: start with a letter, then lower-case letters, "
+                "digits and dashes, like my-vllm."
+            )
+        if names.count(provider.name) > 1:
+            raise SettingsError(f"Two providers are named {provider.name}; give the new one another name.")
+        for label, seconds in (("connect", provider.connect_timeout), ("read", provider.read_timeout)):
+            if not 0 < seconds <= 3600:
+                raise SettingsError(
+                    f"The {label} timeout of {provider.name} is a number of seconds above 0 and up to 3600, like 60."
+                )
         if not provider.base_url.startswith(("http://", "https://")):
             raise SettingsError(
                 f"The base URL of {provider.name} must start with http:// or https://, "

@@ -204,7 +204,10 @@ def default_router_factory(engine: Any, settings: Any, offline: bool) -> Any:
     from offload.router import Router
 
     cloud = settings.active_provider()
-    provider = open_provider(cloud.kind, cloud.name, cloud.base_url, network=NETWORK) if cloud else None
+    provider = (
+        open_provider(cloud.kind, cloud.name, cloud.base_url, network=NETWORK, timeouts=cloud.timeouts())
+        if cloud else None
+    )
     return Router(
         engine,
         settings.privacy(offline),

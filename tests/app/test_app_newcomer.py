@@ -474,3 +474,43 @@ async def test_keys_list_and_ctrl_k_list_the_same_providers(make_app, store, mon
     assert cli_rows == tui_rows
     assert [name for name, _ in cli_rows] == ["openai", "anthropic", "onprem", "my-vllm"]
     assert ("my-vllm", "environment (MY_VLLM_API_KEY)") in cli_rows
+
+
+async def test_a_named_openai_compatible_provider_is_added_in_settings(make_app, store, loopback_cloud):
+    """Item 15: settings offered three fixed providers while the README said to "add an
+    OpenAI-compatible provider". A named one (base URL, model, key, timeouts) can be added, and
+    the read timeout the error message tells users to raise is a setting."""
+    import keyring
+
+    from app.settings import load_settings
+    from app.tui.screens.settings import SettingsScreen
+    from app.turns import default_router_factory
+    from app_helpers import until
+
+    async with make_app().run_test(size=(110, 44)) as pilot:
+        app = pilot.app
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: isinstance(app.screen, SettingsScreen), "the settings screen")
+        screen = app.screen
+        for field, value in (("name", "My VLLM"), ("base_url", loopback_cloud.base_url), ("model", "qwen-7b")):
+            screen.query_one(f"#new-{field}").value = value
+        screen.query_one("#add-provider").press()
+        await until(pilot, lambda: str(screen.query_one("#error").render()), "the name to be refused")
+        assert "not a provider name" in str(screen.query_one("#error").render())
+        screen.query_one("#new-name").value = "my-vllm"
+        screen.query_one("#new-key").value = "sk-vllm-0123456789abcdef"
+        screen.query_one("#add-provider").press()
+        await until(pilot, lambda: screen.query("#my-vllm-read_timeout"), "the new provider's fields")
+        screen.query_one("#provider").value = "my-vllm"
+        screen.query_one("#my-vllm-read_timeout").value = "7.5"
+        screen.query_one("#save").press()
+        await until(pilot, lambda: not isinstance(app.screen, SettingsScreen), "the settings to close")
+    saved = load_settings(store)
+    added = saved.active_provider()
+    assert (added.name, added.kind, added.base_url, added.model) == (
+        "my-vllm", "openai-compatible", loopback_cloud.base_url, "qwen-7b")
+    assert (added.connect_timeout, added.read_timeout) == (5.0, 7.5)
+    assert keyring.get_password("tandem", "my-vllm") == "sk-vllm-0123456789abcdef"
+    router = default_router_factory(None, saved, offline=False)
+    assert router.provider.name == "my-vllm" and router.cloud_model == "qwen-7b"
+    assert router.provider._timeouts.read == 7.5  # what a ReadTimeout's advice now points to
