@@ -1,5 +1,5 @@
-"""API keys, kept in the keyring through offload.keys (the screen names its backend): shows where each provider's key comes
-from (never the key), and sets or removes one."""
+"""API keys, kept in the keyring through offload.keys (the screen names its backend): shows where
+each provider's key comes from (never the key), and sets or removes one."""
 
 from __future__ import annotations
 

@@ -92,7 +92,8 @@ class SettingsScreen(ModalScreen[UserSettings | None]):
         """A new named OpenAI-compatible provider from the add row: validated with the rest, shown
         with its fields and offered under "Escalate to"; it is kept when the settings are saved."""
         error = self.query_one("#error", Static)
-        value = {name: self.query_one(f"#new-{name}", Input).value.strip() for name in ("name", "base_url", "model", "key")}
+        fields = ("name", "base_url", "model", "key")
+        value = {name: self.query_one(f"#new-{name}", Input).value.strip() for name in fields}
         new = ProviderSettings(value["name"], "openai-compatible", value["base_url"], value["model"])
         try:
             candidate = self._read()
@@ -115,7 +116,7 @@ class SettingsScreen(ModalScreen[UserSettings | None]):
         current = choice.value
         choice.set_options([(p.name, p.name) for p in self.providers])
         choice.value = current
-        for name in ("name", "base_url", "model", "key"):
+        for name in fields:
             self.query_one(f"#new-{name}", Input).value = ""
         self.notify(f"Added {new.name}; save the settings to keep it, and pick it under “Escalate to” to use it.")
 
