@@ -15,7 +15,8 @@ def describe_reply(
     reason: str | None,
     status: str = "complete",
 ) -> str:
-    """The line above an assistant reply: where it ran, how sure the local model was, how fast, why."""
+    """The line above an assistant reply: where it ran, how sure the local model was (local replies
+    only), how fast, why."""
     where = "☁ cloud" if route == "cloud" else "⌂ local"
     parts = [where]
     if route == "cloud":
@@ -24,7 +25,9 @@ def describe_reply(
         source = f"{model} ({provider})" if model and provider else (model or provider or "")
     if source:
         parts.append(source)
-    if confidence is not None:
+    if confidence is not None and route != "cloud":
+        # The score is the local model's: on a cloud reply it would read as the cloud's (a draft
+        # cut short scores 1.00); the reason says why the turn went to the cloud.
         parts.append(f"confidence {confidence:.2f}")
     if tok_s:
         parts.append(f"{tok_s:.1f} tok/s")

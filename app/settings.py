@@ -3,11 +3,12 @@ per-model sampling overrides), persisted one key per field in the history store'
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal, Protocol
 
 MODES: tuple[str, ...] = ("offline", "ask", "auto")
-"""The privacy modes in the order Ctrl+G cycles them."""
+"""The privacy modes in the order Ctrl+G cycles them, most private first."""
 
 THEMES: tuple[str, ...] = ("textual-dark", "textual-light")
 
@@ -36,7 +37,20 @@ class ProviderSettings:
     """The protocol, as offload.providers.open_provider takes it."""
     base_url: str
     model: str
+    connect_timeout: float = 5.0
+    """Seconds to wait for a connection."""
+    read_timeout: float = 60.0
+    """Seconds to wait between pieces of the reply (raise it for a slow model)."""
 
+    def timeouts(self) -> Any:
+        """offload.providers.Timeouts for this provider."""
+        from offload.providers.base import Timeouts
+
+        return Timeouts(connect=self.connect_timeout, read=self.read_timeout)
+
+
+PROVIDER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+"""As the keyring entry and the NAME_API_KEY variable take it (offload.keys), starting with a letter."""
 
 DEFAULT_PROVIDERS: tuple[ProviderSettings, ...] = (
     ProviderSettings("openai", "openai-compatible", "https://api.openai.com/v1", "gpt-4o-mini"),
@@ -112,6 +126,11 @@ class UserSettings:
     def next_mode(self) -> UserSettings:
         return replace(self, mode=MODES[(MODES.index(self.mode) + 1) % len(MODES)])
 
+    def next_mode_needs_confirmation(self) -> bool:
+        """Stepping into auto (turns leave without asking) must be deliberate; stepping towards
+        privacy never needs a confirmation."""
+        return self.next_mode().mode == "auto"
+
     def active_provider(self) -> ProviderSettings | None:
         return next((p for p in self.providers if p.name == self.provider), None)
 
@@ -132,7 +151,20 @@ def validate(settings: UserSettings) -> UserSettings:
         raise SettingsError(
             f"The cloud context must be one of {', '.join(CONTEXT_POLICIES)}, not {settings.context_policy!r}."
         )
+    names = [provider.name for provider in settings.providers]
     for provider in settings.providers:
+        if not PROVIDER_NAME.match(provider.name):
+            raise SettingsError(
+                f"{provider.name!r} is not a provider name: start with a letter, then lower-case letters, "
+                "digits and dashes, like my-vllm."
+            )
+        if names.count(provider.name) > 1:
+            raise SettingsError(f"Two providers are named {provider.name}; give the new one another name.")
+        for label, seconds in (("connect", provider.connect_timeout), ("read", provider.read_timeout)):
+            if not 0 < seconds <= 3600:
+                raise SettingsError(
+                    f"The {label} timeout of {provider.name} is a number of seconds above 0 and up to 3600, like 60."
+                )
         if not provider.base_url.startswith(("http://", "https://")):
             raise SettingsError(
                 f"The base URL of {provider.name} must start with http:// or https://, "

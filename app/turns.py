@@ -93,8 +93,11 @@ class TurnRunner:
         cancel: threading.Event | None = None,
         on_event: EventSink | None = None,
         force: Literal["local", "cloud"] | None = None,
+        system: str | None = None,
     ) -> TurnResult:
-        """Run one turn; `force` (the CLI's --local/--cloud) wins over a typed /local or /cloud."""
+        """Run one turn; `force` (the CLI's --local/--cloud) wins over a typed /local or /cloud.
+        `system` (the CLI's --system) is a system prompt for this turn, put before the history."""
+        from offload.privacy import HistoryEntry
         from offload.router import Turn, split_force_prefix
 
         typed_force, content = split_force_prefix(text)
@@ -109,17 +112,23 @@ class TurnRunner:
         earlier = self._earlier(conversation_id, question.id)
         turn = Turn(
             conversation_id=conversation_id,
-            messages=[*({"role": e.role, "content": e.content} for e in earlier), {"role": "user", "content": content}],
-            history=earlier,
+            messages=[
+                *([{"role": "system", "content": system}] if system else []),
+                *({"role": e.role, "content": e.content} for e in earlier),
+                {"role": "user", "content": content},
+            ],
+            history=[*([HistoryEntry("system", system)] if system else []), *earlier],
             policy=_policy(conversation),
             force=force,
             max_tokens=self.max_tokens,
         )
         result = TurnResult()
         writer = self.store.begin_reply(conversation_id, parent_id=question.id)
+        route = ["local"]  # where the row says the reply comes from, kept true as the turn moves
         try:
             for event in self.router.run(turn, approve, cancel):
                 result.observe(event)
+                self._follow_route(writer, event, route)
                 self._persist(conversation_id, writer, event)
                 if on_event is not None:
                     on_event(event)
@@ -146,6 +155,17 @@ class TurnRunner:
             for m in self.store.messages(conversation_id)
             if m.id != question_id and m.content and m.status in ("complete", "interrupted")
         ]
+
+    @staticmethod
+    def _follow_route(writer: Any, event: RouterEvent, route: list[str]) -> None:
+        """A reply the cloud took over is recorded as the cloud's at once, not at the end: one cut
+        off by a crash must not come back labelled local."""
+        if isinstance(event, Decision) and event.route == "cloud" and route[0] != "cloud":
+            writer.retarget("cloud", event.model, event.provider)
+            route[0] = "cloud"
+        elif isinstance(event, Token) and event.route != route[0]:  # the cloud failed: local again
+            writer.retarget(event.route, None, None)
+            route[0] = event.route
 
     def _persist(self, conversation_id: int, writer: Any, event: RouterEvent) -> None:
         if isinstance(event, Token):
@@ -207,7 +227,10 @@ def default_router_factory(engine: Any, settings: Any, offline: bool) -> Any:
 
     cloud = settings.active_provider()
     model = getattr(getattr(engine, "info", None), "model_id", None)  # the user's override is keyed by it
-    provider = open_provider(cloud.kind, cloud.name, cloud.base_url, network=NETWORK) if cloud else None
+    provider = (
+        open_provider(cloud.kind, cloud.name, cloud.base_url, network=NETWORK, timeouts=cloud.timeouts())
+        if cloud else None
+    )
     return Router(
         engine,
         settings.privacy(offline),

@@ -58,9 +58,22 @@ _PHONE_RUN = re.compile(r"(?<![\w+])\(?\+?\d[\d() .-]*\d(?!\w)")
 _PHONE_GROUP = re.compile(r"\+?\d+")
 
 
+# A number glued to a code by a dash or slash (INV-2026-000123), or named as a reference by the
+# words just before it, is an invoice, order or ticket number, not a phone number.
+_REFERENCE_BEFORE = re.compile(
+    r"(?:[A-Za-z]{1,12}[-/#]|(?i:\b(?:invoice|inv|order|ord|po|ref|reference|ticket|case|receipt|"
+    r"tracking|booking|confirmation|transaction|shipment)\b)(?i:[\s#:.-]|nos?\b|numbers?\b|ids?\b)*)$"
+)
+
+
+def _is_reference_number(text: str, start: int) -> bool:
+    return bool(_REFERENCE_BEFORE.search(text[max(0, start - 40) : start]))
+
+
 def find_phones(text: str) -> Iterable[Finding]:
     """libphonenumber's matcher, plus its validator on the digit groups of every number-like
-    run, so that a number written next to other digits is still found."""
+    run, so that a number written next to other digits is still found; reference numbers
+    (invoices, orders, tickets) are left alone."""
     if not any(ch.isdigit() for ch in text):
         return
     import phonenumbers
@@ -69,7 +82,8 @@ def find_phones(text: str) -> Iterable[Finding]:
         text, _PHONE_REGION, leniency=phonenumbers.Leniency.VALID
     )
     for match in matcher:
-        yield Finding("PHONE", match.start, match.end, match.raw_string)
+        if not _is_reference_number(text, match.start):
+            yield Finding("PHONE", match.start, match.end, match.raw_string)
 
     def is_phone(candidate: str) -> bool:
         if sum(ch.isdigit() for ch in candidate) < 7:
@@ -81,6 +95,8 @@ def find_phones(text: str) -> Iterable[Finding]:
         return phonenumbers.is_valid_number(number)
 
     for run in _PHONE_RUN.finditer(text):
+        if _is_reference_number(text, run.start()):
+            continue
         for start, end in _valid_subspans(run, _PHONE_GROUP, is_phone, max_groups=6):
             yield Finding("PHONE", start, end, text[start:end])
 
@@ -148,7 +164,8 @@ def find_national_ids(text: str) -> Iterable[Finding]:
             yield Finding("ID", match.start(), match.end(), candidate)
 
 
-_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+# A full stop may end the sentence after an address; only a further digit group rules it out.
+_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?!\d|\.\d)")
 _IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
 
 
@@ -247,10 +264,11 @@ def term_detector(terms: Sequence[str]) -> Detector:
     return find_terms
 
 
-# Earlier detectors win overlaps at equal length: a checksum-proven card beats a phone reading.
+# Earlier detectors win overlaps at equal length: the strictest reading first. A checksum-proven
+# card or IBAN beats a random-looking token, and a dotted quad is an IP address, not a phone.
 BUILTIN_DETECTORS: tuple[Detector, ...] = (
-    find_secrets, find_emails, find_cards, find_ibans, find_ssns, find_phones,
-    find_national_ids, find_ips,
+    find_emails, find_cards, find_ibans, find_ips, find_secrets, find_ssns, find_phones,
+    find_national_ids,
 )
 
 

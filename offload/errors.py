@@ -53,11 +53,18 @@ class OfflineError(ProviderError):
         )
 
 
+def _key_variable(provider: str) -> str:
+    from offload.keys import env_var  # here: offload.keys imports this module
+
+    return env_var(provider)
+
+
 class MissingKey(ProviderError):
     def __init__(self, provider: str, env_var: str) -> None:
         self.provider = provider
         super().__init__(
-            f"No API key for {provider}. Add one with `tandem keys set {provider}` or set {env_var}."
+            f"No API key for {provider}. Set {env_var}, or store one with `tandem keys set {provider}` "
+            "(or Ctrl+K) where a keyring is available."
         )
 
 
@@ -65,9 +72,10 @@ class AuthError(ProviderError):
     def __init__(self, provider: str, status: int) -> None:
         self.provider, self.status = provider, status
         problem = "rejected the API key" if status == 401 else "refused access with this API key"
+        # Advice that works without a keyring too: the variable always does.
         super().__init__(
-            f"{provider} {problem} (HTTP {status}). `tandem keys list` shows where the key comes from; "
-            f"`tandem keys set {provider}` stores a new one."
+            f"{provider} {problem} (HTTP {status}). Set {_key_variable(provider)} to a valid key, or store "
+            f"one with `tandem keys set {provider}`; `tandem keys list` shows where the key comes from."
         )
 
 
@@ -129,7 +137,7 @@ class ReadTimeout(ProviderError):
         self.host, self.seconds = host, seconds
         super().__init__(
             f"{host} stopped responding for {seconds:g} s. "
-            "Try again, or raise the read timeout if the model is slow."
+            "Try again, or raise the provider's read timeout in settings (Ctrl+S) if the model is slow."
         )
 
 

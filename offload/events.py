@@ -29,6 +29,9 @@ class Decision:
     reason: str
     confidence: float | None = None
     features: Mapping[str, float] = field(default_factory=dict)
+    provider: str | None = None
+    """For the cloud: the provider the turn goes to (the store records it before any token)."""
+    model: str | None = None
 
 
 @dataclass(frozen=True)

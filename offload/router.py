@@ -83,6 +83,13 @@ class Approval(enum.Enum):
 
 
 Approver = Callable[[Preview], "bool | Approval"]
+"""Answers SEND (or True), SEND_ALONE, or KEEP_LOCAL (or False: the user declining). An approver
+that cannot ask at all (no terminal) raises ApprovalUnavailable instead, so nobody is told they
+declined."""
+
+
+class ApprovalUnavailable(Exception):
+    """The approver could not put the question to the user; the message says why and what to do."""
 
 
 _FORCE_PREFIX = re.compile(r"^\s*/(cloud|local)\b\s*", re.IGNORECASE)
@@ -137,6 +144,18 @@ class _LocalDraft:
     @property
     def text(self) -> str:
         return "".join(t.text for t in self.tokens)
+
+
+@dataclass
+class _LocalPrompt:
+    """The messages the local model is given: the conversation, less its oldest turns when it is
+    longer than the local context window (system messages and the new message always stay)."""
+
+    messages: list[Message]
+    dropped: int = 0
+    window: int = 0
+    noted: bool = False
+    """Whether the reply has said that turns were left out (it says so once)."""
 
 
 class Router:
@@ -199,16 +218,19 @@ class Router:
         yield Decision(route="local", reason="every turn starts local")
 
         need, prompt_tokens = self._capability_shortfall(messages, force)
+        local = self._fit_local_window(messages, turn.max_tokens)
         if need and can_escalate:
-            yield from self._escalate(turn, messages, need, verdict, approve, cancel, None, {})
+            yield from self._escalate(turn, messages, need, verdict, approve, cancel, None, {}, local=local)
             return
         if force == "cloud":
             yield Notice(f"You asked for the cloud, but {verdict.reason}; answering locally.")
             need = None  # the local answer is judged on its own merits
+        elif need and local.dropped and prompt_tokens >= self.engine.info.context_window:
+            need = None  # too long for the window: the oldest turns are left out instead
         elif need:
             yield Notice(f"This turn needs the cloud ({need}), but {verdict.reason}; answering locally.")
 
-        draft = yield from self._generate_local(turn, messages, cancel, monitored=can_escalate)
+        draft = yield from self._generate_local(turn, local, cancel, monitored=can_escalate)
         if draft is None:
             return
         draft.prompt_tokens = draft.prompt_tokens or prompt_tokens
@@ -224,13 +246,15 @@ class Router:
             yield self._local_done(draft, "complete", reason, assessment.confidence)
             return
         if not can_escalate:
-            reason = f"kept local: {shortfall}, but {verdict.reason}"
+            # Asked for local: the privacy gate is not why it stayed, so don't blame it.
+            reason = (f"forced local (/local), though {shortfall}" if force == "local"
+                      else f"kept local: {shortfall}, but {verdict.reason}")
             yield Decision("local", reason, assessment.confidence, assessment.features)
             yield self._local_done(draft, "complete", reason, min(assessment.confidence, 0.5))
             return
         yield from self._escalate(
             turn, messages, shortfall, verdict, approve, cancel, draft, assessment.features,
-            assessment.confidence,
+            assessment.confidence, local=local,
         )
 
     # -- the capability rules -------------------------------------------------------------
@@ -264,6 +288,39 @@ class Router:
                               self.engine.info.extra.get("skills"))
         return (f"it needs {need}, outside the local model's skills" if need else None), prompt_tokens
 
+    def _fit_local_window(self, messages: Sequence[Message], max_tokens: int) -> _LocalPrompt:
+        """The conversation as the local model can take it: when the prompt leaves too little of
+        the window for the reply, the oldest exchanges go (whole, from the oldest user message);
+        system messages and the new message stay."""
+        window = self.engine.info.context_window
+        budget = window - min(max_tokens, window // 2)  # room for at least a short reply
+        full = [dict(m) for m in messages]
+        if not full or self._count(full) <= budget:
+            return _LocalPrompt(full, window=window)
+        *earlier, current = full
+        system = [m for m in earlier if m.get("role") == "system"]
+        dialogue = [m for m in earlier if m.get("role") != "system"]
+        starts = [i for i, m in enumerate(dialogue) if m.get("role") == "user"] + [len(dialogue)]
+
+        def kept_from(start: int) -> list[Message]:
+            return [*system, *dialogue[start:], current]
+
+        low, high = 0, len(starts) - 1  # the earliest start whose excerpt fits; the last always "fits"
+        while low < high:  # a later start keeps less, so fitting is monotonic: bisect
+            middle = (low + high) // 2
+            if self._count(kept_from(starts[middle])) <= budget:
+                high = middle
+            else:
+                low = middle + 1
+        start = starts[low]
+        return _LocalPrompt(kept_from(start), dropped=start, window=window)
+
+    def _count(self, messages: Sequence[Message]) -> int:
+        try:
+            return self.engine.count_prompt_tokens(messages)
+        except ContextWindowExceeded as error:
+            return error.prompt_tokens
+
     def _confidence_shortfall(self, draft: _LocalDraft, assessment: Assessment) -> str | None:
         if draft.aborted:
             return draft.aborted
@@ -277,12 +334,18 @@ class Router:
     # -- the local leg --------------------------------------------------------------------
 
     def _generate_local(
-        self, turn: Turn, messages: Sequence[Message], cancel: threading.Event, monitored: bool
+        self, turn: Turn, prompt: _LocalPrompt, cancel: threading.Event, monitored: bool
     ) -> Iterator[RouterEvent]:
         """Stream the local answer; returns the draft, or None when the prompt cannot run here."""
         draft = _LocalDraft()
         monitor = StreamMonitor(self.engine.info.extra.get("refusal")) if monitored else None
-        request = GenerationRequest(messages=list(messages), max_tokens=turn.max_tokens, **self.sampling)
+        if prompt.dropped and not prompt.noted:
+            prompt.noted = True
+            yield Notice(
+                f"This conversation is longer than the local model's context window ({prompt.window} "
+                f"tokens): its {prompt.dropped} oldest messages were left out of this answer."
+            )
+        request = GenerationRequest(messages=list(prompt.messages), max_tokens=turn.max_tokens, **self.sampling)
         try:
             stream = self.engine.generate(request, cancel=cancel)
             for event in stream:
@@ -324,7 +387,7 @@ class Router:
         )
 
     def _fall_back_local(
-        self, turn: Turn, messages: Sequence[Message], cancel: threading.Event,
+        self, turn: Turn, local: _LocalPrompt, cancel: threading.Event,
         draft: _LocalDraft | None, reason: str, confidence: float | None, on_screen: bool,
     ) -> Iterator[RouterEvent]:
         """The local answer stays: shown again if it was withdrawn, generated in full if it was
@@ -335,7 +398,7 @@ class Router:
         else:
             if draft is not None and draft.tokens and on_screen:
                 yield Discard("the local draft was cut short; answering again in full")
-            draft = yield from self._generate_local(turn, messages, cancel, monitored=False)
+            draft = yield from self._generate_local(turn, local, cancel, monitored=False)
             if draft is None:
                 return
         yield self._local_done(draft, "complete", reason, confidence)
@@ -346,8 +409,12 @@ class Router:
         self, turn: Turn, messages: Sequence[Message], why: str, verdict: Verdict,
         approve: Approver | None, cancel: threading.Event, draft: _LocalDraft | None,
         features: Mapping[str, float], confidence: float | None = None,
+        *, local: _LocalPrompt | None = None,
     ) -> Iterator[RouterEvent]:
+        """`messages` go to the cloud; `local` (default: the same) is what a local fallback answers from."""
         from offload.errors import ProviderError
+
+        local = local or _LocalPrompt([dict(m) for m in messages])
         from offload.providers.base import StreamEnd
 
         provider = self.provider
@@ -364,22 +431,31 @@ class Router:
 
         if verdict.needs_approval:
             preview = self._preview(share, payload, outgoing, outgoing_for)
-            answer = _approval(approve(preview) if approve is not None else False)
+            unasked: str | None = None
+            try:
+                answer = _approval(approve(preview) if approve is not None else False)
+            except ApprovalUnavailable as problem:
+                answer, unasked = Approval.KEEP_LOCAL, str(problem)
             if answer is Approval.SEND_ALONE and share.earlier_messages:
                 share = CloudShare(share.alone, share.policy, 0, share.held_before_opt_in)
                 outgoing, payload = outgoing_for(share.messages)
             if answer is Approval.KEEP_LOCAL:
-                reason = f"kept local: {why}; you declined sending it to {provider.host}"
-                yield Notice(f"Not sent to {provider.host}: you declined. The local answer stays.")
+                if unasked:
+                    reason = f"kept local: {why}; ask mode could not ask you"
+                    yield Notice(f"Not sent to {provider.host}: {unasked} The local answer stays.")
+                else:
+                    reason = f"kept local: {why}; you declined sending it to {provider.host}"
+                    yield Notice(f"Not sent to {provider.host}: you declined. The local answer stays.")
                 yield Decision("local", reason, confidence, dict(features))
                 low = LOW_CONFIDENCE if confidence is None else min(confidence, 0.5)
-                yield from self._fall_back_local(turn, messages, cancel, draft, reason, low,
+                yield from self._fall_back_local(turn, local, cancel, draft, reason, low,
                                                  on_screen=True)
                 return
 
         if draft is not None and draft.tokens:
             yield Discard(f"escalating to {provider.name}: {why}")
-        yield Decision("cloud", f"escalated: {why}", confidence, dict(features))
+        yield Decision("cloud", f"escalated: {why}", confidence, dict(features),
+                       provider=provider.name, model=model)
         restorer = redactor.streaming_restorer() if redactor else None
         streamed = False
         end: StreamEnd | None = None
@@ -403,7 +479,7 @@ class Router:
                 yield Discard("the cloud reply broke off")
             reason = f"kept local: {why}, but the cloud failed"
             low = LOW_CONFIDENCE if confidence is None else min(confidence, 0.5)
-            yield from self._fall_back_local(turn, messages, cancel, draft, reason, low,
+            yield from self._fall_back_local(turn, local, cancel, draft, reason, low,
                                              on_screen=False)
             return
         assert end is not None, "a provider ends every call that did not raise with a StreamEnd"

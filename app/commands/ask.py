@@ -9,6 +9,7 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
+from app.printable import printable
 from app.route_labels import describe_result
 
 EXIT_FAILED, EXIT_USAGE, EXIT_NO_MODEL, EXIT_INTERRUPTED = 1, 2, 3, 130
@@ -32,6 +33,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--model", metavar="NAME", help="answer with this local model (default: the one chosen in tandem)"
     )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("-c", "--continue", dest="continue_last", action="store_true",
+                       help="continue the most recent conversation")
+    where.add_argument("--conversation", type=int, metavar="ID",
+                       help="continue conversation ID (`tandem history list` shows the ids)")
+    parser.add_argument("--system", metavar="TEXT", help="a system prompt for this question")
     parser.set_defaults(handler=run, force=None)
 
 
@@ -40,12 +47,25 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def as_text(text: str) -> str:
+    """Text that can be stored: argv bytes Python could not decode come back as themselves, and
+    whatever is still not UTF-8 (a lone surrogate, a stray byte) becomes U+FFFD."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that is not an escaped byte
+        raw = text.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "replace")
+
+
 def read_question(prompt: str) -> str:
     if prompt != "-":
-        return prompt.strip()
+        return as_text(prompt).strip()
     if sys.stdin is None or sys.stdin.isatty():
         return ""
-    return sys.stdin.read().strip()
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:  # a replaced text stream (tests, embedding): no bytes to decode
+        return as_text(sys.stdin.read()).strip()
+    return stream.read().decode("utf-8", "replace").strip()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,6 +100,8 @@ def _answer_with(store: Any, question: str, args: argparse.Namespace, offline: b
     from app.turns import TurnError, TurnRunner, default_router_factory, title_from
     from offload.network import NETWORK
 
+    if (args.continue_last or args.conversation is not None) and _conversation_for(store, args, "") is None:
+        return EXIT_USAGE  # said why before the model loads: a wrong id should not cost that wait
     settings = load_settings(store)
     NETWORK.set_offline(offline or settings.mode == "offline")  # the hard switch, beside the router's gate
     try:
@@ -93,7 +115,9 @@ def _answer_with(store: Any, question: str, args: argparse.Namespace, offline: b
     except Exception as problem:  # engine errors name their own fix
         return _fail(f"{model.label} failed to load: {problem}", EXIT_NO_MODEL)
     try:
-        conversation = store.create_conversation(title=title_from(question), cloud_opt_in=args.force == "cloud")
+        conversation = _conversation_for(store, args, title_from(question))
+        if conversation is None:
+            return EXIT_USAGE
         runner = TurnRunner(store, default_router_factory(engine, settings, offline))
         stream = sys.stdout.isatty() and not args.as_json
         try:
@@ -103,6 +127,7 @@ def _answer_with(store: Any, question: str, args: argparse.Namespace, offline: b
                 approve=_approve_on_terminal,
                 force=args.force,
                 on_event=_print_tokens if stream else None,
+                system=as_text(args.system) if args.system else None,
             )
         except TurnError as problem:
             return _fail(str(problem), EXIT_FAILED)
@@ -111,31 +136,68 @@ def _answer_with(store: Any, question: str, args: argparse.Namespace, offline: b
     if args.as_json:
         print(json.dumps({**asdict(result), "conversation_id": conversation.id}, ensure_ascii=False))
     else:
-        print("" if stream else result.reply)  # a streamed reply is on screen already; end its line
+        # A streamed reply is on screen already; end its line. A pipe gets the reply as stored.
+        print("" if stream else result.reply)
         for notice in result.notices:
-            print(f"⚑ {notice}", file=sys.stderr)
-        print(describe_result(result), file=sys.stderr)
+            print(f"⚑ {_shown(notice, sys.stderr)}", file=sys.stderr)
+        print(_shown(describe_result(result), sys.stderr), file=sys.stderr)
     return 0 if result.status != "error" else EXIT_FAILED
+
+
+def _conversation_for(store: Any, args: argparse.Namespace, title: str) -> Any:
+    """The conversation to ask in: a new one, the latest (-c) or the one named (--conversation);
+    None after saying why there is none. --cloud opts the conversation in, unless it is locked local."""
+    from app.store import StoreError
+
+    if args.continue_last or args.conversation is not None:
+        try:
+            if args.conversation is not None:
+                conversation = store.get_conversation(args.conversation)
+            else:
+                latest = store.list_conversations(limit=1)
+                if not latest:
+                    _fail("there is no conversation to continue yet: ask without -c first.", EXIT_USAGE)
+                    return None
+                conversation = latest[0]
+        except StoreError as problem:
+            _fail(str(problem), EXIT_USAGE)
+            return None
+        if args.force == "cloud" and not conversation.cloud_opt_in and not conversation.local_only:
+            store.update_conversation(conversation.id, cloud_opt_in=True)
+            conversation = store.get_conversation(conversation.id)
+        return conversation
+    return store.create_conversation(title=title, cloud_opt_in=args.force == "cloud")
 
 
 def _print_tokens(event: Any) -> None:
     from offload.events import Discard, Token
 
     if isinstance(event, Token):
-        sys.stdout.write(event.text)
+        sys.stdout.write(printable(event.text))  # streaming happens only on a terminal
         sys.stdout.flush()
     elif isinstance(event, Discard):
-        print(f"\n⚑ local draft withdrawn: {event.reason}", file=sys.stderr)
+        print(f"\n⚑ local draft withdrawn: {_shown(event.reason, sys.stderr)}", file=sys.stderr)
 
 
-def _approve_on_terminal(preview: Any) -> bool:
+def _shown(text: str, stream: Any) -> str:
+    """Control characters made visible when `stream` is a terminal."""
+    isatty = getattr(stream, "isatty", None)
+    return printable(text) if isatty is not None and isatty() else text
+
+
+def _approve_on_terminal(preview: Any, tty_path: str = "/dev/tty") -> bool:
     """Ask mode on the command line: show the payload on the terminal and wait for y/N.
-    Without a terminal to ask on, nothing leaves."""
+    Without a terminal to ask on, nothing leaves, and the router says so (not "you declined")."""
+    from offload.router import ApprovalUnavailable
+
     try:
-        with open("/dev/tty", "r+", encoding="utf-8") as tty:
-            tty.write(f"\nSend this to {preview.provider} at {preview.host}?\n{preview.payload}\n[y/N] ")
-            tty.flush()
-            return tty.readline().strip().lower() in ("y", "yes")
+        # Two handles: a text file opened "r+" on a tty is not seekable, and Python refuses it.
+        with open(tty_path, "w", encoding="utf-8") as out, open(tty_path, encoding="utf-8", errors="replace") as into:
+            out.write(f"\nSend this to {preview.provider} at {preview.host}?\n{printable(preview.payload)}\n[y/N] ")
+            out.flush()
+            return into.readline().strip().lower() in ("y", "yes")
     except OSError:
-        print("⚑ ask mode needs a terminal to approve a cloud request; kept local.", file=sys.stderr)
-        return False
+        raise ApprovalUnavailable(
+            "ask mode needs a terminal to approve a cloud request, and none is attached. Run it in a "
+            "terminal, or switch to auto mode in settings to send without asking."
+        ) from None

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from app.printable import printable
+
 if TYPE_CHECKING:
     from app.store import Store
 
@@ -93,7 +95,7 @@ def _list(store: Store, args: argparse.Namespace) -> int:
         ]
         when = conversation.updated.astimezone().strftime("%Y-%m-%d %H:%M")
         tail = f"  [{', '.join(flags)}]" if flags else ""
-        print(f"{conversation.id:>{width}}  {when}  {conversation.title}{tail}")
+        print(f"{conversation.id:>{width}}  {when}  {printable(conversation.title)}{tail}")
     return 0
 
 
@@ -104,7 +106,7 @@ def _search(store: Store, args: argparse.Namespace) -> int:
         return 0
     for hit in hits:
         snippet = " ".join(hit.snippet.split())
-        print(f"{hit.conversation_id}  {hit.title} · {hit.role}: {snippet}")
+        print(f"{hit.conversation_id}  {printable(hit.title)} · {hit.role}: {printable(snippet)}")
     return 0
 
 
@@ -114,7 +116,7 @@ def _export(store: Store, args: argparse.Namespace) -> int:
     else:
         text = store.export_markdown(args.id)
     if args.output is None:
-        sys.stdout.write(text)
+        sys.stdout.write(printable(text) if sys.stdout.isatty() else text)  # a file or pipe gets it as stored
         return 0
     try:
         with args.output.open("x", encoding="utf-8") as file:
@@ -152,5 +154,5 @@ def _vacuum(store: Store, args: argparse.Namespace) -> int:
 def _delete(store: Store, args: argparse.Namespace) -> int:
     title = store.get_conversation(args.id).title
     store.delete_conversation(args.id)
-    print(f"Deleted conversation {args.id} ({title}).")
+    print(f"Deleted conversation {args.id} ({printable(title)}).")
     return 0

@@ -47,26 +47,47 @@ def set_key(args: argparse.Namespace) -> int:
     except (EOFError, KeyboardInterrupt):
         print("\ntandem: no key stored.", file=sys.stderr)
         return 1
-    print(f"Stored the {args.provider} key in the system keyring.")
+    stored_in = keys.backend()
+    print(f"Stored the {args.provider} key in {stored_in.describe()}.")
+    if stored_in.plaintext:
+        print(
+            "Warning: that file is not encrypted; anyone who can read it can read the key. "
+            f"Prefer setting {keys.env_var(args.provider)} in your environment, or install an encrypted "
+            "keyring (GNOME Keyring, KWallet, macOS Keychain) and store the key again.",
+            file=sys.stderr,
+        )
     if keys.source_of(args.provider) == "env":
         print(f"Note: {keys.env_var(args.provider)} is set and takes precedence over the keyring.")
     return 0
 
 
 def list_keys(args: argparse.Namespace) -> int:
+    """The same rows as the Ctrl+K screen: the providers settings name, then any other with a key."""
     from offload import keys
-    from offload.errors import KeyStoreError
+
+    listed = keys.listing(_configured_providers(args))
+    width = max(len(name) for name, _ in listed.rows)
+    for name, where in listed.rows:
+        print(f"{name:<{width}}  {where}")
+    if listed.problem is not None:
+        print(f"tandem: {listed.problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _configured_providers(args: argparse.Namespace) -> list[str]:
+    """The provider names in the user's settings (the defaults when the history cannot be read)."""
+    from pathlib import Path
+
+    from app.settings import UserSettings, load_settings
+    from app.store import Store, StoreError
 
     try:
-        entries = keys.providers()
-    except KeyStoreError as error:
-        print(f"tandem: {error}", file=sys.stderr)
-        return 1
-    width = max(len(name) for name, _ in entries)
-    for name, source in entries:
-        where = {"env": f"environment ({keys.env_var(name)})", "keyring": "keyring", None: "not set"}[source]
-        print(f"{name:<{width}}  {where}")
-    return 0
+        with Store.open(Path(args.db) if getattr(args, "db", None) else None) as store:
+            settings = load_settings(store)
+    except StoreError:
+        settings = UserSettings()
+    return [provider.name for provider in settings.providers]
 
 
 def remove_key(args: argparse.Namespace) -> int:

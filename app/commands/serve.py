@@ -100,7 +100,20 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+_progress_line: list[str] = []
+"""The stage whose progress line is open on stderr, if any."""
+
+
 def _show_progress(stage: str, fraction: float) -> None:
-    print(f"\r{stage}: {fraction:4.0%}", end="", file=sys.stderr, flush=True)
-    if fraction >= 1:
+    """One line per stage: redrawn in place on a terminal, printed once done elsewhere (a log)."""
+    if _progress_line and _progress_line[0] != stage:
+        print(file=sys.stderr)  # a new stage starts its own line, not over the last one's
+        _progress_line.clear()
+    if sys.stderr.isatty():
+        print(f"\r\x1b[K{stage}: {fraction:4.0%}", end="", file=sys.stderr, flush=True)
+        _progress_line[:] = [stage]
+    elif fraction >= 1:
+        print(f"{stage}: done", file=sys.stderr, flush=True)
+    if fraction >= 1 and _progress_line:
         print(file=sys.stderr)
+        _progress_line.clear()

@@ -90,8 +90,11 @@ def _heading(message: Message) -> str:
     facts += [value for value in (message.route, message.model) if value]
     if message.tokens_out:
         facts.append(f"{message.tokens_out} tokens")
-    if message.escalation_reason:
-        facts.append(f"escalated: {message.escalation_reason}")
+    reason = message.escalation_reason
+    if reason:
+        # Only a cloud reply was escalated; a local one's reason says why it stayed.
+        escalated = message.route == "cloud" and not reason.startswith("escalated")
+        facts.append(f"escalated: {reason}" if escalated else reason)
     if message.status != "complete":
         facts.append(message.status)
     return " · ".join(facts)

@@ -70,6 +70,18 @@ class ReplyWriter:
         self._unsaved = True
         self.checkpoint()
 
+    def retarget(self, route: str, model: str | None, provider: str | None) -> None:
+        """Record at once where the reply now comes from (the cloud took the turn over, or it fell
+        back local), so a reply cut off by a crash keeps its true route and provider."""
+        if self._finished:
+            raise ReplyClosed(self.message_id)
+        if route not in ROUTES:
+            raise ValueError(f"route {route!r} is not one of {', '.join(ROUTES)}")
+        with self._access() as db, write_transaction(db):
+            self._write(db, {"content": self.text, "route": route, "model": model, "provider": provider})
+        self._unsaved = False
+        self._last_checkpoint = self._clock()
+
     def checkpoint(self) -> None:
         """Write the text so far now; append() calls this itself when 250 ms have passed."""
         if self._unsaved:

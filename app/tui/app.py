@@ -46,6 +46,9 @@ class TandemApp(App[None]):
         load_engine: bool = True,
     ) -> None:
         super().__init__()
+        from app.tui.paste import install
+
+        install()  # before the driver starts: keys inside a bracketed paste must stay text
         self.db_path = db_path
         self.offline_flag = offline
         self.open_engine = open_engine

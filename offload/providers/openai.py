@@ -112,7 +112,9 @@ class _ChunkDecoder:
                 raise ValueError("a choice without a delta object")
             delta = choice.get("delta") or {}
             content = delta.get("content")
-            if isinstance(content, str) and content:
+            if content is not None and not isinstance(content, str):
+                raise ValueError("a delta whose content is not text")
+            if content:
                 texts.append(content)
             if choice.get("finish_reason"):
                 self.finish_reason = str(choice["finish_reason"])

@@ -121,6 +121,7 @@ def stream(call: ChatCall, decoder: StreamDecoder, cancel: threading.Event | Non
     finished = threading.Event()
     if cancel is not None:
         threading.Thread(target=_cut_on_cancel, args=(cancel, wire, finished), daemon=True).start()
+    shown = False
     try:
         call.network.ensure_allowed(httpx.URL(call.url).host)
         timeout = httpx.Timeout(call.timeouts.read, connect=call.timeouts.connect)
@@ -129,9 +130,13 @@ def stream(call: ChatCall, decoder: StreamDecoder, cancel: threading.Event | Non
             if response is not None:
                 try:
                     for text in _read_events(response, call, decoder, cancel):
+                        shown = shown or bool(text)
                         yield TextDelta(text)
                 finally:
                     response.close()
+        if response is not None and not shown and not _is_set(cancel):
+            # A stream of only [DONE] (or of deltas with no text) is no answer: a failed call.
+            raise ProtocolError(call.provider, call.host, "a stream that ended without any text")
     except ProviderError as error:
         if not (_is_set(cancel) and isinstance(error, _CUT_SHORT)):
             error.exchange = _exchange(call, wire) if wire.sent else None

@@ -19,6 +19,19 @@ async def until_ready(pilot) -> None:
     await pilot.pause()
 
 
+async def until(pilot, condition, what: str, timeout: float = 30.0) -> None:
+    """Wait on the app's own state, not a fixed time: poll `condition` between frames until it
+    holds (a loaded machine only makes this slower, never wrong); fail naming `what` otherwise."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await pilot.pause(0.01)
+    await pilot.pause()  # and let the frame that shows it be painted
+
+
 class KeptOpen:
     """The session's real engine, lent to one app or router: the app's close() must not close it
     for the next test."""

@@ -53,8 +53,8 @@ async def test_ctrl_g_cycles_the_mode_and_it_is_saved(make_app, store):
         app = pilot.app
         assert badge(app, "mode-badge") == "mode: ask"
         seen = []
-        for _ in range(3):
-            await pilot.press("ctrl+g")
+        for keys in (("ctrl+g", "y"), ("ctrl+g",), ("ctrl+g",)):  # auto is confirmed (issue 13 item 2)
+            await pilot.press(*keys)
             seen.append((app.settings.mode, badge(app, "mode-badge"), load_settings(store).mode))
         assert seen == [
             ("auto", "mode: auto", "auto"),
@@ -69,7 +69,7 @@ async def test_offline_mode_turns_the_indicator_and_the_network_switch(make_app)
     async with make_app().run_test(size=SIZE) as pilot:
         app = pilot.app
         assert badge(app, "network-badge") == "● online"
-        await pilot.press("ctrl+g", "ctrl+g")  # ask -> auto -> offline
+        await pilot.press("ctrl+g", "n")  # ask -> (auto declined) -> offline
         await pilot.pause()
         assert app.settings.mode == "offline"
         assert NETWORK.state.forced_offline
@@ -118,9 +118,11 @@ async def test_ctrl_e_lists_what_left_with_its_exact_payload(make_app, store):
         assert isinstance(app.screen, EgressScreen)
         table = app.screen.query_one("#ledger")
         row = table.get_row_at(0)
-        assert row[2:] == ["openai", "api.openai.com", "321", "654", "recent +2", "EMAIL×1"]
+        body = len('{"content": "[EMAIL_1] asked"}')
+        assert row[2:] == ["openai", "api.openai.com", str(body), "321", "654", "recent +2", "EMAIL×1"]
         assert app.screen.query_one("#payload").text == '{"content": "[EMAIL_1] asked"}'
-        assert "1 request left this machine, 321 bytes sent" in str(app.screen.query_one("#summary").render())
+        summary = str(app.screen.query_one("#summary").render())
+        assert f"1 request left this machine: {body} bytes of request body, 321 bytes on the wire" in summary
 
 
 async def test_the_ledger_says_when_only_a_hash_was_kept(make_app):

@@ -66,6 +66,10 @@ def test_cycling_the_mode_follows_offline_ask_auto():
     assert UserSettings(mode="ask").next_mode().mode == "auto"
     assert UserSettings(mode="auto").next_mode().mode == "offline"
     assert UserSettings(mode="offline").next_mode().mode == "ask"
+    # Issue 13 item 2: only the step into auto asks for a confirmation.
+    assert [UserSettings(mode=m).next_mode_needs_confirmation() for m in ("offline", "ask", "auto")] == [
+        False, True, False,
+    ]
 
 
 def test_sampling_overrides_round_trip_per_model(store):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
-from app_helpers import ready_opener, until_ready
+from app_helpers import ready_opener, until, until_ready
 
 from app.store import EgressRecord
 from app.tui.app import TandemApp
@@ -37,8 +37,23 @@ def seeded(db_path, store) -> TandemApp:
     return TandemApp(db_path, open_engine=ready_opener)
 
 
+async def still(pilot) -> None:
+    """Hold every cursor on the screen about to be captured in its visible phase. They blink on a
+    timer, so a loaded machine caught them in either phase (issue 13 item 18: "one style
+    differed"); turning blinking off is not enough, as a TextArea keeps the lines it drew."""
+    for area in pilot.app.screen.query("TextArea"):
+        area.blink_timer.pause()
+        area._cursor_visible = True
+        area.refresh()
+    for field in pilot.app.screen.query("Input"):
+        field.cursor_blink = False
+        field.refresh()
+    await pilot.pause()
+
+
 async def wait_ready(pilot) -> None:
     await until_ready(pilot)
+    await still(pilot)
 
 
 def test_first_run(snap_compare, db_path):
@@ -49,11 +64,25 @@ def test_chat_with_local_and_cloud_replies(snap_compare, db_path, store):
     assert snap_compare(seeded(db_path, store), terminal_size=SIZE, run_before=wait_ready)
 
 
+def _restyled(app, background) -> bool:
+    """Whether the app has restyled the screen for the new theme: the theme change only schedules
+    the restyle, and Textual marks the screen with the CSS generation it last applied."""
+    screen = app.screen
+    return screen._css_update_count == app._css_update_count and screen.styles.background == background
+
+
 def test_chat_in_the_light_theme(snap_compare, db_path, store):
     async def light(pilot):
+        # Issue 13 item 18: this failed once under load (one style differed): wait until the
+        # restyle for the light theme is applied, not for one frame.
+        from textual.color import Color
+
+        app = pilot.app
         await wait_ready(pilot)
         await pilot.press("ctrl+t")
-        await pilot.pause()
+        background = Color.parse(app.get_theme("textual-light").background)
+        await until(pilot, lambda: app.theme == "textual-light" and _restyled(app, background), "the light theme")
+        await still(pilot)
 
     assert snap_compare(seeded(db_path, store), terminal_size=SIZE, run_before=light)
 
@@ -62,7 +91,8 @@ def test_search_results(snap_compare, db_path, store):
     async def search(pilot):
         await wait_ready(pilot)
         await pilot.press("ctrl+f", *"list", "enter")
-        await pilot.pause()
+        await until(pilot, lambda: type(pilot.app.screen).__name__ == "SearchScreen", "the search results")
+        await still(pilot)
 
     assert snap_compare(seeded(db_path, store), terminal_size=SIZE, run_before=search)
 
@@ -71,7 +101,8 @@ def test_settings(snap_compare, db_path):
     async def settings(pilot):
         await wait_ready(pilot)
         await pilot.press("ctrl+s")
-        await pilot.pause()
+        await until(pilot, lambda: type(pilot.app.screen).__name__ == "SettingsScreen", "the settings")
+        await still(pilot)
 
     assert snap_compare(TandemApp(db_path, open_engine=ready_opener), terminal_size=(110, 44), run_before=settings)
 
@@ -87,7 +118,7 @@ def test_egress_ledger(snap_compare, db_path):
     async def ledger(pilot):
         await wait_ready(pilot)
         await pilot.app.push_screen(EgressScreen([record]))
-        await pilot.pause()
+        await still(pilot)
 
     assert snap_compare(TandemApp(db_path, open_engine=ready_opener), terminal_size=SIZE, run_before=ledger)
 
@@ -101,7 +132,7 @@ def test_ask_mode_approval(snap_compare, db_path):
     async def approve(pilot):
         await wait_ready(pilot)
         await pilot.app.push_screen(ApproveScreen(preview))
-        await pilot.pause()
+        await still(pilot)
 
     assert snap_compare(TandemApp(db_path, open_engine=ready_opener), terminal_size=SIZE, run_before=approve)
 
@@ -114,9 +145,9 @@ def test_model_picker(snap_compare, db_path, tmp_path, monkeypatch):
     async def picker(pilot):
         await wait_ready(pilot)
         await pilot.press("ctrl+l")
-        await pilot.pause()
+        await until(pilot, lambda: type(pilot.app.screen).__name__ == "ModelPickerScreen", "the model picker")
         await pilot.app.workers.wait_for_complete()  # the search for GGUFs on disk
-        await pilot.pause()
+        await still(pilot)
 
     assert snap_compare(TandemApp(db_path, open_engine=ready_opener), terminal_size=SIZE, run_before=picker)
 

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from app_helpers import SIZE, until_ready
+from app_helpers import SIZE, until, until_ready
 
 from app.local_models import ModelUnavailable
 from app.tui.screens.chat import ChatScreen
@@ -46,8 +46,7 @@ async def test_the_model_loads_in_the_background_with_its_progress_shown(make_ap
 
     async with make_app(open_engine=slow_opener, load_engine=True).run_test(size=SIZE) as pilot:
         app = pilot.app
-        await pilot.pause(0.2)
-        assert engine_status(app) == "loading tandem-nano… compiling 40%"
+        await until(pilot, lambda: engine_status(app) == "loading tandem-nano… compiling 40%", "the progress")
         assert app.screen is app.chat  # the UI is live while the model loads
         await pilot.press("ctrl+n")
         assert app.store.list_conversations()

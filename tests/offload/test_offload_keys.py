@@ -84,7 +84,8 @@ def test_cli_round_trip_never_shows_the_key(isolated_home):
     listed = tandem("keys", "list")
     assert listed.returncode == 0
     lines = dict(line.split(None, 1) for line in listed.stdout.splitlines())
-    assert lines == {"openai": "keyring", "anthropic": "not set"}
+    # Issue 13 items 4 and 15: the backend is named as the plaintext file it is, and onprem is listed.
+    assert lines == {"openai": "plaintext keyring file", "anthropic": "not set", "onprem": "not set"}
     removed = tandem("keys", "remove", "openai")
     assert removed.returncode == 0
     assert keys.get_key("openai") is None

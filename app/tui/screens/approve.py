@@ -35,7 +35,15 @@ class ApproveScreen(ModalScreen[Any]):
                 id="destination",
             )
             yield Static("", id="context", classes="hint")
+            # "Request body", as the egress ledger's body column counts it (the wire adds headers).
             yield Static("", id="size", classes="hint")
+            drop = "[b]Ctrl+D[/b] drops the earlier turns · " if self.preview.alone_payload is not None else ""
+            yield Static(
+                f"[b]Ctrl+S[/b] sends · {drop}[b]Esc[/b] keeps it local · [b]Tab[/b] moves between the "
+                "buttons, [b]Enter[/b] presses the highlighted one",
+                classes="hint",
+                id="hint",
+            )
             yield TextArea(self.preview.payload, read_only=True, id="payload")
             with Horizontal(classes="buttons"):
                 yield Button("Send", variant="warning", id="send")
@@ -55,7 +63,7 @@ class ApproveScreen(ModalScreen[Any]):
         self.query_one("#context", Static).update(self._context_text())
         size = len(self.payload.encode())
         self.query_one("#size", Static).update(
-            f"Request body: {size} bytes, exactly as below. Esc keeps the turn on this machine."
+            f"The request body, exactly as below: {size} bytes (HTTP headers go with it)."
         )
         self.query_one("#payload", TextArea).text = self.payload
         if self.preview.alone_payload is not None:

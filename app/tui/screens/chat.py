@@ -74,7 +74,7 @@ class ChatScreen(Screen[None]):
         ("Toggle cloud for this conversation", "Allow or forbid escalation to the cloud here (Ctrl+O)", "toggle_cloud"),
         ("Lock conversation to local", "Forbid the cloud here whatever the mode, or lift the lock", "toggle_local_lock"),
         ("Cloud context", "What a cloud request carries of this conversation: this message, recent turns, or all (F4)", "cycle_context"),
-        ("Cycle privacy mode", "offline → ask → auto (Ctrl+G)", "cycle_mode"),
+        ("Cycle privacy mode", "offline → ask → auto; auto asks you first (Ctrl+G)", "cycle_mode"),
         ("Egress ledger", "Every request that left this machine (Ctrl+E)", "egress"),
         ("Settings", "Providers, models, thresholds, redaction terms (Ctrl+S)", "settings"),
         ("API keys", "Keys in the system keyring (Ctrl+K)", "keys"),
@@ -343,9 +343,31 @@ class ChatScreen(Screen[None]):
         if self.tandem.offline_flag:
             self.notify("Started with --offline: nothing leaves this machine until you restart without it.")
             return
-        settings = self.tandem.settings.next_mode()
+        current = self.tandem.settings
+        if not current.next_mode_needs_confirmation():
+            self._set_mode(current.next_mode().mode)
+            return
+        from app.tui.screens.confirm import ConfirmScreen
+
+        def confirmed(yes: bool | None) -> None:
+            # Declining moves on past auto, to offline: the cycle never sticks, and only towards privacy.
+            self._set_mode("auto" if yes else "offline", "" if yes else " (auto not confirmed)")
+
+        provider = current.provider
+        self.app.push_screen(
+            ConfirmScreen(
+                f"Switch to [b]auto[/b]? Turns the local model is unsure of will go to {escape(provider)} "
+                "without asking you first (only in conversations that opted in, still redacted).\n"
+                "Cancel moves on to offline.",
+                yes="Switch to auto",
+            ),
+            confirmed,
+        )
+
+    def _set_mode(self, mode: str, note: str = "") -> None:
+        settings = replace(self.tandem.settings, mode=mode)
         self.tandem.update_settings(settings)
-        self.notify(f"Privacy mode: {settings.mode}.")
+        self.notify(f"Privacy mode: {settings.mode}{note}.")
 
     # --- screens --------------------------------------------------------------------------------
 
@@ -426,6 +448,7 @@ class ChatScreen(Screen[None]):
         await pane.mount_all([MessageView("user", event.text), self.reply_view])
         pane.anchor()
         self.cancel_event = threading.Event()
+        self.refresh_bindings()  # Esc now cancels: the footer shows it
         self.run_turn(conversation_id, event.text, self.cancel_event)
 
     @work(thread=True, exclusive=True, group="turn")
@@ -484,6 +507,7 @@ class ChatScreen(Screen[None]):
 
     async def on_turn_finished(self, message: TurnFinished) -> None:
         view, self.reply_view, self.cancel_event = self.reply_view, None, None
+        self.refresh_bindings()  # nothing to cancel now: "esc Cancel" leaves the footer
         if view is None:
             return
         result = message.result

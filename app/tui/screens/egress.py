@@ -34,10 +34,12 @@ class EgressScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
-            total, count = sum(r.bytes_sent for r in self.records), len(self.records)
+            count = len(self.records)
+            body, wire = sum(r.payload_bytes for r in self.records), sum(r.bytes_sent for r in self.records)
+            # The same "body" figure as the ask-mode preview; the wire adds headers, TLS and retries.
             yield Static(
-                f"[b]Egress ledger[/b]: {count} request{'s' if count != 1 else ''} left this machine, "
-                f"{total} bytes sent."
+                f"[b]Egress ledger[/b]: {count} request{'s' if count != 1 else ''} left this machine: "
+                f"{body} bytes of request body, {wire} bytes on the wire (headers, TLS and retries included)."
                 if self.records
                 else "[b]Egress ledger[/b]: nothing has left this machine.",
                 id="summary",
@@ -47,13 +49,14 @@ class EgressScreen(ModalScreen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one("#ledger", DataTable)
-        table.add_columns("when", "conversation", "provider", "host", "sent", "received", "context", "redactions")
+        table.add_columns("when", "conv", "provider", "host", "body", "wire out", "wire in", "context", "redactions")
         for index, record in enumerate(self.records):
             table.add_row(
                 record.time.strftime("%Y-%m-%d %H:%M:%S"),
                 str(record.conversation_id or "deleted"),
                 record.provider,
                 record.host,
+                str(record.payload_bytes),
                 str(record.bytes_sent),
                 str(record.bytes_received),
                 _context(record),

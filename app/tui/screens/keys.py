@@ -1,5 +1,5 @@
-"""API keys, kept in the system keyring through offload.keys: shows where each provider's key comes
-from (never the key), and sets or removes one."""
+"""API keys, kept in the keyring through offload.keys (the screen names its backend): shows where
+each provider's key comes from (never the key), and sets or removes one."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.markup import escape
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Select, Static
 
@@ -22,7 +23,7 @@ class KeysScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
-            yield Static("[b]API keys[/b]: stored in the system keyring; environment variables override.")
+            yield Static("[b]API keys[/b]: environment variables override stored keys.", id="backend")
             yield DataTable(id="sources", cursor_type="row")
             with Horizontal(classes="row"):
                 yield Select([(p, p) for p in self.providers], value=self.providers[0], allow_blank=False, id="provider")
@@ -40,17 +41,24 @@ class KeysScreen(ModalScreen[None]):
     def _refresh(self) -> None:
         """Where each provider's key comes from; a keyring that cannot be read is named, not fatal."""
         from offload import keys
-        from offload.errors import KeyStoreError
 
         table = self.query_one("#sources", DataTable)
         table.clear()
-        try:
-            stored = [name for name, _ in keys.providers()]
-            for provider in dict.fromkeys([*self.providers, *stored]):
-                where = {"env": f"environment ({keys.env_var(provider)})", "keyring": "system keyring"}
-                table.add_row(provider, where.get(keys.source_of(provider) or "", "not set"), key=provider)
-        except KeyStoreError as problem:
-            self.query_one("#error", Static).update(f"⚠ {problem}")
+        listed = keys.listing(self.providers)  # the same rows as `tandem keys list`
+        for provider, where in listed.rows:
+            table.add_row(provider, where, key=provider)
+        if listed.problem is not None:
+            self.query_one("#error", Static).update(f"⚠ {listed.problem}")
+            return
+        backend = keys.backend()
+        warning = (
+            "\n[b]⚠ not encrypted[/b]: anyone who can read that file can read the keys; prefer "
+            "environment variables or an encrypted keyring." if backend.plaintext else ""
+        )
+        self.query_one("#backend", Static).update(
+            f"[b]API keys[/b] are stored in {escape(backend.describe())}; environment variables "
+            f"override them.{warning}"
+        )
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         from offload import keys
@@ -70,7 +78,11 @@ class KeysScreen(ModalScreen[None]):
                     return
                 keys.set_key(provider, secret.value.strip())
                 secret.value = ""
-                self.notify(f"Saved the {provider} key in the keyring.")
+                backend = keys.backend()
+                self.notify(
+                    f"Saved the {provider} key in {backend.describe()}.",
+                    severity="warning" if backend.plaintext else "information",
+                )
             elif keys.remove_key(provider):
                 self.notify(f"Removed the {provider} key from the keyring.")
             else:

@@ -1,4 +1,5 @@
-"""The settings screen: privacy mode, redaction and its terms, thresholds, cloud providers and models,
+"""The settings screen: privacy mode, redaction and its terms, thresholds, what a cloud request
+carries, cloud providers (with their models and timeouts, and new named OpenAI-compatible ones),
 and the current local model's sampling override. Dismisses with the new UserSettings, or None when
 cancelled; invalid input is named, never saved."""
 
@@ -12,6 +13,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
+from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Select, Static, Switch, TextArea
 
 from app.settings import (
@@ -35,6 +37,20 @@ SAMPLING_FIELDS = (
 SAMPLING_NAMES = tuple(name for name, _, _ in SAMPLING_FIELDS)
 
 
+def provider_fields(p: ProviderSettings) -> list[Widget]:
+    """One provider's fields: base URL and model, then its connect and read timeouts."""
+    return [
+        Label(f"{p.name} ({p.kind}): base URL and model; connect and read timeouts in seconds"),
+        Input(p.base_url, id=f"{p.name}-base_url", classes="base-url"),
+        Input(p.model, id=f"{p.name}-model", classes="model"),
+        Horizontal(
+            Input(f"{p.connect_timeout:g}", id=f"{p.name}-connect_timeout", type="number"),
+            Input(f"{p.read_timeout:g}", id=f"{p.name}-read_timeout", type="number"),
+            classes="row",
+        ),
+    ]
+
+
 class SettingsScreen(ModalScreen[UserSettings | None]):
     BINDINGS = [
         Binding("escape", "dismiss(None)", "Cancel", id="dismiss"),
@@ -50,6 +66,8 @@ class SettingsScreen(ModalScreen[UserSettings | None]):
         self.settings = settings
         self.model = model
         self.model_defaults = dict(model_defaults or {})
+        self.providers = list(settings.providers)
+        """The providers shown: the saved ones and any added here since."""
 
     def compose(self) -> ComposeResult:
         s = self.settings
@@ -74,10 +92,20 @@ class SettingsScreen(ModalScreen[UserSettings | None]):
                 yield Input(str(s.context_turns), id="context_turns", type="integer")
                 yield Label("Escalate to")
                 yield Select([(p.name, p.name) for p in s.providers], value=s.provider, allow_blank=False, id="provider")
-                for p in s.providers:
-                    yield Label(f"{p.name} ({p.kind}) base URL and model")
-                    yield Input(p.base_url, id=f"{p.name}-base_url", classes="base-url")
-                    yield Input(p.model, id=f"{p.name}-model", classes="model")
+                with Vertical(id="providers"):
+                    for p in s.providers:
+                        yield from provider_fields(p)
+                yield Static(
+                    "[b]Add an OpenAI-compatible provider[/b] (vLLM, Ollama's /v1, `tandem serve`, a gateway): "
+                    "name, base URL, model, and its API key if it needs one (kept in the keyring; "
+                    "NAME_API_KEY in the environment overrides it)"
+                )
+                with Horizontal(classes="row"):
+                    yield Input(placeholder="name: my-vllm", id="new-name")
+                    yield Input(placeholder="base URL", id="new-base_url")
+                    yield Input(placeholder="model", id="new-model")
+                    yield Input(placeholder="API key", password=True, id="new-key")
+                    yield Button("Add", id="add-provider")
                 if self.model:
                     yield Static(f"[b]Sampling for {self.model}[/b] (blank: the model's own setting)")
                     override = s.sampling_for(self.model)
@@ -95,10 +123,45 @@ class SettingsScreen(ModalScreen[UserSettings | None]):
                 yield Button("Cancel", id="cancel")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "save":
+        if event.button.id == "add-provider":
+            event.stop()
+            self.add_provider()
+        elif event.button.id == "save":
             self.action_save()
         else:
             self.dismiss(None)
+
+    def add_provider(self) -> None:
+        """A new named OpenAI-compatible provider from the add row: validated with the rest, shown
+        with its fields and offered under "Escalate to"; it is kept when the settings are saved."""
+        error = self.query_one("#error", Static)
+        fields = ("name", "base_url", "model", "key")
+        value = {name: self.query_one(f"#new-{name}", Input).value.strip() for name in fields}
+        new = ProviderSettings(value["name"], "openai-compatible", value["base_url"], value["model"])
+        try:
+            candidate = self._read()
+            validate(replace(candidate, providers=(*candidate.providers, new)))
+        except SettingsError as problem:
+            error.update(f"⚠ {problem}")
+            return
+        error.update("")
+        if value["key"]:
+            from offload import keys
+            from offload.errors import KeyStoreError
+
+            try:
+                keys.set_key(new.name, value["key"])
+            except KeyStoreError as problem:
+                error.update(f"⚠ {problem} ({keys.env_var(new.name)} is the variable for {new.name}.)")
+        self.providers.append(new)
+        self.query_one("#providers", Vertical).mount_all(provider_fields(new))
+        choice = self.query_one("#provider", Select)
+        current = choice.value
+        choice.set_options([(p.name, p.name) for p in self.providers])
+        choice.value = current
+        for name in fields:
+            self.query_one(f"#new-{name}", Input).value = ""
+        self.notify(f"Added {new.name}; save the settings to keep it, and pick it under “Escalate to” to use it.")
 
     def action_save(self) -> None:
         try:
@@ -112,6 +175,12 @@ class SettingsScreen(ModalScreen[UserSettings | None]):
         def text(widget_id: str) -> str:
             return self.query_one(f"#{widget_id}", Input).value.strip()
 
+        def seconds(widget_id: str, what: str) -> float:
+            try:
+                return float(text(widget_id))
+            except ValueError:
+                raise SettingsError(f"{what} is a number of seconds, like 60.") from None
+
         try:
             threshold = float(text("escalate_below"))
         except ValueError:
@@ -124,8 +193,12 @@ class SettingsScreen(ModalScreen[UserSettings | None]):
             line.strip() for line in self.query_one("#terms", TextArea).text.splitlines() if line.strip()
         )
         providers = tuple(
-            ProviderSettings(p.name, p.kind, text(f"{p.name}-base_url"), text(f"{p.name}-model"))
-            for p in self.settings.providers
+            ProviderSettings(
+                p.name, p.kind, text(f"{p.name}-base_url"), text(f"{p.name}-model"),
+                connect_timeout=seconds(f"{p.name}-connect_timeout", f"The connect timeout of {p.name}"),
+                read_timeout=seconds(f"{p.name}-read_timeout", f"The read timeout of {p.name}"),
+            )
+            for p in self.providers
         )
         updated = replace(
             self.settings,
