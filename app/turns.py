@@ -182,14 +182,15 @@ def _explain(error: Exception) -> str:
 
 def default_router_factory(engine: Any, settings: Any, offline: bool) -> Any:
     """The Router for these settings. Callers keep it while the engine and settings stay the same
-    (it holds each conversation's redaction placeholders); the cloud provider reads its key now."""
+    (it holds each conversation's redaction placeholders); the cloud provider opens, and reads its
+    key, when a turn first needs it."""
+    from app.cloud_provider import DeferredProvider
     from offload.confidence import EscalationThreshold
     from offload.network import NETWORK
-    from offload.providers import open_provider
     from offload.router import Router
 
     cloud = settings.active_provider()
-    provider = open_provider(cloud.kind, cloud.name, cloud.base_url, network=NETWORK) if cloud else None
+    provider = DeferredProvider(cloud.kind, cloud.name, cloud.base_url, NETWORK) if cloud else None
     return Router(
         engine,
         settings.privacy(offline),

@@ -195,3 +195,17 @@ def test_the_default_router_escalates_to_the_chosen_provider_at_the_chosen_thres
     assert router.threshold.risk == pytest.approx(0.7)
     assert router.settings.mode == "ask"
     assert default_router_factory(None, settings, offline=True).settings.mode == "offline"
+
+
+def test_the_default_router_opens_its_cloud_provider_only_when_a_turn_needs_it():
+    """A local answer never pays for the HTTP stack and the keyring (a second of start-up)."""
+    from app.settings import ProviderSettings, UserSettings
+
+    settings = UserSettings(
+        providers=(ProviderSettings("onprem", "openai-compatible", "http://127.0.0.1:9/v1", "llama-70b"),),
+        provider="onprem",
+    )
+    provider = default_router_factory(None, settings, offline=False).provider
+    assert provider.name == "onprem" and not provider.opened
+    assert provider.host == "127.0.0.1:9"
+    assert provider.opened
