@@ -134,10 +134,11 @@ def build_executable(
 def _export(config: ModelConfig, kind: str, target: HostTarget):
     from engine.models.llama import LlamaForCausalLM
 
+    from engine.tvm_backend.int8_kernels import int8_isa_scope
     from engine.tvm_backend.linear import cpu_matmul
 
     # The target and its matmul mode pick the linear layers' form (linear.py) and layouts.
-    with target.target, cpu_matmul(target.cpu_matmul):
+    with target.target, cpu_matmul(target.cpu_matmul), int8_isa_scope(target.int8_isa):
         model = LlamaForCausalLM(config, kind, target.target)
         module, named_params = model.export_tvm(spec=model.export_spec())
     if not target.is_gpu:

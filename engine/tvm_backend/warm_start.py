@@ -3,7 +3,7 @@ host, so the next open maps them with TVM's runtime alone, without importing the
 asking LLVM for the host's target (together seconds).
 
 A record is valid while everything that chose them is unchanged: the model's files, the host's
-CPU and GPU device nodes, the TANDEM_DEVICE / TANDEM_CPU_MATMUL / TVM_NUM_THREADS settings, the
+CPU and GPU device nodes, the settings in ENV_SETTINGS, the
 installed TVM, Tandem's engine sources and its weight layout; all of these are hashed into its key. Only CPU opens
 are recorded (a GPU open needs the full TVM to find its device). One record per model folder and
 asked-for device, replaced in place."""
@@ -21,7 +21,7 @@ from pathlib import Path
 
 WARM_DIR = "warm"
 FORMAT = 1
-ENV_SETTINGS = ("TANDEM_DEVICE", "TANDEM_CPU_MATMUL", "TVM_NUM_THREADS")
+ENV_SETTINGS = ("TANDEM_DEVICE", "TANDEM_CPU_MATMUL", "TANDEM_INT8_ISA", "TVM_NUM_THREADS")
 """The settings a compiled library or its label depend on (target.py reads them)."""
 _GPU_NODES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dri")
 """Their appearing (a driver installed) may change what device "auto" picks."""
