@@ -287,7 +287,7 @@ def main() -> None:
     parser.add_argument(
         "--cpu-matmul",
         choices=["float", "int8"],
-        help="how Tandem's 4-bit linear layers compute (default: $TANDEM_CPU_MATMUL, else int8 on a VNNI CPU)",
+        help="how Tandem's 4-bit linear layers compute (default: $TANDEM_CPU_MATMUL, else int8 on an AVX2, AVX-VNNI or AVX512-VNNI CPU)",
     )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--peer-child", type=Path, help=argparse.SUPPRESS)

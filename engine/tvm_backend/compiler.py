@@ -5,8 +5,7 @@ plain functions (engine.tvm_backend.linear picks which while the model is built)
 covers everything the library depends on: the architecture, the weight kind, the device kind and
 target (with its GPU arch, host mcpu and CPU matmul mode), the TVM version and the source of
 Tandem's model and kernels; storing a library drops those it supersedes (same model and target,
-older build). TVM itself is imported only to compile: a warm start reads the
-cache without it."""
+older build). TVM itself is imported only to compile: a warm start reads the cache without it."""
 
 from __future__ import annotations
 
