@@ -72,8 +72,11 @@ def sample(
 
 
 def _penalise(logits: np.ndarray, penalty: float, previous_ids: Iterable[int]) -> np.ndarray:
-    seen = np.unique(np.fromiter(previous_ids, dtype=np.int64))
-    if penalty == 1.0 or seen.size == 0:
+    if penalty == 1.0:
+        return logits
+    # A set rather than np.unique, whose first call imports numpy.ma (tens of ms at start-up).
+    seen = np.fromiter(set(previous_ids), dtype=np.int64)
+    if seen.size == 0:
         return logits
     adjusted = logits.copy()
     values = adjusted[seen]
