@@ -3,8 +3,8 @@
 Opening a model reads its MLC directory, compiles (or loads from the cache) the library for
 the host, puts the weights on the device (repacked once, then from the weight cache), and
 keeps one paged-KV session. When the warm-start index names both cached parts, only TVM's
-runtime is imported (no compiler, no target detection). generate() templates the messages, prefills in chunks, then
-samples token by token in numpy with raw-logit logprobs."""
+runtime is imported (no compiler, no target detection). generate() templates the messages,
+prefills in chunks, then samples token by token in numpy with raw-logit logprobs."""
 
 from __future__ import annotations
 
@@ -101,15 +101,16 @@ class TVMEngine:
         if warm is None:
             return None, ""
         report("loading the cached model", 0.5)
-        from engine.tvm_backend import ffi_runtime
-
-        compiled = read_entry(warm.library_entry)
-        tensors = None
-        if compiled is not None:
-            tensors = read_weights_entry(warm.weights_entry, warm.weights_key, compiled.params, ffi_runtime.cpu())
         try:
-            session = None if tensors is None else self._session(compiled, tensors, ffi_runtime.cpu())
-        except EngineError:
+            from engine.tvm_backend import ffi_runtime
+
+            session = None
+            compiled = read_entry(warm.library_entry)
+            if compiled is not None:
+                cpu = ffi_runtime.cpu()
+                tensors = read_weights_entry(warm.weights_entry, warm.weights_key, compiled.params, cpu)
+                session = None if tensors is None else self._session(compiled, tensors, cpu)
+        except Exception:  # noqa: BLE001  (whatever fails here, the full path rebuilds and says why)
             session = None
         if session is None:
             warm_start.forget(self.model_dir, device, cache_dir())
