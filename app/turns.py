@@ -219,18 +219,16 @@ def _explain(error: Exception) -> str:
 
 def default_router_factory(engine: Any, settings: Any, offline: bool) -> Any:
     """The Router for these settings. Callers keep it while the engine and settings stay the same
-    (it holds each conversation's redaction placeholders); the cloud provider reads its key now."""
+    (it holds each conversation's redaction placeholders); the cloud provider opens, and reads its
+    key, when a turn first needs it."""
+    from app.cloud_provider import DeferredProvider
     from offload.confidence import EscalationThreshold
     from offload.network import NETWORK
-    from offload.providers import open_provider
     from offload.router import Router
 
     cloud = settings.active_provider()
     model = getattr(getattr(engine, "info", None), "model_id", None)  # the user's override is keyed by it
-    provider = (
-        open_provider(cloud.kind, cloud.name, cloud.base_url, network=NETWORK, timeouts=cloud.timeouts())
-        if cloud else None
-    )
+    provider = DeferredProvider(cloud.kind, cloud.name, cloud.base_url, NETWORK, cloud.timeouts()) if cloud else None
     return Router(
         engine,
         settings.privacy(offline),

@@ -313,7 +313,7 @@ def main() -> None:
     parser.add_argument(
         "--cpu-matmul",
         choices=["float", "int8"],
-        help="how Tandem's 4-bit linear layers compute (default: $TANDEM_CPU_MATMUL, else int8 on a VNNI CPU)",
+        help="how Tandem's 4-bit linear layers compute (default: $TANDEM_CPU_MATMUL, else int8 on an AVX2, AVX-VNNI or AVX512-VNNI CPU)",
     )
     parser.add_argument("--gguf", type=Path, help="benchmark this GGUF file (as it is) instead of a random model")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)

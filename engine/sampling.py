@@ -123,7 +123,8 @@ def _keep_min_p(logprobs: np.ndarray, min_p: float) -> np.ndarray:
 def _penalise(logits: np.ndarray, penalty: float, previous_ids: Iterable[int]) -> np.ndarray:
     if penalty == 1.0:
         return logits
-    seen = np.unique(np.fromiter(previous_ids, dtype=np.int64))
+    # A set rather than np.unique, whose first call imports numpy.ma (tens of ms at start-up).
+    seen = np.fromiter(set(previous_ids), dtype=np.int64)
     if seen.size == 0:
         return logits
     adjusted = logits.copy()

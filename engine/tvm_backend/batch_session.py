@@ -8,11 +8,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import tvm
-from tvm import relax
-from tvm.runtime import ShapeTuple
 
 from engine.errors import EngineError
+from engine.tvm_backend import ffi_runtime
 from engine.tvm_backend.session import PAGE_SIZE, ModelSession, tvm_errors
 
 
@@ -29,7 +27,7 @@ class BatchSession:
         self._params = session.params
         self._lengths: dict[int, int] = {}
         with tvm_errors("starting the batched session"):
-            vm = relax.VirtualMachine(session.library, session.device)
+            vm = ffi_runtime.load_vm(session.library, session.device)
             self._embed = vm["embed"]
             self._prefill = vm["prefill"]
             self._decode = vm["decode"]
@@ -41,17 +39,17 @@ class BatchSession:
                 ) from error
             # Each sequence may leave its last page partly empty: room for that on top.
             self._kv = vm["create_tir_paged_kv_cache"](
-                ShapeTuple([max_sequences]),
-                ShapeTuple([kv_tokens + max_sequences * PAGE_SIZE]),
-                ShapeTuple([prefill_chunk]),
-                ShapeTuple([PAGE_SIZE]),
-                ShapeTuple([0]),
+                ffi_runtime.shape([max_sequences]),
+                ffi_runtime.shape([kv_tokens + max_sequences * PAGE_SIZE]),
+                ffi_runtime.shape([prefill_chunk]),
+                ffi_runtime.shape([PAGE_SIZE]),
+                ffi_runtime.shape([0]),
             )
-            self._add_sequence = tvm.get_global_func("vm.builtin.kv_state_add_sequence")
-            self._remove_sequence = tvm.get_global_func("vm.builtin.kv_state_remove_sequence")
-            self._begin_forward = tvm.get_global_func("vm.builtin.kv_state_begin_forward")
-            self._end_forward = tvm.get_global_func("vm.builtin.kv_state_end_forward")
-            self._reshape = tvm.get_global_func("vm.builtin.reshape")
+            self._add_sequence = ffi_runtime.global_func("vm.builtin.kv_state_add_sequence")
+            self._remove_sequence = ffi_runtime.global_func("vm.builtin.kv_state_remove_sequence")
+            self._begin_forward = ffi_runtime.global_func("vm.builtin.kv_state_begin_forward")
+            self._end_forward = ffi_runtime.global_func("vm.builtin.kv_state_end_forward")
+            self._reshape = ffi_runtime.global_func("vm.builtin.reshape")
 
     def length(self, sequence_id: int) -> int:
         """Tokens cached for a sequence."""
@@ -94,15 +92,15 @@ class BatchSession:
         unknown = [s for s in sequence_ids if s not in self._lengths]
         if unknown:
             raise EngineError(f"Sequence {unknown[0]} is not in the batch; add it first.")
-        rows, shape = len(sequence_ids), ShapeTuple([1, len(ids), self.hidden_size])
+        rows, shape = len(sequence_ids), ffi_runtime.shape([1, len(ids), self.hidden_size])
         if function is self._batch_decode:  # one row per sequence, not one ragged sequence
-            shape = ShapeTuple([rows, 1, self.hidden_size])
+            shape = ffi_runtime.shape([rows, 1, self.hidden_size])
         with tvm_errors("running the model"):
-            embedded = self._reshape(self._embed(tvm.runtime.tensor(ids, self.device), self._params), shape)
-            self._begin_forward(self._kv, ShapeTuple(list(sequence_ids)), ShapeTuple(list(lengths)))
+            embedded = self._reshape(self._embed(ffi_runtime.upload(ids, self.device), self._params), shape)
+            self._begin_forward(self._kv, ffi_runtime.shape(list(sequence_ids)), ffi_runtime.shape(list(lengths)))
             logits, _ = function(embedded, self._kv, self._params)
             self._end_forward(self._kv)
-            result = logits.numpy()
+            result = ffi_runtime.download(logits)
         for sequence_id, length in zip(sequence_ids, lengths):
             self._lengths[sequence_id] += length
         return result

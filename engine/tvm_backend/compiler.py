@@ -5,7 +5,8 @@ plain functions (engine.tvm_backend.linear picks which while the model is built)
 covers everything the library depends on: the architecture, the weight kind (or a GGUF's kind
 per tensor), the device kind and target (with its GPU arch, host mcpu and CPU matmul mode), the
 TVM version and the source of Tandem's model and kernels; storing a library drops those it
-supersedes (same model and target, older build)."""
+supersedes (same model and target, older build). TVM itself is imported only to compile: a warm
+start reads the cache without it."""
 
 from __future__ import annotations
 
@@ -22,15 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import tvm
-
 from engine.config import ModelConfig
 from engine.errors import EngineError
-from engine.tvm_backend.kernels import KERNEL_ATTR
-from engine.tvm_backend.target import HostTarget
 
 if TYPE_CHECKING:
+    import tvm
+
     from engine.models.llama import WeightKinds
+    from engine.tvm_backend.target import HostTarget
 
 ProgressCallback = Callable[[str, float], None]
 ParamSpec = tuple[str, tuple[int, ...], str]
@@ -59,6 +59,8 @@ class CompiledModel:
 
 
 def cache_key(config: ModelConfig, kind: WeightKinds, target: HostTarget) -> str:
+    import tvm
+
     engine_root = Path(__file__).resolve().parent.parent
     sources = hashlib.sha256()
     for relative in _SOURCES:
@@ -92,7 +94,7 @@ def compiled_model(
 ) -> CompiledModel:
     """The cached library for this model and host, compiling it first when absent."""
     entry = cache_root / "libs" / cache_key(config, kind, target)
-    cached = _read_entry(entry)
+    cached = read_entry(entry)
     if cached is not None:
         return cached
     report = on_progress or (lambda stage, fraction: None)
@@ -134,10 +136,11 @@ def build_executable(
 def _export(config: ModelConfig, kind: WeightKinds, target: HostTarget):
     from engine.models.llama import LlamaForCausalLM
 
+    from engine.tvm_backend.int8_kernels import int8_isa_scope
     from engine.tvm_backend.linear import cpu_matmul
 
     # The target and its matmul mode pick the linear layers' form (linear.py) and layouts.
-    with target.target, cpu_matmul(target.cpu_matmul):
+    with target.target, cpu_matmul(target.cpu_matmul), int8_isa_scope(target.int8_isa):
         model = LlamaForCausalLM(config, kind, target.target)
         module, named_params = model.export_tvm(spec=model.export_spec())
     if not target.is_gpu:
@@ -183,6 +186,8 @@ def _build_gpu(module: tvm.IRModule, target: HostTarget):
     """TVM's default pipeline for the GPU kind: it fuses each dequantize into its matmul and
     schedules every function with the dlight GPU rules (Matmul, GEMV, Reduction,
     GeneralReduction, Fallback); the KV cache brought its own GPU kernels."""
+    import tvm
+
     from engine.tvm_backend.pipeline import gpu_pipeline
 
     with _cuda_compiler(target):
@@ -227,9 +232,11 @@ def _build_cpu(module: tvm.IRModule, target: HostTarget):
     own: built in one module with the other functions (or with each other), the linear kernels
     ran 3x slower (measured on apache-tvm 0.27). This uses relax's internal codegen and link
     steps, pinned with the TVM version."""
+    import tvm
     from tvm import relax, tirx
     from tvm.relax import vm_build
 
+    from engine.tvm_backend.kernels import KERNEL_ATTR
     from engine.tvm_backend.pipeline import cpu_pipeline
 
     with target.target:
@@ -277,12 +284,12 @@ def _prune_stale(entry: Path, lineage: str) -> None:
             manifest = json.loads((other / MANIFEST_FILE).read_text(encoding="utf-8"))
             stale = manifest.get("lineage", lineage) == lineage
         except (OSError, ValueError, AttributeError):
-            continue  # unreadable: _read_entry drops it if it is ever asked for
+            continue  # unreadable: read_entry drops it if it is ever asked for
         if stale:
             shutil.rmtree(other, ignore_errors=True)
 
 
-def _read_entry(entry: Path) -> CompiledModel | None:
+def read_entry(entry: Path) -> CompiledModel | None:
     """The cached model, or None (dropping a damaged entry): loading a truncated library
     would kill the process with SIGBUS, so its digest is checked first."""
     if not entry.exists():

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.block_tensors import BlockFormat, BlockTensor
 from engine.config import ChatConfig, ModelConfig
@@ -16,7 +17,9 @@ from engine.gguf import load_block_tensors
 from engine.gguf.importer import gguf_path_of
 from engine.layout import logical_tensors
 from engine.quantization import TensorKind
-from engine.tvm_backend.kernels import WeightKind
+
+if TYPE_CHECKING:  # kernels imports TVM's compiler; a warm start must not
+    from engine.tvm_backend.kernels import WeightKind
 
 KIND_OF_FORMAT: dict[BlockFormat, WeightKind] = {"f32": "q0", "q4_0": "q4_0", "q4_1": "q4_1", "q8_0": "q8_0"}
 

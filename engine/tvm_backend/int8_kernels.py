@@ -1,19 +1,28 @@
-"""The int8-activation kernels for 4-bit linear layers on AVX512-VNNI CPUs (TANDEM_CPU_MATMUL=int8).
+"""The int8-activation kernels for 4-bit linear layers (TANDEM_CPU_MATMUL=int8), in one variant
+per instruction set (Int8Isa), the fastest the host has chosen at run time (int8_isa).
 
 Each row of x is quantized to int8 per group of 32 (xs = max|x| / 127, xq = round(x / xs)), then
-`vpdpbusd` multiplies the unsigned 4-bit weight codes by xq, four products per 32-bit lane, and
-sums them in int32. Per output n and group g: dot = sum(code * xq) - 7 * sum(xq) (MLC's codes
-are 0..14 around 7), and y[n] = sum over g of wscale[n, g] * xs[g] * dot.
+integer dot products multiply the unsigned 4-bit weight codes by xq, four products per 32-bit
+lane: `vpdpbusd` on zmm (AVX512-VNNI) or ymm (AVX-VNNI), `vpmaddubsw` + `vpmaddwd` on AVX2, `sdot`
+on ARM (the codes 0..15 are valid signed bytes). Per output n and group g: dot = sum(code * xq)
+- 7 * sum(xq) (MLC's codes are 0..14 around 7), and y[n] = sum over g of wscale[n, g] * xs[g] * dot.
 
 Weight layout (LinearShape.weight_shapes gives its shape; repack.py fills it, and its
 REPACK_LAYOUT names it: change both together): per tile of `tile` output rows (16 or 32) and
-group, four 64-byte chunks per 16 rows. Byte 4*i + b of chunk c holds, for output row i, the
-codes of k = 8c + b (low nibble) and k = 8c + 4 + b (high nibble), so one load masked with 0x0F
-and one shifted right by 4 are the u8 operands of two vpdpbusd, each meeting four broadcast xq.
+group, four chunks of 4 * tile bytes. Byte 4*r + b of chunk c holds, for output row r of the
+tile, the codes of k = 8c + b (low nibble) and k = 8c + 4 + b (high nibble), so one load masked
+with 0x0F and one shifted right by 4 are the u8 operands of two dot products, each meeting four
+broadcast xq. A register of L int32 lanes covers L consecutive rows, 4L consecutive bytes: the
+layout is the same for every variant, so the weight cache serves them all.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
@@ -39,13 +48,73 @@ PREFETCH_AHEAD_BYTES = 4096
 """How far ahead of its reads a decode kernel prefetches the weight stream: the hardware
 prefetchers alone left decode at about 2/3 of this speed (measured on the 135M shape)."""
 CACHE_LINE = 64
-_VPDPBUSD = "llvm.x86.avx512.vpdpbusd.512"
-"""LLVM 22 declares it as (<16 x i32> acc, <64 x i8> unsigned, <64 x i8> signed) -> <16 x i32>."""
+
+Int8Isa = Literal["avx512-vnni", "avx-vnni", "avx2", "neon-dotprod"]
+INT8_ISA_ENV = "TANDEM_INT8_ISA"
+"""Forces one int8 variant (it must be one the CPU has); by default the fastest the CPU has."""
+
+
+@dataclass(frozen=True)
+class IsaSpec:
+    lanes: int
+    """int32 lanes of one vector register: the output rows one dot product instruction covers."""
+    features: tuple[str, ...]
+    """LLVM target features the variant needs."""
+    dot: Literal["dpbusd", "maddubs", "sdot"]
+    intrinsic: str
+
+
+ISAS: dict[Int8Isa, IsaSpec] = {
+    # LLVM 22 declares vpdpbusd as (<L x i32> acc, <4L x i8> unsigned, <4L x i8> signed) -> <L x i32>;
+    # with +avxvnni and no AVX-512 the 256-bit form is emitted with the VEX encoding.
+    "avx512-vnni": IsaSpec(16, ("avx512vnni",), "dpbusd", "llvm.x86.avx512.vpdpbusd.512"),
+    "avx-vnni": IsaSpec(8, ("avxvnni",), "dpbusd", "llvm.x86.avx512.vpdpbusd.256"),
+    "avx2": IsaSpec(8, ("avx2",), "maddubs", "llvm.x86.avx2.pmadd.ub.sw"),
+    "neon-dotprod": IsaSpec(4, ("neon", "dotprod"), "sdot", "llvm.aarch64.neon.sdot"),
+}
+"""Fastest first: int8_isa picks the first the target has."""
+_PMADDWD = "llvm.x86.avx2.pmadd.wd"
+_CURRENT_ISA: ContextVar[Int8Isa | None] = ContextVar("tandem_int8_isa", default=None)
+
+
+def available_isas(target: Target | None) -> list[Int8Isa]:
+    """The int8 variants `target` can run, fastest first."""
+    if target is None or target.kind.name != "llvm":
+        return []
+    return [name for name, spec in ISAS.items() if all(target_has_features(f, target) for f in spec.features)]
+
+
+def int8_isa(target: Target | None, forced: str | None = None) -> Int8Isa | None:
+    """The variant for `target`: `forced` (default $TANDEM_INT8_ISA) when set, else the fastest it
+    has; None when it has none. A forced variant the target lacks is a ValueError naming both."""
+    available = available_isas(target)
+    wanted = (forced if forced is not None else os.environ.get(INT8_ISA_ENV, "")).strip().lower()
+    if not wanted:
+        return available[0] if available else None
+    if wanted not in ISAS:
+        raise ValueError(f"Unknown int8 variant {wanted!r} in {INT8_ISA_ENV}; use one of {', '.join(ISAS)}.")
+    if wanted not in available:
+        raise ValueError(
+            f"{INT8_ISA_ENV}={wanted} asks for instructions this CPU lacks "
+            f"(it has: {', '.join(available) or 'none of them'}); unset it or pick one of those."
+        )
+    return wanted  # type: ignore[return-value]
 
 
 def supports_int8(target: Target | None) -> bool:
-    """Whether `target` has AVX512-VNNI (the int8 kernels use nothing else beyond AVX-512)."""
-    return target is not None and target.kind.name == "llvm" and target_has_features("avx512vnni", target)
+    """Whether `target` can run some int8 variant (AVX512-VNNI, AVX-VNNI, AVX2 or NEON dotprod)."""
+    return bool(available_isas(target))
+
+
+@contextmanager
+def int8_isa_scope(isa: Int8Isa | None) -> Iterator[None]:
+    """int8 kernels built in this scope use `isa` (the compiler enters it with the target's);
+    outside one, they use the variant the target in scope has (int8_isa)."""
+    token = _CURRENT_ISA.set(isa)
+    try:
+        yield
+    finally:
+        _CURRENT_ISA.reset(token)
 
 
 def int8_tile(n_out: int) -> int | None:
@@ -57,48 +126,87 @@ def int8_tile(n_out: int) -> int | None:
     return None
 
 
-def prefill_rows(tile: int) -> int:
-    """Prompt rows sharing each unpacked weight chunk: with a 32-wide tile, 4 rows of 2 int32
-    dot and 2 float accumulator registers, beside the weights and broadcasts (measured fastest
-    of 4, 6 and 8 rows; a 16-wide tile takes 8)."""
-    return 4 if tile == 2 * LANES else 8
+def prefill_rows(tile: int, lanes: int = LANES) -> int:
+    """Prompt rows sharing each unpacked weight chunk. AVX-512: 8 registers' worth of int32 dots
+    (and as many float accumulators) beside the weights and broadcasts; with a 32-wide tile, 4
+    rows of 2 (measured fastest of 4, 6 and 8 rows), a 16-wide tile 8. Narrower registers: 16
+    registers' worth, up to 8 rows (AVX2, 32-wide tile: 4 rows measured 5-10% faster than 2;
+    3 and 6 within the noise)."""
+    registers = 8 if lanes == LANES else 16
+    return max(1, min(8, registers // (tile // lanes)))
+
+
+def int8_linear_kernel(
+    shape: LinearShape, phase: Literal["decode", "prefill"], isa: Int8Isa | None = None
+) -> tirx.PrimFunc:
+    """y[rows, n_out] = x[rows, k_in] @ W.T with int8 activations, W in the VNNI layout, for
+    `isa` (default: the scope's, see int8_isa_scope).
+
+    decode: one row; prefill: a symbolic number of rows, in blocks of prefill_rows(tile)."""
+    chosen = isa or _CURRENT_ISA.get() or int8_isa(Target.current(allow_none=True))
+    if chosen is None:
+        raise ValueError("No int8 variant for the target in scope; build the float kernels instead.")
+    return _int8_linear_kernel(shape, phase, chosen)
 
 
 @lru_cache(maxsize=None)
-def int8_linear_kernel(shape: LinearShape, phase: Literal["decode", "prefill"]) -> tirx.PrimFunc:
-    """y[rows, n_out] = x[rows, k_in] @ W.T with int8 activations, W in the VNNI layout.
-
-    decode: one row; prefill: a symbolic number of rows, in blocks of prefill_rows(tile)."""
+def _int8_linear_kernel(shape: LinearShape, phase: Literal["decode", "prefill"], isa: Int8Isa) -> tirx.PrimFunc:
+    spec = ISAS[isa]
     if phase == "decode":
-        func = _kernel(shape, 1, 1)
+        func = _kernel(shape, 1, 1, spec)
     else:
-        func = _kernel(shape, tirx.Var("rows", "int64"), prefill_rows(shape.tile))
+        func = _kernel(shape, tirx.Var("rows", "int64"), prefill_rows(shape.tile, spec.lanes), spec)
     # Opaque: relax must neither fuse neighbours into this kernel nor re-schedule it.
     return func.with_attrs({"tirx.is_scheduled": True, "op_pattern": 8, KERNEL_ATTR: "linear_int8"})
 
 
-def _vpdpbusd(acc: tirx.PrimExpr, codes: tirx.PrimExpr, activations: tirx.PrimExpr) -> tirx.PrimExpr:
-    """acc + in each 32-bit lane the dot product of its four u8 codes and four s8 activations."""
-    return T.call_llvm_pure_intrin("int32x16", _VPDPBUSD, acc, codes, activations)
+def _dot_step(spec: IsaSpec, acc: tirx.PrimExpr, codes: tirx.PrimExpr, activations: tirx.PrimExpr) -> tirx.PrimExpr:
+    """acc plus, per 32-bit lane, the dot product of its four u8 codes and four s8 activations;
+    with maddubs (AVX2) acc holds int16 pairs (2L lanes) that _dot_finish widens."""
+    lanes = spec.lanes
+    if spec.dot == "maddubs":
+        pairs = T.call_llvm_pure_intrin(f"int16x{2 * lanes}", spec.intrinsic, codes, activations)
+        return acc + pairs
+    if spec.dot == "sdot":  # signed x signed: the codes 0..15 read the same as s8
+        codes = T.reinterpret(f"int8x{4 * lanes}", codes)
+    return T.call_llvm_pure_intrin(f"int32x{lanes}", spec.intrinsic, acc, codes, activations)
 
 
-def _nibbles(w: tirx.Buffer, t, g, c, u, high: bool) -> tirx.PrimExpr:
-    """One 64-byte chunk of the VNNI layout as u8 codes: its low or its high nibbles."""
-    chunk = tirx.BufferLoad(w, [t, g, c, u, tirx.Ramp(0, 1, 4 * LANES)])
+def _dot_start(spec: IsaSpec, zero_point_sum: tirx.PrimExpr) -> tirx.PrimExpr:
+    """A group's accumulator before its first code: the zero-point term (int32 variants), or
+    zero int16 pairs (AVX2, which adds the zero-point term when it widens them)."""
+    if spec.dot == "maddubs":
+        return tirx.Broadcast(tirx.const(0, "int16"), 2 * spec.lanes)
+    return T.broadcast(zero_point_sum, spec.lanes)
+
+
+def _dot_finish(spec: IsaSpec, acc: tirx.PrimExpr, zero_point_sum: tirx.PrimExpr) -> tirx.PrimExpr:
+    """The group's int32 dot per lane. AVX2 sums its int16 pairs with vpmaddwd by ones: 8 pair
+    sums of at most 2 * 15 * 127 each stay below 2^15, so the int16 adds cannot overflow."""
+    if spec.dot != "maddubs":
+        return acc
+    ones = tirx.Broadcast(tirx.const(1, "int16"), 2 * spec.lanes)
+    widened = T.call_llvm_pure_intrin(f"int32x{spec.lanes}", _PMADDWD, acc, ones)
+    return widened + T.broadcast(zero_point_sum, spec.lanes)
+
+
+def _nibbles(w_flat: tirx.Buffer, start, lanes: int, high: bool) -> tirx.PrimExpr:
+    """4 * lanes bytes of the VNNI layout from `start` as u8 codes: their low or high nibbles."""
+    chunk = tirx.BufferLoad(w_flat, [tirx.Ramp(start, 1, 4 * lanes)])
     if high:
-        return chunk >> tirx.Broadcast(tirx.const(4, "uint8"), 4 * LANES)
-    return chunk & tirx.Broadcast(tirx.const(15, "uint8"), 4 * LANES)
+        return chunk >> tirx.Broadcast(tirx.const(4, "uint8"), 4 * lanes)
+    return chunk & tirx.Broadcast(tirx.const(15, "uint8"), 4 * lanes)
 
 
-def _quad(xq: tirx.Buffer, row, word) -> tirx.PrimExpr:
+def _quad(xq: tirx.Buffer, row, word, lanes: int) -> tirx.PrimExpr:
     """Four int8 activations (one int32 word of xq) repeated in every 32-bit lane."""
-    return T.reinterpret("int8x64", T.broadcast(xq[row, word], LANES))
+    return T.reinterpret(f"int8x{4 * lanes}", T.broadcast(xq[row, word], lanes))
 
 
-def _lanes(buffer: tirx.Buffer, *index) -> tirx.PrimExpr:
-    """LANES consecutive elements along the last axis, from `index`."""
+def _lanes(buffer: tirx.Buffer, *index, lanes: int = LANES) -> tirx.PrimExpr:
+    """`lanes` consecutive elements along the last axis, from `index`."""
     *outer, start = index
-    return tirx.BufferLoad(buffer, [*outer, tirx.Ramp(start, 1, LANES)])
+    return tirx.BufferLoad(buffer, [*outer, tirx.Ramp(start, 1, lanes)])
 
 
 def _prefetch(flat: tirx.Buffer, offset) -> tirx.PrimExpr:
@@ -122,16 +230,19 @@ def _group_half(x: tirx.Buffer, m, g, half: int, k_in: int) -> tirx.PrimExpr:
     return tirx.if_then_else(g < k_in // Q4_GROUP, contiguous, masked)
 
 
-def _kernel(shape: LinearShape, rows, row_block: int) -> tirx.PrimFunc:
+def _kernel(shape: LinearShape, rows, row_block: int, spec: IsaSpec) -> tirx.PrimFunc:
     k_in, n_out, tile = shape.k_in, shape.n_out, shape.tile
     groups = q4_groups(k_in)
-    sub = tile // LANES
+    lanes = spec.lanes
+    sub = tile // lanes  # registers per tile row
+    chunk_bytes = 4 * tile
+    acc_dtype, acc_lanes = ("int16", 2 * lanes) if spec.dot == "maddubs" else ("int32", lanes)
     n_tiles = n_out // tile
     blocks = (rows + row_block - 1) // row_block
     rows_padded = blocks * row_block
     weight_shape = shape.weight_shapes()["q_weight"][0]
     scales = scale_dtype(shape.kind)
-    group_bytes = VNNI_CHUNKS * sub * 4 * LANES  # one tile's codes for one group
+    group_bytes = VNNI_CHUNKS * chunk_bytes  # one tile's codes for one group
     scales_per_line = CACHE_LINE // (2 if scales == "float16" else 4)
     scale_lines = -(-tile // scales_per_line)  # and the lines of its `tile` scales
     ahead = PREFETCH_AHEAD_BYTES // group_bytes
@@ -174,7 +285,7 @@ def _kernel(shape: LinearShape, rows, row_block: int) -> tirx.PrimFunc:
                 )
         for t in T.parallel(n_tiles):
             acc = T.alloc_buffer((row_block, tile), "float32", scope="local")
-            dot = T.alloc_buffer((row_block, sub, LANES), "int32", scope="local")
+            dot = T.alloc_buffer((row_block, sub, acc_lanes), acc_dtype, scope="local")
             for b in range(blocks):
                 for i, n in T.grid(row_block, tile):
                     acc[i, n] = T.float32(0)
@@ -187,26 +298,29 @@ def _kernel(shape: LinearShape, rows, row_block: int) -> tirx.PrimFunc:
                     # Each row's integer dot starts at its zero-point term: no correction after.
                     for i in T.unroll(row_block):
                         for u in T.unroll(sub):
-                            dot[i, u, T.ramp(0, 1, LANES)] = T.broadcast(zero_point_sum[b * row_block + i, g], LANES)
+                            dot[i, u, T.ramp(0, 1, acc_lanes)] = _dot_start(spec, zero_point_sum[b * row_block + i, g])
                     for c in T.unroll(VNNI_CHUNKS):
                         for u in T.unroll(sub):
                             for i in T.unroll(row_block):
                                 # k = 8c..8c+3 in the low nibbles (xq word 2c), 8c+4..8c+7 in the high ones
-                                dot[i, u, T.ramp(0, 1, LANES)] = _vpdpbusd(
-                                    _vpdpbusd(
-                                        _lanes(dot, i, u, 0),
-                                        _nibbles(w, t, g, c, u, False),
-                                        _quad(xq, b * row_block + i, g * 8 + 2 * c),
+                                dot[i, u, T.ramp(0, 1, acc_lanes)] = _dot_step(
+                                    spec,
+                                    _dot_step(
+                                        spec,
+                                        _lanes(dot, i, u, 0, lanes=acc_lanes),
+                                        _nibbles(w_flat, (t * groups + g) * group_bytes + c * chunk_bytes + u * 4 * lanes, lanes, False),
+                                        _quad(xq, b * row_block + i, g * 8 + 2 * c, lanes),
                                     ),
-                                    _nibbles(w, t, g, c, u, True),
-                                    _quad(xq, b * row_block + i, g * 8 + 2 * c + 1),
+                                    _nibbles(w_flat, (t * groups + g) * group_bytes + c * chunk_bytes + u * 4 * lanes, lanes, True),
+                                    _quad(xq, b * row_block + i, g * 8 + 2 * c + 1, lanes),
                                 )
                     for u in T.unroll(sub):
                         for i in T.unroll(row_block):
                             # float(dot) * weight scale * activation scale
-                            acc[i, T.ramp(u * LANES, 1, LANES)] = _lanes(acc, i, u * LANES) + T.Cast(
-                                "float32x16", _lanes(dot, i, u, 0)
-                            ) * (T.Cast("float32x16", _lanes(s, t, g, u * LANES)) * xs[b * row_block + i, g])
+                            acc[i, T.ramp(u * lanes, 1, lanes)] = _lanes(acc, i, u * lanes, lanes=lanes) + T.Cast(
+                                f"float32x{lanes}",
+                                _dot_finish(spec, _lanes(dot, i, u, 0, lanes=acc_lanes), zero_point_sum[b * row_block + i, g]),
+                            ) * (T.Cast(f"float32x{lanes}", _lanes(s, t, g, u * lanes, lanes=lanes)) * xs[b * row_block + i, g])
                 for i in T.unroll(row_block):
                     if b * row_block + i < rows:
                         for n in T.vectorized(tile):

@@ -2,10 +2,11 @@
 
 Opening a model reads its MLC directory (or the GGUF file a "gguf" directory runs), compiles
 (or loads from the cache) the library for the host, puts the weights on the device (repacked
-once, then from the weight cache), and keeps one paged-KV session. generate() templates the
-messages (the model's own Jinja template, else its conv_template), prefills in chunks, then
-samples token by token in numpy with the model's own sampling settings (or the request's) and
-raw-logit logprobs."""
+once, then from the weight cache), and keeps one paged-KV session. When the warm-start index
+names both cached parts of an MLC directory, only TVM's runtime is imported (no compiler, no
+target detection). generate() templates the messages (the model's own Jinja template, else its
+conv_template), prefills in chunks, then samples token by token in numpy with the model's own
+sampling settings (or the request's) and raw-logit logprobs."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.paths import cache_dir
 from engine import sampling
@@ -33,14 +35,17 @@ from engine.chat_template import PromptFormat, prompt_format
 from engine.config import GGUF_QUANTIZATION, ChatConfig, read_chat_config, read_generation_defaults
 from engine.errors import ContextWindowExceeded, EngineError
 from engine.info_extras import info_extras
-from engine.models.llama import WeightKinds, weight_kind
 from engine.stopping import StopChecker
 from engine.tokenizer import Tokenizer
-from engine.tvm_backend.compiler import CompiledModel, compiled_model, discard
+from engine.tvm_backend import warm_start
+from engine.tvm_backend.compiler import CompiledModel, compiled_model, discard, read_entry
 from engine.tvm_backend.gguf_weights import GGUFWeights, open_gguf_weights
 from engine.tvm_backend.session import ModelSession, tvm_errors
-from engine.tvm_backend.target import HostTarget, host_target
-from engine.tvm_backend.weight_cache import load_weights
+from engine.tvm_backend.weight_cache import load_weights, read_entry as read_weights_entry
+
+if TYPE_CHECKING:
+    from engine.models.llama import WeightKinds
+    from engine.tvm_backend.target import HostTarget
 
 ProgressCallback = Callable[[str, float], None]
 
@@ -70,28 +75,91 @@ class TVMEngine:
             self._gguf = open_gguf_weights(self.model_dir, self.chat_config)  # before compiling: its kinds
         else:
             find_tensor_cache(self.model_dir)  # no weights at all: say so before compiling
-        target = host_target(device, self.chat_config.tandem.get("cpu_matmul"))
         self.weights_cache_hit = False
         """Whether the repacked weights came from the weight cache (weight_cache) this time."""
         self.weight_cache_note: str | None = None
         """Why the weights could not be cached (e.g. a read-only cache folder), else None."""
+        self.warm_start = False
+        """Whether this open took the warm path (cached library and weights, runtime only)."""
+        self._library: Path | None = None
+        self._weights_entry: tuple[Path, str] | None = None
+        """What the full path loaded, for the warm-start index."""
+        self.compile_s = 0.0
         self.session: ModelSession | None
-        self.session, self.compile_s = self._start_session(target, report)
+        # A GGUF directory takes the full path: its weights live in a file outside the folder the
+        # warm-start index watches.
+        self.session, label = (None, "") if self._gguf is not None else self._start_warm(device, report)
+        if self.session is None:
+            from engine.tvm_backend.target import host_target  # imports all of TVM
+
+            target = host_target(device, self.chat_config.tandem.get("cpu_matmul"))
+            self.session, self.compile_s = self._start_session(target, report)
+            label = target.label
+            if self._gguf is None:
+                self._remember_warm_start(device, target, label)
         self._stop_ids = (*self.prompt_format.stop_token_ids, *self.chat_config.eos_token_ids)
         self._lock = threading.Lock()
         self._info = EngineInfo(
             backend="tvm",
             model_id=self.model_dir.name,
             context_window=self.context_window,
-            device=target.label,
+            device=label,
             quantization=self.chat_config.quantization,
             extra=info_extras(self.chat_config.tandem),
         )
         report("ready", 1.0)
 
+    def _start_warm(self, device: str | None, report: ProgressCallback) -> tuple[ModelSession | None, str]:
+        """A session from the library and weights the warm-start index names, with TVM's runtime
+        only, and its device label; None (and the record dropped) when there is none or its
+        entries will not load."""
+        warm = warm_start.find(self.model_dir, device, cache_dir())
+        if warm is None:
+            return None, ""
+        report("loading the cached model", 0.5)
+        try:
+            from engine.tvm_backend import ffi_runtime
+
+            session = None
+            compiled = read_entry(warm.library_entry)
+            if compiled is not None:
+                cpu = ffi_runtime.cpu()
+                tensors = read_weights_entry(warm.weights_entry, warm.weights_key, compiled.params, cpu)
+                session = None if tensors is None else self._session(compiled, tensors, cpu)
+        except Exception:  # noqa: BLE001  (whatever fails here, the full path rebuilds and says why)
+            session = None
+        if session is None:
+            warm_start.forget(self.model_dir, device, cache_dir())
+            return None, ""
+        self.weights_cache_hit = True
+        self.warm_start = True
+        return session, warm.label
+
+    def _remember_warm_start(self, device: str | None, target: HostTarget, label: str) -> None:
+        """Record a CPU open whose library and weights are both cached, for the next warm start."""
+        if target.is_gpu or self._weights_entry is None or self._library is None:
+            return
+        entry, key = self._weights_entry
+        warm = warm_start.WarmStart(self._library.parent, entry, key, label)
+        warm_start.remember(self.model_dir, device, cache_dir(), warm)
+
+    def _session(self, compiled: CompiledModel, tensors: list, device) -> ModelSession:
+        model = self.chat_config.model_config
+        return ModelSession(
+            compiled,
+            tensors,
+            device,
+            hidden_size=model.hidden_size,
+            vocab_rows=model.vocab_size,
+            max_tokens=self.context_window,
+            prefill_chunk=min(self.chat_config.prefill_chunk_size, self.context_window),
+        )
+
     def _start_session(self, target: HostTarget, report: ProgressCallback) -> tuple[ModelSession, float]:
         """The compiled library (cached or built now) with the weights on the device (cached or
         repacked now); a cached library that will not load is rebuilt once."""
+        from engine.models.llama import weight_kind
+
         model = self.chat_config.model_config
         gguf = self._gguf
         kind: WeightKinds = gguf.kinds if gguf is not None else weight_kind(self.chat_config.quantization)
@@ -103,17 +171,12 @@ class TVMEngine:
         if gguf is not None:  # the device (or the weight cache's mapping) holds them now
             self._gguf = GGUFWeights(gguf.path, {}, gguf.kinds)
         self.weights_cache_hit, self.weight_cache_note = weights.cache_hit, weights.cache_note
+        self._weights_entry = (weights.entry, weights.key) if weights.entry and weights.key else None
 
         def start(compiled: CompiledModel) -> ModelSession:
-            return ModelSession(
-                compiled,
-                weights.tensors,
-                target.device,
-                hidden_size=model.hidden_size,
-                vocab_rows=model.vocab_size,
-                max_tokens=self.context_window,
-                prefill_chunk=min(self.chat_config.prefill_chunk_size, self.context_window),
-            )
+            session = self._session(compiled, weights.tensors, target.device)
+            self._library = compiled.library
+            return session
 
         try:
             return start(compiled), compiled.compile_s

@@ -1,19 +1,20 @@
 """Driving a compiled model with its weights on the device: one paged-KV sequence, chunked
 prefill and single-token decode, each returning float32 logits as numpy.
 
-Every TVM failure surfaces as EngineError, so the host process never sees a TVM exception."""
+Every TVM failure surfaces as EngineError, so the host process never sees a TVM exception. Only
+TVM's runtime is used here (ffi_runtime), so a warm start never imports the compiler."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import contextmanager
 
+from typing import Any
+
 import numpy as np
-import tvm
-from tvm import relax
-from tvm.runtime import ShapeTuple
 
 from engine.errors import EngineError
+from engine.tvm_backend import ffi_runtime
 from engine.tvm_backend.compiler import CompiledModel
 
 PAGE_SIZE = 16
@@ -42,8 +43,8 @@ class ModelSession:
     def __init__(
         self,
         compiled: CompiledModel,
-        params: Sequence[tvm.runtime.Tensor],
-        device: tvm.runtime.Device,
+        params: Sequence[Any],
+        device: Any,
         hidden_size: int,
         vocab_rows: int,
         max_tokens: int,
@@ -55,32 +56,33 @@ class ModelSession:
         self.prefill_chunk = prefill_chunk
         self.device = device
         with tvm_errors("loading the compiled library"):
-            library = tvm.runtime.load_module(str(compiled.library))
-            self._vm = relax.VirtualMachine(library, device)
+            self._vm = ffi_runtime.load_vm(compiled.library, device)
             self._params = list(params)
-            self.library = library
-            """The loaded library: a BatchSession builds its own VM on it, sharing the weights."""
+            self.library = compiled.library
+            """The compiled library: a BatchSession builds its own VM on it, sharing the weights."""
             self._embed = self._vm["embed"]
             self._prefill = self._vm["prefill"]
             self._decode = self._vm["decode"]
             self._kv = self._vm["create_tir_paged_kv_cache"](
-                ShapeTuple([1]),
-                ShapeTuple([max_tokens]),
-                ShapeTuple([prefill_chunk]),
-                ShapeTuple([PAGE_SIZE]),
-                ShapeTuple([0]),
+                ffi_runtime.shape([1]),
+                ffi_runtime.shape([max_tokens]),
+                ffi_runtime.shape([prefill_chunk]),
+                ffi_runtime.shape([PAGE_SIZE]),
+                ffi_runtime.shape([0]),
             )
-            self._add_sequence = tvm.get_global_func("vm.builtin.kv_state_add_sequence")
-            self._remove_sequence = tvm.get_global_func("vm.builtin.kv_state_remove_sequence")
-            self._begin_forward = tvm.get_global_func("vm.builtin.kv_state_begin_forward")
-            self._end_forward = tvm.get_global_func("vm.builtin.kv_state_end_forward")
-            self._popn = tvm.get_global_func("vm.builtin.kv_state_popn")
-            self._reshape = tvm.get_global_func("vm.builtin.reshape")
+            self._add_sequence = ffi_runtime.global_func("vm.builtin.kv_state_add_sequence")
+            self._remove_sequence = ffi_runtime.global_func("vm.builtin.kv_state_remove_sequence")
+            self._begin_forward = ffi_runtime.global_func("vm.builtin.kv_state_begin_forward")
+            self._end_forward = ffi_runtime.global_func("vm.builtin.kv_state_end_forward")
+            self._popn = ffi_runtime.global_func("vm.builtin.kv_state_popn")
+            self._reshape = ffi_runtime.global_func("vm.builtin.reshape")
         self._tokens: list[int] | None = None
         """What the cache holds; None before the first reset or after a failed forward."""
+        self._has_sequence = False
+        """Whether the KV cache holds SEQUENCE_ID (added by reset)."""
 
     @property
-    def params(self) -> list[tvm.runtime.Tensor]:
+    def params(self) -> list[Any]:
         """The weights on the device, in the order every exported function takes them."""
         return self._params
 
@@ -92,11 +94,13 @@ class ModelSession:
     def reset(self) -> None:
         """Start an empty sequence."""
         with tvm_errors("clearing the KV cache"):
-            try:
+            # Only a sequence that exists is removed: TVM's error for a missing one costs about
+            # a second (it symbolizes a native backtrace).
+            if self._has_sequence:
+                self._has_sequence = False
                 self._remove_sequence(self._kv, SEQUENCE_ID)
-            except Exception:  # noqa: BLE001  (nothing to remove yet)
-                pass
             self._add_sequence(self._kv, SEQUENCE_ID)
+            self._has_sequence = True
         self._tokens = []
 
     def prefill_reusing_cache(self, token_ids: Sequence[int]) -> tuple[np.ndarray, int]:
@@ -131,12 +135,12 @@ class ModelSession:
         ids = self._checked(token_ids)
         tokens, self._tokens = self._tokens, None  # stays None if the forward fails midway
         with tvm_errors("running the model"):
-            embedded = self._embed(tvm.runtime.tensor(ids, self.device), self._params)
-            embedded = self._reshape(embedded, ShapeTuple([1, len(ids), self.hidden_size]))
-            self._begin_forward(self._kv, ShapeTuple([SEQUENCE_ID]), ShapeTuple([len(ids)]))
+            embedded = self._embed(ffi_runtime.upload(ids, self.device), self._params)
+            embedded = self._reshape(embedded, ffi_runtime.shape([1, len(ids), self.hidden_size]))
+            self._begin_forward(self._kv, ffi_runtime.shape([SEQUENCE_ID]), ffi_runtime.shape([len(ids)]))
             logits, _ = function(embedded, self._kv, self._params)
             self._end_forward(self._kv)
-            result = logits.numpy().reshape(-1)
+            result = ffi_runtime.download(logits).reshape(-1)
         tokens.extend(int(i) for i in ids)
         self._tokens = tokens
         return result

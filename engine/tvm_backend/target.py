@@ -1,9 +1,10 @@
 """Which device to compile for: a GPU (cuda, metal, vulkan) when this TVM build can drive one
 and one is present, else the host CPU with its detected microarchitecture; TANDEM_DEVICE forces
-one. On the CPU, TANDEM_CPU_MATMUL picks how the 4-bit linear layers compute.
+one. On the CPU, TANDEM_CPU_MATMUL picks how the 4-bit linear layers compute, and for int8 the
+host's features pick the instructions (TANDEM_INT8_ISA forces a variant).
 
-A target's string (with the GPU arch and the host's mcpu) and its matmul mode are part of the
-compile cache key because a library is tied to them."""
+A target's string (with the GPU arch and the host's mcpu), its matmul mode and int8 variant are
+part of the compile cache key because a library is tied to them."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ GPU_KINDS: tuple[DeviceKind, ...] = ("cuda", "metal", "vulkan")
 """In the order auto tries them; vulkan, the most generic, last."""
 CPU_MATMUL_ENV = "TANDEM_CPU_MATMUL"
 """float or int8 (the default, see cpu_matmul_mode): int8 activations and integer dot products
-for the 4-bit linear layers, on CPUs with AVX512-VNNI (elsewhere float is used)."""
+for the 4-bit linear layers, on CPUs with AVX512-VNNI, AVX-VNNI, AVX2 or ARM's dotprod
+(elsewhere float is used)."""
 CPU_MATMUL_MODES: tuple[CpuMatmul, ...] = ("float", "int8")
 _BUILD_FLAGS = {"cuda": "USE_CUDA", "metal": "USE_METAL", "vulkan": "USE_VULKAN"}
 _RUNTIME_NEEDS = {
@@ -42,6 +44,8 @@ class HostTarget:
     kind: DeviceKind = "cpu"
     cpu_matmul: CpuMatmul = "float"
     """How the CPU kernels compute the 4-bit linear layers (see CPU_MATMUL_ENV)."""
+    int8_isa: str | None = None
+    """With int8: the instructions its kernels use (int8_kernels.Int8Isa)."""
 
     @property
     def is_gpu(self) -> bool:
@@ -49,7 +53,8 @@ class HostTarget:
 
     @property
     def cache_key(self) -> str:
-        return f"{self.kind}:{self.target}:{self.cpu_matmul}"
+        isa = f":{self.int8_isa}" if self.cpu_matmul == "int8" else ""
+        return f"{self.kind}:{self.target}:{self.cpu_matmul}{isa}"
 
 
 def host_target(device: str | None = None, model_matmul: str | None = None) -> HostTarget:
@@ -84,14 +89,25 @@ def cpu_target(model_matmul: str | None = None) -> HostTarget:
     mcpu = target.attrs.get("mcpu", "generic")
     threads = os.environ.get("TVM_NUM_THREADS") or str(os.cpu_count() or 1)
     matmul = cpu_matmul_mode(target, model_matmul)
-    label = f"cpu ({mcpu}, {threads} threads{', int8 matmul' if matmul == 'int8' else ''})"
-    return HostTarget(target, tvm.cpu(), label, "cpu", matmul)
+    isa = cpu_int8_isa(target) if matmul == "int8" else None
+    label = f"cpu ({mcpu}, {threads} threads{f', int8 matmul ({isa})' if isa else ''})"
+    return HostTarget(target, tvm.cpu(), label, "cpu", matmul, isa)
+
+
+def cpu_int8_isa(target: tvm.target.Target) -> str | None:
+    """The int8 kernels' instructions on `target`: $TANDEM_INT8_ISA, else the fastest it has."""
+    from engine.tvm_backend.int8_kernels import int8_isa
+
+    try:
+        return int8_isa(target)
+    except ValueError as problem:
+        raise EngineError(str(problem)) from None
 
 
 def cpu_matmul_mode(target: tvm.target.Target, model_matmul: str | None = None) -> CpuMatmul:
     """$TANDEM_CPU_MATMUL, else the model's own choice (its config's "tandem": {"cpu_matmul"}),
     else int8: llama.cpp's numerics (activations quantized per block of 32), about twice float's
-    speed. int8 falls back to float on a CPU without VNNI."""
+    speed. int8 falls back to float on a CPU with none of the int8 variants' instructions."""
     from engine.tvm_backend.int8_kernels import supports_int8
 
     from_env = os.environ.get(CPU_MATMUL_ENV)

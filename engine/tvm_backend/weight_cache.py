@@ -22,18 +22,20 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
-import tvm
 
 from engine.artifact import find_tensor_cache, load_params
 from engine.block_codes import BLOCK_CODES_LAYOUT, BlockArrays
 from engine.config import ChatConfig, read_json
+from engine.tvm_backend import ffi_runtime
 from engine.tvm_backend.compiler import ParamSpec
 from engine.tvm_backend.gguf_weights import GGUFWeights
 from engine.tvm_backend.repack import REPACK_LAYOUT, repacked_params
-from engine.tvm_backend.target import HostTarget
+
+if TYPE_CHECKING:
+    from engine.tvm_backend.target import HostTarget
 
 WEIGHTS_DIR = "weights"
 ENTRY_SUFFIX = ".params"
@@ -51,12 +53,15 @@ _ABANDONED_AFTER_S = 24 * 3600.0
 
 @dataclass(frozen=True)
 class LoadedWeights:
-    tensors: list[tvm.runtime.Tensor]
-    """In the order of the compiled library's parameter list."""
+    tensors: list[Any]
+    """TVM tensors, in the order of the compiled library's parameter list."""
     cache_hit: bool
     """True when the cache had them; False when they were read, verified and repacked now."""
     cache_note: str | None = None
     """Why they could not be cached this time (a read-only folder, a full disk), else None."""
+    entry: Path | None = None
+    key: str | None = None
+    """The cache entry they were mapped from and its key (read_entry takes both), when cached."""
 
 
 def load_weights(
@@ -84,23 +89,23 @@ def load_weights(
     entry = group / f"{key}{ENTRY_SUFFIX}"
     tensors = read_entry(entry, key, specs, target.device)
     if tensors is not None:
-        return LoadedWeights(tensors, cache_hit=True)
+        return LoadedWeights(tensors, cache_hit=True, entry=entry, key=key)
     params = read()  # what the entry vouches for
     note = write_entry(entry, _header(key, model_dir, specs), repacked_params(params, specs, tied))
     if note is None:
         _prune(cache_root / WEIGHTS_DIR, keep=entry)
         tensors = read_entry(entry, key, specs, target.device)
         if tensors is not None:
-            return LoadedWeights(tensors, cache_hit=False)
+            return LoadedWeights(tensors, cache_hit=False, entry=entry, key=key)
         note = f"the weight cache entry {entry} could not be read back"
     return LoadedWeights(_uploaded(params, specs, tied, target), False, note)
 
 
 def _uploaded(
     params: Mapping[str, np.ndarray], specs: Sequence[ParamSpec], tied: bool, target: HostTarget
-) -> list[tvm.runtime.Tensor]:
+) -> list[Any]:
     """Repacked one array at a time, so only one repacked copy is alive outside the device."""
-    return [tvm.runtime.tensor(array, target.device) for array in repacked_params(params, specs, tied)]
+    return [ffi_runtime.upload(array, target.device) for array in repacked_params(params, specs, tied)]
 
 
 def _identity(chat_config: ChatConfig, specs: Sequence[ParamSpec], target: HostTarget) -> bytes:
@@ -155,8 +160,8 @@ def gguf_weights_key(
 
 
 def read_entry(
-    entry: Path, key: str, specs: Sequence[ParamSpec], device: tvm.runtime.Device
-) -> list[tvm.runtime.Tensor] | None:
+    entry: Path, key: str, specs: Sequence[ParamSpec], device: Any
+) -> list[Any] | None:
     """The entry's arrays on the device, or None when it is absent; a damaged entry (or one
     whose header does not describe `specs` under `key`) is deleted too."""
     try:
@@ -177,9 +182,9 @@ def read_entry(
         data[offset : offset + nbytes].view(dtype).reshape(shape)
         for _, shape, dtype, offset, nbytes in header["arrays"]
     ]
-    if device.dlpack_device_type() == tvm.cpu().dlpack_device_type():
-        return [tvm.runtime.from_dlpack(view) for view in views]  # the tensors keep the mapping alive
-    return [tvm.runtime.tensor(view, device) for view in views]
+    if ffi_runtime.is_cpu(device):
+        return [ffi_runtime.wrap(view) for view in views]  # the tensors keep the mapping alive
+    return [ffi_runtime.upload(view, device) for view in views]
 
 
 def write_entry(entry: Path, header: dict[str, Any], arrays: Iterable[np.ndarray]) -> str | None:

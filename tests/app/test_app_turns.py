@@ -226,3 +226,15 @@ def test_the_local_model_samples_with_its_own_settings_unless_the_user_overrode_
     mine = elsewhere.with_sampling(nano_engine.info.model_id, SamplingOverride(temperature=0.0, top_k=5))
     request = ask(mine)
     assert (request.temperature, request.top_k, request.top_p, request.min_p) == (0.0, 5, None, None)
+def test_the_default_router_opens_its_cloud_provider_only_when_a_turn_needs_it():
+    """A local answer never pays for the HTTP stack and the keyring (a second of start-up)."""
+    from app.settings import ProviderSettings, UserSettings
+
+    settings = UserSettings(
+        providers=(ProviderSettings("onprem", "openai-compatible", "http://127.0.0.1:9/v1", "llama-70b"),),
+        provider="onprem",
+    )
+    provider = default_router_factory(None, settings, offline=False).provider
+    assert provider.name == "onprem" and not provider.opened
+    assert provider.host == "127.0.0.1:9"
+    assert provider.opened
