@@ -71,6 +71,8 @@ class _Sequence:
     decode_s: float = 0.0
     decode_steps: int = 0
     finished: bool = False
+    history: list[int] = field(default_factory=list)
+    """The prompt and the tokens sampled so far: what the repetition penalty looks back on."""
 
     @property
     def reserved(self) -> int:
@@ -154,7 +156,8 @@ class BatchScheduler:
 
     def _sequence(self, request: GenerationRequest, prompt: list[int], sink: EventSink, cancel: threading.Event) -> _Sequence:
         engine = self.engine
-        stop_ids = (*engine.chat_config.conv_template.stop_token_ids, *engine.chat_config.eos_token_ids)
+        # The same format and settings TVMEngine.generate uses for one request.
+        stop_ids = (*engine.prompt_format.stop_token_ids, *engine.chat_config.eos_token_ids)
         return _Sequence(
             sequence_id=next(self._ids),
             request=request,
@@ -163,10 +166,11 @@ class BatchScheduler:
             sink=sink,
             cancel=cancel,
             rng=sampling.make_rng(request.seed),
-            params=sampling.SamplingParams(temperature=request.temperature, top_p=request.top_p),
-            stops=StopChecker((*engine.chat_config.conv_template.stop_str, *request.stop), stop_ids),
+            params=engine.generation_defaults.with_request(request),
+            stops=StopChecker((*engine.prompt_format.stop_str, *request.stop), stop_ids),
             detokenizer=engine.tokenizer.streamer(),
             submitted=time.perf_counter(),
+            history=list(prompt),
         )
 
     # The worker thread.
@@ -260,8 +264,9 @@ class BatchScheduler:
 
     def _take(self, sequence: _Sequence, logits: np.ndarray) -> list[EngineEvent]:
         """Sample the next token and turn it into events, as TVMEngine.generate does for one."""
-        choice = sampling.sample(logits, sequence.params, sequence.rng)
+        choice = sampling.sample(logits, sequence.params, sequence.rng, sequence.history)
         token = choice.token_id
+        sequence.history.append(token)
         sequence.generated += 1
         with self._wake:
             self._state.generated += 1

@@ -144,20 +144,22 @@ async def test_the_approval_dialog_says_how_to_send(make_app):
     declined. The hint must name every key it takes; Ctrl+S sends, Enter presses the focused button."""
     from app.tui.screens.approve import ApproveScreen
 
+    from offload.router import Approval
+
     async with make_app().run_test(size=SIZE) as pilot:
-        answers: list[bool | None] = []
+        answers: list[Approval | None] = []
         await pilot.app.push_screen(ApproveScreen(_preview()), answers.append)
         await pilot.pause()
         hint = str(pilot.app.screen.query_one("#hint").render())
         for key in ("Ctrl+S", "Esc", "Tab", "Enter"):
             assert key in hint
         await pilot.press("ctrl+s")
-        assert answers == [True]
+        assert answers == [Approval.SEND]
         await pilot.app.push_screen(ApproveScreen(_preview()), answers.append)
         await pilot.pause()
         assert pilot.app.screen.focused.id == "keep"  # the cancelling choice stays the default
         await pilot.press("enter")
-        assert answers == [True, False]
+        assert answers == [Approval.SEND, Approval.KEEP_LOCAL]
 
 
 async def test_the_preview_and_the_ledger_count_the_same_bytes(make_app, store):
@@ -174,7 +176,7 @@ async def test_the_preview_and_the_ledger_count_the_same_bytes(make_app, store):
     async with make_app().run_test(size=SIZE) as pilot:
         await pilot.app.push_screen(ApproveScreen(preview))
         await pilot.pause()
-        assert f"The request body, exactly as below: {body} bytes" in str(pilot.app.screen.query_one("#hint").render())
+        assert f"The request body, exactly as below: {body} bytes" in str(pilot.app.screen.query_one("#size").render())
         pilot.app.screen.dismiss(False)
         await pilot.app.push_screen(EgressScreen(store.egress()))
         await pilot.pause()
