@@ -515,4 +515,4 @@ async def test_a_named_openai_compatible_provider_is_added_in_settings(make_app,
     assert keyring.get_password("tandem", "my-vllm") == "sk-vllm-0123456789abcdef"
     router = default_router_factory(None, saved, offline=False)
     assert router.provider.name == "my-vllm" and router.cloud_model == "qwen-7b"
-    assert router.provider._timeouts.read == 7.5  # what a ReadTimeout's advice now points to
+    assert router.provider.provider()._timeouts.read == 7.5  # what a ReadTimeout's advice now points to
