@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 
 from engine.api import Engine, FinishEvent, GenerationRequest, Message, TokenEvent
 from engine.errors import ContextWindowExceeded
+from offload.calibrations import ActiveCalibration
 from offload.confidence import (
     Assessment,
     Calibration,
@@ -118,8 +119,11 @@ class Router:
         cloud_model: str | None = None,
         cloud_temperature: float = 0.7,
         threshold: EscalationThreshold | None = None,
-        calibration: Calibration | None = None,
+        calibration: Calibration | ActiveCalibration | None = None,
     ) -> None:
+        """`calibration`: the model's own (offload.calibrations.resolve), or a bare Calibration
+        taken as fitted for it; None is the shipped fit of the embedded model. `threshold`:
+        None uses the calibration's stored cutoff where it has one, else EscalationThreshold()."""
         if provider is not None and not cloud_model:
             raise ValueError(
                 f"Router got the provider {provider.name!r} but no cloud_model: "
@@ -131,9 +135,27 @@ class Router:
         self.network = network
         self.cloud_model = cloud_model or ""
         self.cloud_temperature = cloud_temperature
+        if calibration is None:
+            calibration = Calibration.load()
+        if isinstance(calibration, Calibration):
+            calibration = ActiveCalibration(calibration, calibrated=True)
+        self.active = calibration
+        self.calibration = calibration.calibration
+        self._own_threshold = threshold is not None
         self.threshold = threshold or EscalationThreshold()
-        self.calibration = calibration or Calibration.load()
+        self._notice_pending = calibration.notice
         self._redactors: dict[int, Redactor] = {}
+
+    @property
+    def cutoff(self) -> float:
+        """Escalate below this confidence: the caller's threshold, else the calibration's own."""
+        if not self._own_threshold and self.active.cutoff is not None:
+            return self.active.cutoff
+        return self.threshold.cutoff(self.calibration)
+
+    def _tag(self, reason: str) -> str:
+        """A reason with the calibration's standing, so the reply's label says "uncalibrated"."""
+        return reason if self.active.calibrated else f"{reason} (uncalibrated)"
 
     def redactor_for(self, conversation_id: int) -> Redactor:
         """One mapping per conversation, so placeholders stay stable across its turns."""
@@ -161,6 +183,9 @@ class Router:
         verdict = self.verdict(turn.policy)
         can_escalate = verdict.allowed and force != "local"
         yield Decision(route="local", reason="every turn starts local")
+        if self._notice_pending:
+            yield Notice(self._notice_pending)  # once per router: the model and its fit are fixed
+            self._notice_pending = None
 
         need, prompt_tokens = self._capability_shortfall(messages, force)
         if need and can_escalate:
@@ -183,7 +208,7 @@ class Router:
                             self.calibration, draft.prompt_tokens)
         shortfall = need or self._confidence_shortfall(draft, assessment)
         if shortfall is None:
-            reason = "forced local (/local)" if force == "local" else "the local model is confident"
+            reason = "forced local (/local)" if force == "local" else self._tag("the local model is confident")
             yield Decision("local", reason, assessment.confidence, assessment.features)
             yield self._local_done(draft, "complete", reason, assessment.confidence)
             return
@@ -233,9 +258,9 @@ class Router:
             return draft.aborted
         if assessment.refused:
             return "the local model says this needs a bigger model"
-        cutoff = self.threshold.cutoff(self.calibration)
+        cutoff = self.cutoff
         if assessment.confidence < cutoff:
-            return f"low confidence ({assessment.confidence:.2f} < {cutoff:.2f})"
+            return self._tag(f"low confidence ({assessment.confidence:.2f} < {cutoff:.2f})")
         return None
 
     # -- the local leg --------------------------------------------------------------------
@@ -245,7 +270,7 @@ class Router:
     ) -> Iterator[RouterEvent]:
         """Stream the local answer; returns the draft, or None when the prompt cannot run here."""
         draft = _LocalDraft()
-        monitor = StreamMonitor(self.engine.info.extra.get("refusal")) if monitored else None
+        monitor = StreamMonitor(self.engine.info.extra.get("refusal"), abort=self.active.abort) if monitored else None
         request = GenerationRequest(messages=list(messages), max_tokens=turn.max_tokens)
         try:
             stream = self.engine.generate(request, cancel=cancel)
