@@ -60,6 +60,9 @@ class UserSettings:
     """The engine backend for that model: "auto", "tvm" or "mlc"."""
     keymap: tuple[tuple[str, str], ...] = ()
     """Binding id -> keys, remapping the defaults (e.g. ("send", "ctrl+s"))."""
+    learn_from_use: bool = False
+    """Keep the router's signals of local answers and label them from feedback, to refit the
+    model's calibration (`tandem models calibrate NAME --from-history`). Never leaves the machine."""
 
     def privacy(self, offline: bool = False) -> Any:
         """The router's PrivacySettings; `offline` (the --offline flag) overrides the mode."""

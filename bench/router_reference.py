@@ -37,14 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gguf", type=Path, default=None)
     parser.add_argument("--split", choices=(*general.SPLITS, "both"), default="both")
     parser.add_argument("--limit", type=int, default=0)
-    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--out", type=Path, default=REPO / ".cache" / "bench" / "router-reference-smollm2.jsonl")
     args = parser.parse_args(argv)
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(2)
     gguf = args.gguf or smollm2_gguf()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, torch_dtype=torch.float32)
@@ -58,37 +59,38 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.exists():
         done = {json.loads(line)["id"] for line in args.out.read_text().splitlines() if line.strip()}
     eos = set(tokenizer.all_special_ids)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    todo = [i for i in items if i.id not in done]
     started = time.perf_counter()
     with args.out.open("a", encoding="utf-8") as out, torch.no_grad():
-        for n, item in enumerate(i for i in items if i.id not in done):
-            ids = tokenizer.apply_chat_template([{"role": "user", "content": item.prompt}],
-                                                add_generation_prompt=True, return_tensors="pt")
-            if not isinstance(ids, torch.Tensor):
-                ids = ids["input_ids"]
-            result = model(ids, use_cache=True, output_hidden_states=True)
-            prompt_hidden = result.hidden_states[-1][0, -1].tolist()
-            past, logits = result.past_key_values, result.logits[0, -1]
-            tokens = []
-            for _ in range(args.max_tokens):
-                logprobs = torch.log_softmax(logits.double(), dim=-1)
-                top = torch.topk(logprobs, TOP)
-                token = int(top.indices[0])
-                if token in eos:
-                    break
-                tokens.append({"id": token, "logprob": float(top.values[0]),
-                               "top": [[int(i), float(v)] for i, v in zip(top.indices, top.values)]})
-                step = model(torch.tensor([[token]]), past_key_values=past, use_cache=True)
-                past, logits = step.past_key_values, step.logits[0, -1]
-            answer = tokenizer.decode([t["id"] for t in tokens], skip_special_tokens=True)
-            texts = [tokenizer.decode([t["id"]]) for t in tokens]
-            row = {"id": item.id, "split": item.split, "kind": item.kind, "prompt": item.prompt,
-                   "answer": answer, "correct": is_correct(answer, item.accept, item.choices),
-                   "prompt_tokens": int(ids.shape[1]), "texts": texts, "tokens": tokens,
-                   "prompt_hidden": [round(v, 4) for v in prompt_hidden]}
-            out.write(json.dumps(row) + "\n")
+        for start in range(0, len(todo), args.batch):
+            batch = todo[start : start + args.batch]
+            texts = [tokenizer.apply_chat_template([{"role": "user", "content": i.prompt}], tokenize=False,
+                                                   add_generation_prompt=True) for i in batch]
+            encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            result = model.generate(**encoded, max_new_tokens=args.max_tokens, do_sample=False,
+                                    output_logits=True, return_dict_in_generate=True,
+                                    pad_token_id=tokenizer.pad_token_id)
+            logprobs = torch.log_softmax(torch.stack(result.logits, dim=1).double(), dim=-1)  # raw logits
+            top = torch.topk(logprobs, TOP, dim=-1)
+            for row, item in enumerate(batch):
+                tokens = []
+                for step in range(logprobs.shape[1]):
+                    token = int(result.sequences[row, encoded["input_ids"].shape[1] + step])
+                    if token in eos:
+                        break
+                    tokens.append({"id": token, "logprob": float(logprobs[row, step, token]),
+                                   "top": [[int(i), float(v)] for i, v in zip(top.indices[row, step], top.values[row, step])]})
+                answer = tokenizer.decode([t["id"] for t in tokens], skip_special_tokens=True)
+                out.write(json.dumps({
+                    "id": item.id, "split": item.split, "kind": item.kind, "prompt": item.prompt, "answer": answer,
+                    "correct": is_correct(answer, item.accept, item.choices),
+                    "prompt_tokens": int(encoded["attention_mask"][row].sum()),
+                    "texts": [tokenizer.decode([t["id"]]) for t in tokens], "tokens": tokens}) + "\n")
             out.flush()
-            if n % 25 == 0:
-                print(f"{n} done, {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+            print(f"{start + len(batch)}/{len(todo)} done, {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     return 0
 
 

@@ -29,6 +29,8 @@ class Decision:
     reason: str
     confidence: float | None = None
     features: Mapping[str, float] = field(default_factory=dict)
+    draft_complete: bool = False
+    """The features describe a local draft generated in full (not stopped early)."""
 
 
 @dataclass(frozen=True)

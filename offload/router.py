@@ -209,7 +209,8 @@ class Router:
         shortfall = need or self._confidence_shortfall(draft, assessment)
         if shortfall is None:
             reason = "forced local (/local)" if force == "local" else self._tag("the local model is confident")
-            yield Decision("local", reason, assessment.confidence, assessment.features)
+            yield Decision("local", reason, assessment.confidence, assessment.features,
+                           draft_complete=draft.aborted is None)
             yield self._local_done(draft, "complete", reason, assessment.confidence)
             return
         if not can_escalate:
@@ -360,7 +361,8 @@ class Router:
 
         if draft is not None and draft.tokens:
             yield Discard(f"escalating to {provider.name}: {why}")
-        yield Decision("cloud", f"escalated: {why}", confidence, dict(features))
+        complete = draft is not None and draft.aborted is None and draft.finish is not None
+        yield Decision("cloud", f"escalated: {why}", confidence, dict(features), draft_complete=complete)
         restorer = redactor.streaming_restorer() if redactor else None
         streamed = False
         end: StreamEnd | None = None

@@ -20,9 +20,11 @@ class SettingsScreen(ModalScreen[UserSettings | None]):
         Binding("ctrl+s", "save", "Save", show=False),
     ]
 
-    def __init__(self, settings: UserSettings) -> None:
+    def __init__(self, settings: UserSettings, learning_summary: str = "") -> None:
         super().__init__()
         self.settings = settings
+        self.learning_summary = learning_summary
+        """How many feedback labels exist and what the last calibration measured."""
 
     def compose(self) -> ComposeResult:
         s = self.settings
@@ -38,6 +40,10 @@ class SettingsScreen(ModalScreen[UserSettings | None]):
                 yield TextArea("\n".join(s.terms), id="terms")
                 yield Label("Escalate when local confidence is below (0-1)")
                 yield Input(str(s.escalate_below), id="escalate_below")
+                with Horizontal(classes="row"):
+                    yield Label("Learn from use (labels stay on this machine)")
+                    yield Switch(value=s.learn_from_use, id="learn_from_use")
+                yield Static(self.learning_summary, id="learning")
                 yield Label("Earlier turns sent with a cloud request")
                 yield Input(str(s.context_turns), id="context_turns", type="integer")
                 yield Label("Escalate to")
@@ -88,6 +94,7 @@ class SettingsScreen(ModalScreen[UserSettings | None]):
             self.settings,
             mode=self.query_one("#mode", Select).value,
             redact=self.query_one("#redact", Switch).value,
+            learn_from_use=self.query_one("#learn_from_use", Switch).value,
             terms=terms,
             escalate_below=threshold,
             context_turns=turns,

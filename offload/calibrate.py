@@ -1,0 +1,255 @@
+"""Fits a local model's own calibration: runs graded prompts through it, fits the confidence score
+(monotone logistic regression), picks the threshold and the early-abort rule on the calibrate
+half, and measures all three on the held-out half.
+
+Engine-agnostic and store-agnostic: callers hand in prompts with a grader, and extra labelled
+feature rows (the user's feedback) when refitting from history.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.api import Engine, FinishEvent, GenerationRequest, TokenEvent
+from offload.calibrations import ModelCalibration, ModelIdentity
+from offload.confidence import (
+    AbortRule,
+    Calibration,
+    StreamMonitor,
+    answer_confidence,
+    features,
+    fit_calibration,
+    is_refusal,
+)
+
+PORTABLE_FEATURES = (
+    "mean_logprob", "p5_logprob", "p10_logprob", "p25_logprob", "median_logprob", "lowest3_logprob",
+    "first_logprob", "early_min_logprob", "min_position", "low_share", "mean_entropy", "mean_margin",
+    "min_margin", "final_mean_logprob", "log_answer_tokens", "log_prompt_tokens",
+)
+"""What a model's own fit may use: all computed from token logprobs and their alternatives."""
+ABORT_CHECKPOINTS = (4, 8, 16)
+ABORT_PRECISION = 0.95
+"""An abort cutoff fires only where, on the calibrate half, at least this share of the prefixes
+scoring below it belonged to wrong answers: a right answer is rarely cut short."""
+MAX_TOKENS = 32
+"""Tokens per calibration answer: short answers are decided in their first tokens."""
+
+
+class CalibrationFailed(Exception):
+    """The prompts cannot support a fit (e.g. the model got none right); the message says why."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One graded prompt: `grade(answer)` says whether the answer is right."""
+
+    text: str
+    grade: Callable[[str], bool]
+    kind: str = ""
+
+
+@dataclass
+class Run:
+    """A prompt's answer with everything the router would see of it."""
+
+    answer: str
+    tokens: list[TokenEvent]
+    prompt_tokens: int
+    correct: bool
+    refused: bool
+    decode_s: float
+    kind: str = ""
+
+    @property
+    def features(self) -> dict[str, float]:
+        return features(self.tokens, self.prompt_tokens)
+
+
+Progress = Callable[[int, int], None]
+"""(done, total) after each prompt."""
+
+
+def run_prompts(engine: Engine, prompts: Sequence[Prompt], *, max_tokens: int = MAX_TOKENS,
+                progress: Progress | None = None, temperature: float = 0.0) -> list[Run]:
+    """Each prompt as a one-message conversation, decoded greedily (the model's most likely
+    answer: what its confidence describes) unless a temperature is given."""
+    refusal = engine.info.extra.get("refusal")
+    runs = []
+    for n, prompt in enumerate(prompts, start=1):
+        request = GenerationRequest(messages=[{"role": "user", "content": prompt.text}], max_tokens=max_tokens,
+                                    temperature=temperature, seed=0)
+        tokens: list[TokenEvent] = []
+        prompt_tokens = 0
+        first = time.perf_counter()
+        for event in engine.generate(request):
+            if isinstance(event, FinishEvent):
+                prompt_tokens = event.usage.prompt_tokens
+                continue
+            if not tokens:
+                first = time.perf_counter()  # decode time from the first token: prefill is paid either way
+            tokens.append(event)
+        decode_s = time.perf_counter() - first if tokens else 0.0
+        answer = "".join(t.text for t in tokens)
+        refused = is_refusal(answer, refusal)
+        runs.append(Run(answer, tokens, prompt_tokens, not refused and prompt.grade(answer), refused, decode_s,
+                        prompt.kind))
+        if progress is not None:
+            progress(n, len(prompts))
+    return runs
+
+
+def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float:
+    """P(a random positive outranks a random negative), ties half; NaN without both classes."""
+    s, y = np.asarray(scores, dtype=np.float64), np.asarray(positive, dtype=bool)
+    if y.all() or not y.any():
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s))
+    sorted_s = s[order]
+    i = 0
+    while i < len(s):  # average ranks over ties
+        j = i
+        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    n_pos, n_neg = y.sum(), (~y).sum()
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def fit_rows(rows: Sequence[Mapping[str, float]], good: Sequence[bool], fitted_on: str,
+             names: Sequence[str] = PORTABLE_FEATURES) -> Calibration:
+    if len(set(good)) < 2:
+        right = sum(good)
+        raise CalibrationFailed(
+            f"the model answered {right} of {len(good)} calibration prompts right: a fit needs both right "
+            "and wrong answers. Try more prompts, or a model that knows more.")
+    return fit_calibration(rows, good, names=names, fitted_on=fitted_on)
+
+
+def cross_validated(rows: Sequence[Mapping[str, float]], good: Sequence[bool], folds: int = 5,
+                    names: Sequence[str] = PORTABLE_FEATURES) -> list[float]:
+    """Each row scored by a fit that did not see it (for choosing the threshold honestly)."""
+    order = list(range(len(rows)))
+    random.Random(0).shuffle(order)
+    scores = [0.5] * len(rows)
+    for fold in range(folds):
+        held = set(order[fold::folds])
+        train = [i for i in order if i not in held]
+        if len({good[i] for i in train}) < 2:
+            continue
+        calibration = fit_calibration([rows[i] for i in train], [good[i] for i in train], names=names)
+        for i in held:
+            scores[i] = calibration.score(rows[i])
+    return scores
+
+
+def best_cutoff(scores: Sequence[float], good: Sequence[bool]) -> float:
+    """The cutoff that maximises (share of right answers kept) + (share of wrong ones escalated)."""
+    s, y = np.asarray(scores), np.asarray(good, dtype=bool)
+    candidates = np.unique(np.concatenate([s, [0.0, 1.0]]))
+    best, best_j = 0.5, -1.0
+    for c in candidates:
+        kept = (s[y] >= c).mean() if y.any() else 0.0
+        escalated = (s[~y] < c).mean() if (~y).any() else 0.0
+        if kept + escalated > best_j:
+            best, best_j = float(c), kept + escalated
+    return best
+
+
+def fit_abort(runs: Sequence[Run], checkpoints: Sequence[int] = ABORT_CHECKPOINTS) -> AbortRule | None:
+    """A prefix score fitted on the first k tokens of each answer, and the highest cutoff whose
+    aborts were (on these runs) almost all wrong answers; None if no cutoff is that safe."""
+    rows, good = [], []
+    for run in runs:
+        for k in checkpoints:
+            if len(run.tokens) > k:
+                rows.append(features(run.tokens[:k]))
+                good.append(run.correct)
+    if len(set(good)) < 2 or len(rows) < 20:
+        return None
+    names = tuple(n for n in PORTABLE_FEATURES if n not in ("log_answer_tokens", "log_prompt_tokens"))
+    calibration = fit_calibration(rows, good, names=names, fitted_on=f"{len(rows)} prefixes")
+    scores = np.array([calibration.score(r) for r in rows])
+    wrong = ~np.asarray(good, dtype=bool)
+    cutoff = None
+    for c in np.unique(scores):
+        below = scores < c
+        if below.sum() >= 5 and wrong[below].mean() >= ABORT_PRECISION:
+            cutoff = float(c)
+    return None if cutoff is None else AbortRule(tuple(checkpoints), calibration, cutoff)
+
+
+@dataclass(frozen=True)
+class HeldOutReport:
+    n: int
+    accuracy: float
+    auroc: float
+    kept_local_correct: float
+    escalated_wrong: float
+    early_abort_saved: float
+
+
+def evaluate(stored: ModelCalibration, runs: Sequence[Run], refusal: str | None = None) -> HeldOutReport:
+    """The stored fit on runs it never saw: AUROC, and the shares kept and escalated at its cutoff."""
+    scores = [answer_confidence(r.features, r.refused, stored.calibration) for r in runs]
+    good = [r.correct for r in runs]
+    escalate = [s < stored.cutoff for s in scores]
+    right = [i for i, g in enumerate(good) if g]
+    wrong = [i for i, g in enumerate(good) if not g]
+    return HeldOutReport(
+        n=len(runs),
+        accuracy=len(right) / len(runs) if runs else float("nan"),
+        auroc=auroc(scores, good),
+        kept_local_correct=sum(not escalate[i] for i in right) / len(right) if right else float("nan"),
+        escalated_wrong=sum(escalate[i] for i in wrong) / len(wrong) if wrong else float("nan"),
+        early_abort_saved=abort_savings(stored.abort, runs, escalate, refusal),
+    )
+
+
+def abort_savings(rule: AbortRule | None, runs: Sequence[Run], escalate: Sequence[bool], refusal: str | None) -> float:
+    """Share of local decode time the stream monitor saves on the turns that escalate."""
+    total = saved = 0.0
+    for run, escalated in zip(runs, escalate):
+        if not escalated or not run.tokens:
+            continue
+        total += run.decode_s
+        monitor = StreamMonitor(refusal, abort=rule)
+        for n, token in enumerate(run.tokens, start=1):
+            if monitor.observe(token):
+                saved += run.decode_s * (1 - n / len(run.tokens))
+                break
+    return saved / total if total else 0.0
+
+
+def calibrate(
+    identity: ModelIdentity, fit_runs: Sequence[Run], heldout_runs: Sequence[Run],
+    extra: Sequence[tuple[Mapping[str, float], bool]] = (), refusal: str | None = None, created: str = "",
+) -> tuple[ModelCalibration, HeldOutReport | None]:
+    """The model's calibration from its calibrate-half runs (plus `extra` labelled feature rows
+    from the user's feedback), and its report on the held-out runs."""
+    kept = [r for r in fit_runs if not r.refused]  # a refusal is gated before the score
+    rows = [r.features for r in kept] + [dict(f) for f, _ in extra]
+    good = [r.correct for r in kept] + [bool(g) for _, g in extra]
+    source = f"{len(kept)} calibrate prompts" + (f" + {len(extra)} feedback labels" if extra else "")
+    calibration = fit_rows(rows, good, fitted_on=source)
+    cutoff = best_cutoff(cross_validated(rows, good), good)
+    stored = ModelCalibration(identity, calibration, cutoff, n_fit=len(rows), history_labels=len(extra),
+                              abort=fit_abort(kept), created=created)
+    if not heldout_runs:
+        return stored, None
+    report = evaluate(stored, heldout_runs, refusal)
+    stored = ModelCalibration(stored.identity, stored.calibration, stored.cutoff, _finite(report.auroc),
+                              report.accuracy, stored.n_fit, report.n, stored.history_labels, stored.abort,
+                              stored.created)
+    return stored, report
+
+
+def _finite(value: float) -> float | None:
+    return None if value != value else round(value, 4)
