@@ -37,6 +37,8 @@ ABORT_CHECKPOINTS = (4, 8, 16)
 ABORT_PRECISION = 0.95
 """An abort cutoff fires only where, on the calibrate half, at least this share of the prefixes
 scoring below it belonged to wrong answers: a right answer is rarely cut short."""
+MIN_EACH = 3
+"""Right and wrong answers each needed, at least, before a fit means anything."""
 MAX_TOKENS = 32
 """Tokens per calibration answer: short answers are decided in their first tokens."""
 
@@ -125,11 +127,11 @@ def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float:
 
 def fit_rows(rows: Sequence[Mapping[str, float]], good: Sequence[bool], fitted_on: str,
              names: Sequence[str] = PORTABLE_FEATURES) -> Calibration:
-    if len(set(good)) < 2:
-        right = sum(good)
+    right = sum(good)
+    if min(right, len(good) - right) < MIN_EACH:
         raise CalibrationFailed(
-            f"the model answered {right} of {len(good)} calibration prompts right: a fit needs both right "
-            "and wrong answers. Try more prompts, or a model that knows more.")
+            f"of {len(good)} answers it could score (refusals aside), {right} were right and {len(good) - right} "
+            f"wrong; a fit needs at least {MIN_EACH} of each. Use more prompts (a larger --limit, or none).")
     return fit_calibration(rows, good, names=names, fitted_on=fitted_on)
 
 
