@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import random
 import struct
 import sys
@@ -216,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--png", type=Path, default=REPO / ".cache" / "bench" / "router-deferral.png")
     parser.add_argument("--limit", type=int, default=0, help="with --model: about N prompts of each half")
     parser.add_argument("--save", action="store_true", help="with --model: store the fit for the router")
+    parser.add_argument("--reuse", action="store_true", help="with --model: reuse the last run's answers")
     args = parser.parse_args(argv)
     if args.model is not None:
         return general_main(args)
@@ -333,8 +335,15 @@ def general_main(args: argparse.Namespace) -> int:
             if done % 25 == 0 or done == total else None
 
     max_tokens = min(args.max_tokens, fitting.MAX_TOKENS)
-    fit_runs = fitting.run_prompts(engine, prompts("calibrate"), max_tokens=max_tokens, progress=progress("calibrate"))
-    held = fitting.run_prompts(engine, prompts("heldout"), max_tokens=max_tokens, progress=progress("held-out"))
+    cache = REPO / ".cache" / "bench" / f"router-runs-{identity.key}-{args.limit}-{max_tokens}.pkl"
+    if args.reuse and cache.exists():  # the same model, slice and length: refit without decoding again
+        fit_runs, held = pickle.loads(cache.read_bytes())
+    else:
+        fit_runs = fitting.run_prompts(engine, prompts("calibrate"), max_tokens=max_tokens,
+                                       progress=progress("calibrate"))
+        held = fitting.run_prompts(engine, prompts("heldout"), max_tokens=max_tokens, progress=progress("held-out"))
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_bytes(pickle.dumps((fit_runs, held)))
     refusal = engine.info.extra.get("refusal")
     engine.close()
     stored, report = fitting.calibrate(identity, fit_runs, held, refusal=refusal)
