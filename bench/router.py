@@ -338,6 +338,10 @@ def general_main(args: argparse.Namespace) -> int:
     cache = REPO / ".cache" / "bench" / f"router-runs-{identity.key}-{args.limit}-{max_tokens}.pkl"
     if args.reuse and cache.exists():  # the same model, slice and length: refit without decoding again
         fit_runs, held = pickle.loads(cache.read_bytes())
+        for runs, split in ((fit_runs, "calibrate"), (held, "heldout")):
+            for run, prompt in zip(runs, prompts(split)):  # runs saved before these fields existed
+                run.prompt = run.prompt or prompt.text
+                run.truncated = run.truncated or len(run.tokens) >= max_tokens
     else:
         fit_runs = fitting.run_prompts(engine, prompts("calibrate"), max_tokens=max_tokens,
                                        progress=progress("calibrate"))

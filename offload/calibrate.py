@@ -31,8 +31,10 @@ PORTABLE_FEATURES = (
     "mean_logprob", "p5_logprob", "p10_logprob", "p25_logprob", "median_logprob", "lowest3_logprob",
     "first_logprob", "early_min_logprob", "min_position", "low_share", "mean_entropy", "mean_margin",
     "min_margin", "final_mean_logprob", "log_answer_tokens", "log_prompt_tokens",
+    "digit_share", "repeat_share", "truncated", "prompt_numbers",
 )
-"""What a model's own fit may use: all computed from token logprobs and their alternatives."""
+"""What a model's own fit may use: token logprobs and their alternatives, the answer's and the
+prompt's text, and whether the answer ran out of tokens."""
 ABORT_CHECKPOINTS = (4, 8, 16)
 ABORT_PRECISION = 0.95
 """An abort cutoff fires only where, on the calibrate half, at least this share of the prefixes
@@ -67,10 +69,13 @@ class Run:
     refused: bool
     decode_s: float
     kind: str = ""
+    prompt: str = ""
+    truncated: bool = False
+    """It ran out of tokens rather than ending."""
 
     @property
     def features(self) -> dict[str, float]:
-        return features(self.tokens, self.prompt_tokens)
+        return features(self.tokens, self.prompt_tokens, prompt=self.prompt, truncated=self.truncated)
 
 
 Progress = Callable[[int, int], None]
@@ -87,11 +92,11 @@ def run_prompts(engine: Engine, prompts: Sequence[Prompt], *, max_tokens: int = 
         request = GenerationRequest(messages=[{"role": "user", "content": prompt.text}], max_tokens=max_tokens,
                                     temperature=temperature, seed=0)
         tokens: list[TokenEvent] = []
-        prompt_tokens = 0
+        prompt_tokens, truncated = 0, False
         first = time.perf_counter()
         for event in engine.generate(request):
             if isinstance(event, FinishEvent):
-                prompt_tokens = event.usage.prompt_tokens
+                prompt_tokens, truncated = event.usage.prompt_tokens, event.reason == "length"
                 continue
             if not tokens:
                 first = time.perf_counter()  # decode time from the first token: prefill is paid either way
@@ -100,7 +105,7 @@ def run_prompts(engine: Engine, prompts: Sequence[Prompt], *, max_tokens: int = 
         answer = "".join(t.text for t in tokens)
         refused = is_refusal(answer, refusal)
         runs.append(Run(answer, tokens, prompt_tokens, not refused and prompt.grade(answer), refused, decode_s,
-                        prompt.kind))
+                        prompt.kind, prompt.text, truncated))
         if progress is not None:
             progress(n, len(prompts))
     return runs
@@ -172,11 +177,12 @@ def fit_abort(runs: Sequence[Run], checkpoints: Sequence[int] = ABORT_CHECKPOINT
     for run in runs:
         for k in checkpoints:
             if len(run.tokens) > k:
-                rows.append(features(run.tokens[:k]))
+                rows.append(features(run.tokens[:k], prompt=run.prompt))
                 good.append(run.correct)
     if len(set(good)) < 2 or len(rows) < 20:
         return None
-    names = tuple(n for n in PORTABLE_FEATURES if n not in ("log_answer_tokens", "log_prompt_tokens"))
+    # A prefix has no length of its own yet, nor an ending; the prompt's size the monitor does not see.
+    names = tuple(n for n in PORTABLE_FEATURES if n not in ("log_answer_tokens", "truncated", "log_prompt_tokens"))
     calibration = fit_calibration(rows, good, names=names, fitted_on=f"{len(rows)} prefixes")
     scores = np.array([calibration.score(r) for r in rows])
     wrong = ~np.asarray(good, dtype=bool)
@@ -222,7 +228,7 @@ def abort_savings(rule: AbortRule | None, runs: Sequence[Run], escalate: Sequenc
         if not escalated or not run.tokens:
             continue
         total += run.decode_s
-        monitor = StreamMonitor(refusal, abort=rule)
+        monitor = StreamMonitor(refusal, abort=rule, prompt=run.prompt)
         for n, token in enumerate(run.tokens, start=1):
             if monitor.observe(token):
                 saved += run.decode_s * (1 - n / len(run.tokens))

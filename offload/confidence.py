@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +38,12 @@ FEATURE_NAMES = (
     "lowest3_logprob", "first_logprob", "early_min_logprob", "min_position", "low_share",
     "mean_entropy", "max_entropy", "mean_margin", "min_margin",
     "final_mean_logprob", "final_min_logprob", "log_answer_tokens", "log_prompt_tokens",
+    "digit_share", "repeat_share", "truncated", "prompt_numbers",
 )
 """Every feature is computed from the token events alone (their logprob and top alternatives),
-so the same names mean the same thing on any model; only their weights are per model."""
+the answer's text, its prompt's text and whether it ran out of tokens, so the same names mean the
+same thing on any model; only their weights are per model (a small model that cannot count
+learns that numbers in the prompt or the answer are a bad sign; a bigger one need not)."""
 SCORED_FEATURES = (
     "mean_logprob", "min_logprob", "final_min_logprob", "min_margin", "max_entropy",
     "log_answer_tokens",
@@ -50,7 +54,7 @@ MONOTONE_SIGNS = {
     "mean_logprob": 1, "min_logprob": 1, "final_min_logprob": 1, "min_margin": 1, "max_entropy": -1,
     "p5_logprob": 1, "p10_logprob": 1, "p25_logprob": 1, "median_logprob": 1, "lowest3_logprob": 1,
     "first_logprob": 1, "early_min_logprob": 1, "final_mean_logprob": 1, "mean_margin": 1,
-    "mean_entropy": -1, "low_share": -1,
+    "mean_entropy": -1, "low_share": -1, "repeat_share": -1,
 }
 """The direction each feature may push the score: a surer token never lowers it. On a model that
 is confidently wrong more often than unsure, a free fit learns the opposite, and would then call
@@ -86,8 +90,25 @@ def _entropy_and_margin(event: TokenEvent) -> tuple[float, float]:
     return entropy, margin
 
 
-def features(tokens: Sequence[TokenEvent], prompt_tokens: int = 0) -> dict[str, float]:
-    """The score's inputs, over the whole answer and its final span."""
+def _text_features(answer: str, prompt: str, truncated: bool) -> dict[str, float]:
+    words = answer.split()
+    return {
+        "digit_share": sum(c.isdigit() for c in answer) / max(len(answer), 1),
+        # A small model that has lost the thread repeats itself.
+        "repeat_share": 1.0 - len(set(words)) / len(words) if words else 0.0,
+        "truncated": float(truncated),
+        "prompt_numbers": math.log1p(len(_NUMBER.findall(prompt))),
+    }
+
+
+_NUMBER = re.compile(r"\d+")
+
+
+def features(tokens: Sequence[TokenEvent], prompt_tokens: int = 0, *, prompt: str = "",
+             truncated: bool = False) -> dict[str, float]:
+    """The score's inputs, over the whole answer and its final span; `prompt` is the question's
+    text and `truncated` says the answer ran out of tokens (max_tokens) rather than ending."""
+    text = _text_features("".join(t.text for t in tokens), prompt, truncated)
     if not tokens:
         empty = dict.fromkeys(FEATURE_NAMES, 0.0)
         for name in FEATURE_NAMES:
@@ -95,7 +116,7 @@ def features(tokens: Sequence[TokenEvent], prompt_tokens: int = 0) -> dict[str, 
                 empty[name] = -20.0
         empty["low_share"] = 1.0
         empty["log_prompt_tokens"] = math.log1p(prompt_tokens)
-        return empty
+        return {**empty, **text}
     logprobs = np.array([t.logprob for t in tokens], dtype=np.float64)
     entropy, margin = np.array([_entropy_and_margin(t) for t in tokens], dtype=np.float64).T
     final = logprobs[-FINAL_SPAN:]
@@ -122,6 +143,7 @@ def features(tokens: Sequence[TokenEvent], prompt_tokens: int = 0) -> dict[str, 
         "final_min_logprob": float(final.min()),
         "log_answer_tokens": math.log1p(len(tokens)),
         "log_prompt_tokens": math.log1p(prompt_tokens),
+        **text,
     }
 
 
@@ -228,6 +250,8 @@ class StreamMonitor:
     """Enough of the refusal to tell it from an answer ("I can't" vs the model's "I can help")."""
     abort: AbortRule | None = None
     """The model's calibrated early-abort rule, where its calibration has one."""
+    prompt: str = ""
+    """The question, for the abort rule's prompt features."""
     _text: str = field(default="", init=False)
     _run: int = field(default=0, init=False)
     _tokens: list[TokenEvent] = field(default_factory=list, init=False)
@@ -244,7 +268,7 @@ class StreamMonitor:
             return f"the local model was guessing ({self._run} tokens in a row below p={math.exp(self.low_logprob):.2f})"
         self._tokens.append(event)
         if self.abort is not None and len(self._tokens) in self.abort.checkpoints:
-            score = self.abort.calibration.score(features(self._tokens))
+            score = self.abort.calibration.score(features(self._tokens, prompt=self.prompt))
             if score < self.abort.cutoff:
                 return f"the local draft looks wrong (confidence {score:.2f} after {len(self._tokens)} tokens)"
         return None
@@ -275,11 +299,11 @@ class Assessment:
 
 def assess(
     tokens: Sequence[TokenEvent], refusal: str | None, calibration: Calibration,
-    prompt_tokens: int = 0,
+    prompt_tokens: int = 0, *, prompt: str = "", truncated: bool = False,
 ) -> Assessment:
     """The calibrated confidence of a finished (or aborted) local answer."""
     text = "".join(t.text for t in tokens)
-    values = features(tokens, prompt_tokens)
+    values = features(tokens, prompt_tokens, prompt=prompt, truncated=truncated)
     refused = is_refusal(text, refusal)
     values["refusal"] = float(refused)
     return Assessment(answer_confidence(values, refused, calibration), refused, values)

@@ -204,8 +204,10 @@ class Router:
         if draft.finish is not None and draft.finish.reason == "cancelled":
             yield self._local_done(draft, "interrupted", "cancelled", None)
             return
-        assessment = assess(draft.tokens, self.engine.info.extra.get("refusal"),
-                            self.calibration, draft.prompt_tokens)
+        question = messages[-1]["content"] if messages else ""
+        truncated = draft.finish is not None and draft.finish.reason == "length"
+        assessment = assess(draft.tokens, self.engine.info.extra.get("refusal"), self.calibration,
+                            draft.prompt_tokens, prompt=question, truncated=truncated)
         shortfall = need or self._confidence_shortfall(draft, assessment)
         if shortfall is None:
             reason = "forced local (/local)" if force == "local" else self._tag("the local model is confident")
@@ -271,7 +273,10 @@ class Router:
     ) -> Iterator[RouterEvent]:
         """Stream the local answer; returns the draft, or None when the prompt cannot run here."""
         draft = _LocalDraft()
-        monitor = StreamMonitor(self.engine.info.extra.get("refusal"), abort=self.active.abort) if monitored else None
+        monitor = None
+        if monitored:
+            question = messages[-1]["content"] if messages else ""
+            monitor = StreamMonitor(self.engine.info.extra.get("refusal"), abort=self.active.abort, prompt=question)
         request = GenerationRequest(messages=list(messages), max_tokens=turn.max_tokens)
         try:
             stream = self.engine.generate(request, cancel=cancel)
