@@ -173,3 +173,27 @@ def test_the_calibrated_abort_rule_stops_a_doomed_draft_at_its_checkpoint() -> N
 def test_identity_comes_from_the_engine() -> None:
     info = EngineInfo("tvm", "SmolLM2 135M/Instruct", 2048, "cpu", "q4_1")
     assert ModelIdentity.of(info).key == "SmolLM2_135M_Instruct--q4_1"
+
+
+def test_text_signals_read_the_answer_the_prompt_and_how_it_ended() -> None:
+    from conftest_router import token_events
+
+    from offload.confidence import features
+
+    tokens = token_events([("It", -0.1), (" is", -0.1), (" 42", -1.0), (" 42", -1.0)])
+    values = features(tokens, prompt="What is 40 + 2?", truncated=True)
+    assert values["digit_share"] == pytest.approx(4 / len("It is 42 42"))
+    assert values["repeat_share"] == pytest.approx(1 - 3 / 4)
+    assert values["prompt_numbers"] == pytest.approx(np.log1p(2)) and values["truncated"] == 1.0
+    assert features(tokens)["prompt_numbers"] == 0.0 and features(tokens)["truncated"] == 0.0
+
+
+def test_the_router_scores_the_question_it_was_asked() -> None:
+    engine = ScriptedEngine(lambda text: confident("It is 42."))
+    router = Router(engine, PrivacySettings(mode="offline"))
+    events = run_turn(router, "What is 40 + 2?")
+    from offload.events import Decision
+
+    scored = [e for e in events if isinstance(e, Decision) and e.features]
+    assert scored[-1].features["prompt_numbers"] == pytest.approx(np.log1p(2))
+    assert scored[-1].draft_complete
