@@ -36,7 +36,7 @@ PORTABLE_FEATURES = (
 """What a model's own fit may use: token logprobs and their alternatives, the answer's and the
 prompt's text, and whether the answer ran out of tokens."""
 ABORT_CHECKPOINTS = (4, 8, 16)
-ABORT_PRECISION = 0.95
+ABORT_PRECISION = 0.9
 """An abort cutoff fires only where, on the calibrate half, at least this share of the prefixes
 scoring below it belonged to wrong answers: a right answer is rarely cut short."""
 MIN_EACH = 3
@@ -205,35 +205,34 @@ class HeldOutReport:
 
 
 def evaluate(stored: ModelCalibration, runs: Sequence[Run], refusal: str | None = None) -> HeldOutReport:
-    """The stored fit on runs it never saw: AUROC, and the shares kept and escalated at its cutoff."""
+    """The stored fit on runs it never saw, as the router would use it: a turn escalates when the
+    stream monitor stops its draft or its finished answer scores below the cutoff."""
     scores = [answer_confidence(r.features, r.refused, stored.calibration) for r in runs]
     good = [r.correct for r in runs]
-    escalate = [s < stored.cutoff for s in scores]
+    stops = [abort_point(stored.abort, r, refusal) for r in runs]
+    escalate = [stop is not None or s < stored.cutoff for s, stop in zip(scores, stops)]
     right = [i for i, g in enumerate(good) if g]
     wrong = [i for i, g in enumerate(good) if not g]
+    total = sum(r.decode_s for r, e in zip(runs, escalate) if e and r.tokens)
+    saved = sum(r.decode_s * (1 - stop / len(r.tokens)) for r, e, stop in zip(runs, escalate, stops)
+                if e and r.tokens and stop is not None)
     return HeldOutReport(
         n=len(runs),
         accuracy=len(right) / len(runs) if runs else float("nan"),
         auroc=auroc(scores, good),
         kept_local_correct=sum(not escalate[i] for i in right) / len(right) if right else float("nan"),
         escalated_wrong=sum(escalate[i] for i in wrong) / len(wrong) if wrong else float("nan"),
-        early_abort_saved=abort_savings(stored.abort, runs, escalate, refusal),
+        early_abort_saved=saved / total if total else 0.0,
     )
 
 
-def abort_savings(rule: AbortRule | None, runs: Sequence[Run], escalate: Sequence[bool], refusal: str | None) -> float:
-    """Share of local decode time the stream monitor saves on the turns that escalate."""
-    total = saved = 0.0
-    for run, escalated in zip(runs, escalate):
-        if not escalated or not run.tokens:
-            continue
-        total += run.decode_s
-        monitor = StreamMonitor(refusal, abort=rule, prompt=run.prompt)
-        for n, token in enumerate(run.tokens, start=1):
-            if monitor.observe(token):
-                saved += run.decode_s * (1 - n / len(run.tokens))
-                break
-    return saved / total if total else 0.0
+def abort_point(rule: AbortRule | None, run: Run, refusal: str | None) -> int | None:
+    """After how many tokens the stream monitor stops this run's draft, or None."""
+    monitor = StreamMonitor(refusal, abort=rule, prompt=run.prompt)
+    for n, token in enumerate(run.tokens, start=1):
+        if monitor.observe(token):
+            return n
+    return None
 
 
 def calibrate(
