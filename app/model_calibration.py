@@ -10,12 +10,14 @@ from typing import Any
 
 def calibration_for(engine: Any, model_dir: str | None, backend: str = "auto") -> Any:
     """An offload.calibrations.ActiveCalibration for `engine`, opened from `model_dir` (None: the
-    embedded model)."""
+    embedded model); None when there is no engine yet (the router then takes the embedded fit)."""
     from app.local_models import chosen_model
     from app.paths import data_dir
     from offload.calibrations import MODEL_FOLDER_FILE, ModelIdentity, data_dir_path, resolve
     from offload.confidence import Calibration
 
+    if getattr(engine, "info", None) is None:
+        return None
     identity = ModelIdentity.of(engine.info)
     folder: Path = chosen_model(model_dir, backend).path
     candidates = [data_dir_path(data_dir(), identity), folder / MODEL_FOLDER_FILE]
