@@ -112,6 +112,9 @@ class UserSettings:
         if override.request_fields():
             kept += ((model, override),)
         return replace(self, sampling=kept)
+    learn_from_use: bool = False
+    """Keep the router's signals of local answers and label them from feedback, to refit the
+    model's calibration (`tandem models calibrate NAME --from-history`). Never leaves the machine."""
 
     def privacy(self, offline: bool = False) -> Any:
         """The router's PrivacySettings; `offline` (the --offline flag) overrides the mode."""

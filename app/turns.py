@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from app.feedback import FeedbackRecorder, label_recloud, learning_enabled, model_key
 from offload.events import Decision, Discard, Egress, Notice, RouterEvent, Token, TurnDone
 
 NEW_TITLE = "New conversation"
@@ -50,6 +51,8 @@ class TurnResult:
     tok_s: float | None = None
     notices: list[str] = field(default_factory=list)
     egress_bytes: int = 0
+    message_id: int | None = None
+    """The stored assistant message (for marking it good or not good enough)."""
 
     def observe(self, event: RouterEvent) -> None:
         if isinstance(event, Token):
@@ -108,6 +111,9 @@ class TurnRunner:
         history = self.store.messages(conversation_id)
         if not history and conversation.title == NEW_TITLE:
             self.store.update_conversation(conversation_id, title=title_from(content))
+        learning = learning_enabled(self.store)
+        if learning and force == "cloud":
+            label_recloud(self.store, conversation_id, content)
         question = self.store.add_message(conversation_id, "user", content)  # committed before generation starts
         earlier = self._earlier(conversation_id, question.id)
         turn = Turn(
@@ -123,12 +129,15 @@ class TurnRunner:
             max_tokens=self.max_tokens,
         )
         result = TurnResult()
+        feedback, done = FeedbackRecorder(), None
         writer = self.store.begin_reply(conversation_id, parent_id=question.id)
         route = ["local"]  # where the row says the reply comes from, kept true as the turn moves
         try:
             for event in self.router.run(turn, approve, cancel):
                 result.observe(event)
                 self._follow_route(writer, event, route)
+                feedback.observe(event)
+                done = event if isinstance(event, TurnDone) else done
                 self._persist(conversation_id, writer, event)
                 if on_event is not None:
                     on_event(event)
@@ -138,6 +147,10 @@ class TurnRunner:
             if isinstance(error, Exception):
                 raise TurnError(_explain(error)) from error
             raise
+        if learning:
+            feedback.finish(self.store, message_id=writer.message_id, conversation_id=conversation_id,
+                            model=model_key(self.router), done=done, question=content)
+        result.message_id = writer.message_id
         return result
 
     def _earlier(self, conversation_id: int, question_id: int) -> list[Any]:
@@ -226,15 +239,21 @@ def default_router_factory(engine: Any, settings: Any, offline: bool) -> Any:
     from offload.network import NETWORK
     from offload.router import Router
 
+    from app.model_calibration import calibration_for
+    from app.settings import UserSettings
+
     cloud = settings.active_provider()
     model = getattr(getattr(engine, "info", None), "model_id", None)  # the user's override is keyed by it
     provider = DeferredProvider(cloud.kind, cloud.name, cloud.base_url, NETWORK, cloud.timeouts()) if cloud else None
+    # The setting left at its default defers to the threshold fitted for the model, where there is one.
+    own = settings.escalate_below != UserSettings.escalate_below
     return Router(
         engine,
         settings.privacy(offline),
         provider,
         NETWORK,
         cloud_model=cloud.model if cloud else None,
-        threshold=EscalationThreshold(risk=1.0 - settings.escalate_below),
+        threshold=EscalationThreshold(risk=1.0 - settings.escalate_below) if own else None,
+        calibration=calibration_for(engine, settings.model_dir, settings.backend),
         sampling=settings.sampling_for(model).request_fields() if model else None,
     )

@@ -4,12 +4,18 @@ Runs labelled prompts (answerable in-domain vs unanswerable) through the real en
 the AUROC of the calibrated score (cross-validated), baselines, the deferral curve (numbers and a
 PNG), the shares kept and escalated at the shipped threshold, and the decode time early abort saves.
 `--fit` writes offload/confidence_weights.json from all prompts. `--json`: one JSON object last.
+
+`--model NAME` (a model folder, or a GGUF file imported on the fly) instead runs the general eval
+set through that model: fits its calibration on the calibrate half, as `tandem models calibrate`
+does, and measures it on the held-out half against baselines; `--limit N` takes about N prompts
+of each half, spread over every kind; `--save` stores the fit where the router finds it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import random
 import struct
 import sys
@@ -204,12 +210,17 @@ def write_png(path: Path, curves: dict[str, list[tuple[float, float]]], size: in
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    parser.add_argument("--model", type=Path, help="model directory (default: the embedded model)")
+    parser.add_argument("--model", type=Path, help="a model folder or GGUF file: the general set through it")
     parser.add_argument("--prompts", type=Path, help="only this JSONL file of {prompt, answerable, expect}")
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--fit", action="store_true", help=f"write fitted weights to {WEIGHTS_PATH.name}")
     parser.add_argument("--png", type=Path, default=REPO / ".cache" / "bench" / "router-deferral.png")
+    parser.add_argument("--limit", type=int, default=0, help="with --model: about N prompts of each half")
+    parser.add_argument("--save", action="store_true", help="with --model: store the fit for the router")
+    parser.add_argument("--reuse", action="store_true", help="with --model: reuse the last run's answers")
     args = parser.parse_args(argv)
+    if args.model is not None:
+        return general_main(args)
 
     try:
         from engine.loader import open_engine
@@ -285,6 +296,92 @@ def main(argv: list[str] | None = None) -> int:
     print(f"deferral curve PNG: {args.png}")
     weights = dict(zip(calibration.names, (round(w, 3) for w in calibration.weights)))
     print(f"weights{' (written)' if args.fit else ''}: {weights}")
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def _open_general_model(path: Path):
+    """A model folder as it is; a GGUF file imported once into the bench cache."""
+    from engine.loader import open_engine
+
+    if path.is_file() and path.suffix == ".gguf":
+        from engine.gguf.importer import import_gguf
+
+        folder = REPO / ".cache" / "bench" / "models" / path.stem
+        if not (folder / "mlc-chat-config.json").exists():
+            import_gguf(path, folder)
+        path = folder
+    return open_engine(path)
+
+
+def general_main(args: argparse.Namespace) -> int:
+    """The held-out half of assets/eval/general through a named model: the issue's keys."""
+    from assets.eval import general
+    from assets.eval.general.scoring import is_correct
+    from offload import calibrate as fitting
+    from offload.calibrations import ModelIdentity, data_dir_path, model_agnostic_default, save
+
+    engine = _open_general_model(args.model)
+    identity = ModelIdentity.of(engine.info)
+
+    def prompts(split: str) -> list:
+        items = general.load(split)
+        items = general.stratified_slice(items, args.limit) if args.limit else items
+        return [fitting.Prompt(i.prompt, lambda a, i=i: is_correct(a, i.accept, i.choices), i.kind) for i in items]
+
+    def progress(stage: str):
+        return lambda done, total: print(f"  {stage} {done}/{total}", file=sys.stderr, flush=True) \
+            if done % 25 == 0 or done == total else None
+
+    max_tokens = min(args.max_tokens, fitting.MAX_TOKENS)
+    cache = REPO / ".cache" / "bench" / f"router-runs-{identity.key}-{args.limit}-{max_tokens}.pkl"
+    if args.reuse and cache.exists():  # the same model, slice and length: refit without decoding again
+        fit_runs, held = pickle.loads(cache.read_bytes())
+        for runs, split in ((fit_runs, "calibrate"), (held, "heldout")):
+            for run, prompt in zip(runs, prompts(split)):  # runs saved before these fields existed
+                run.prompt = run.prompt or prompt.text
+                run.truncated = run.truncated or len(run.tokens) >= max_tokens
+    else:
+        fit_runs = fitting.run_prompts(engine, prompts("calibrate"), max_tokens=max_tokens,
+                                       progress=progress("calibrate"))
+        held = fitting.run_prompts(engine, prompts("heldout"), max_tokens=max_tokens, progress=progress("held-out"))
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_bytes(pickle.dumps((fit_runs, held)))
+    refusal = engine.info.extra.get("refusal")
+    engine.close()
+    stored, report = fitting.calibrate(identity, fit_runs, held, refusal=refusal)
+    if args.save:
+        from app.paths import data_dir
+
+        print(f"saved {save(stored, data_dir_path(data_dir(), identity))}")
+    good = [r.correct for r in held]
+    rng = random.Random(0)
+    default = model_agnostic_default()
+    baselines = {
+        "random": fitting.auroc([rng.random() for _ in held], good),
+        "answer_length": fitting.auroc([-r.features["log_answer_tokens"] for r in held], good),
+        "mean_logprob": fitting.auroc([r.features["mean_logprob"] for r in held], good),
+        "uncalibrated": fitting.auroc([answer_confidence(r.features, r.refused, default) for r in held], good),
+    }
+    result = {
+        "model": str(identity), "n_heldout": report.n, "accuracy": _figure(report.accuracy),
+        "auroc": _figure(report.auroc), "baselines": {k: _figure(v) for k, v in baselines.items()},
+        "kept_local_correct": _figure(report.kept_local_correct), "escalated_wrong": _figure(report.escalated_wrong),
+        "early_abort_saved": _figure(report.early_abort_saved),
+    }
+    print(f"{identity}: calibrate {len(fit_runs)} prompts ({sum(r.correct for r in fit_runs)} right), "
+          f"held-out {report.n} ({sum(good)} right); threshold {stored.cutoff:.3f}")
+    by_kind: dict[str, list[bool]] = {}
+    for run in held:
+        by_kind.setdefault(run.kind, []).append(run.correct)
+    print("held-out accuracy by kind: " + ", ".join(f"{k} {sum(v)}/{len(v)}" for k, v in sorted(by_kind.items())))
+    weights = {n: round(w, 3) for n, w in zip(stored.calibration.names, stored.calibration.weights) if w}
+    print(f"weights: {weights}; abort rule: "
+          f"{'none' if stored.abort is None else f'cutoff {stored.abort.cutoff:.3f} at {stored.abort.checkpoints}'}")
+    for name, value in result.items():
+        if name != "model":
+            print(f"  {name}: {value}")
     if args.json:
         print(json.dumps(result))
     return 0

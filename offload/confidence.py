@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,18 +28,34 @@ GUESSING_MEAN_LOGPROB = -2.0
 14%) is guesswork whatever the fit says: the fit saw the embedded model, which is rarely unsure,
 so it cannot have learned what unsure looks like. Its confidence is capped at that probability."""
 
+EARLY_SPAN = 8
+"""Tokens at the start of an answer: on a short answer, where the model commits to it."""
+LOW_TOKEN = math.log(0.5)
+"""A token the model gave less than even odds."""
+
 FEATURE_NAMES = (
-    "mean_logprob", "min_logprob", "p10_logprob", "p25_logprob", "median_logprob",
+    "mean_logprob", "min_logprob", "p5_logprob", "p10_logprob", "p25_logprob", "median_logprob",
+    "lowest3_logprob", "first_logprob", "early_min_logprob", "min_position", "low_share",
     "mean_entropy", "max_entropy", "mean_margin", "min_margin",
     "final_mean_logprob", "final_min_logprob", "log_answer_tokens", "log_prompt_tokens",
+    "digit_share", "repeat_share", "truncated", "prompt_numbers",
 )
+"""Every feature is computed from the token events alone (their logprob and top alternatives),
+the answer's text, its prompt's text and whether it ran out of tokens, so the same names mean the
+same thing on any model; only their weights are per model (a small model that cannot count
+learns that numbers in the prompt or the answer are a bad sign; a bigger one need not)."""
 SCORED_FEATURES = (
     "mean_logprob", "min_logprob", "final_min_logprob", "min_margin", "max_entropy",
     "log_answer_tokens",
 )
 """What the score uses: on the embedded model the logprob quantiles add nothing and, being nearly
 collinear, get weights of opposite signs that misjudge answers unlike any it was fitted on."""
-MONOTONE_SIGNS = {"mean_logprob": 1, "min_logprob": 1, "final_min_logprob": 1, "min_margin": 1, "max_entropy": -1}
+MONOTONE_SIGNS = {
+    "mean_logprob": 1, "min_logprob": 1, "final_min_logprob": 1, "min_margin": 1, "max_entropy": -1,
+    "p5_logprob": 1, "p10_logprob": 1, "p25_logprob": 1, "median_logprob": 1, "lowest3_logprob": 1,
+    "first_logprob": 1, "early_min_logprob": 1, "final_mean_logprob": 1, "mean_margin": 1,
+    "mean_entropy": -1, "low_share": -1, "repeat_share": -1,
+}
 """The direction each feature may push the score: a surer token never lowers it. On a model that
 is confidently wrong more often than unsure, a free fit learns the opposite, and would then call
 an answer made of wild guesses confident."""
@@ -73,22 +90,51 @@ def _entropy_and_margin(event: TokenEvent) -> tuple[float, float]:
     return entropy, margin
 
 
-def features(tokens: Sequence[TokenEvent], prompt_tokens: int = 0) -> dict[str, float]:
-    """The score's inputs, over the whole answer and its final span."""
+def _text_features(answer: str, prompt: str, truncated: bool) -> dict[str, float]:
+    words = answer.split()
+    return {
+        "digit_share": sum(c.isdigit() for c in answer) / max(len(answer), 1),
+        # A small model that has lost the thread repeats itself.
+        "repeat_share": 1.0 - len(set(words)) / len(words) if words else 0.0,
+        "truncated": float(truncated),
+        "prompt_numbers": math.log1p(len(_NUMBER.findall(prompt))),
+    }
+
+
+_NUMBER = re.compile(r"\d+")
+
+
+def features(tokens: Sequence[TokenEvent], prompt_tokens: int = 0, *, prompt: str = "",
+             truncated: bool = False) -> dict[str, float]:
+    """The score's inputs, over the whole answer and its final span; `prompt` is the question's
+    text and `truncated` says the answer ran out of tokens (max_tokens) rather than ending."""
+    text = _text_features("".join(t.text for t in tokens), prompt, truncated)
     if not tokens:
         empty = dict.fromkeys(FEATURE_NAMES, 0.0)
-        empty.update(min_logprob=-20.0, final_min_logprob=-20.0, mean_logprob=-20.0)
+        for name in FEATURE_NAMES:
+            if name.endswith("_logprob"):
+                empty[name] = -20.0
+        empty["low_share"] = 1.0
         empty["log_prompt_tokens"] = math.log1p(prompt_tokens)
-        return empty
+        return {**empty, **text}
     logprobs = np.array([t.logprob for t in tokens], dtype=np.float64)
     entropy, margin = np.array([_entropy_and_margin(t) for t in tokens], dtype=np.float64).T
     final = logprobs[-FINAL_SPAN:]
+    lowest = np.sort(logprobs)[:3]
     return {
         "mean_logprob": float(logprobs.mean()),
         "min_logprob": float(logprobs.min()),
+        "p5_logprob": float(np.quantile(logprobs, 0.05)),
         "p10_logprob": float(np.quantile(logprobs, 0.10)),
         "p25_logprob": float(np.quantile(logprobs, 0.25)),
         "median_logprob": float(np.median(logprobs)),
+        "lowest3_logprob": float(lowest.mean()),
+        "first_logprob": float(logprobs[0]),
+        "early_min_logprob": float(logprobs[:EARLY_SPAN].min()),
+        # Where the least likely token sits, 0 (first) to 1 (last): a guess at the start is the
+        # answer itself; one at the end is often only how the sentence trails off.
+        "min_position": float(np.argmin(logprobs) / max(len(logprobs) - 1, 1)),
+        "low_share": float((logprobs < LOW_TOKEN).mean()),
         "mean_entropy": float(entropy.mean()),
         "max_entropy": float(entropy.max()),
         "mean_margin": float(margin.mean()),
@@ -97,33 +143,8 @@ def features(tokens: Sequence[TokenEvent], prompt_tokens: int = 0) -> dict[str, 
         "final_min_logprob": float(final.min()),
         "log_answer_tokens": math.log1p(len(tokens)),
         "log_prompt_tokens": math.log1p(prompt_tokens),
+        **text,
     }
-
-
-@dataclass
-class StreamMonitor:
-    """Watches local tokens as they stream and says when to stop: the refusal has begun, or the
-    model has been guessing for a run of tokens. Only consulted when escalation is possible."""
-
-    refusal: str | None
-    low_logprob: float = -4.0
-    low_run: int = 6
-    refusal_prefix_chars: int = 7
-    """Enough of the refusal to tell it from an answer ("I can't" vs the model's "I can help")."""
-    _text: str = field(default="", init=False)
-    _run: int = field(default=0, init=False)
-
-    def observe(self, event: TokenEvent) -> str | None:
-        """The reason to abort now, or None to go on."""
-        self._text += event.text
-        self._run = self._run + 1 if event.logprob < self.low_logprob else 0
-        said = _normalise(self._text)
-        if self.refusal and len(said) >= self.refusal_prefix_chars:
-            if _normalise(self.refusal).startswith(said) or is_refusal(said, self.refusal):
-                return "the local model says this needs a bigger model"
-        if self._run >= self.low_run:
-            return f"the local model was guessing ({self._run} tokens in a row below p={math.exp(self.low_logprob):.2f})"
-        return None
 
 
 @dataclass(frozen=True)
@@ -207,6 +228,53 @@ def _floats(values: np.ndarray) -> tuple[float, ...]:
 
 
 @dataclass(frozen=True)
+class AbortRule:
+    """Early abort from calibrated signals: when the draft reaches a checkpoint (tokens so far),
+    a score of that prefix below `cutoff` stops it. Fitted on prefixes of that length, so the
+    cutoff only fires where a prefix that low was almost always a wrong answer."""
+
+    checkpoints: tuple[int, ...]
+    calibration: Calibration
+    cutoff: float
+
+
+@dataclass
+class StreamMonitor:
+    """Watches local tokens as they stream and says when to stop: the refusal has begun, or the
+    model has been guessing for a run of tokens. Only consulted when escalation is possible."""
+
+    refusal: str | None
+    low_logprob: float = -4.0
+    low_run: int = 6
+    refusal_prefix_chars: int = 7
+    """Enough of the refusal to tell it from an answer ("I can't" vs the model's "I can help")."""
+    abort: AbortRule | None = None
+    """The model's calibrated early-abort rule, where its calibration has one."""
+    prompt: str = ""
+    """The question, for the abort rule's prompt features."""
+    _text: str = field(default="", init=False)
+    _run: int = field(default=0, init=False)
+    _tokens: list[TokenEvent] = field(default_factory=list, init=False)
+
+    def observe(self, event: TokenEvent) -> str | None:
+        """The reason to abort now, or None to go on."""
+        self._text += event.text
+        self._run = self._run + 1 if event.logprob < self.low_logprob else 0
+        said = _normalise(self._text)
+        if self.refusal and len(said) >= self.refusal_prefix_chars:
+            if _normalise(self.refusal).startswith(said) or is_refusal(said, self.refusal):
+                return "the local model says this needs a bigger model"
+        if self._run >= self.low_run:
+            return f"the local model was guessing ({self._run} tokens in a row below p={math.exp(self.low_logprob):.2f})"
+        self._tokens.append(event)
+        if self.abort is not None and len(self._tokens) in self.abort.checkpoints:
+            score = self.abort.calibration.score(features(self._tokens, prompt=self.prompt))
+            if score < self.abort.cutoff:
+                return f"the local draft looks wrong (confidence {score:.2f} after {len(self._tokens)} tokens)"
+        return None
+
+
+@dataclass(frozen=True)
 class EscalationThreshold:
     """When a kept answer is too risky: either a risk level (escalate when the estimated chance
     the local answer is wrong exceeds it) or a target share of turns to escalate."""
@@ -231,11 +299,11 @@ class Assessment:
 
 def assess(
     tokens: Sequence[TokenEvent], refusal: str | None, calibration: Calibration,
-    prompt_tokens: int = 0,
+    prompt_tokens: int = 0, *, prompt: str = "", truncated: bool = False,
 ) -> Assessment:
     """The calibrated confidence of a finished (or aborted) local answer."""
     text = "".join(t.text for t in tokens)
-    values = features(tokens, prompt_tokens)
+    values = features(tokens, prompt_tokens, prompt=prompt, truncated=truncated)
     refused = is_refusal(text, refusal)
     values["refusal"] = float(refused)
     return Assessment(answer_confidence(values, refused, calibration), refused, values)

@@ -32,6 +32,8 @@ class Decision:
     provider: str | None = None
     """For the cloud: the provider the turn goes to (the store records it before any token)."""
     model: str | None = None
+    draft_complete: bool = False
+    """The features describe a local draft generated in full (not stopped early)."""
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 
 from engine.api import Engine, FinishEvent, GenerationRequest, Message, TokenEvent
 from engine.errors import ContextWindowExceeded
+from offload.calibrations import ActiveCalibration
 from offload.confidence import (
     Assessment,
     Calibration,
@@ -169,10 +170,13 @@ class Router:
         cloud_model: str | None = None,
         cloud_temperature: float = 0.7,
         threshold: EscalationThreshold | None = None,
-        calibration: Calibration | None = None,
+        calibration: Calibration | ActiveCalibration | None = None,
         sampling: Mapping[str, float | int] | None = None,
     ) -> None:
-        """sampling: the user's override of the local model's sampling settings (GenerationRequest
+        """`calibration`: the model's own (offload.calibrations.resolve), or a bare Calibration
+        taken as fitted for it; None is the shipped fit of the embedded model. `threshold`:
+        None uses the calibration's stored cutoff where it has one, else EscalationThreshold().
+        `sampling`: the user's override of the local model's sampling settings (GenerationRequest
         field names); what it leaves out, the model decides from its own settings."""
         if provider is not None and not cloud_model:
             raise ValueError(
@@ -185,10 +189,28 @@ class Router:
         self.network = network
         self.cloud_model = cloud_model or ""
         self.cloud_temperature = cloud_temperature
+        if calibration is None:
+            calibration = Calibration.load()
+        if isinstance(calibration, Calibration):
+            calibration = ActiveCalibration(calibration, calibrated=True)
+        self.active = calibration
+        self.calibration = calibration.calibration
+        self._own_threshold = threshold is not None
         self.threshold = threshold or EscalationThreshold()
-        self.calibration = calibration or Calibration.load()
         self.sampling = dict(sampling or {})
+        self._notice_pending = calibration.notice
         self._redactors: dict[int, Redactor] = {}
+
+    @property
+    def cutoff(self) -> float:
+        """Escalate below this confidence: the caller's threshold, else the calibration's own."""
+        if not self._own_threshold and self.active.cutoff is not None:
+            return self.active.cutoff
+        return self.threshold.cutoff(self.calibration)
+
+    def _tag(self, reason: str) -> str:
+        """A reason with the calibration's standing, so the reply's label says "uncalibrated"."""
+        return reason if self.active.calibrated else f"{reason} (uncalibrated)"
 
     def redactor_for(self, conversation_id: int) -> Redactor:
         """One mapping per conversation, so placeholders stay stable across its turns."""
@@ -216,6 +238,9 @@ class Router:
         verdict = self.verdict(turn.policy)
         can_escalate = verdict.allowed and force != "local"
         yield Decision(route="local", reason="every turn starts local")
+        if self._notice_pending:
+            yield Notice(self._notice_pending)  # once per router: the model and its fit are fixed
+            self._notice_pending = None
 
         need, prompt_tokens = self._capability_shortfall(messages, force)
         local = self._fit_local_window(messages, turn.max_tokens)
@@ -237,12 +262,15 @@ class Router:
         if draft.finish is not None and draft.finish.reason == "cancelled":
             yield self._local_done(draft, "interrupted", "cancelled", None)
             return
-        assessment = assess(draft.tokens, self.engine.info.extra.get("refusal"),
-                            self.calibration, draft.prompt_tokens)
+        question = messages[-1]["content"] if messages else ""
+        truncated = draft.finish is not None and draft.finish.reason == "length"
+        assessment = assess(draft.tokens, self.engine.info.extra.get("refusal"), self.calibration,
+                            draft.prompt_tokens, prompt=question, truncated=truncated)
         shortfall = need or self._confidence_shortfall(draft, assessment)
         if shortfall is None:
-            reason = "forced local (/local)" if force == "local" else "the local model is confident"
-            yield Decision("local", reason, assessment.confidence, assessment.features)
+            reason = "forced local (/local)" if force == "local" else self._tag("the local model is confident")
+            yield Decision("local", reason, assessment.confidence, assessment.features,
+                           draft_complete=draft.aborted is None)
             yield self._local_done(draft, "complete", reason, assessment.confidence)
             return
         if not can_escalate:
@@ -326,9 +354,9 @@ class Router:
             return draft.aborted
         if assessment.refused:
             return "the local model says this needs a bigger model"
-        cutoff = self.threshold.cutoff(self.calibration)
+        cutoff = self.cutoff
         if assessment.confidence < cutoff:
-            return f"low confidence ({assessment.confidence:.2f} < {cutoff:.2f})"
+            return self._tag(f"low confidence ({assessment.confidence:.2f} < {cutoff:.2f})")
         return None
 
     # -- the local leg --------------------------------------------------------------------
@@ -338,7 +366,10 @@ class Router:
     ) -> Iterator[RouterEvent]:
         """Stream the local answer; returns the draft, or None when the prompt cannot run here."""
         draft = _LocalDraft()
-        monitor = StreamMonitor(self.engine.info.extra.get("refusal")) if monitored else None
+        monitor = None
+        if monitored:
+            question = prompt.messages[-1]["content"] if prompt.messages else ""
+            monitor = StreamMonitor(self.engine.info.extra.get("refusal"), abort=self.active.abort, prompt=question)
         if prompt.dropped and not prompt.noted:
             prompt.noted = True
             yield Notice(
@@ -454,8 +485,9 @@ class Router:
 
         if draft is not None and draft.tokens:
             yield Discard(f"escalating to {provider.name}: {why}")
+        complete = draft is not None and draft.aborted is None and draft.finish is not None
         yield Decision("cloud", f"escalated: {why}", confidence, dict(features),
-                       provider=provider.name, model=model)
+                       provider=provider.name, model=model, draft_complete=complete)
         restorer = redactor.streaming_restorer() if redactor else None
         streamed = False
         end: StreamEnd | None = None

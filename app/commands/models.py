@@ -72,6 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     convert.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it already holds files")
     convert.set_defaults(handler=convert_model)
+    __import__("app.commands.calibrate", fromlist=["register"]).register(actions)  # models calibrate NAME
 
 
 def list_models(args: argparse.Namespace) -> int:

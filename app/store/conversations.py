@@ -99,5 +99,6 @@ def delete(db: sqlite_utils.Database, conversation_id: int) -> None:
             "UPDATE egress SET payload = NULL, conversation_id = NULL WHERE conversation_id = ?",
             [conversation_id],
         )
+        db["feedback"].delete_where("conversation_id = ?", [conversation_id])  # labels go with their answers
         db["messages"].delete_where("conversation_id = ?", [conversation_id])
         db["conversations"].delete(conversation_id)

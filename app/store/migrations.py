@@ -165,3 +165,29 @@ def m006_cloud_context(db: sqlite_utils.Database) -> None:
     db["messages"].add_column("refusal", int, not_null_default=0)
     db["egress"].add_column("context_policy", str)
     db["egress"].add_column("context_messages", int)
+
+
+@migration
+def m007_feedback(db: sqlite_utils.Database) -> None:
+    # One row per local answer while "learn from use" is on: the router's signals for it, and
+    # a label once the user (or an escalation) says whether it was good enough. Never sent anywhere.
+    db["feedback"].create(
+        {
+            "id": int,
+            "message_id": int,
+            "conversation_id": int,
+            "model": str,
+            "features": str,
+            "confidence": float,
+            "answer": str,
+            "good": int,
+            "source": str,
+            "created": str,
+            "labelled": str,
+        },
+        pk="id",
+        not_null=["message_id", "conversation_id", "model", "features", "created"],
+        foreign_keys=[("message_id", "messages", "id"), ("conversation_id", "conversations", "id")],
+    )
+    db["feedback"].create_index(["message_id"], unique=True)
+    db["feedback"].create_index(["model", "good"])

@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlite_utils
 
-from app.store import conversations, egress, export, messages, migrations, recovery, search, settings
+from app.store import conversations, egress, export, feedback, messages, migrations, recovery, search, settings
 from app.store.database import BUSY_TIMEOUT_S, open_database, translate_errors, use_wal, write_transaction
 from app.store.errors import MessageNotFound, StoreError
 from app.store.records import Conversation, EgressRecord, Message, SearchHit, now, to_text
@@ -205,6 +205,25 @@ class Store:
     def set_setting(self, key: str, value: Any) -> None:
         with self._access() as db:
             settings.put(db, key, value)
+
+    # ---- feedback on local answers (learning from use)
+
+    def record_feedback(self, **row: object) -> None:
+        """The router's signals of a local answer (see app.store.feedback.record)."""
+        with self._access() as db:
+            feedback.record(db, **row)  # type: ignore[arg-type]
+
+    def label_reply(self, message_id: int, good: bool, source: str) -> bool:
+        with self._access() as db:
+            return feedback.label(db, message_id, good, source)
+
+    def feedback_labels(self, model: str | None = None) -> list[feedback.Label]:
+        with self._access() as db:
+            return feedback.labels(db, model)
+
+    def feedback_counts(self) -> dict[str, int]:
+        with self._access() as db:
+            return feedback.counts(db)
 
     # ---- export and import
 

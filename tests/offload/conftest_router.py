@@ -165,3 +165,9 @@ class ScriptedEngine:
 
     def close(self) -> None:
         pass
+
+
+def token_events(pieces: Sequence[tuple[str, float]]) -> list[TokenEvent]:
+    """TokenEvents as ScriptedEngine makes them, for feeding a StreamMonitor directly."""
+    return [TokenEvent(text, i, logprob, (Alternative(i, text, logprob), Alternative(i + 1000, "~", logprob - 2.0)))
+            for i, (text, logprob) in enumerate(pieces)]

@@ -61,6 +61,8 @@ class ChatScreen(Screen[None]):
         Binding("ctrl+l", "models", "Models", id="models", priority=True, show=False),
         Binding("ctrl+t", "app.theme", "Theme", id="theme", priority=True, show=False),
         Binding("ctrl+y", "copy", "Copy reply", id="copy", priority=True, show=False),
+        Binding("f7", "mark_good", "Good reply", id="mark_good", priority=True, show=False),
+        Binding("f8", "mark_bad", "Not good enough", id="mark_bad", priority=True, show=False),
         Binding("escape", "cancel", "Cancel", id="cancel", priority=True),
     ]
 
@@ -80,6 +82,8 @@ class ChatScreen(Screen[None]):
         ("API keys", "Keys in the system keyring (Ctrl+K)", "keys"),
         ("Model picker", "Pick the local model (Ctrl+L)", "models"),
         ("Copy last reply", "Copy the last reply to the clipboard (Ctrl+Y)", "copy"),
+        ("Mark last reply good", "Teach the router this local answer was right (F7; needs learn from use)", "mark_good"),
+        ("Mark last reply not good enough", "Teach the router this local answer was wrong (F8)", "mark_bad"),
         ("Cancel reply", "Stop the reply that is streaming (Esc)", "cancel"),
     )
 
@@ -386,13 +390,15 @@ class ChatScreen(Screen[None]):
                 self.notify("Settings saved.")
 
         # The sampling override is keyed by the model's name, as the router looks it up (EngineInfo.model_id).
+        from app.feedback import summary
+
         engine, settings = self.tandem.engine, self.tandem.settings
         name = getattr(getattr(engine, "info", None), "model_id", None)
         if name is None:
             name = chosen_model(settings.model_dir, settings.backend).path.name
         defaults = getattr(engine, "generation_defaults", None)
         shown = {key: getattr(defaults, key) for key in SAMPLING_NAMES} if defaults is not None else None
-        self.app.push_screen(SettingsScreen(settings, name, shown), saved)
+        self.app.push_screen(SettingsScreen(settings, name, shown, summary(self.store)), saved)
 
     def action_keys(self) -> None:
         from app.tui.screens.keys import KeysScreen
@@ -425,6 +431,27 @@ class ChatScreen(Screen[None]):
             return
         self.app.copy_to_clipboard(replies[-1].content)
         self.notify("Copied the last reply.")
+
+    def action_mark_good(self) -> None:
+        self._mark_last_reply(True)
+
+    def action_mark_bad(self) -> None:
+        self._mark_last_reply(False)
+
+    def _mark_last_reply(self, good: bool) -> None:
+        """A label for the router's calibration of this model, kept only in the history store."""
+        from app.feedback import learning_enabled
+
+        if self.store is None or self.conversation_id is None:
+            return
+        if not learning_enabled(self.store):
+            self.notify("Turn on \"learn from use\" in settings (Ctrl+S) to teach the router.", severity="warning")
+            return
+        replies = [m for m in self.store.messages(self.conversation_id) if m.role == "assistant"]
+        if not replies or not self.store.label_reply(replies[-1].id, good, "explicit"):
+            self.notify("Only a local reply given while learning was on can be marked.", severity="warning")
+            return
+        self.notify("Marked the last reply good." if good else "Marked the last reply not good enough.")
 
     # --- a turn ---------------------------------------------------------------------------------
 

@@ -58,14 +58,20 @@ class SettingsScreen(ModalScreen[UserSettings | None]):
     ]
 
     def __init__(
-        self, settings: UserSettings, model: str | None = None, model_defaults: Mapping[str, Any] | None = None
+        self,
+        settings: UserSettings,
+        model: str | None = None,
+        model_defaults: Mapping[str, Any] | None = None,
+        learning_summary: str = "",
     ) -> None:
         """model: the local model's name, whose sampling override the screen edits (none: no such
-        section); model_defaults: its own settings, shown where the override is blank."""
+        section); model_defaults: its own settings, shown where the override is blank;
+        learning_summary: how many feedback labels exist and what the last calibration measured."""
         super().__init__()
         self.settings = settings
         self.model = model
         self.model_defaults = dict(model_defaults or {})
+        self.learning_summary = learning_summary
         self.providers = list(settings.providers)
         """The providers shown: the saved ones and any added here since."""
 
@@ -83,6 +89,10 @@ class SettingsScreen(ModalScreen[UserSettings | None]):
                 yield TextArea("\n".join(s.terms), id="terms")
                 yield Label("Escalate when local confidence is below (0-1)")
                 yield Input(str(s.escalate_below), id="escalate_below")
+                with Horizontal(classes="row"):
+                    yield Label("Learn from use (labels stay on this machine)")
+                    yield Switch(value=s.learn_from_use, id="learn_from_use")
+                yield Static(self.learning_summary, id="learning")
                 yield Label("What a cloud request carries of the conversation (default)")
                 yield Select(
                     [(CONTEXT_POLICY_LABELS[p], p) for p in CONTEXT_POLICIES],
@@ -204,6 +214,7 @@ class SettingsScreen(ModalScreen[UserSettings | None]):
             self.settings,
             mode=self.query_one("#mode", Select).value,
             redact=self.query_one("#redact", Switch).value,
+            learn_from_use=self.query_one("#learn_from_use", Switch).value,
             terms=terms,
             escalate_below=threshold,
             context_turns=turns,

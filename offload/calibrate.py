@@ -1,0 +1,262 @@
+"""Fits a local model's own calibration: runs graded prompts through it, fits the confidence score
+(monotone logistic regression), picks the threshold and the early-abort rule on the calibrate
+half, and measures all three on the held-out half.
+
+Engine-agnostic and store-agnostic: callers hand in prompts with a grader, and extra labelled
+feature rows (the user's feedback) when refitting from history.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.api import Engine, FinishEvent, GenerationRequest, TokenEvent
+from offload.calibrations import ModelCalibration, ModelIdentity
+from offload.confidence import (
+    AbortRule,
+    Calibration,
+    StreamMonitor,
+    answer_confidence,
+    features,
+    fit_calibration,
+    is_refusal,
+)
+
+PORTABLE_FEATURES = (
+    "mean_logprob", "p5_logprob", "p10_logprob", "p25_logprob", "median_logprob", "lowest3_logprob",
+    "first_logprob", "early_min_logprob", "min_position", "low_share", "mean_entropy", "mean_margin",
+    "min_margin", "final_mean_logprob", "log_answer_tokens", "log_prompt_tokens",
+    "digit_share", "repeat_share", "truncated", "prompt_numbers",
+)
+"""What a model's own fit may use: token logprobs and their alternatives, the answer's and the
+prompt's text, and whether the answer ran out of tokens."""
+ABORT_CHECKPOINTS = (4, 8, 16)
+ABORT_PRECISION = 0.9
+"""An abort cutoff fires only where, on the calibrate half, at least this share of the prefixes
+scoring below it belonged to wrong answers: a right answer is rarely cut short."""
+MIN_EACH = 3
+"""Right and wrong answers each needed, at least, before a fit means anything."""
+MAX_TOKENS = 32
+"""Tokens per calibration answer: short answers are decided in their first tokens."""
+
+
+class CalibrationFailed(Exception):
+    """The prompts cannot support a fit (e.g. the model got none right); the message says why."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One graded prompt: `grade(answer)` says whether the answer is right."""
+
+    text: str
+    grade: Callable[[str], bool]
+    kind: str = ""
+
+
+@dataclass
+class Run:
+    """A prompt's answer with everything the router would see of it."""
+
+    answer: str
+    tokens: list[TokenEvent]
+    prompt_tokens: int
+    correct: bool
+    refused: bool
+    decode_s: float
+    kind: str = ""
+    prompt: str = ""
+    truncated: bool = False
+    """It ran out of tokens rather than ending."""
+
+    @property
+    def features(self) -> dict[str, float]:
+        return features(self.tokens, self.prompt_tokens, prompt=self.prompt, truncated=self.truncated)
+
+
+Progress = Callable[[int, int], None]
+"""(done, total) after each prompt."""
+
+
+def run_prompts(engine: Engine, prompts: Sequence[Prompt], *, max_tokens: int = MAX_TOKENS,
+                progress: Progress | None = None, temperature: float = 0.0) -> list[Run]:
+    """Each prompt as a one-message conversation, decoded greedily (the model's most likely
+    answer: what its confidence describes) unless a temperature is given."""
+    refusal = engine.info.extra.get("refusal")
+    runs = []
+    for n, prompt in enumerate(prompts, start=1):
+        request = GenerationRequest(messages=[{"role": "user", "content": prompt.text}], max_tokens=max_tokens,
+                                    temperature=temperature, seed=0)
+        tokens: list[TokenEvent] = []
+        prompt_tokens, truncated = 0, False
+        first = time.perf_counter()
+        for event in engine.generate(request):
+            if isinstance(event, FinishEvent):
+                prompt_tokens, truncated = event.usage.prompt_tokens, event.reason == "length"
+                continue
+            if not tokens:
+                first = time.perf_counter()  # decode time from the first token: prefill is paid either way
+            tokens.append(event)
+        decode_s = time.perf_counter() - first if tokens else 0.0
+        answer = "".join(t.text for t in tokens)
+        refused = is_refusal(answer, refusal)
+        runs.append(Run(answer, tokens, prompt_tokens, not refused and prompt.grade(answer), refused, decode_s,
+                        prompt.kind, prompt.text, truncated))
+        if progress is not None:
+            progress(n, len(prompts))
+    return runs
+
+
+def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float:
+    """P(a random positive outranks a random negative), ties half; NaN without both classes."""
+    s, y = np.asarray(scores, dtype=np.float64), np.asarray(positive, dtype=bool)
+    if y.all() or not y.any():
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s))
+    sorted_s = s[order]
+    i = 0
+    while i < len(s):  # average ranks over ties
+        j = i
+        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    n_pos, n_neg = y.sum(), (~y).sum()
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def fit_rows(rows: Sequence[Mapping[str, float]], good: Sequence[bool], fitted_on: str,
+             names: Sequence[str] = PORTABLE_FEATURES) -> Calibration:
+    right = sum(good)
+    if min(right, len(good) - right) < MIN_EACH:
+        raise CalibrationFailed(
+            f"of {len(good)} answers it could score (refusals aside), {right} were right and {len(good) - right} "
+            f"wrong; a fit needs at least {MIN_EACH} of each. Use more prompts (a larger --limit, or none).")
+    return fit_calibration(rows, good, names=names, fitted_on=fitted_on)
+
+
+def cross_validated(rows: Sequence[Mapping[str, float]], good: Sequence[bool], folds: int = 5,
+                    names: Sequence[str] = PORTABLE_FEATURES) -> list[float]:
+    """Each row scored by a fit that did not see it (for choosing the threshold honestly)."""
+    order = list(range(len(rows)))
+    random.Random(0).shuffle(order)
+    scores = [0.5] * len(rows)
+    for fold in range(folds):
+        held = set(order[fold::folds])
+        train = [i for i in order if i not in held]
+        if len({good[i] for i in train}) < 2:
+            continue
+        calibration = fit_calibration([rows[i] for i in train], [good[i] for i in train], names=names)
+        for i in held:
+            scores[i] = calibration.score(rows[i])
+    return scores
+
+
+def best_cutoff(scores: Sequence[float], good: Sequence[bool]) -> float:
+    """The cutoff that maximises (share of right answers kept) + (share of wrong ones escalated)."""
+    s, y = np.asarray(scores), np.asarray(good, dtype=bool)
+    candidates = np.unique(np.concatenate([s, [0.0, 1.0]]))
+    best, best_j = 0.5, -1.0
+    for c in candidates:
+        kept = (s[y] >= c).mean() if y.any() else 0.0
+        escalated = (s[~y] < c).mean() if (~y).any() else 0.0
+        if kept + escalated > best_j:
+            best, best_j = float(c), kept + escalated
+    return best
+
+
+def fit_abort(runs: Sequence[Run], checkpoints: Sequence[int] = ABORT_CHECKPOINTS) -> AbortRule | None:
+    """A prefix score fitted on the first k tokens of each answer, and the highest cutoff whose
+    aborts were (on these runs) almost all wrong answers; None if no cutoff is that safe."""
+    rows, good = [], []
+    for run in runs:
+        for k in checkpoints:
+            if len(run.tokens) > k:
+                rows.append(features(run.tokens[:k], prompt=run.prompt))
+                good.append(run.correct)
+    if len(set(good)) < 2 or len(rows) < 20:
+        return None
+    # A prefix has no length of its own yet, nor an ending; the prompt's size the monitor does not see.
+    names = tuple(n for n in PORTABLE_FEATURES if n not in ("log_answer_tokens", "truncated", "log_prompt_tokens"))
+    calibration = fit_calibration(rows, good, names=names, fitted_on=f"{len(rows)} prefixes")
+    scores = np.array([calibration.score(r) for r in rows])
+    wrong = ~np.asarray(good, dtype=bool)
+    cutoff = None
+    for c in np.unique(scores):
+        below = scores < c
+        if below.sum() >= 5 and wrong[below].mean() >= ABORT_PRECISION:
+            cutoff = float(c)
+    return None if cutoff is None else AbortRule(tuple(checkpoints), calibration, cutoff)
+
+
+@dataclass(frozen=True)
+class HeldOutReport:
+    n: int
+    accuracy: float
+    auroc: float
+    kept_local_correct: float
+    escalated_wrong: float
+    early_abort_saved: float
+
+
+def evaluate(stored: ModelCalibration, runs: Sequence[Run], refusal: str | None = None) -> HeldOutReport:
+    """The stored fit on runs it never saw, as the router would use it: a turn escalates when the
+    stream monitor stops its draft or its finished answer scores below the cutoff."""
+    scores = [answer_confidence(r.features, r.refused, stored.calibration) for r in runs]
+    good = [r.correct for r in runs]
+    stops = [abort_point(stored.abort, r, refusal) for r in runs]
+    escalate = [stop is not None or s < stored.cutoff for s, stop in zip(scores, stops)]
+    right = [i for i, g in enumerate(good) if g]
+    wrong = [i for i, g in enumerate(good) if not g]
+    total = sum(r.decode_s for r, e in zip(runs, escalate) if e and r.tokens)
+    saved = sum(r.decode_s * (1 - stop / len(r.tokens)) for r, e, stop in zip(runs, escalate, stops)
+                if e and r.tokens and stop is not None)
+    return HeldOutReport(
+        n=len(runs),
+        accuracy=len(right) / len(runs) if runs else float("nan"),
+        auroc=auroc(scores, good),
+        kept_local_correct=sum(not escalate[i] for i in right) / len(right) if right else float("nan"),
+        escalated_wrong=sum(escalate[i] for i in wrong) / len(wrong) if wrong else float("nan"),
+        early_abort_saved=saved / total if total else 0.0,
+    )
+
+
+def abort_point(rule: AbortRule | None, run: Run, refusal: str | None) -> int | None:
+    """After how many tokens the stream monitor stops this run's draft, or None."""
+    monitor = StreamMonitor(refusal, abort=rule, prompt=run.prompt)
+    for n, token in enumerate(run.tokens, start=1):
+        if monitor.observe(token):
+            return n
+    return None
+
+
+def calibrate(
+    identity: ModelIdentity, fit_runs: Sequence[Run], heldout_runs: Sequence[Run],
+    extra: Sequence[tuple[Mapping[str, float], bool]] = (), refusal: str | None = None, created: str = "",
+) -> tuple[ModelCalibration, HeldOutReport | None]:
+    """The model's calibration from its calibrate-half runs (plus `extra` labelled feature rows
+    from the user's feedback), and its report on the held-out runs."""
+    kept = [r for r in fit_runs if not r.refused]  # a refusal is gated before the score
+    rows = [r.features for r in kept] + [dict(f) for f, _ in extra]
+    good = [r.correct for r in kept] + [bool(g) for _, g in extra]
+    source = f"{len(kept)} calibrate prompts" + (f" + {len(extra)} feedback labels" if extra else "")
+    calibration = fit_rows(rows, good, fitted_on=source)
+    cutoff = best_cutoff(cross_validated(rows, good), good)
+    stored = ModelCalibration(identity, calibration, cutoff, n_fit=len(rows), history_labels=len(extra),
+                              abort=fit_abort(kept), created=created)
+    if not heldout_runs:
+        return stored, None
+    report = evaluate(stored, heldout_runs, refusal)
+    stored = ModelCalibration(stored.identity, stored.calibration, stored.cutoff, _finite(report.auroc),
+                              report.accuracy, stored.n_fit, report.n, stored.history_labels, stored.abort,
+                              stored.created)
+    return stored, report
+
+
+def _finite(value: float) -> float | None:
+    return None if value != value else round(value, 4)
