@@ -20,7 +20,11 @@ REFUSAL = "I can't answer that here: it needs a bigger model."
 
 
 def runner(store, engine, settings, mode: str = "auto", **changes) -> TurnRunner:
+    """A turn runner whose local model answers greedily, so what it refuses does not vary by run."""
+    from app.settings import SamplingOverride
+
     settings = dataclasses.replace(settings, mode=mode, **changes)
+    settings = settings.with_sampling(engine.info.model_id, SamplingOverride(temperature=0.0))
     return TurnRunner(store, default_router_factory(engine, settings, offline=False))
 
 

@@ -92,7 +92,9 @@ def test_a_damaged_database_is_refused_and_never_recreated(saved, damage):
         saved.write_bytes(b"these are my notes, not SQLite\n" * 200)
     else:
         data = bytearray(saved.read_bytes())
-        data[200:4000] = bytes(range(256)) * 14 + bytes(216)
+        # The rest of page 1 after the file header: the schema's b-tree page itself, so the
+        # damage hits the schema however many pages it has grown to.
+        data[100:4096] = bytes(range(256)) * 15 + bytes(156)
         saved.write_bytes(bytes(data))
     original = saved.read_bytes()
 
