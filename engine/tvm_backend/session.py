@@ -89,6 +89,11 @@ class ModelSession:
         """Tokens in the cache for the current sequence."""
         return len(self._tokens or ())
 
+    @property
+    def tokens(self) -> tuple[int, ...]:
+        """The tokens the cache holds now (empty before the first reset or after a failure)."""
+        return tuple(self._tokens or ())
+
     def reset(self) -> None:
         """Start an empty sequence."""
         with tvm_errors("clearing the KV cache"):
