@@ -1,0 +1,156 @@
+"""Hybrid speculative decoding against `tandem serve` on 127.0.0.1: greedy output is token for
+token the verifier's own greedy output, mismatched tokenizers are refused, a verifier that dies
+mid-turn leaves the turn on the local model, and every round's bytes are counted."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from offload_faults import build_tiny_checkpoint
+
+from engine.api import GenerationRequest, TokenEvent
+from offload.hybrid import HybridDecoder, HybridFinish, HybridToken, TokenizerMismatch, VerifierLost
+from offload.network import Network
+from offload.verifier import VerifierClient
+
+MESSAGES = [{"role": "user", "content": "How do I start a new conversation?"}]
+
+
+def serve(engine):
+    from app.server.runner import make_server
+
+    server = make_server(engine, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def stop(server) -> None:
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(tmp_path_factory):
+    """One random checkpoint converted twice: float32 verifier, 4-bit drafter (the realistic gap)."""
+    from engine.convert import convert_hf_checkpoint
+    from engine.loader import open_engine
+
+    checkpoint = build_tiny_checkpoint(tmp_path_factory.mktemp("hybrid-hf"), seed=3)
+    engines = []
+    for quantization in ("q0f32", "q4f32_1"):
+        out = tmp_path_factory.mktemp(f"hybrid-{quantization}") / "model"
+        convert_hf_checkpoint(checkpoint, out, quantization)
+        engines.append(open_engine(out, backend="tvm"))
+    yield engines
+    for engine in engines:
+        engine.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_verifier(tiny_pair):
+    server = serve(tiny_pair[0])
+    yield server
+    stop(server)
+
+
+@pytest.fixture(scope="module")
+def nano_drafter(served_model_dir):
+    from engine.loader import open_engine
+
+    engine = open_engine(served_model_dir, backend="tvm")
+    yield engine
+    engine.close()
+
+
+def greedy_ids(engine, max_tokens: int) -> list[int]:
+    events = engine.generate(GenerationRequest(MESSAGES, max_tokens=max_tokens, temperature=0.0))
+    return [e.token_id for e in events if isinstance(e, TokenEvent)]
+
+
+def run(decoder: HybridDecoder, max_tokens: int, **kwargs) -> tuple[list[HybridToken], list[VerifierLost], HybridFinish]:
+    tokens, lost, finish = [], [], None
+    prompt = decoder.engine.prompt_ids(MESSAGES)
+    for event in decoder.generate(prompt, max_tokens, **kwargs):
+        if isinstance(event, HybridToken):
+            tokens.append(event)
+        elif isinstance(event, VerifierLost):
+            lost.append(event)
+        else:
+            finish = event
+    assert finish is not None
+    return tokens, lost, finish
+
+
+def client(server) -> VerifierClient:
+    return VerifierClient(server.url, network=Network(), timeout_s=30)
+
+
+def test_greedy_hybrid_is_the_verifiers_greedy_output_with_a_4bit_drafter(tiny_pair, tiny_verifier):
+    verifier_engine, drafter = tiny_pair
+    decoder = HybridDecoder(drafter, client(tiny_verifier))
+    decoder.check_tokenizers()
+    tokens, lost, finish = run(decoder, 40)
+    expected = greedy_ids(verifier_engine, 40)
+    assert not lost
+    assert [t.token_id for t in tokens][: len(expected)] == expected[: len(tokens)]
+    assert finish.completion_tokens == len(expected) or finish.reason == "stop"
+    stats = finish.stats
+    assert stats.rounds >= 1 and stats.verified_tokens == finish.completion_tokens
+    assert stats.rounds < finish.completion_tokens  # fewer verifier passes than tokens
+    assert 0 < stats.acceptance <= 1
+
+
+def test_a_model_drafting_for_itself_is_always_accepted(served_engine, nano_drafter):
+    server = serve(served_engine)
+    try:
+        decoder = HybridDecoder(nano_drafter, client(server))
+        decoder.check_tokenizers()
+        tokens, lost, finish = run(decoder, 24)
+    finally:
+        stop(server)
+    assert [t.token_id for t in tokens] == greedy_ids(served_engine, 24)[: len(tokens)]
+    assert finish.stats.acceptance == 1.0 and not lost
+    assert finish.stats.tokens_per_pass > 2
+
+
+def test_a_verifier_with_another_tokenizer_is_refused(tiny_pair, served_engine):
+    server = serve(served_engine)
+    try:
+        decoder = HybridDecoder(tiny_pair[1], client(server))
+        with pytest.raises(TokenizerMismatch, match="tokenizes text differently"):
+            decoder.check_tokenizers()
+    finally:
+        stop(server)
+
+
+def test_a_verifier_killed_mid_turn_leaves_the_turn_on_the_local_model(tiny_pair):
+    verifier_engine, drafter = tiny_pair
+    server = serve(verifier_engine)
+    verifier = client(server)
+    decoder = HybridDecoder(drafter, verifier)
+    prompt = drafter.prompt_ids(MESSAGES)
+    events = []
+    for event in decoder.generate(prompt, 30):
+        events.append(event)
+        if isinstance(event, HybridToken) and len(events) == 1:
+            stop(server)  # the verifier goes away after the first round
+    lost = [e for e in events if isinstance(e, VerifierLost)]
+    tokens = [e for e in events if isinstance(e, HybridToken)]
+    finish = events[-1]
+    assert len(lost) == 1 and "verifier" in lost[0].message
+    assert isinstance(finish, HybridFinish) and finish.reason in ("length", "stop")
+    assert any(not t.verified for t in tokens)  # the local model carried on
+    assert finish.completion_tokens == len(tokens) or finish.reason == "stop"
+
+
+def test_every_rounds_bytes_are_counted(tiny_pair, tiny_verifier):
+    verifier = client(tiny_verifier)
+    decoder = HybridDecoder(tiny_pair[1], verifier)
+    verifier.begin_turn()
+    decoder.check_tokenizers()
+    _, _, finish = run(decoder, 12)
+    bodies = verifier.payloads
+    assert len(bodies) == finish.stats.rounds + 1  # the probe, then one call per round
+    assert verifier.bytes_sent > sum(len(b.encode()) for b in bodies)  # bodies plus HTTP headers
+    assert verifier.bytes_received > 0
