@@ -30,6 +30,7 @@ from offload.redaction import Redactor
 if TYPE_CHECKING:
     from offload.network import Network
     from offload.providers.base import Exchange, Provider
+    from offload.verifier import VerifierClient
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,10 @@ class Router:
         cloud_temperature: float = 0.7,
         threshold: EscalationThreshold | None = None,
         calibration: Calibration | None = None,
+        verifier: VerifierClient | None = None,
     ) -> None:
+        """verifier: a vLLM or `tandem serve` endpoint that checks the local model's drafts
+        (the hybrid route); it is bound by the same privacy gate as the cloud."""
         if provider is not None and not cloud_model:
             raise ValueError(
                 f"Router got the provider {provider.name!r} but no cloud_model: "
@@ -134,6 +138,7 @@ class Router:
         self.threshold = threshold or EscalationThreshold()
         self.calibration = calibration or Calibration.load()
         self._redactors: dict[int, Redactor] = {}
+        self.verifier = verifier
 
     def redactor_for(self, conversation_id: int) -> Redactor:
         """One mapping per conversation, so placeholders stay stable across its turns."""
@@ -158,6 +163,12 @@ class Router:
     ) -> Iterator[RouterEvent]:
         cancel = cancel or threading.Event()
         force, messages = self._strip_force(turn)
+        if self.verifier is not None and force is None:
+            from offload.hybrid_route import run_hybrid
+
+            handled = yield from run_hybrid(self, turn, messages, approve, cancel)
+            if handled:
+                return
         verdict = self.verdict(turn.policy)
         can_escalate = verdict.allowed and force != "local"
         yield Decision(route="local", reason="every turn starts local")

@@ -154,3 +154,64 @@ def test_every_rounds_bytes_are_counted(tiny_pair, tiny_verifier):
     assert len(bodies) == finish.stats.rounds + 1  # the probe, then one call per round
     assert verifier.bytes_sent > sum(len(b.encode()) for b in bodies)  # bodies plus HTTP headers
     assert verifier.bytes_received > 0
+
+
+# -- the router's hybrid route ---------------------------------------------------------------
+
+from offload.events import Decision, Egress, Notice, Token, TurnDone  # noqa: E402
+from offload.privacy import ConversationPolicy, PrivacySettings  # noqa: E402
+from offload.router import Router, Turn  # noqa: E402
+
+OPTED_IN = ConversationPolicy(cloud_opt_in=True)
+
+
+def route(drafter, server, mode: str = "auto", messages=MESSAGES, approve=None, network=None):
+    network = network or Network()
+    url = server if isinstance(server, str) else server.url
+    verifier = VerifierClient(url, network=network, timeout_s=30, name="tandem-serve")
+    router = Router(drafter, PrivacySettings(mode=mode), network=network, verifier=verifier)
+    return list(router.run(Turn(1, messages, OPTED_IN, max_tokens=16), approve))
+
+
+def test_the_router_streams_a_hybrid_turn_with_one_ledger_entry(tiny_pair, tiny_verifier):
+    verifier_engine, drafter = tiny_pair
+    events = route(drafter, tiny_verifier)
+    decisions = [e for e in events if isinstance(e, Decision)]
+    assert decisions[0].route == "hybrid"
+    tokens = [e for e in events if isinstance(e, Token)]
+    assert tokens and {t.route for t in tokens} == {"hybrid"}
+    local = verifier_engine.generate(GenerationRequest(MESSAGES, max_tokens=16, temperature=0.0))
+    assert "".join(t.text for t in tokens) == "".join(e.text for e in local if isinstance(e, TokenEvent))
+    egress = [e for e in events if isinstance(e, Egress)]
+    assert len(egress) == 1 and egress[0].host == tiny_verifier.url.split("//")[1].removesuffix("/v1")
+    assert egress[0].bytes_sent > 0 and egress[0].bytes_received > 0
+    done = events[-1]
+    assert isinstance(done, TurnDone) and done.route == "hybrid" and done.status == "complete"
+    assert done.acceptance is not None and done.passes_saved is not None and "verifier passes saved" in done.reason
+
+
+def test_offline_mode_refuses_the_hybrid_route(tiny_pair, tiny_verifier):
+    network = Network(offline=True)
+    events = route(tiny_pair[1], tiny_verifier, mode="offline", network=network)
+    assert any(isinstance(e, Notice) and "offline" in e.text for e in events)
+    assert not any(isinstance(e, Egress) for e in events)
+    assert events[-1].route == "local"
+
+
+def test_ask_mode_previews_the_redacted_prompt_and_a_refusal_keeps_it_local(tiny_pair, tiny_verifier):
+    seen = []
+    secret = [{"role": "user", "content": "Mail jane.doe@example.com about the new conversation."}]
+    events = route(tiny_pair[1], tiny_verifier, mode="ask", messages=secret, approve=lambda p: seen.append(p) or False)
+    assert len(seen) == 1 and seen[0].provider == "tandem-serve"
+    assert "jane.doe@example.com" not in seen[0].payload and "conversation" in seen[0].payload
+    assert not any(isinstance(e, Egress) for e in events)
+    assert events[-1].route == "local"
+
+
+def test_an_unreachable_verifier_leaves_the_turn_local_with_a_notice(tiny_pair):
+    server = serve(tiny_pair[0])
+    url = server.url
+    stop(server)
+    events = route(tiny_pair[1], url)
+    assert any(isinstance(e, Notice) and "Hybrid decoding refused" in e.text for e in events)
+    assert events[-1].route == "local" and events[-1].status == "complete"
