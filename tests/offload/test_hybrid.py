@@ -215,3 +215,29 @@ def test_an_unreachable_verifier_leaves_the_turn_local_with_a_notice(tiny_pair):
     events = route(tiny_pair[1], url)
     assert any(isinstance(e, Notice) and "Hybrid decoding refused" in e.text for e in events)
     assert events[-1].route == "local" and events[-1].status == "complete"
+
+
+# -- against a stand-in for vLLM (its documented response shape, a toy model) -----------------
+
+
+def test_the_client_keeps_a_vllm_shaped_verifiers_greedy_choice(tiny_pair):
+    from vllm_standin import VllmStandIn
+
+    drafter = tiny_pair[1]
+    stand_in = VllmStandIn(drafter.tokenizer, vocab=drafter.chat_config.model_config.vocab_size)
+    try:
+        decoder = HybridDecoder(drafter, VerifierClient(stand_in.url, network=Network(), timeout_s=10))
+        decoder.check_tokenizers()
+        tokens, lost, finish = run(decoder, 20)
+    finally:
+        stand_in.close()
+    prompt = drafter.prompt_ids(MESSAGES)
+    expected, previous = [], prompt[-1]
+    for _ in range(len(tokens)):
+        previous = stand_in.best_after(previous)
+        expected.append(previous)
+    assert not lost and len(tokens) >= 1
+    # The stand-in disagrees with the drafter nearly always: every token is the verifier's own.
+    assert [t.token_id for t in tokens] == expected
+    scored = [r for r in stand_in.requests if "echo" in r]
+    assert len(scored) == finish.stats.rounds and all(r["prompt"][: len(prompt)] == prompt for r in scored)
