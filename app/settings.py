@@ -60,6 +60,9 @@ class UserSettings:
     """The engine backend for that model: "auto", "tvm" or "mlc"."""
     keymap: tuple[tuple[str, str], ...] = ()
     """Binding id -> keys, remapping the defaults (e.g. ("send", "ctrl+s"))."""
+    verifier: str | None = None
+    """The provider that verifies the local model's drafts (the hybrid route: speculative
+    decoding against vLLM or `tandem serve`); None keeps hybrid decoding off."""
 
     def privacy(self, offline: bool = False) -> Any:
         """The router's PrivacySettings; `offline` (the --offline flag) overrides the mode."""
@@ -73,6 +76,9 @@ class UserSettings:
 
     def active_provider(self) -> ProviderSettings | None:
         return next((p for p in self.providers if p.name == self.provider), None)
+
+    def verifier_provider(self) -> ProviderSettings | None:
+        return next((p for p in self.providers if p.name == self.verifier), None)
 
 
 class SettingsError(ValueError):
@@ -99,6 +105,13 @@ def validate(settings: UserSettings) -> UserSettings:
         raise SettingsError(f"theme must be one of {', '.join(THEMES)}, not {settings.theme!r}.")
     if settings.provider not in {p.name for p in settings.providers}:
         raise SettingsError(f"No provider is named {settings.provider!r}; pick one of the list.")
+    if settings.verifier is not None:
+        verifier = settings.verifier_provider()
+        if verifier is None or verifier.kind != "openai-compatible":
+            raise SettingsError(
+                f"The hybrid verifier must be an OpenAI-compatible provider (vLLM or `tandem serve`), "
+                f"not {settings.verifier!r}; pick one such as onprem, or off."
+            )
     return settings
 
 

@@ -69,6 +69,28 @@ class HybridStats:
         return self.verified_tokens / self.rounds if self.rounds else 0.0
 
 
+@dataclass
+class HybridTotals:
+    """Hybrid turns added up (what settings show)."""
+
+    turns: int = 0
+    drafted: int = 0
+    accepted: int = 0
+    passes_saved: int = 0
+
+    def add(self, stats: HybridStats) -> None:
+        self.turns += 1
+        self.drafted += stats.drafted
+        self.accepted += stats.accepted
+        self.passes_saved += stats.passes_saved
+
+    def summary(self) -> str:
+        if not self.turns:
+            return "no hybrid turns yet"
+        rate = self.accepted / self.drafted if self.drafted else 0.0
+        return f"{self.turns} hybrid turns: {rate:.0%} of drafts accepted, {self.passes_saved} verifier passes saved"
+
+
 @dataclass(frozen=True)
 class HybridFinish:
     reason: str

@@ -97,6 +97,7 @@ def run_hybrid(
         verifier.close()
     assert finish is not None, "the decoder always ends with a HybridFinish"
     stats = finish.stats
+    router.hybrid_totals.add(stats)
     yield egress(stats.rounds)
     elapsed = time.perf_counter() - started
     why = f"hybrid: {stats.acceptance:.0%} of drafts accepted, {stats.passes_saved} verifier passes saved"

@@ -139,6 +139,10 @@ class Router:
         self.calibration = calibration or Calibration.load()
         self._redactors: dict[int, Redactor] = {}
         self.verifier = verifier
+        from offload.hybrid import HybridTotals
+
+        self.hybrid_totals = HybridTotals()
+        """Hybrid turns so far, for the settings screen: acceptance and verifier passes saved."""
 
     def redactor_for(self, conversation_id: int) -> Redactor:
         """One mapping per conversation, so placeholders stay stable across its turns."""

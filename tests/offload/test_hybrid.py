@@ -241,3 +241,22 @@ def test_the_client_keeps_a_vllm_shaped_verifiers_greedy_choice(tiny_pair):
     assert [t.token_id for t in tokens] == expected
     scored = [r for r in stand_in.requests if "echo" in r]
     assert len(scored) == finish.stats.rounds and all(r["prompt"][: len(prompt)] == prompt for r in scored)
+
+
+def test_settings_and_the_route_label_show_the_hybrid_route(tiny_pair, tiny_verifier):
+    from app.route_labels import describe_reply
+    from app.settings import SettingsError, UserSettings, validate
+
+    network = Network()
+    verifier = VerifierClient(tiny_verifier.url, network=network, name="onprem")
+    router = Router(tiny_pair[1], PrivacySettings(mode="auto"), network=network, verifier=verifier)
+    events = list(router.run(Turn(1, MESSAGES, OPTED_IN, max_tokens=12)))
+    done = events[-1]
+    label = describe_reply(route=done.route, provider=done.provider, model=done.model, confidence=None,
+                           tok_s=done.tok_s, reason=done.reason)
+    assert label.startswith("⇄ hybrid · onprem") and "drafts accepted" in label and "verifier passes saved" in label
+    summary = router.hybrid_totals.summary()
+    assert summary.startswith("1 hybrid turns:") and f"{router.hybrid_totals.passes_saved} verifier passes saved" in summary
+    assert validate(UserSettings(verifier="onprem")).verifier_provider().base_url.startswith("http://127.0.0.1")
+    with pytest.raises(SettingsError, match="OpenAI-compatible"):
+        validate(UserSettings(verifier="anthropic"))

@@ -338,7 +338,9 @@ class ChatScreen(Screen[None]):
                 self.tandem.update_settings(settings)
                 self.notify("Settings saved.")
 
-        self.app.push_screen(SettingsScreen(self.tandem.settings), saved)
+        totals = getattr(self.tandem.turn_runner().router, "hybrid_totals", None)
+        summary = totals.summary() if totals is not None else None
+        self.app.push_screen(SettingsScreen(self.tandem.settings, summary), saved)
 
     def action_keys(self) -> None:
         from app.tui.screens.keys import KeysScreen
@@ -444,7 +446,7 @@ class ChatScreen(Screen[None]):
             await view.restart()
             view.add_note(f"local draft withdrawn: {event.reason}")
         elif isinstance(event, Decision):
-            where = "☁ cloud" if event.route == "cloud" else "⌂ local"
+            where = {"cloud": "☁ cloud", "hybrid": "⇄ hybrid"}.get(event.route, "⌂ local")
             view.set_meta(f"{where} · {event.reason}")
         elif isinstance(event, Notice):
             view.add_note(event.text)

@@ -20,9 +20,11 @@ class SettingsScreen(ModalScreen[UserSettings | None]):
         Binding("ctrl+s", "save", "Save", show=False),
     ]
 
-    def __init__(self, settings: UserSettings) -> None:
+    def __init__(self, settings: UserSettings, hybrid_summary: str | None = None) -> None:
         super().__init__()
         self.settings = settings
+        self.hybrid_summary = hybrid_summary
+        """How hybrid decoding has done so far (acceptance, verifier passes saved), if it is on."""
 
     def compose(self) -> ComposeResult:
         s = self.settings
@@ -46,6 +48,11 @@ class SettingsScreen(ModalScreen[UserSettings | None]):
                     yield Label(f"{p.name} ({p.kind}) base URL and model")
                     yield Input(p.base_url, id=f"{p.name}-base_url", classes="base-url")
                     yield Input(p.model, id=f"{p.name}-model", classes="model")
+                yield Label("Hybrid decoding: the local model drafts, this server verifies (vLLM or tandem serve)")
+                verifiers = [(p.name, p.name) for p in s.providers if p.kind == "openai-compatible"]
+                yield Select([("off", "off"), *verifiers], value=s.verifier or "off", allow_blank=False, id="verifier")
+                if s.verifier and self.hybrid_summary:
+                    yield Static(self.hybrid_summary, id="hybrid-summary")
             yield Static("", id="error")
             with Horizontal(classes="buttons"):
                 yield Button("Save", variant="primary", id="save")
@@ -93,4 +100,5 @@ class SettingsScreen(ModalScreen[UserSettings | None]):
             context_turns=turns,
             provider=self.query_one("#provider", Select).value,
             providers=providers,
+            verifier=None if self.query_one("#verifier", Select).value == "off" else self.query_one("#verifier", Select).value,
         )
