@@ -4,6 +4,7 @@ mid-turn leaves the turn on the local model, and every round's bytes are counted
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -31,12 +32,17 @@ def stop(server) -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_pair(tmp_path_factory):
+def tiny_checkpoint(tmp_path_factory):
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("hybrid-hf"), seed=3)
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(tmp_path_factory, tiny_checkpoint):
     """One random checkpoint converted twice: float32 verifier, 4-bit drafter (the realistic gap)."""
     from engine.convert import convert_hf_checkpoint
     from engine.loader import open_engine
 
-    checkpoint = build_tiny_checkpoint(tmp_path_factory.mktemp("hybrid-hf"), seed=3)
+    checkpoint = tiny_checkpoint
     engines = []
     for quantization in ("q0f32", "q4f32_1"):
         out = tmp_path_factory.mktemp(f"hybrid-{quantization}") / "model"
@@ -260,3 +266,69 @@ def test_settings_and_the_route_label_show_the_hybrid_route(tiny_pair, tiny_veri
     assert validate(UserSettings(verifier="onprem")).verifier_provider().base_url.startswith("http://127.0.0.1")
     with pytest.raises(SettingsError, match="OpenAI-compatible"):
         validate(UserSettings(verifier="anthropic"))
+
+
+def test_placeholders_the_verifier_writes_are_restored_in_the_stream(tiny_pair):
+    from vllm_standin import VllmStandIn
+
+    drafter = tiny_pair[1]
+    stand_in = VllmStandIn(drafter.tokenizer, vocab=drafter.chat_config.model_config.vocab_size)
+    secret = [{"role": "user", "content": "Write to jane.doe@example.com please."}]
+    network = Network()
+    verifier = VerifierClient(stand_in.url, network=network, name="standin")
+    router = Router(drafter, PrivacySettings(mode="auto"), network=network, verifier=verifier)
+    redacted = router.redactor_for(1).redact_messages(secret)
+    assert "jane.doe@example.com" not in redacted[0]["content"]
+    stand_in.prompt_length = len(drafter.prompt_ids(redacted))
+    eos = drafter.chat_config.eos_token_ids[0]
+    stand_in.script = [*drafter.tokenizer.encode("Sure: [EMAIL_1] it is."), eos]
+    try:
+        events = list(router.run(Turn(1, secret, OPTED_IN, max_tokens=40)))
+    finally:
+        stand_in.close()
+    text = "".join(e.text for e in events if isinstance(e, Token))
+    assert text == "Sure: jane.doe@example.com it is."
+    (egress,) = [e for e in events if isinstance(e, Egress)]
+    assert "jane.doe@example.com" not in egress.payload and egress.redactions == {"EMAIL": 1}
+    assert all("jane.doe" not in json.dumps(r) for r in stand_in.requests)
+
+
+def test_scores_match_transformers_on_the_same_weights(tiny_pair, tiny_verifier, tiny_checkpoint):
+    import httpx
+    import numpy as np
+    import torch
+    import transformers
+
+    verifier_engine = tiny_pair[0]
+    ids = verifier_engine.prompt_ids(MESSAGES) + greedy_ids(verifier_engine, 6)
+    body = {"prompt": ids, "echo": True, "logprobs": 5, "max_tokens": 0, "return_tokens_as_token_ids": True}
+    logprobs = httpx.post(tiny_verifier.url + "/completions", json=body, timeout=60).json()["choices"][0]["logprobs"]
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_checkpoint).eval()
+    with torch.no_grad():
+        reference = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), dim=-1).numpy()
+    expected = [reference[i - 1, ids[i]] for i in range(1, len(ids))]
+    np.testing.assert_allclose(logprobs["token_logprobs"][1:], expected, atol=2e-3)
+    for i in range(1, len(ids)):
+        best = int(np.argmax(reference[i - 1]))
+        top = logprobs["top_logprobs"][i]
+        assert top[f"token_id:{best}"] == pytest.approx(reference[i - 1, best], abs=2e-3)
+
+
+def test_the_sampling_rule_keeps_the_verifiers_distribution():
+    """Whatever the drafter proposes, accepted-or-resampled tokens follow the verifier's
+    distribution (over the alternatives it sent): the speculative-sampling guarantee."""
+    import numpy as np
+
+    from offload.hybrid import _accept
+    from offload.verifier import Scores
+
+    rng = np.random.default_rng(0)
+    verifier_row = {0: np.log(0.5), 1: np.log(0.3), 2: np.log(0.2)}
+    q = np.log(np.array([0.1, 0.1, 0.7, 0.1]))  # the drafter prefers token 2
+    scores = Scores(rows=[verifier_row], next_row=verifier_row, next_token=0)
+    counts = np.zeros(4)
+    for _ in range(20000):
+        draft = [int(rng.choice(4, p=np.exp(q)))]
+        accepted, chosen = _accept(draft, [q], scores, 1.0, rng)
+        counts[draft[0] if accepted else chosen] += 1
+    np.testing.assert_allclose(counts / counts.sum(), [0.5, 0.3, 0.2, 0.0], atol=0.015)

@@ -1,7 +1,8 @@
 """A STAND-IN for a vLLM verifier, not vLLM: an http.server on 127.0.0.1 that answers /tokenize
 and /v1/completions (echo + logprobs, max_tokens 1, return_tokens_as_token_ids) in the response
 shape vLLM's OpenAI-compatible server documents, over a toy deterministic "model": after token t
-its best token is (31 t + 7) mod V. vLLM itself needs a GPU and gigabytes; this checks the wire."""
+its best token is (31 t + 7) mod V, or, with a `script`, the script's next token after the first
+`prompt_length` tokens. vLLM itself needs a GPU and gigabytes; this checks the wire."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ class VllmStandIn:
         self.tokenizer = tokenizer
         self.vocab = vocab
         self.requests: list[dict] = []
+        self.script: list[int] = []
+        self.prompt_length = 0
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -43,11 +46,15 @@ class VllmStandIn:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
-    def best_after(self, token: int) -> int:
+    def best_after(self, token: int, position: int = -1) -> int:
+        """The best token at `position` (whose previous token is `token`)."""
+        step = position - self.prompt_length
+        if self.script and 0 <= step < len(self.script):
+            return self.script[step]
         return (31 * token + 7) % self.vocab
 
-    def _top(self, previous: int, token: int, k: int) -> dict[str, float]:
-        best = self.best_after(previous)
+    def _top(self, previous: int, token: int, k: int, position: int) -> dict[str, float]:
+        best = self.best_after(previous, position)
         top = {f"token_id:{(best + i) % self.vocab}": -0.1 - 2.0 * i for i in range(k)}
         top.setdefault(f"token_id:{token}", -9.0 if token != best else -0.1)
         return top
@@ -55,10 +62,10 @@ class VllmStandIn:
     def completion(self, body: dict) -> dict:
         assert body["echo"] is True and body["max_tokens"] == 1 and body["return_tokens_as_token_ids"]
         prompt, k = body["prompt"], body["logprobs"]
-        generated = self.best_after(prompt[-1])
+        generated = self.best_after(prompt[-1], len(prompt))
         ids = [*prompt, generated]
         tokens = [f"token_id:{t}" for t in ids]
-        top = [None] + [self._top(ids[i - 1], ids[i], k) for i in range(1, len(ids))]
+        top = [None] + [self._top(ids[i - 1], ids[i], k, i) for i in range(1, len(ids))]
         token_logprobs = [None] + [t[f"token_id:{ids[i]}"] for i, t in enumerate(top) if t is not None]
         texts = [self.tokenizer.decode([t]) for t in ids]
         offsets = [sum(len(x) for x in texts[:i]) for i in range(len(texts))]
