@@ -196,3 +196,14 @@ def test_a_prompt_over_the_context_window_names_the_limit(served_engine):
     assert reply.status_code == 400
     error = reply.json()["error"]
     assert error["code"] == "context_length_exceeded" and f"context window is {window}" in error["message"]
+
+
+def test_cli_takes_batch_and_queue_sizes_and_refuses_bad_ones(capsys):
+    from app.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--batch", "4", "--queue", "0"])
+    assert (args.batch, args.queue) == (4, 0)
+    for bad in (["--batch", "0"], ["--queue", "-1"], ["--batch", "many"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["serve", *bad])
+        assert "--" + bad[0].lstrip("-") in capsys.readouterr().err
