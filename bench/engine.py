@@ -8,7 +8,10 @@ and peak RSS; the measured memory bandwidth, the bytes of weights read per decod
 decode as a fraction of that bound. transformers (torch fp32) on the same weights, in the same
 run, and with `--peer llamacpp` llama.cpp (Q4_0, 2 threads). `--profile` prints where decode and
 prefill spend their time, per compiled function. `--cpu-matmul int8` measures the int8-activation
-kernels (TANDEM_CPU_MATMUL). `--json` prints one JSON object as the last line."""
+kernels (TANDEM_CPU_MATMUL). `--gguf PATH` runs that GGUF file instead, as it is (imported by
+engine.gguf, each tensor in its own block format; transformers and llama.cpp read the same file)
+and adds "gguf": {"file", "tensor_types"} to the JSON. `--json` prints one JSON object as the
+last line."""
 
 from __future__ import annotations
 
@@ -206,11 +209,18 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
 
 
-def measure_transformers(hf_dir: Path) -> dict[str, float]:
+def measure_transformers(source: Path) -> dict[str, float]:
+    """transformers fp32 on a checkpoint folder, or on a GGUF file (which it dequantizes)."""
     import torch
     import transformers
 
-    model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
+    if source.suffix == ".gguf":
+        loaded = transformers.AutoModelForCausalLM.from_pretrained(
+            source.parent, gguf_file=source.name, dtype=torch.float32
+        )
+    else:
+        loaded = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    model = loaded.eval()
     prompt = torch.tensor([prompt_ids(model.config.vocab_size)])
 
     def one_round() -> tuple[float, float]:
@@ -249,8 +259,9 @@ def run_child(what: str, *arguments: str, cache: Path | None = None, passive_omp
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def measure_peer(hf_dir: Path, scratch: Path) -> dict[str, float] | None:
-    """llama.cpp on the same weights, or None (saying how to install it) when it is absent."""
+def measure_peer(hf_dir: Path | None, scratch: Path, gguf_path: Path | None = None, vocab: int = 0):
+    """llama.cpp on the same weights (the random checkpoint written as Q4_0, or `gguf_path` as
+    it is), or None (saying how to install it) when it is absent."""
     from bench import llamacpp_peer
 
     missing = llamacpp_peer.missing_packages()
@@ -258,11 +269,26 @@ def measure_peer(hf_dir: Path, scratch: Path) -> dict[str, float] | None:
         print(f"llama.cpp peer skipped: {', '.join(missing)} not installed. Install it with:")
         print("  " + llamacpp_peer.INSTALL_HINT)
         return None
-    print("llama.cpp Q4_0: writing the GGUF and measuring ...", flush=True)
-    gguf_path = scratch / "model-q4_0.gguf"
-    llamacpp_peer.write_gguf(hf_dir, gguf_path)
-    arguments = ("--peer-child", str(gguf_path), "--vocab", str(_vocab_size(hf_dir)))
+    if gguf_path is None:
+        assert hf_dir is not None
+        print("llama.cpp Q4_0: writing the GGUF and measuring ...", flush=True)
+        gguf_path = scratch / "model-q4_0.gguf"
+        llamacpp_peer.write_gguf(hf_dir, gguf_path)
+        vocab = _vocab_size(hf_dir)
+    else:
+        print(f"llama.cpp: measuring {gguf_path.name} ...", flush=True)
+    arguments = ("--peer-child", str(gguf_path), "--vocab", str(vocab))
     return run_child("llama.cpp", *arguments, passive_omp=False)
+
+
+def import_gguf_for_bench(gguf_path: Path, scratch: Path) -> tuple[Path, dict]:
+    """A Tandem model directory running the file in place, and the JSON's "gguf" entry."""
+    from engine.gguf.importer import import_gguf
+
+    print(f"importing {gguf_path.name} (as stored, no re-quantizing) ...", flush=True)
+    result = import_gguf(gguf_path, scratch / "gguf-model")
+    print(f"  {result.route}", flush=True)
+    return result.out_dir, {"file": gguf_path.name, "tensor_types": dict(result.tensor_types)}
 
 
 def _vocab_size(hf_dir: Path) -> int:
@@ -289,6 +315,7 @@ def main() -> None:
         choices=["float", "int8"],
         help="how Tandem's 4-bit linear layers compute (default: $TANDEM_CPU_MATMUL, else int8 on a VNNI CPU)",
     )
+    parser.add_argument("--gguf", type=Path, help="benchmark this GGUF file (as it is) instead of a random model")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--peer-child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--vocab", type=int, help=argparse.SUPPRESS)
@@ -309,22 +336,35 @@ def main() -> None:
 
     from engine.convert import convert_hf_checkpoint
 
+    gguf_entry: dict | None = None
+    quantization = QUANTIZATION
     with tempfile.TemporaryDirectory(prefix="tandem-bench-") as scratch:
         scratch = Path(scratch)
         hf_dir, mlc_dir, cache = scratch / "hf", scratch / "mlc", scratch / "cache"
-        hf_dir.mkdir()
-        print(f"building a random {args.shape}-shaped checkpoint ...", flush=True)
-        build_checkpoint(hf_dir, SHAPES[args.shape])
-        convert_hf_checkpoint(hf_dir, mlc_dir, QUANTIZATION)
-        print(f"Tandem {QUANTIZATION}: compiling (cold cache) ...", flush=True)
+        if args.gguf:
+            gguf_path = args.gguf.expanduser().resolve()
+            if not gguf_path.is_file():
+                sys.exit(f"{gguf_path} is not a file; pass the path of a .gguf file to --gguf.")
+            mlc_dir, gguf_entry = import_gguf_for_bench(gguf_path, scratch)
+            quantization = "gguf"
+        else:
+            hf_dir.mkdir()
+            print(f"building a random {args.shape}-shaped checkpoint ...", flush=True)
+            build_checkpoint(hf_dir, SHAPES[args.shape])
+            convert_hf_checkpoint(hf_dir, mlc_dir, QUANTIZATION)
+        print(f"Tandem {quantization}: compiling (cold cache) ...", flush=True)
         cold = run_child("Tandem", "--child", str(mlc_dir), cache=cache)
         print("Tandem: measuring in a fresh process with the cache warm ...", flush=True)
         warm_arguments = ("--child", str(mlc_dir), *(["--profile"] if args.profile else []))
         warm = run_child("Tandem", *warm_arguments, cache=cache)
         bytes_per_token = weight_bytes_per_token(cache)
-        peer = measure_peer(hf_dir, scratch) if args.peer else None
+        if args.gguf:
+            vocab = json.loads((mlc_dir / "mlc-chat-config.json").read_text())["vocab_size"]
+            peer = measure_peer(None, scratch, gguf_path, vocab) if args.peer else None
+        else:
+            peer = measure_peer(hf_dir, scratch) if args.peer else None
         print("transformers fp32: measuring ...", flush=True)
-        reference = measure_transformers(hf_dir)
+        reference = measure_transformers(gguf_path if args.gguf else hf_dir)
 
     tandem = {
         "decode_tok_s": round(warm["decode_tok_s"], 1),
@@ -350,20 +390,28 @@ def main() -> None:
 
     matmul = cpu_target().cpu_matmul  # what the children ran: the setting, or the default for this CPU
     print()
-    print(f"shape {args.shape}, {QUANTIZATION} (llama.cpp: Q4_0), 2 threads, Tandem CPU matmul: {matmul}")
+    if gguf_entry is not None:
+        types = ", ".join(f"{count} {name}" for name, count in gguf_entry["tensor_types"].items())
+        print(f"{gguf_entry['file']} ({types}), the same file in every engine, 2 threads, Tandem CPU matmul: {matmul}")
+    else:
+        print(f"shape {args.shape}, {QUANTIZATION} (llama.cpp: Q4_0), 2 threads, Tandem CPU matmul: {matmul}")
     print(f"{'':14}{'decode tok/s':>14}{'prefill tok/s':>15}")
-    print(f"{'Tandem q4':14}{tandem['decode_tok_s']:>14}{tandem['prefill_tok_s']:>15}")
+    tandem_label = "Tandem gguf" if gguf_entry is not None else "Tandem q4"
+    print(f"{tandem_label:14}{tandem['decode_tok_s']:>14}{tandem['prefill_tok_s']:>15}")
     print(f"{'transformers':14}{transformers_figures['decode_tok_s']:>14}{transformers_figures['prefill_tok_s']:>15}")
     result = {
-        "shape": args.shape,
+        "shape": "gguf" if gguf_entry is not None else args.shape,
         "cpu_matmul": matmul,
         "tandem": tandem,
         "transformers": transformers_figures,
         "roofline": roofline,
     }
+    if gguf_entry is not None:
+        result["gguf"] = gguf_entry
     if peer is not None:
         result["llamacpp"] = {key: round(value, 1) for key, value in peer.items()}
-        print(f"{'llama.cpp Q4_0':14}{result['llamacpp']['decode_tok_s']:>14}{result['llamacpp']['prefill_tok_s']:>15}")
+        peer_label = "llama.cpp" if gguf_entry is not None else "llama.cpp Q4_0"
+        print(f"{peer_label:14}{result['llamacpp']['decode_tok_s']:>14}{result['llamacpp']['prefill_tok_s']:>15}")
         print(
             f"vs llama.cpp: decode {tandem['decode_tok_s'] / peer['decode_tok_s']:.2f}x, "
             f"prefill {tandem['prefill_tok_s'] / peer['prefill_tok_s']:.2f}x (bar: 1.0x)"

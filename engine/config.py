@@ -14,6 +14,9 @@ from engine.quantization import QUANTIZATIONS
 from engine.templates import ConvTemplate, template_from_config
 
 CHAT_CONFIG_FILE = "mlc-chat-config.json"
+GGUF_QUANTIZATION = "gguf"
+"""A model directory that runs a GGUF file as it is: its mlc-chat-config.json says
+"quantization": "gguf" and names the file in "tandem": {"gguf": {"path": ...}}."""
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 SUPPORTED_ROPE_TYPES = ("llama3", "linear")
 
@@ -123,12 +126,14 @@ def read_chat_config(model_dir: Path | str) -> ChatConfig:
     source = str(path)
     model_type = _model_type(data, source)
     quantization = data.get("quantization")
-    if quantization not in QUANTIZATIONS:
+    if quantization not in QUANTIZATIONS and quantization != GGUF_QUANTIZATION:
         raise ModelFileError(
             f"{source}: quantization {quantization!r} is not supported; Tandem runs "
-            f"{', '.join(QUANTIZATIONS)}. Re-convert the model with "
+            f"{', '.join(QUANTIZATIONS)} and {GGUF_QUANTIZATION}. Re-convert the model with "
             "`tandem models convert HF_DIR OUT_DIR --quantization q4f16_1`."
         )
+    if quantization == GGUF_QUANTIZATION:
+        _check_gguf_reference(data, source)
     raw_model_config = data.get("model_config")
     if not isinstance(raw_model_config, Mapping):
         raise ModelFileError(f"{source}: the \"model_config\" section is missing; re-convert the model.")
@@ -159,6 +164,17 @@ def read_chat_config(model_dir: Path | str) -> ChatConfig:
         tokenizer_info=dict(data.get("tokenizer_info") or {}),
         tandem=dict(data.get("tandem") or {}),
     )
+
+
+def _check_gguf_reference(data: Mapping[str, Any], source: str) -> None:
+    tandem = data.get("tandem")
+    reference = tandem.get("gguf") if isinstance(tandem, Mapping) else None
+    path = reference.get("path") if isinstance(reference, Mapping) else None
+    if not isinstance(path, str) or not path:
+        raise ModelFileError(
+            f"{source}: quantization \"gguf\" needs the file it runs in \"tandem\": "
+            "{\"gguf\": {\"path\": ...}}; import the model again with `tandem models import PATH.gguf`."
+        )
 
 
 def write_chat_config(config: ChatConfig, model_dir: Path | str) -> Path:

@@ -25,7 +25,7 @@ from engine.api import (
     TokenEvent,
     Usage,
 )
-from engine.config import read_chat_config
+from engine.config import GGUF_QUANTIZATION, read_chat_config
 from engine.info_extras import info_extras
 from engine.errors import BackendUnavailable, ContextWindowExceeded, EngineError
 from engine.tokenizer import Tokenizer
@@ -55,10 +55,15 @@ class MLCBackendEngine:
         device: str = "auto",
         on_progress: Callable[[str, float], None] | None = None,
     ) -> None:
-        mlc_llm = import_mlc_llm()
-        report = on_progress or (lambda stage, fraction: None)
         self.model_dir = Path(model_dir)
         self.chat_config = read_chat_config(self.model_dir)
+        if self.chat_config.quantization == GGUF_QUANTIZATION:
+            raise BackendUnavailable(
+                f"MLC LLM cannot run {self.model_dir}: it runs a GGUF file, which only Tandem's tvm "
+                "backend reads. Use the tvm (or auto) backend for it."
+            )
+        mlc_llm = import_mlc_llm()
+        report = on_progress or (lambda stage, fraction: None)
         self.tokenizer = Tokenizer.from_model_dir(self.model_dir)
         report("starting MLC LLM", 0.1)
         try:

@@ -1,4 +1,5 @@
-"""Weight-carrying layers shared by the architectures: linear and embedding, dense or 4-bit.
+"""Weight-carrying layers shared by the architectures: linear and embedding, dense, MLC's 4-bit
+groups or llama.cpp's blocks (each layer has its own kind: a GGUF mixes them per tensor).
 
 Their parameters use Tandem's tiled layout (repack.py fills them from MLC's tensors); the
 matmuls call the target's linear function (engine.tvm_backend.linear).
@@ -14,6 +15,8 @@ from engine.tvm_backend.kernels import (
     Q4_GROUP,
     Q4_PER_WORD,
     WeightKind,
+    has_min,
+    q4_code,
     q4_groups,
     q4_value,
     scale_dtype,
@@ -22,7 +25,7 @@ from engine.tvm_backend.linear import linear, linear_shape
 
 
 class Linear(nn.Module):
-    """y = x @ W.T (+ bias), W stored dense (q0) or as 4-bit groups with scales (q4)."""
+    """y = x @ W.T (+ bias), W stored dense (q0) or in groups of 32 codes (kernels.WeightKind)."""
 
     def __init__(self, in_features: int, out_features: int, kind: WeightKind, bias: bool = False):
         self.shape = linear_shape(kind, out_features, in_features)
@@ -45,30 +48,43 @@ class Linear(nn.Module):
 
 
 class Embedding(nn.Module):
-    """Token id -> hidden vector, in MLC's own embedding layout (rows are token ids)."""
+    """Token id -> hidden vector, rows kept row-major (rows are token ids): dense (q0), MLC's
+    4-bit groups (q4, q4h), or llama.cpp's blocks (q4_0 / q4_1: codes, scale and min; q8_0:
+    int8 codes and scale), dequantized as they are gathered."""
 
     def __init__(self, vocab_size: int, hidden_size: int, kind: WeightKind):
         self.kind = kind
+        groups = q4_groups(hidden_size)
         if kind == "q0":
             self.weight = nn.Parameter((vocab_size, hidden_size), "float32")
+        elif kind == "q8_0":
+            self.q_weight = nn.Parameter((vocab_size, groups * Q4_GROUP), "int8")
+            self.q_scale = nn.Parameter((vocab_size, groups), scale_dtype(kind))
         else:
-            groups = q4_groups(hidden_size)
             self.q_weight = nn.Parameter((vocab_size, groups * Q4_GROUP // Q4_PER_WORD), "uint32")
             self.q_scale = nn.Parameter((vocab_size, groups), scale_dtype(kind))
+            if has_min(kind):
+                self.q_min = nn.Parameter((vocab_size, groups), scale_dtype(kind))
         self.hidden_size = hidden_size
 
     def forward(self, ids: Tensor) -> Tensor:
         if self.kind == "q0":
             return op.take(self.weight, ids, axis=0)
+        kind = self.kind
 
-        def gather_dequantize(q: te.Tensor, s: te.Tensor, token_ids: te.Tensor) -> te.Tensor:
-            return te.compute(
-                (token_ids.shape[0], self.hidden_size),
-                lambda i, h: q4_value(q[token_ids[i], h // Q4_PER_WORD], h)
-                * s[token_ids[i], h // Q4_GROUP].astype("float32"),
-                name="embed_dequantize",
-            )
+        def gather_dequantize(q: te.Tensor, s: te.Tensor, token_ids: te.Tensor, *low: te.Tensor) -> te.Tensor:
+            def value(i, h):
+                row = token_ids[i]
+                scale = s[row, h // Q4_GROUP].astype("float32")
+                if kind == "q8_0":
+                    return q[row, h].astype("float32") * scale
+                if low:
+                    return q4_code(q[row, h // Q4_PER_WORD], h) * scale + low[0][row, h // Q4_GROUP].astype("float32")
+                return q4_value(q[row, h // Q4_PER_WORD], h) * scale
 
+            return te.compute((token_ids.shape[0], self.hidden_size), value, name="embed_dequantize")
+
+        extra = [self.q_min] if has_min(kind) else []
         return op.tensor_expr_op(
-            gather_dequantize, "embed_dequantize", args=[self.q_weight, self.q_scale, ids]
+            gather_dequantize, "embed_dequantize", args=[self.q_weight, self.q_scale, ids, *extra]
         )

@@ -7,7 +7,8 @@ Activations are float32 whatever the stored weights; logits are float32.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Union
 
 from tvm import relax, te, tirx
 from tvm.relax.frontend import nn
@@ -20,6 +21,23 @@ from engine.tvm_backend.kernels import WeightKind
 
 if TYPE_CHECKING:
     from engine.config import ModelConfig
+
+
+WeightKinds = Union[WeightKind, Mapping[str, WeightKind]]
+"""One kind for every weight (an MLC quantization), or a kind per module name (LogicalTensor
+.module, e.g. "model.layers.0.mlp.down_proj"): a GGUF keeps each tensor in its own format.
+A map without "lm_head" gives the head the embedding's kind (a tied head reuses its blocks)."""
+EMBEDDING_MODULE = "model.embed_tokens"
+HEAD_MODULE = "lm_head"
+
+
+def kind_for(kinds: WeightKinds, module: str) -> WeightKind:
+    """The weight kind of one module under `kinds`."""
+    if isinstance(kinds, str):
+        return kinds
+    if module == HEAD_MODULE and module not in kinds:
+        return kinds[EMBEDDING_MODULE]
+    return kinds[module]
 
 
 def weight_kind(quantization: str) -> WeightKind:
@@ -45,9 +63,10 @@ def _kv_cache_rope(config: ModelConfig) -> tuple[float, dict[str, Any]]:
 
 
 class MLP(nn.Module):
-    def __init__(self, config: ModelConfig, kind: WeightKind):
-        self.gate_up_proj = Linear(config.hidden_size, 2 * config.intermediate_size, kind)
-        self.down_proj = Linear(config.intermediate_size, config.hidden_size, kind)
+    def __init__(self, config: ModelConfig, kinds: WeightKinds, prefix: str):
+        gate_up, down = kind_for(kinds, f"{prefix}.gate_up_proj"), kind_for(kinds, f"{prefix}.down_proj")
+        self.gate_up_proj = Linear(config.hidden_size, 2 * config.intermediate_size, gate_up)
+        self.down_proj = Linear(config.intermediate_size, config.hidden_size, down)
 
     def forward(self, x: Tensor) -> Tensor:
         gate, up = op.split(self.gate_up_proj(x), 2, axis=-1)
@@ -55,15 +74,17 @@ class MLP(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, config: ModelConfig, kind: WeightKind):
+    def __init__(self, config: ModelConfig, kinds: WeightKinds, prefix: str):
         self.head_dim = config.head_dim
         self.num_q_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
         qkv_width = (self.num_q_heads + 2 * self.num_kv_heads) * self.head_dim
         self.qkv_name = fused_qkv_name(config)
-        fused = Linear(config.hidden_size, qkv_width, kind, bias=config.attention_bias)
+        qkv_kind = kind_for(kinds, f"{prefix}.{self.qkv_name}")
+        fused = Linear(config.hidden_size, qkv_width, qkv_kind, bias=config.attention_bias)
         setattr(self, self.qkv_name, fused)
-        self.o_proj = Linear(self.num_q_heads * self.head_dim, config.hidden_size, kind)
+        o_kind = kind_for(kinds, f"{prefix}.o_proj")
+        self.o_proj = Linear(self.num_q_heads * self.head_dim, config.hidden_size, o_kind)
 
     def forward(self, x: Tensor, kv_cache: PagedKVCache, layer_id: int) -> Tensor:
         batch, seq_len, _ = x.shape
@@ -76,12 +97,13 @@ class Attention(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, config: ModelConfig, kind: WeightKind):
+    def __init__(self, config: ModelConfig, kinds: WeightKinds, layer: int):
         eps = config.rms_norm_eps
+        prefix = f"model.layers.{layer}"
         self.input_layernorm = nn.RMSNorm(config.hidden_size, -1, eps, bias=False)
-        self.self_attn = Attention(config, kind)
+        self.self_attn = Attention(config, kinds, f"{prefix}.self_attn")
         self.post_attention_layernorm = nn.RMSNorm(config.hidden_size, -1, eps, bias=False)
-        self.mlp = MLP(config, kind)
+        self.mlp = MLP(config, kinds, f"{prefix}.mlp")
 
     def forward(self, hidden: Tensor, kv_cache: PagedKVCache, layer_id: int) -> Tensor:
         hidden = hidden + self.self_attn(self.input_layernorm(hidden), kv_cache, layer_id)
@@ -89,9 +111,9 @@ class DecoderLayer(nn.Module):
 
 
 class LlamaModel(nn.Module):
-    def __init__(self, config: ModelConfig, kind: WeightKind):
-        self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, kind)
-        self.layers = nn.ModuleList([DecoderLayer(config, kind) for _ in range(config.num_hidden_layers)])
+    def __init__(self, config: ModelConfig, kinds: WeightKinds):
+        self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, kind_for(kinds, EMBEDDING_MODULE))
+        self.layers = nn.ModuleList([DecoderLayer(config, kinds, layer) for layer in range(config.num_hidden_layers)])
         self.norm = nn.RMSNorm(config.hidden_size, -1, config.rms_norm_eps, bias=False)
 
     def forward(self, hidden: Tensor, kv_cache: PagedKVCache) -> Tensor:
@@ -105,13 +127,13 @@ class LlamaForCausalLM(nn.Module):
     token for each of several sequences), create_tir_paged_kv_cache.
 
     The output head is always its own tiled parameter `lm_head`; with tied embeddings the
-    loader fills it from the embedding table."""
+    loader fills it from the embedding table (its codes and scales, in the embedding's kind)."""
 
-    def __init__(self, config: ModelConfig, kind: WeightKind, target: Target):
+    def __init__(self, config: ModelConfig, kinds: WeightKinds, target: Target):
         self.config = config
         self.target = target
-        self.model = LlamaModel(config, kind)
-        self.lm_head = Linear(config.hidden_size, config.vocab_size, kind)
+        self.model = LlamaModel(config, kinds)
+        self.lm_head = Linear(config.hidden_size, config.vocab_size, kind_for(kinds, HEAD_MODULE))
 
     def embed(self, input_ids: Tensor) -> Tensor:
         return self.model.embed_tokens(input_ids)

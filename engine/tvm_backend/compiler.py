@@ -2,10 +2,10 @@
 
 On the CPU the hand-written kernels do the heavy work; on a GPU TVM's dlight rules schedule the
 plain functions (engine.tvm_backend.linear picks which while the model is built). The cache key
-covers everything the library depends on: the architecture, the weight kind, the device kind and
-target (with its GPU arch, host mcpu and CPU matmul mode), the TVM version and the source of
-Tandem's model and kernels; storing a library drops those it supersedes (same model and target,
-older build)."""
+covers everything the library depends on: the architecture, the weight kind (or a GGUF's kind
+per tensor), the device kind and target (with its GPU arch, host mcpu and CPU matmul mode), the
+TVM version and the source of Tandem's model and kernels; storing a library drops those it
+supersedes (same model and target, older build)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import tvm
 
@@ -27,6 +28,9 @@ from engine.config import ModelConfig
 from engine.errors import EngineError
 from engine.tvm_backend.kernels import KERNEL_ATTR
 from engine.tvm_backend.target import HostTarget
+
+if TYPE_CHECKING:
+    from engine.models.llama import WeightKinds
 
 ProgressCallback = Callable[[str, float], None]
 ParamSpec = tuple[str, tuple[int, ...], str]
@@ -54,7 +58,7 @@ class CompiledModel:
     """Seconds the compile took; 0.0 when the library came from the cache."""
 
 
-def cache_key(config: ModelConfig, kind: str, target: HostTarget) -> str:
+def cache_key(config: ModelConfig, kind: WeightKinds, target: HostTarget) -> str:
     engine_root = Path(__file__).resolve().parent.parent
     sources = hashlib.sha256()
     for relative in _SOURCES:
@@ -63,24 +67,25 @@ def cache_key(config: ModelConfig, kind: str, target: HostTarget) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def lineage_key(config: ModelConfig, kind: str, target: HostTarget) -> str:
+def lineage_key(config: ModelConfig, kind: WeightKinds, target: HostTarget) -> str:
     """What a library is for, leaving out what built it (TVM, Tandem's sources): a new entry of
     the same lineage makes the older ones stale."""
     return hashlib.sha256(json.dumps(_lineage(config, kind, target), sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _lineage(config: ModelConfig, kind: str, target: HostTarget) -> dict[str, object]:
+def _lineage(config: ModelConfig, kind: WeightKinds, target: HostTarget) -> dict[str, object]:
     return {
         "model_type": config.model_type,
         "model_config": config.to_dict(),
-        "weight_kind": kind,
+        # A GGUF's kind map (one kind per tensor) keys the library as a whole.
+        "weight_kind": kind if isinstance(kind, str) else dict(sorted(kind.items())),
         "target": target.cache_key,
     }
 
 
 def compiled_model(
     config: ModelConfig,
-    kind: str,
+    kind: WeightKinds,
     target: HostTarget,
     cache_root: Path,
     on_progress: ProgressCallback | None = None,
@@ -117,7 +122,7 @@ def discard(compiled: CompiledModel) -> None:
 
 
 def build_executable(
-    config: ModelConfig, kind: str, target: HostTarget, on_compile: Callable[[], None] = lambda: None
+    config: ModelConfig, kind: WeightKinds, target: HostTarget, on_compile: Callable[[], None] = lambda: None
 ) -> tuple[tvm.runtime.Executable, tuple[ParamSpec, ...]]:
     """The compiled (not yet exported) model and its parameter list; on_compile() marks the
     moment the graph is built and code generation starts."""
@@ -126,7 +131,7 @@ def build_executable(
     return _build(module, target), params
 
 
-def _export(config: ModelConfig, kind: str, target: HostTarget):
+def _export(config: ModelConfig, kind: WeightKinds, target: HostTarget):
     from engine.models.llama import LlamaForCausalLM
 
     from engine.tvm_backend.linear import cpu_matmul

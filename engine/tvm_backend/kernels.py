@@ -16,9 +16,14 @@ from tvm.s_tir import Schedule
 from tvm.target import Target
 from tvm.target.codegen import target_has_features
 
-WeightKind = Literal["q0", "q4", "q4h"]
+WeightKind = Literal["q0", "q4", "q4h", "q4_0", "q4_1", "q8_0"]
 """q0: dense float32 weights; q4: 4-bit groups with float32 scales; q4h: with float16 scales
-(q4f16_1 keeps its scales in half precision: less memory traffic per decoded token)."""
+(q4f16_1 keeps its scales in half precision: less memory traffic per decoded token).
+llama.cpp's block formats, run as they are (engine/block_codes.py): q4_0 and q4_1: 4-bit codes
+with an f16 scale and an f16 min per group of 32, value code * scale + min (q4_0's min is
+-8 * scale); q8_0: int8 codes with an f16 scale per group of 32."""
+GGUF_KINDS: tuple[WeightKind, ...] = ("q4_0", "q4_1", "q8_0")
+"""Their scales and mins stay f16, as the file stores them: exact, and half the bytes per token."""
 CpuMatmul = Literal["float", "int8"]
 """How a CPU linear layer computes: float (dequantize the weights, FMA in float32) or int8
 (quantize the activations, integer dot products: engine/tvm_backend/int8_kernels.py)."""
@@ -60,7 +65,12 @@ def prefill_row_tile(tile: int) -> int:
 
 
 def scale_dtype(kind: WeightKind) -> str:
-    return "float16" if kind == "q4h" else "float32"
+    return "float16" if kind == "q4h" or kind in GGUF_KINDS else "float32"
+
+
+def has_min(kind: WeightKind) -> bool:
+    """Whether the kind stores a per-group min (offset) beside its scale."""
+    return kind in ("q4_0", "q4_1")
 
 
 def q4_groups(k_in: int) -> int:
@@ -84,6 +94,15 @@ class LinearShape:
         if self.kind == "q0":
             return {"weight": ((n_tiles, self.k_in, tile), "float32")}
         groups = q4_groups(self.k_in)
+        scales = ((n_tiles, groups, tile), scale_dtype(self.kind))
+        if self.kind == "q8_0":
+            return {"q_weight": ((n_tiles, groups * Q4_GROUP, tile), "int8"), "q_scale": scales}
+        if has_min(self.kind):
+            return {
+                "q_weight": ((n_tiles, groups * Q4_GROUP // Q4_PER_WORD, tile), "uint32"),
+                "q_scale": scales,
+                "q_min": scales,
+            }
         if self.matmul == "int8":
             codes = (n_tiles, groups, VNNI_CHUNKS, tile // VNNI_LANES, 4 * VNNI_LANES)
             return {"q_weight": (codes, "uint8"), "q_scale": ((n_tiles, groups, tile), scale_dtype(self.kind))}
@@ -93,11 +112,16 @@ class LinearShape:
         }
 
 
-def q4_value(word: tirx.PrimExpr, k: tirx.PrimExpr) -> tirx.PrimExpr:
-    """The signed 4-bit value of element k (k % 8 picks the nibble, low nibble first)."""
+def q4_code(word: tirx.PrimExpr, k: tirx.PrimExpr) -> tirx.PrimExpr:
+    """The 4-bit code (0..15, as float32) of element k (k % 8 picks the nibble, low nibble first)."""
     shift = tirx.Cast("uint32", (k % Q4_PER_WORD) * 4)
     nibble = (word >> shift) & tirx.const(15, "uint32")
-    return nibble.astype("float32") - tirx.const(7.0, "float32")
+    return nibble.astype("float32")
+
+
+def q4_value(word: tirx.PrimExpr, k: tirx.PrimExpr) -> tirx.PrimExpr:
+    """The signed value of element k in MLC's q4 (its code minus 7)."""
+    return q4_code(word, k) - tirx.const(7.0, "float32")
 
 
 def _padded_input(x: te.Tensor, rows, row_tile: int, k_padded: int):
@@ -139,8 +163,9 @@ def _dense_compute(shape: LinearShape, rows, row_tile: int) -> tirx.PrimFunc:
 
 
 def _q4_compute(shape: LinearShape, rows, row_tile: int) -> tirx.PrimFunc:
-    """y = sum over groups g of scale[g] * (sum_j x_j * code_j - 7 * sum_j x_j): the offset and
-    the scale leave the inner loop, which is then one FMA per weight (after the nibble unpack)."""
+    """y = sum over groups g of scale[g] * (sum_j x_j * code_j - 7 * sum_j x_j) for MLC's q4,
+    scale[g] * sum_j x_j * code_j + min[g] * sum_j x_j for q4_0 / q4_1: the offset and the
+    scale leave the inner loop, which is then one FMA per weight (after the nibble unpack)."""
     k_in, n_out, tile = shape.k_in, shape.n_out, shape.tile
     groups = q4_groups(k_in)
     specs = shape.weight_shapes()
@@ -148,6 +173,7 @@ def _q4_compute(shape: LinearShape, rows, row_tile: int) -> tirx.PrimFunc:
     xp, rows_padded = _padded_input(x, rows, row_tile, groups * Q4_GROUP)
     q = te.placeholder(specs["q_weight"][0], "uint32", name="q_weight")
     s = te.placeholder(specs["q_scale"][0], scale_dtype(shape.kind), name="q_scale")
+    low = te.placeholder(specs["q_min"][0], specs["q_min"][1], name="q_min") if has_min(shape.kind) else None
 
     j = te.reduce_axis((0, Q4_GROUP), name="j")
     x_sum = te.compute(
@@ -167,11 +193,39 @@ def _q4_compute(shape: LinearShape, rows, row_tile: int) -> tirx.PrimFunc:
     )
     g = te.reduce_axis((0, groups), name="g")
     seven = tirx.const(7.0, "float32")
+
+    def group_term(m, n):
+        scale = s[n // tile, g, n % tile].astype("float32")
+        if low is None:
+            return scale * (partial[m, n, g] - seven * x_sum[m, g])
+        return scale * partial[m, n, g] + low[n // tile, g, n % tile].astype("float32") * x_sum[m, g]
+
+    y = te.compute((rows_padded, n_out), lambda m, n: te.sum(group_term(m, n), axis=g), name="matmul")
+    weights = [q, s] if low is None else [q, s, low]
+    return te.create_prim_func([x, *weights, _unpadded(y, rows, rows_padded)])
+
+
+def _q8_compute(shape: LinearShape, rows, row_tile: int) -> tirx.PrimFunc:
+    """y = sum over groups g of scale[g] * sum_j x_j * code_j, int8 codes widened in registers."""
+    k_in, n_out, tile = shape.k_in, shape.n_out, shape.tile
+    groups = q4_groups(k_in)
+    specs = shape.weight_shapes()
+    x = te.placeholder((rows, k_in), "float32", name="x")
+    xp, rows_padded = _padded_input(x, rows, row_tile, groups * Q4_GROUP)
+    q = te.placeholder(specs["q_weight"][0], "int8", name="q_weight")
+    s = te.placeholder(specs["q_scale"][0], scale_dtype(shape.kind), name="q_scale")
+    jj = te.reduce_axis((0, Q4_GROUP), name="jj")
+    partial = te.compute(
+        (rows_padded, n_out, groups),
+        lambda m, n, g: te.sum(
+            xp[m, g * Q4_GROUP + jj] * q[n // tile, g * Q4_GROUP + jj, n % tile].astype("float32"), axis=jj
+        ),
+        name="group_dot",
+    )
+    g = te.reduce_axis((0, groups), name="g")
     y = te.compute(
         (rows_padded, n_out),
-        lambda m, n: te.sum(
-            s[n // tile, g, n % tile].astype("float32") * (partial[m, n, g] - seven * x_sum[m, g]), axis=g
-        ),
+        lambda m, n: te.sum(s[n // tile, g, n % tile].astype("float32") * partial[m, n, g], axis=g),
         name="matmul",
     )
     return te.create_prim_func([x, q, s, _unpadded(y, rows, rows_padded)])
@@ -239,7 +293,7 @@ def linear_kernel(shape: LinearShape, phase: Literal["decode", "prefill"]) -> ti
     """y[rows, n_out] = x[rows, k_in] @ W.T, W given in the tiled layout of `shape`.
 
     decode: one row; prefill: a symbolic number of rows, zero-padded to whole row tiles."""
-    compute = _dense_compute if shape.kind == "q0" else _q4_compute
+    compute = {"q0": _dense_compute, "q8_0": _q8_compute}.get(shape.kind, _q4_compute)
     if phase == "decode":
         return _schedule(compute(shape, 1, 1), shape, 1)
     rows = tirx.Var("rows", "int64")

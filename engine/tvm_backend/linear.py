@@ -18,12 +18,19 @@ from engine.tvm_backend.kernels import (
     Q4_GROUP,
     Q4_PER_WORD,
     CpuMatmul,
+    has_min,
     LinearShape,
     WeightKind,
     linear_kernel,
     output_tile,
+    q4_code,
     q4_value,
 )
+
+INT8_KINDS: tuple[WeightKind, ...] = ("q4", "q4h")
+"""The kinds the int8 VNNI kernels take. llama.cpp's block kinds (q4_0, q4_1, q8_0) compute in
+float on every CPU for now: their VNNI layouts are not written yet (the machine this was built
+on has no AVX-512 to check them), so a VNNI CPU runs a GGUF's layers on the float kernels."""
 
 GPU_TILE = 1
 """On a GPU the weights keep MLC's row-major layout: a tile of one output row is exactly it."""
@@ -49,11 +56,12 @@ def compiling_for_gpu() -> bool:
 
 def linear_shape(kind: WeightKind, n_out: int, k_in: int) -> LinearShape:
     """The weight layout of a linear layer for the target and matmul mode in scope: int8 applies
-    to 4-bit weights whose output rows come in multiples of 16; other layers stay float."""
+    to MLC's 4-bit weights (INT8_KINDS) whose output rows come in multiples of 16; other layers
+    stay float."""
     if compiling_for_gpu():
         return LinearShape(kind, n_out, k_in, GPU_TILE)
     int8_rows = int8_tile(n_out)
-    if _CPU_MATMUL.get() == "int8" and kind != "q0" and int8_rows is not None:
+    if _CPU_MATMUL.get() == "int8" and kind in INT8_KINDS and int8_rows is not None:
         return LinearShape(kind, n_out, k_in, int8_rows, "int8")
     return LinearShape(kind, n_out, k_in, output_tile(n_out))
 
@@ -78,6 +86,23 @@ def plain_linear(shape: LinearShape, x: te.Tensor, *weights: te.Tensor) -> te.Te
     if shape.kind == "q0":
         (dense,) = weights
         weight = te.compute((n_out, k_in), lambda n, k: dense[n // tile, k, n % tile], name="weight")
+    elif shape.kind == "q8_0":
+        q, s = weights
+        weight = te.compute(
+            (n_out, k_in),
+            lambda n, k: q[n // tile, k, n % tile].astype("float32")
+            * s[n // tile, k // Q4_GROUP, n % tile].astype("float32"),
+            name="dequantize",
+        )
+    elif has_min(shape.kind):
+        q, s, low = weights
+        weight = te.compute(
+            (n_out, k_in),
+            lambda n, k: q4_code(q[n // tile, k // Q4_PER_WORD, n % tile], k)
+            * s[n // tile, k // Q4_GROUP, n % tile].astype("float32")
+            + low[n // tile, k // Q4_GROUP, n % tile].astype("float32"),
+            name="dequantize",
+        )
     else:
         q, s = weights
         weight = te.compute(

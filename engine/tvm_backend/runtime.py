@@ -1,8 +1,8 @@
 """TVMEngine: the Engine protocol on Tandem's own TVM runtime.
 
-Opening a model reads its MLC directory, compiles (or loads from the cache) the library for
-the host, puts the weights on the device (repacked once, then from the weight cache), and
-keeps one paged-KV session. generate() templates the messages, prefills in chunks, then
+Opening a model reads its MLC directory (or the GGUF file a "gguf" directory runs), compiles
+(or loads from the cache) the library for the host, puts the weights on the device (repacked
+once, then from the weight cache), and keeps one paged-KV session. generate() templates the messages, prefills in chunks, then
 samples token by token in numpy with raw-logit logprobs."""
 
 from __future__ import annotations
@@ -27,13 +27,14 @@ from engine.api import (
     Usage,
 )
 from engine.artifact import find_tensor_cache
-from engine.config import ChatConfig, read_chat_config
+from engine.config import GGUF_QUANTIZATION, ChatConfig, read_chat_config
 from engine.errors import ContextWindowExceeded, EngineError
 from engine.info_extras import info_extras
-from engine.models.llama import weight_kind
+from engine.models.llama import WeightKinds, weight_kind
 from engine.stopping import StopChecker
 from engine.tokenizer import Tokenizer
 from engine.tvm_backend.compiler import CompiledModel, compiled_model, discard
+from engine.tvm_backend.gguf_weights import GGUFWeights, open_gguf_weights
 from engine.tvm_backend.session import ModelSession, tvm_errors
 from engine.tvm_backend.target import HostTarget, host_target
 from engine.tvm_backend.weight_cache import load_weights
@@ -56,7 +57,11 @@ class TVMEngine:
         self.chat_config: ChatConfig = read_chat_config(self.model_dir)
         self.tokenizer = Tokenizer.from_model_dir(self.model_dir)
         self.context_window = min(self.chat_config.context_window_size, MAX_CPU_CONTEXT)
-        find_tensor_cache(self.model_dir)  # no weights at all: say so before compiling
+        self._gguf: GGUFWeights | None = None
+        if self.chat_config.quantization == GGUF_QUANTIZATION:
+            self._gguf = open_gguf_weights(self.model_dir, self.chat_config)  # before compiling: its kinds
+        else:
+            find_tensor_cache(self.model_dir)  # no weights at all: say so before compiling
         target = host_target(device, self.chat_config.tandem.get("cpu_matmul"))
         self.weights_cache_hit = False
         """Whether the repacked weights came from the weight cache (weight_cache) this time."""
@@ -81,12 +86,15 @@ class TVMEngine:
         """The compiled library (cached or built now) with the weights on the device (cached or
         repacked now); a cached library that will not load is rebuilt once."""
         model = self.chat_config.model_config
-        kind = weight_kind(self.chat_config.quantization)
+        gguf = self._gguf
+        kind: WeightKinds = gguf.kinds if gguf is not None else weight_kind(self.chat_config.quantization)
         compile_progress = _scaled(report, 0.0, 0.85)
         compiled = compiled_model(model, kind, target, cache_dir(), compile_progress)
         report("loading weights", 0.85)
         with tvm_errors("loading the weights onto the device"):
-            weights = load_weights(self.model_dir, self.chat_config, compiled.params, target, cache_dir())
+            weights = load_weights(self.model_dir, self.chat_config, compiled.params, target, cache_dir(), gguf)
+        if gguf is not None:  # the device (or the weight cache's mapping) holds them now
+            self._gguf = GGUFWeights(gguf.path, {}, gguf.kinds)
         self.weights_cache_hit, self.weight_cache_note = weights.cache_hit, weights.cache_note
 
         def start(compiled: CompiledModel) -> ModelSession:

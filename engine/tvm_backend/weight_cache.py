@@ -1,13 +1,14 @@
-"""The model's weights on the device, repacked once and cached in one file per (weights, weight
-layout, target). On the CPU the tensors are the cache file itself, mapped copy-on-write: a
-reload copies nothing and processes running the same model share one copy in the page cache.
+"""The model's weights on the device (from an MLC tensor cache, or from the GGUF file a "gguf"
+model directory runs), repacked once and cached in one file per (weights, weight layout,
+target). On the CPU the tensors are the cache file itself, mapped copy-on-write: a reload
+copies nothing and processes running the same model share one copy in the page cache.
 
 The shards are md5-checked when an entry is built; a hit trusts them because the tensor-cache
-index and every shard's size, mtime, ctime and inode are what they were then. An entry is
-[magic, header length, header JSON, arrays at 64-byte offsets, end marker + the header's sha256];
-a wrong size, marker or digest means a torn or foreign file, which is dropped and rebuilt.
-Entries are written aside and renamed into place, never changed in place, which is what makes
-mapping them safe."""
+index and every shard's (or the GGUF's) size, mtime, ctime and inode are what they were then.
+An entry is [magic, header length, header JSON, arrays at 64-byte offsets, end marker + the
+header's sha256]; a wrong size, marker or digest means a torn or foreign file, which is dropped
+and rebuilt. Entries are written aside and renamed into place, never changed in place, which is
+what makes mapping them safe."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import os
 import struct
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -27,8 +28,10 @@ import numpy as np
 import tvm
 
 from engine.artifact import find_tensor_cache, load_params
+from engine.block_codes import BLOCK_CODES_LAYOUT, BlockArrays
 from engine.config import ChatConfig, read_json
 from engine.tvm_backend.compiler import ParamSpec
+from engine.tvm_backend.gguf_weights import GGUFWeights
 from engine.tvm_backend.repack import REPACK_LAYOUT, repacked_params
 from engine.tvm_backend.target import HostTarget
 
@@ -62,36 +65,59 @@ def load_weights(
     specs: Sequence[ParamSpec],
     target: HostTarget,
     cache_root: Path,
+    gguf: GGUFWeights | None = None,
 ) -> LoadedWeights:
     """The parameters `specs` names on the target's device: from the cache when the model's
     weights are unchanged since the entry was built, else read, md5-verified and repacked from
-    the model directory, and cached when the cache folder can be written."""
+    the model directory (or from `gguf`, the GGUF file a "gguf" directory runs), and cached when
+    the cache folder can be written."""
     tied = chat_config.model_config.tie_word_embeddings
-    key = weights_key(model_dir, chat_config, specs, target)
-    if key is None:  # a shard cannot be stat'ed: reading the model says which and why
-        mlc_params = load_params(model_dir, chat_config)
-        return LoadedWeights(_uploaded(mlc_params, specs, tied, target), False, "a shard could not be stat'ed")
+    if gguf is not None:
+        key = gguf_weights_key(gguf.path, chat_config, specs, target)
+        read: Callable[[], Mapping[str, np.ndarray]] = lambda: BlockArrays(gguf.tensors)  # noqa: E731
+    else:
+        key = weights_key(model_dir, chat_config, specs, target)
+        read = lambda: load_params(model_dir, chat_config)  # noqa: E731  (md5-checked)
+    if key is None:  # a file cannot be stat'ed: reading the model says which and why
+        return LoadedWeights(_uploaded(read(), specs, tied, target), False, "a weights file could not be stat'ed")
     group = cache_root / WEIGHTS_DIR / _group_name(model_dir, target)
     entry = group / f"{key}{ENTRY_SUFFIX}"
     tensors = read_entry(entry, key, specs, target.device)
     if tensors is not None:
         return LoadedWeights(tensors, cache_hit=True)
-    mlc_params = load_params(model_dir, chat_config)  # md5-checked: what the entry vouches for
-    note = write_entry(entry, _header(key, model_dir, specs), repacked_params(mlc_params, specs, tied))
+    params = read()  # what the entry vouches for
+    note = write_entry(entry, _header(key, model_dir, specs), repacked_params(params, specs, tied))
     if note is None:
         _prune(cache_root / WEIGHTS_DIR, keep=entry)
         tensors = read_entry(entry, key, specs, target.device)
         if tensors is not None:
             return LoadedWeights(tensors, cache_hit=False)
         note = f"the weight cache entry {entry} could not be read back"
-    return LoadedWeights(_uploaded(mlc_params, specs, tied, target), False, note)
+    return LoadedWeights(_uploaded(params, specs, tied, target), False, note)
 
 
 def _uploaded(
-    mlc_params: dict[str, np.ndarray], specs: Sequence[ParamSpec], tied: bool, target: HostTarget
+    params: Mapping[str, np.ndarray], specs: Sequence[ParamSpec], tied: bool, target: HostTarget
 ) -> list[tvm.runtime.Tensor]:
     """Repacked one array at a time, so only one repacked copy is alive outside the device."""
-    return [tvm.runtime.tensor(array, target.device) for array in repacked_params(mlc_params, specs, tied)]
+    return [tvm.runtime.tensor(array, target.device) for array in repacked_params(params, specs, tied)]
+
+
+def _identity(chat_config: ChatConfig, specs: Sequence[ParamSpec], target: HostTarget) -> bytes:
+    identity = {
+        "layout": REPACK_LAYOUT,
+        "target": target.cache_key,
+        "quantization": chat_config.quantization,
+        "model_config": chat_config.model_config.to_dict(),
+        "params": [[name, list(shape), dtype] for name, shape, dtype in specs],
+    }
+    return json.dumps(identity, sort_keys=True).encode()
+
+
+def _file_stamp(path: Path, label: str) -> bytes:
+    stat = path.stat()
+    # ctime and the inode change with any rewrite, even one that restores the mtime.
+    return f"{label}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino}\n".encode()
 
 
 def weights_key(
@@ -101,25 +127,30 @@ def weights_key(
     index_path = find_tensor_cache(model_dir)
     index_bytes = index_path.read_bytes()
     index = read_json(index_path, what="an MLC model directory")
-    digest = hashlib.sha256()
-    identity = {
-        "layout": REPACK_LAYOUT,
-        "target": target.cache_key,
-        "quantization": chat_config.quantization,
-        "model_config": chat_config.model_config.to_dict(),
-        "params": [[name, list(shape), dtype] for name, shape, dtype in specs],
-    }
-    digest.update(json.dumps(identity, sort_keys=True).encode())
+    digest = hashlib.sha256(_identity(chat_config, specs, target))
     digest.update(index_bytes)
     shards = index.get("records") if isinstance(index, dict) else None
     for shard in shards if isinstance(shards, list) else []:
         data_path = str(shard.get("dataPath", "")) if isinstance(shard, dict) else ""
         try:
-            stat = (model_dir / data_path).stat()
+            digest.update(_file_stamp(model_dir / data_path, data_path))
         except OSError:
             return None
-        # ctime and the inode change with any rewrite, even one that restores the mtime.
-        digest.update(f"{data_path}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino}\n".encode())
+    return digest.hexdigest()[:32]
+
+
+def gguf_weights_key(
+    gguf_path: Path, chat_config: ChatConfig, specs: Sequence[ParamSpec], target: HostTarget
+) -> str | None:
+    """What weights repacked from a GGUF file depend on, hashed (the specs carry each tensor's
+    kind); None when the file cannot be stat'ed. A GGUF is not md5-checked, so a changed file
+    is noticed by its size, times and inode."""
+    digest = hashlib.sha256(_identity(chat_config, specs, target))
+    digest.update(BLOCK_CODES_LAYOUT.encode())
+    try:
+        digest.update(_file_stamp(gguf_path, str(gguf_path.resolve())))
+    except OSError:
+        return None
     return digest.hexdigest()[:32]
 
 
