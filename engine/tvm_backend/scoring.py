@@ -1,10 +1,10 @@
 """Scoring a prompt for a speculative-decoding client: the raw log-probability of every prompt
 token and the top alternatives at each position, plus the distribution of the next token.
 
-Rows come from the engine's single-sequence session one position at a time (a decode step per
-token), and are kept for the sequence last scored, so a client extending its previous prompt by a
-k-token draft costs k new steps. (An export returning every row's logits from one prefill would be
-faster on long uncached prompts; this first cut needs no change to the compiled model.)"""
+Rows come from the engine's single-sequence session: one prefill that returns every row's logits
+(prefill_all_logits), or a decode step per token on a library built without it. They are kept
+for the sequence last scored, so a client extending its previous prompt by a k-token draft pays
+for the k new rows only."""
 
 from __future__ import annotations
 
@@ -96,14 +96,18 @@ class PromptScorer:
             del self._tokens[shared:], self._rows[shared:]
             self._rows[-1].next_logprob = None
             self._last = sampling.log_softmax(logits)
-        for token in ids[shared:]:
+        new = ids[shared:]
+        try:
+            if session.scores_rows:
+                rows = list(session.prefill_rows(new)) if new else []
+            else:
+                rows = [session.decode(token) for token in new]
+        except EngineError:
+            self._tokens, self._rows, self._last = [], [], None
+            raise
+        for token, logits in zip(new, rows):
             if self._last is not None:
                 self._rows[-1].next_logprob = float(self._last[token])
-            try:
-                logits = session.decode(token)
-            except EngineError:
-                self._tokens, self._rows, self._last = [], [], None
-                raise
             self._last = sampling.log_softmax(logits)
             self._tokens.append(token)
             self._rows.append(_Row(sampling.top_alternatives(self._last, MAX_TOP)))

@@ -110,3 +110,21 @@ def test_bad_scoring_requests_name_the_field(verifier, body, param):
 def test_scoring_needs_the_token(verifier):
     reply = httpx.post(verifier.url + "/completions", json={"prompt": [1], "max_tokens": 1})
     assert reply.status_code == 401
+
+
+def test_every_rows_logits_in_one_pass_match_step_by_step_decoding(served_engine):
+    import numpy as np
+
+    session = served_engine.session
+    assert session.scores_rows  # the library exports prefill_all_logits
+    ids = served_engine.prompt_ids(MESSAGES)[:12]
+    with served_engine._lock:
+        session.reset()
+        rows = session.prefill_rows(ids)
+        session.reset()
+        stepped = np.stack([session.decode(t) for t in ids])
+        session.reset()
+        last = session.prefill(ids)
+    assert rows.shape == (len(ids), stepped.shape[1])
+    np.testing.assert_allclose(rows, stepped, atol=1e-3)
+    np.testing.assert_allclose(rows[-1], last, atol=1e-4)
