@@ -195,6 +195,9 @@ class HybridDecoder:
                     scores = self.verifier.score(prompt + out + draft, first=len(prompt) + len(out))
                     round_s = time.perf_counter() - started
                 except VerifierError as error:
+                    if cancel.is_set():  # the cancel cut the connection: not a verifier failure
+                        reason = "cancelled"
+                        break
                     verified = False
                     yield VerifierLost(str(error))
                     continue  # redraft the same position alone

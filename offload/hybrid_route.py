@@ -15,6 +15,7 @@ from offload.errors import OffloadError
 from offload.events import Decision, Egress, Notice, RouterEvent, Token, TurnDone
 from offload.hybrid import HybridDecoder, HybridFinish, HybridToken, VerifierLost
 from offload.privacy import cloud_context, may_leave
+from offload.verifier import VerifierClient
 
 if TYPE_CHECKING:
     from offload.router import Approver, Router, Turn
@@ -79,6 +80,9 @@ def run_hybrid(
     started = time.perf_counter()
     finish: HybridFinish | None = None
     lost = False
+    finished = threading.Event()
+    # A cancel cuts a verifier call in flight at once, as it does a cloud stream.
+    threading.Thread(target=_cut_on_cancel, args=(cancel, verifier, finished), daemon=True).start()
     try:
         for event in decoder.generate(prompt_ids, turn.max_tokens, temperature=0.0, cancel=cancel):
             if isinstance(event, HybridToken):
@@ -94,6 +98,7 @@ def run_hybrid(
         if tail:
             yield Token(text=tail, route="hybrid")
     finally:
+        finished.set()
         verifier.close()
     assert finish is not None, "the decoder always ends with a HybridFinish"
     stats = finish.stats
@@ -116,3 +121,10 @@ def run_hybrid(
         passes_saved=stats.passes_saved,
     )
     return True
+
+
+def _cut_on_cancel(cancel: threading.Event, verifier: VerifierClient, finished: threading.Event) -> None:
+    while not finished.is_set():
+        if cancel.wait(0.05):
+            verifier.cut()
+            return

@@ -332,3 +332,37 @@ def test_the_sampling_rule_keeps_the_verifiers_distribution():
         accepted, chosen = _accept(draft, [q], scores, 1.0, rng)
         counts[draft[0] if accepted else chosen] += 1
     np.testing.assert_allclose(counts / counts.sum(), [0.5, 0.3, 0.2, 0.0], atol=0.015)
+
+
+def test_cancelling_a_hybrid_turn_interrupts_it_without_blaming_the_verifier(tiny_pair, tiny_verifier):
+    network = Network()
+    verifier = VerifierClient(tiny_verifier.url, network=network, name="onprem")
+    router = Router(tiny_pair[1], PrivacySettings(mode="auto"), network=network, verifier=verifier)
+    cancel = threading.Event()
+    events = []
+    for event in router.run(Turn(1, MESSAGES, OPTED_IN, max_tokens=40), cancel=cancel):
+        events.append(event)
+        if isinstance(event, Token):
+            cancel.set()
+    done = events[-1]
+    assert isinstance(done, TurnDone) and done.route == "hybrid" and done.status == "interrupted"
+    assert not any(isinstance(e, Notice) for e in events)
+    assert done.tokens_out < 40
+
+
+def test_the_router_finishes_locally_with_a_notice_when_the_verifier_dies(tiny_pair):
+    server = serve(tiny_pair[0])
+    network = Network()
+    verifier = VerifierClient(server.url, network=network, name="onprem")
+    router = Router(tiny_pair[1], PrivacySettings(mode="auto"), network=network, verifier=verifier)
+    events, stopped = [], False
+    for event in router.run(Turn(1, MESSAGES, OPTED_IN, max_tokens=30)):
+        events.append(event)
+        if isinstance(event, Token) and not stopped:
+            stop(server)
+            stopped = True
+    notices = [e.text for e in events if isinstance(e, Notice)]
+    assert len(notices) == 1 and "Finishing this reply on the local model" in notices[0]
+    assert len([e for e in events if isinstance(e, Egress)]) == 1
+    done = events[-1]
+    assert done.route == "hybrid" and done.status == "complete" and "finished locally" in done.reason
