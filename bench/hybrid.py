@@ -66,10 +66,13 @@ class DelayProxy:
         self.loop.run_forever()
 
     async def _handle(self, client_reader, client_writer) -> None:
-        server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        await asyncio.gather(
-            self._pipe(client_reader, server_writer), self._pipe(server_reader, client_writer), return_exceptions=True
-        )
+        try:
+            server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+            await asyncio.gather(
+                self._pipe(client_reader, server_writer), self._pipe(server_reader, client_writer), return_exceptions=True
+            )
+        except (asyncio.CancelledError, OSError):
+            client_writer.close()  # the proxy is closing (or the server went away)
 
     async def _pipe(self, reader, writer) -> None:
         queue: asyncio.Queue = asyncio.Queue()

@@ -20,7 +20,7 @@ import numpy as np
 
 from engine import sampling
 from engine.stopping import StopChecker
-from offload.verifier import Scores, VerifierClient, VerifierError
+from offload.verifier import TOP_LOGPROBS, Scores, VerifierClient, VerifierError
 
 PROBE_TEXT = "Tandem's probe: naïve café, 12,345 tokens — ¿sí? 🙂 def f(x): return x**2\n"
 """Text both sides tokenize before the first round: words, digits, accents, emoji and code."""
@@ -192,7 +192,8 @@ class HybridDecoder:
             if verified:
                 try:
                     started = time.perf_counter()
-                    scores = self.verifier.score(prompt + out + draft, first=len(prompt) + len(out))
+                    top = 1 if temperature <= 0 else TOP_LOGPROBS
+                    scores = self.verifier.score(prompt + out + draft, first=len(prompt) + len(out), top=top)
                     round_s = time.perf_counter() - started
                 except VerifierError as error:
                     if cancel.is_set():  # the cancel cut the connection: not a verifier failure

@@ -93,13 +93,14 @@ class VerifierClient:
             raise VerifierError(f"{self.host} answered /tokenize without a token list; is it vLLM or `tandem serve`?")
         return tokens
 
-    def score(self, token_ids: Sequence[int], first: int) -> Scores:
-        """Score the prompt; rows for positions first..end, plus the verifier's next token."""
+    def score(self, token_ids: Sequence[int], first: int, top: int = TOP_LOGPROBS) -> Scores:
+        """Score the prompt; rows for positions first..end (`top` alternatives each), plus the
+        verifier's next token. Greedy needs top 1: the reply, which echoes every position, stays small."""
         body = {
             "model": self.model,
             "prompt": list(token_ids),
             "echo": True,
-            "logprobs": TOP_LOGPROBS,
+            "logprobs": top,
             "max_tokens": 1,
             "temperature": 0,
             "return_tokens_as_token_ids": True,

@@ -162,12 +162,18 @@ async def _completions(request: Request, state: ServerState) -> Response:
         raise ApiError(501, "This engine cannot score prompts; run `tandem serve` on the TVM backend.")
     tokenizer = _tokenizer(state)
     ids = params.prompt if isinstance(params.prompt, list) else tokenizer.encode(params.prompt)
+    outside = [t for t in ids if not 0 <= t < state.scorer.vocab_rows]
+    if outside:
+        raise ApiError(
+            400, f"Token id {outside[0]} is outside this model's vocabulary (0..{state.scorer.vocab_rows - 1}): "
+            "the client's tokenizer is not this model's; compare them with /tokenize.", param="prompt",
+        )
     try:
         scored = await run_in_threadpool(state.scorer.score, ids, params.logprobs or 0)
     except ContextWindowExceeded as error:
         raise ApiError(400, str(error), "context_length_exceeded", "prompt") from None
     except EngineError as error:
-        raise ApiError(400 if "outside the model's vocabulary" in str(error) else 500, str(error), param="prompt") from None
+        raise ApiError(500, str(error)) from None
     generated = completions.next_token(scored, params) if params.max_tokens == 1 else None
     name = completions.TokenNamer(tokenizer, params.ids_as_tokens)
     body_out = completions.completion_body(state.engine.info.model_id, ids, scored, generated, params, name)

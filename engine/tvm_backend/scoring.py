@@ -60,6 +60,10 @@ class PromptScorer:
         self._rows: list[_Row] = []
         self._last: np.ndarray | None = None
 
+    @property
+    def vocab_rows(self) -> int:
+        return self._session.vocab_rows
+
     def score(self, token_ids: Sequence[int], top_k: int) -> ScoredPrompt:
         ids = [int(t) for t in token_ids]
         if not ids:
