@@ -40,7 +40,7 @@ def _load(body: bytes) -> dict[str, Any]:
     return data
 
 
-def _token_ids(raw: object, field: str) -> list[int] | None:
+def _token_ids(raw: object) -> list[int] | None:
     if isinstance(raw, list) and len(raw) == 1 and isinstance(raw[0], list):
         raw = raw[0]  # a batch of one prompt
     if isinstance(raw, list) and raw and all(isinstance(t, int) and not isinstance(t, bool) for t in raw):
@@ -52,7 +52,7 @@ def parse_completion(body: bytes) -> CompletionParams:
     """Validate a scoring request; ApiError(400) names the first bad field."""
     data = _load(body)
     raw = data.get("prompt")
-    prompt: list[int] | str | None = raw if isinstance(raw, str) and raw else _token_ids(raw, "prompt")
+    prompt: list[int] | str | None = raw if isinstance(raw, str) and raw else _token_ids(raw)
     if prompt is None:
         raise ApiError(400, "prompt must be a non-empty string or a list of token ids.", param="prompt")
     if data.get("stream"):
