@@ -17,9 +17,9 @@ def describe_reply(
 ) -> str:
     """The line above an assistant reply: where it ran, how sure the local model was (local replies
     only), how fast, why."""
-    where = "☁ cloud" if route == "cloud" else "⌂ local"
+    where = {"cloud": "☁ cloud", "hybrid": "⇄ hybrid"}.get(route or "", "⌂ local")
     parts = [where]
-    if route == "cloud":
+    if route in ("cloud", "hybrid"):
         source = " ".join(part for part in (provider, model) if part)
     else:
         source = f"{model} ({provider})" if model and provider else (model or provider or "")

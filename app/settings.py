@@ -98,6 +98,12 @@ class UserSettings:
     """The engine backend for that model: "auto", "tvm" or "mlc"."""
     keymap: tuple[tuple[str, str], ...] = ()
     """Binding id -> keys, remapping the defaults (e.g. ("send", "ctrl+s"))."""
+    learn_from_use: bool = False
+    """Keep the router's signals of local answers and label them from feedback, to refit the
+    model's calibration (`tandem models calibrate NAME --from-history`). Never leaves the machine."""
+    verifier: str | None = None
+    """The provider that verifies the local model's drafts (the hybrid route: speculative
+    decoding against vLLM or `tandem serve`); None keeps hybrid decoding off."""
     sampling: tuple[tuple[str, SamplingOverride], ...] = ()
     """Model name (its folder's name, as EngineInfo.model_id gives it) -> the user's sampling
     override for it; a model not listed samples with its own settings."""
@@ -112,9 +118,6 @@ class UserSettings:
         if override.request_fields():
             kept += ((model, override),)
         return replace(self, sampling=kept)
-    learn_from_use: bool = False
-    """Keep the router's signals of local answers and label them from feedback, to refit the
-    model's calibration (`tandem models calibrate NAME --from-history`). Never leaves the machine."""
 
     def privacy(self, offline: bool = False) -> Any:
         """The router's PrivacySettings; `offline` (the --offline flag) overrides the mode."""
@@ -136,6 +139,9 @@ class UserSettings:
 
     def active_provider(self) -> ProviderSettings | None:
         return next((p for p in self.providers if p.name == self.provider), None)
+
+    def verifier_provider(self) -> ProviderSettings | None:
+        return next((p for p in self.providers if p.name == self.verifier), None)
 
 
 class SettingsError(ValueError):
@@ -186,6 +192,13 @@ def validate(settings: UserSettings) -> UserSettings:
             problem = check_setting(name, value)
             if problem:
                 raise SettingsError(f"Sampling for {model}: {problem}; or leave it blank for the model's own.")
+    if settings.verifier is not None:
+        verifier = settings.verifier_provider()
+        if verifier is None or verifier.kind != "openai-compatible":
+            raise SettingsError(
+                f"The hybrid verifier must be an OpenAI-compatible provider (vLLM or `tandem serve`), "
+                f"not {settings.verifier!r}; pick one such as onprem, or off."
+            )
     return settings
 
 

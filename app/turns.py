@@ -256,4 +256,17 @@ def default_router_factory(engine: Any, settings: Any, offline: bool) -> Any:
         threshold=EscalationThreshold(risk=1.0 - settings.escalate_below) if own else None,
         calibration=calibration_for(engine, settings.model_dir, settings.backend),
         sampling=settings.sampling_for(model).request_fields() if model else None,
+        verifier=_verifier(settings),
     )
+
+
+def _verifier(settings: Any) -> Any:
+    """The hybrid route's verifier client, when settings name one (its key read now, like a provider's)."""
+    chosen = settings.verifier_provider() if hasattr(settings, "verifier_provider") else None
+    if chosen is None:
+        return None
+    from offload.network import NETWORK
+    from offload.providers import _key_if_readable
+    from offload.verifier import VerifierClient
+
+    return VerifierClient(chosen.base_url, _key_if_readable(chosen.name), model=chosen.model, network=NETWORK, name=chosen.name)

@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-Route = Literal["local", "cloud"]
+Route = Literal["local", "cloud", "hybrid"]
+"""hybrid: the local model drafted and a verifier checked the drafts (speculative decoding)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,10 @@ class TurnDone:
     tok_s: float | None = None
     refusal: bool = False
     """The local model declined the turn and it stayed local: never sent to the cloud later."""
+    acceptance: float | None = None
+    """Hybrid turns: the share of drafted tokens the verifier accepted."""
+    passes_saved: int | None = None
+    """Hybrid turns: verifier passes saved against the verifier generating every token."""
 
 
 RouterEvent = Token | Decision | Discard | Egress | Notice | TurnDone

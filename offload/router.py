@@ -42,6 +42,7 @@ from offload.redaction import Redactor
 if TYPE_CHECKING:
     from offload.network import Network
     from offload.providers.base import Exchange, Provider
+    from offload.verifier import VerifierClient
 
 
 @dataclass(frozen=True)
@@ -172,12 +173,15 @@ class Router:
         threshold: EscalationThreshold | None = None,
         calibration: Calibration | ActiveCalibration | None = None,
         sampling: Mapping[str, float | int] | None = None,
+        verifier: VerifierClient | None = None,
     ) -> None:
         """`calibration`: the model's own (offload.calibrations.resolve), or a bare Calibration
         taken as fitted for it; None is the shipped fit of the embedded model. `threshold`:
         None uses the calibration's stored cutoff where it has one, else EscalationThreshold().
         `sampling`: the user's override of the local model's sampling settings (GenerationRequest
-        field names); what it leaves out, the model decides from its own settings."""
+        field names); what it leaves out, the model decides from its own settings. `verifier`: a
+        vLLM or `tandem serve` endpoint that checks the local model's drafts (the hybrid route);
+        it is bound by the same privacy gate as the cloud."""
         if provider is not None and not cloud_model:
             raise ValueError(
                 f"Router got the provider {provider.name!r} but no cloud_model: "
@@ -200,6 +204,11 @@ class Router:
         self.sampling = dict(sampling or {})
         self._notice_pending = calibration.notice
         self._redactors: dict[int, Redactor] = {}
+        self.verifier = verifier
+        from offload.hybrid import HybridTotals
+
+        self.hybrid_totals = HybridTotals()
+        """Hybrid turns so far, for the settings screen: acceptance and verifier passes saved."""
 
     @property
     def cutoff(self) -> float:
@@ -235,6 +244,12 @@ class Router:
     ) -> Iterator[RouterEvent]:
         cancel = cancel or threading.Event()
         force, messages = self._strip_force(turn)
+        if self.verifier is not None and force is None:
+            from offload.hybrid_route import run_hybrid
+
+            handled = yield from run_hybrid(self, turn, messages, approve, cancel)
+            if handled:
+                return
         verdict = self.verdict(turn.policy)
         can_escalate = verdict.allowed and force != "local"
         yield Decision(route="local", reason="every turn starts local")

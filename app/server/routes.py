@@ -21,14 +21,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from app.server import protocol
+from app.server import completions, protocol
 from app.server.metrics import CONTENT_TYPE, ServerMetrics
 from app.server.protocol import ApiError, ChatParams
 from engine.api import Engine, EngineEvent, FinishEvent, TokenEvent
 from engine.batching import QueueFull, Scheduler, SchedulerClosed
 from engine.errors import ContextWindowExceeded, EngineError, InvalidMessages
+from engine.tvm_backend.scoring import PromptScorer
 
-_ROUTE_LIST = "GET /v1/models, POST /v1/chat/completions, GET /health and GET /metrics"
+_ROUTE_LIST = (
+    "GET /v1/models, POST /v1/chat/completions, POST /v1/completions (scoring), POST /tokenize, "
+    "GET /health and GET /metrics"
+)
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,8 @@ class ServerState:
     scheduler: Scheduler
     metrics: ServerMetrics
     token: str | None
+    scorer: PromptScorer | None = None
+    """Scores prompts for /v1/completions; None when the engine cannot (then it answers 501)."""
 
 
 def build_app(state: ServerState) -> Starlette:
@@ -56,6 +62,8 @@ def build_app(state: ServerState) -> Starlette:
     routes = [
         route("/v1/models", _models, "GET"),
         route("/v1/chat/completions", _chat, "POST"),
+        route("/v1/completions", _completions, "POST"),
+        route("/tokenize", _tokenize, "POST"),
         route("/health", _health, "GET"),
         route("/metrics", _metrics, "GET"),
     ]
@@ -119,6 +127,57 @@ async def _models(request: Request, state: ServerState) -> Response:
     info = state.engine.info
     model = {"id": info.model_id, "object": "model", "created": 0, "owned_by": "tandem", "context_window": info.context_window}
     return JSONResponse({"object": "list", "data": [model]})
+
+
+def _tokenizer(state: ServerState) -> Any:
+    tokenizer = getattr(state.engine, "tokenizer", None)
+    if tokenizer is None:
+        raise ApiError(501, "This engine does not expose its tokenizer; run `tandem serve` on the TVM backend.")
+    return tokenizer
+
+
+async def _tokenize(request: Request, state: ServerState) -> Response:
+    """vLLM's /tokenize: {"prompt"} or {"messages"} -> {"tokens", "count", "max_model_len"}."""
+    body = await _read_body(request)
+    _authorize(request, state)
+    params = completions.parse_tokenize(body)
+    tokenizer = _tokenizer(state)
+    try:
+        if params.messages is not None:
+            ids = await run_in_threadpool(state.engine.prompt_ids, params.messages)  # type: ignore[attr-defined]
+        else:
+            ids = tokenizer.encode(params.text or "")
+    except InvalidMessages as error:
+        raise ApiError(400, str(error), param="messages") from None
+    return JSONResponse({"tokens": ids, "count": len(ids), "max_model_len": state.engine.info.context_window})
+
+
+async def _completions(request: Request, state: ServerState) -> Response:
+    """Scoring (vLLM's subset): every prompt token's raw logprob and alternatives, and at most
+    one generated token. A verifier for hybrid decoding sends prefix + draft here."""
+    body = await _read_body(request)
+    _authorize(request, state)
+    params = completions.parse_completion(body)
+    if state.scorer is None:
+        raise ApiError(501, "This engine cannot score prompts; run `tandem serve` on the TVM backend.")
+    tokenizer = _tokenizer(state)
+    ids = params.prompt if isinstance(params.prompt, list) else tokenizer.encode(params.prompt)
+    outside = [t for t in ids if not 0 <= t < state.scorer.vocab_rows]
+    if outside:
+        raise ApiError(
+            400, f"Token id {outside[0]} is outside this model's vocabulary (0..{state.scorer.vocab_rows - 1}): "
+            "the client's tokenizer is not this model's; compare them with /tokenize.", param="prompt",
+        )
+    try:
+        scored = await run_in_threadpool(state.scorer.score, ids, params.logprobs or 0)
+    except ContextWindowExceeded as error:
+        raise ApiError(400, str(error), "context_length_exceeded", "prompt") from None
+    except EngineError as error:
+        raise ApiError(500, str(error)) from None
+    generated = completions.next_token(scored, params) if params.max_tokens == 1 else None
+    name = completions.TokenNamer(tokenizer, params.ids_as_tokens)
+    body_out = completions.completion_body(state.engine.info.model_id, ids, scored, generated, params, name)
+    return JSONResponse(body_out)
 
 
 async def _chat(request: Request, state: ServerState) -> Response:

@@ -12,6 +12,7 @@ from app.server.metrics import ServerMetrics
 from app.server.routes import ServerState, build_app
 from engine.api import Engine
 from engine.batching import DEFAULT_MAX_SEQUENCES, DEFAULT_MAX_WAITING, scheduler_for
+from engine.tvm_backend.scoring import scorer_for
 
 LISTEN_BACKLOG = 2048
 """Connections the kernel holds before they are accepted: a burst is queued, never dropped
@@ -40,7 +41,7 @@ class EngineServer:
             self.socket.close()
             raise
         self.metrics = ServerMetrics(self.scheduler)
-        app = build_app(ServerState(engine, self.scheduler, self.metrics, token))
+        app = build_app(ServerState(engine, self.scheduler, self.metrics, token, scorer_for(engine)))
         config = uvicorn.Config(
             app,
             log_level="warning",

@@ -10,11 +10,11 @@ from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant", "tool"]
 Status = Literal["complete", "partial", "interrupted", "error"]
-Route = Literal["local", "cloud"]
+Route = Literal["local", "cloud", "hybrid"]
 
 ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
 STATUSES: tuple[str, ...] = ("complete", "partial", "interrupted", "error")
-ROUTES: tuple[str, ...] = ("local", "cloud")
+ROUTES: tuple[str, ...] = ("local", "cloud", "hybrid")
 
 
 def now() -> datetime:

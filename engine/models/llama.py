@@ -123,8 +123,9 @@ class LlamaModel(nn.Module):
 
 
 class LlamaForCausalLM(nn.Module):
-    """The exported functions: embed, prefill (last-token logits), decode, batch_decode (one
-    token for each of several sequences), create_tir_paged_kv_cache.
+    """The exported functions: embed, prefill (last-token logits), prefill_all_logits (every
+    row's logits, for scoring a prompt), decode, batch_decode (one token for each of several
+    sequences), create_tir_paged_kv_cache.
 
     The output head is always its own tiled parameter `lm_head`; with tied embeddings the
     loader fills it from the embedding table (its codes and scales, in the embedding's kind)."""
@@ -147,6 +148,11 @@ class LlamaForCausalLM(nn.Module):
 
         last = op.tensor_expr_op(last_row, "last_row", args=[hidden])
         return self.lm_head(last), kv_cache
+
+    def prefill_all_logits(self, input_embed: Tensor, kv_cache: PagedKVCache):
+        """Like prefill, with the logits of every row [1, seq_len, vocab]: a verifier scores a
+        prefix plus a draft in one pass (callers keep seq_len small: the logits are vocab-wide)."""
+        return self.lm_head(self.model(input_embed, kv_cache)), kv_cache
 
     def decode(self, input_embed: Tensor, kv_cache: PagedKVCache):
         return self.lm_head(self.model(input_embed, kv_cache)), kv_cache
@@ -199,6 +205,11 @@ class LlamaForCausalLM(nn.Module):
         spec = {
             "embed": {"input_ids": nn.spec.Tensor(["seq_len"], "int32"), "$": packed},
             "prefill": {
+                "input_embed": nn.spec.Tensor([1, "seq_len", hidden], "float32"),
+                "kv_cache": nn.spec.Object(object_type=PagedKVCache),
+                "$": packed,
+            },
+            "prefill_all_logits": {
                 "input_embed": nn.spec.Tensor([1, "seq_len", hidden], "float32"),
                 "kv_cache": nn.spec.Object(object_type=PagedKVCache),
                 "$": packed,

@@ -18,7 +18,17 @@ from engine.tvm_backend import ffi_runtime
 from engine.tvm_backend.compiler import CompiledModel
 
 PAGE_SIZE = 16
+SCORE_CHUNK = 64
+"""Rows scored per call at most: each row's logits are vocabulary-wide (49k floats for SmolLM2)."""
 SEQUENCE_ID = 0
+
+
+def _optional(vm, name: str):
+    """An exported function the library may lack (one built before it was added)."""
+    try:
+        return vm[name]
+    except Exception:  # noqa: BLE001  (TVM raises its own error type for a missing function)
+        return None
 
 
 @contextmanager
@@ -63,6 +73,7 @@ class ModelSession:
             self._embed = self._vm["embed"]
             self._prefill = self._vm["prefill"]
             self._decode = self._vm["decode"]
+            self._prefill_all = _optional(self._vm, "prefill_all_logits")
             self._kv = self._vm["create_tir_paged_kv_cache"](
                 ffi_runtime.shape([1]),
                 ffi_runtime.shape([max_tokens]),
@@ -90,6 +101,11 @@ class ModelSession:
     def length(self) -> int:
         """Tokens in the cache for the current sequence."""
         return len(self._tokens or ())
+
+    @property
+    def tokens(self) -> tuple[int, ...]:
+        """The tokens the cache holds now (empty before the first reset or after a failure)."""
+        return tuple(self._tokens or ())
 
     def reset(self) -> None:
         """Start an empty sequence."""
@@ -126,6 +142,21 @@ class ModelSession:
         for start in range(0, len(token_ids), self.prefill_chunk):
             logits = self._forward(token_ids[start : start + self.prefill_chunk], self._prefill)
         return logits
+
+    @property
+    def scores_rows(self) -> bool:
+        """Whether the library returns every row's logits in one pass (prefill_rows)."""
+        return self._prefill_all is not None
+
+    def prefill_rows(self, token_ids: Sequence[int]) -> np.ndarray:
+        """Append tokens; the logits after each of them, [len(token_ids), vocab]."""
+        if self._prefill_all is None:
+            raise EngineError("This compiled model has no prefill_all_logits; delete the compile cache.")
+        rows = []
+        for start in range(0, len(token_ids), min(SCORE_CHUNK, self.prefill_chunk)):
+            chunk = token_ids[start : start + min(SCORE_CHUNK, self.prefill_chunk)]
+            rows.append(self._forward(chunk, self._prefill_all).reshape(len(chunk), -1))
+        return np.concatenate(rows)
 
     def decode(self, token_id: int) -> np.ndarray:
         """Append one token; the logits that follow it."""

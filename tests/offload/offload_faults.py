@@ -217,7 +217,7 @@ _CHATML_TEMPLATE = (
 )
 
 
-def build_tiny_checkpoint(folder):
+def build_tiny_checkpoint(folder, seed: int = 0):
     """A random chatml Llama (hidden 64, 2 layers) saved by transformers, with a byte-level BPE
     tokenizer beside it: a real model for `tandem serve` when the embedded one is absent."""
     import torch
@@ -242,6 +242,6 @@ def build_tiny_checkpoint(folder):
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True,
         bos_token_id=None, eos_token_id=tokenizer.token_to_id("<|im_end|>"),
     )  # fmt: skip
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     transformers.LlamaForCausalLM(config).eval().save_pretrained(folder)
     return folder

@@ -398,7 +398,9 @@ class ChatScreen(Screen[None]):
             name = chosen_model(settings.model_dir, settings.backend).path.name
         defaults = getattr(engine, "generation_defaults", None)
         shown = {key: getattr(defaults, key) for key in SAMPLING_NAMES} if defaults is not None else None
-        self.app.push_screen(SettingsScreen(settings, name, shown, summary(self.store)), saved)
+        totals = getattr(self.tandem.turn_runner().router, "hybrid_totals", None)
+        hybrid = totals.summary() if totals is not None else None
+        self.app.push_screen(SettingsScreen(settings, name, shown, summary(self.store), hybrid), saved)
 
     def action_keys(self) -> None:
         from app.tui.screens.keys import KeysScreen
@@ -527,7 +529,7 @@ class ChatScreen(Screen[None]):
             await view.restart()
             view.add_note(f"local draft withdrawn: {event.reason}")
         elif isinstance(event, Decision):
-            where = "☁ cloud" if event.route == "cloud" else "⌂ local"
+            where = {"cloud": "☁ cloud", "hybrid": "⇄ hybrid"}.get(event.route, "⌂ local")
             view.set_meta(f"{where} · {event.reason}")
         elif isinstance(event, Notice):
             view.add_note(event.text)

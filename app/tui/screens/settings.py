@@ -63,15 +63,18 @@ class SettingsScreen(ModalScreen[UserSettings | None]):
         model: str | None = None,
         model_defaults: Mapping[str, Any] | None = None,
         learning_summary: str = "",
+        hybrid_summary: str | None = None,
     ) -> None:
         """model: the local model's name, whose sampling override the screen edits (none: no such
         section); model_defaults: its own settings, shown where the override is blank;
-        learning_summary: how many feedback labels exist and what the last calibration measured."""
+        learning_summary: how many feedback labels exist and what the last calibration measured;
+        hybrid_summary: how hybrid decoding has done so far, if it is on."""
         super().__init__()
         self.settings = settings
         self.model = model
         self.model_defaults = dict(model_defaults or {})
         self.learning_summary = learning_summary
+        self.hybrid_summary = hybrid_summary
         self.providers = list(settings.providers)
         """The providers shown: the saved ones and any added here since."""
 
@@ -116,6 +119,11 @@ class SettingsScreen(ModalScreen[UserSettings | None]):
                     yield Input(placeholder="model", id="new-model")
                     yield Input(placeholder="API key", password=True, id="new-key")
                     yield Button("Add", id="add-provider")
+                yield Label("Hybrid decoding: the local model drafts, this server verifies (vLLM or tandem serve)")
+                verifiers = [(p.name, p.name) for p in s.providers if p.kind == "openai-compatible"]
+                yield Select([("off", "off"), *verifiers], value=s.verifier or "off", allow_blank=False, id="verifier")
+                if s.verifier and self.hybrid_summary:
+                    yield Static(self.hybrid_summary, id="hybrid-summary")
                 if self.model:
                     yield Static(f"[b]Sampling for {self.model}[/b] (blank: the model's own setting)")
                     override = s.sampling_for(self.model)
@@ -221,6 +229,7 @@ class SettingsScreen(ModalScreen[UserSettings | None]):
             context_policy=self.query_one("#context_policy", Select).value,
             provider=self.query_one("#provider", Select).value,
             providers=providers,
+            verifier=None if self.query_one("#verifier", Select).value == "off" else self.query_one("#verifier", Select).value,
         )
         if self.model:
             updated = updated.with_sampling(self.model, self._sampling())
