@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import contextmanager
-
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,42 @@ def tvm_errors(action: str):
             f"The local model failed while {action} ({type(error).__name__}: {error}). "
             "Restart Tandem; if it persists, delete the compile cache (`tandem models` shows it)."
         ) from error
+
+
+@dataclass(frozen=True)
+class KVBuiltins:
+    """TVM's global functions that drive a paged KV cache and shape the embeddings fed to it."""
+
+    add_sequence: Any
+    remove_sequence: Any
+    begin_forward: Any
+    end_forward: Any
+    popn: Any
+    reshape: Any
+
+    @classmethod
+    def lookup(cls) -> KVBuiltins:
+        """Each function looked up once (inside tvm_errors: a missing one is a TVM error)."""
+        return cls(
+            add_sequence=ffi_runtime.global_func("vm.builtin.kv_state_add_sequence"),
+            remove_sequence=ffi_runtime.global_func("vm.builtin.kv_state_remove_sequence"),
+            begin_forward=ffi_runtime.global_func("vm.builtin.kv_state_begin_forward"),
+            end_forward=ffi_runtime.global_func("vm.builtin.kv_state_end_forward"),
+            popn=ffi_runtime.global_func("vm.builtin.kv_state_popn"),
+            reshape=ffi_runtime.global_func("vm.builtin.reshape"),
+        )
+
+
+def create_paged_kv_cache(vm: Any, max_sequences: int, kv_tokens: int, prefill_chunk: int) -> Any:
+    """The model's own paged KV cache: room for `kv_tokens` positions in PAGE_SIZE pages, shared
+    by up to `max_sequences` sequences, taking up to `prefill_chunk` tokens per forward."""
+    return vm["create_tir_paged_kv_cache"](
+        ffi_runtime.shape([max_sequences]),
+        ffi_runtime.shape([kv_tokens]),
+        ffi_runtime.shape([prefill_chunk]),
+        ffi_runtime.shape([PAGE_SIZE]),
+        ffi_runtime.shape([0]),
+    )
 
 
 class ModelSession:
@@ -63,19 +99,8 @@ class ModelSession:
             self._embed = self._vm["embed"]
             self._prefill = self._vm["prefill"]
             self._decode = self._vm["decode"]
-            self._kv = self._vm["create_tir_paged_kv_cache"](
-                ffi_runtime.shape([1]),
-                ffi_runtime.shape([max_tokens]),
-                ffi_runtime.shape([prefill_chunk]),
-                ffi_runtime.shape([PAGE_SIZE]),
-                ffi_runtime.shape([0]),
-            )
-            self._add_sequence = ffi_runtime.global_func("vm.builtin.kv_state_add_sequence")
-            self._remove_sequence = ffi_runtime.global_func("vm.builtin.kv_state_remove_sequence")
-            self._begin_forward = ffi_runtime.global_func("vm.builtin.kv_state_begin_forward")
-            self._end_forward = ffi_runtime.global_func("vm.builtin.kv_state_end_forward")
-            self._popn = ffi_runtime.global_func("vm.builtin.kv_state_popn")
-            self._reshape = ffi_runtime.global_func("vm.builtin.reshape")
+            self._kv = create_paged_kv_cache(self._vm, 1, max_tokens, prefill_chunk)
+            self._kv_ops = KVBuiltins.lookup()
         self._tokens: list[int] | None = None
         """What the cache holds; None before the first reset or after a failed forward."""
         self._has_sequence = False
@@ -98,8 +123,8 @@ class ModelSession:
             # a second (it symbolizes a native backtrace).
             if self._has_sequence:
                 self._has_sequence = False
-                self._remove_sequence(self._kv, SEQUENCE_ID)
-            self._add_sequence(self._kv, SEQUENCE_ID)
+                self._kv_ops.remove_sequence(self._kv, SEQUENCE_ID)
+            self._kv_ops.add_sequence(self._kv, SEQUENCE_ID)
             self._has_sequence = True
         self._tokens = []
 
@@ -114,7 +139,7 @@ class ModelSession:
             shared += 1
         if shared < len(self._tokens):
             with tvm_errors("rolling back the KV cache"):
-                self._popn(self._kv, SEQUENCE_ID, len(self._tokens) - shared)
+                self._kv_ops.popn(self._kv, SEQUENCE_ID, len(self._tokens) - shared)
             del self._tokens[shared:]
         return self.prefill(token_ids[shared:]), len(token_ids) - shared
 
@@ -136,10 +161,10 @@ class ModelSession:
         tokens, self._tokens = self._tokens, None  # stays None if the forward fails midway
         with tvm_errors("running the model"):
             embedded = self._embed(ffi_runtime.upload(ids, self.device), self._params)
-            embedded = self._reshape(embedded, ffi_runtime.shape([1, len(ids), self.hidden_size]))
-            self._begin_forward(self._kv, ffi_runtime.shape([SEQUENCE_ID]), ffi_runtime.shape([len(ids)]))
+            embedded = self._kv_ops.reshape(embedded, ffi_runtime.shape([1, len(ids), self.hidden_size]))
+            self._kv_ops.begin_forward(self._kv, ffi_runtime.shape([SEQUENCE_ID]), ffi_runtime.shape([len(ids)]))
             logits, _ = function(embedded, self._kv, self._params)
-            self._end_forward(self._kv)
+            self._kv_ops.end_forward(self._kv)
             result = ffi_runtime.download(logits).reshape(-1)
         tokens.extend(int(i) for i in ids)
         self._tokens = tokens
