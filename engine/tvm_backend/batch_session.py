@@ -11,7 +11,14 @@ import numpy as np
 
 from engine.errors import EngineError
 from engine.tvm_backend import ffi_runtime
-from engine.tvm_backend.session import PAGE_SIZE, KVBuiltins, ModelSession, create_paged_kv_cache, tvm_errors
+from engine.tvm_backend.session import (
+    PAGE_SIZE,
+    KVBuiltins,
+    ModelSession,
+    create_paged_kv_cache,
+    tvm_errors,
+    vocabulary_ids,
+)
 
 
 class BatchSession:
@@ -65,7 +72,8 @@ class BatchSession:
         """Append up to prefill_chunk tokens to one sequence; the logits after the last one."""
         if not 0 < len(token_ids) <= self.prefill_chunk:
             raise EngineError(f"A prefill chunk holds 1 to {self.prefill_chunk} tokens, not {len(token_ids)}.")
-        logits = self._forward([sequence_id], self._checked(token_ids), [len(token_ids)], self._prefill)
+        ids = vocabulary_ids(token_ids, self.vocab_rows)
+        logits = self._forward([sequence_id], ids, [len(token_ids)], self._prefill)
         return logits.reshape(-1)
 
     def decode(self, sequence_ids: Sequence[int], token_ids: Sequence[int]) -> np.ndarray:
@@ -75,7 +83,8 @@ class BatchSession:
         if len(sequence_ids) != len(token_ids) or not sequence_ids:
             raise EngineError("A batched decode takes one token for each of one or more sequences.")
         function = self._decode if len(sequence_ids) == 1 else self._batch_decode
-        logits = self._forward(sequence_ids, self._checked(token_ids), [1] * len(token_ids), function)
+        ids = vocabulary_ids(token_ids, self.vocab_rows)
+        logits = self._forward(sequence_ids, ids, [1] * len(token_ids), function)
         return logits.reshape(len(sequence_ids), -1)
 
     def _forward(self, sequence_ids: Sequence[int], ids: np.ndarray, lengths: Sequence[int], function) -> np.ndarray:
@@ -96,13 +105,3 @@ class BatchSession:
         for sequence_id, length in zip(sequence_ids, lengths):
             self._lengths[sequence_id] += length
         return result
-
-    def _checked(self, token_ids: Sequence[int]) -> np.ndarray:
-        ids = np.asarray(token_ids, dtype=np.int64)
-        bad = ids[(ids < 0) | (ids >= self.vocab_rows)]
-        if bad.size:
-            raise EngineError(
-                f"Token id {int(bad[0])} is outside the model's vocabulary (0..{self.vocab_rows - 1}); "
-                "the tokenizer does not belong to this model. Convert the model again."
-            )
-        return ids.astype(np.int32)

@@ -71,6 +71,19 @@ def create_paged_kv_cache(vm: Any, max_sequences: int, kv_tokens: int, prefill_c
     )
 
 
+def vocabulary_ids(token_ids: Sequence[int], vocab_rows: int) -> np.ndarray:
+    """The ids as int32 for the model, refusing any outside its vocabulary (a tokenizer that
+    belongs to another model) before it could index past the embedding table."""
+    ids = np.asarray(token_ids, dtype=np.int64)
+    bad = ids[(ids < 0) | (ids >= vocab_rows)]
+    if bad.size:
+        raise EngineError(
+            f"Token id {int(bad[0])} is outside the model's vocabulary (0..{vocab_rows - 1}); "
+            "the tokenizer does not belong to this model. Convert the model again."
+        )
+    return ids.astype(np.int32)
+
+
 class ModelSession:
     """One sequence in a paged KV cache of `max_tokens` positions. It remembers the tokens it
     holds, so a prompt that extends the previous one (the next turn of a chat) only prefills
@@ -173,16 +186,10 @@ class ModelSession:
     def _checked(self, token_ids: Sequence[int]) -> np.ndarray:
         if self._tokens is None:
             raise EngineError("The model session has no sequence; call reset() first.")
-        ids = np.asarray(token_ids, dtype=np.int64)
-        bad = ids[(ids < 0) | (ids >= self.vocab_rows)]
-        if bad.size:
-            raise EngineError(
-                f"Token id {int(bad[0])} is outside the model's vocabulary (0..{self.vocab_rows - 1}); "
-                "the tokenizer does not belong to this model. Convert the model again."
-            )
+        ids = vocabulary_ids(token_ids, self.vocab_rows)
         if self.length + len(ids) > self.max_tokens:
             raise EngineError(
                 f"The sequence would hold {self.length + len(ids)} tokens but the KV cache has room "
                 f"for {self.max_tokens}; start a new conversation."
             )
-        return ids.astype(np.int32)
+        return ids
