@@ -101,3 +101,14 @@ def open_model(model: LocalModel, on_progress: Callable[[str, float], None] | No
     if not model.path.is_dir():
         raise ModelUnavailable(f"The model folder {model.path} does not exist; pick another with Ctrl+L.")
     return open_engine(model.path, backend=model.backend, on_progress=on_progress)
+
+
+def open_model_or_explain(model: LocalModel) -> Any:
+    """open_model for the CLI commands: any failure to load becomes ModelUnavailable, whose
+    message the command prints before exiting (engine errors already name their own fix)."""
+    try:
+        return open_model(model)
+    except ModelUnavailable:
+        raise
+    except Exception as problem:  # noqa: BLE001  (whatever the engine raised, said in one line)
+        raise ModelUnavailable(f"{model.label} failed to load: {problem}") from problem

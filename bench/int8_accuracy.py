@@ -83,27 +83,24 @@ def measure_child(model_dir: Path, out: Path, forced_tokens: Path | None) -> Non
     import numpy as np
 
     from engine.loader import open_engine
+    from engine.scoring import forced_logits, greedy_run, passage_logits
 
     engine = open_engine(model_dir, backend="tvm")
     try:
         session, tokenizer = engine.session, engine.tokenizer
         results: dict[str, np.ndarray] = {}
         passage = tokenizer.encode(PASSAGE.read_text(encoding="utf-8"))
-        session.reset()
-        rows = [session.prefill(passage[:1])]
-        for token in passage[1:-1]:
-            rows.append(session.decode(token))
         results["passage_ids"] = np.array(passage)
-        results["passage_logits"] = np.stack(rows)
+        results["passage_logits"] = passage_logits(session, passage)
         for name, prompt in PROMPTS.items():
-            results[f"greedy_{name}"] = np.array(greedy(session, tokenizer.encode(prompt), GREEDY_TOKENS)[0])
+            results[f"greedy_{name}"] = np.array(greedy_run(session, tokenizer.encode(prompt), GREEDY_TOKENS)[0])
         # The logit comparison: a prefill and LOGIT_STEPS steps, along float's greedy path.
         prompt = tokenizer.encode(PROMPTS["capital"])
         if forced_tokens is None:
-            tokens, logits = greedy(session, prompt, LOGIT_STEPS)
+            tokens, logits = greedy_run(session, prompt, LOGIT_STEPS)
         else:
             tokens = np.load(forced_tokens)["path_tokens"].tolist()
-            logits = teacher_forced(session, prompt, tokens[len(prompt) :])
+            logits = forced_logits(session, prompt, tokens[len(prompt) :])
         results["path_tokens"] = np.array(tokens)
         results["path_logits"] = np.stack(logits)
         results["device"] = np.array(engine.info.device)
@@ -111,26 +108,6 @@ def measure_child(model_dir: Path, out: Path, forced_tokens: Path | None) -> Non
         np.savez(out, **results)
     finally:
         engine.close()
-
-
-def greedy(session, prompt: list[int], steps: int) -> tuple[list[int], list]:
-    import numpy as np
-
-    session.reset()
-    logits = [session.prefill(prompt)]
-    tokens = list(prompt)
-    for _ in range(steps):
-        tokens.append(int(np.argmax(logits[-1])))
-        logits.append(session.decode(tokens[-1]))
-    return tokens, logits
-
-
-def teacher_forced(session, prompt: list[int], continuation: list[int]) -> list:
-    session.reset()
-    logits = [session.prefill(prompt)]
-    for token in continuation:
-        logits.append(session.decode(token))
-    return logits
 
 
 def run_child(mode: str, model_dir: Path, out: Path, forced_tokens: Path | None) -> None:
@@ -143,17 +120,10 @@ def run_child(mode: str, model_dir: Path, out: Path, forced_tokens: Path | None)
         raise BenchError(f"the {mode} run failed (exit {done.returncode}); its output is above")
 
 
-def perplexity(ids, logits) -> float:
-    import numpy as np
-
-    logits = logits.astype(np.float64)
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    return float(np.exp(-log_probs[np.arange(len(ids) - 1), ids[1:]].mean()))
-
-
 def compare(float_run: dict, int8_run: dict) -> dict:
     import numpy as np
+
+    from engine.scoring import perplexity
 
     ids = float_run["passage_ids"]
     ppl_float = perplexity(ids, float_run["passage_logits"])

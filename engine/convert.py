@@ -17,6 +17,7 @@ from engine.errors import ModelFileError
 from engine.hf_checkpoint import HFCheckpoint
 from engine.layout import LogicalTensor, logical_tensors
 from engine.quantization import QUANTIZATIONS, Quantization, TensorKind
+from engine.staging import staged_directory
 from engine.templates import BUILTIN_TEMPLATES, ConvTemplate, builtin_template
 from engine.tokenizer import TOKENIZER_FILE, Tokenizer
 
@@ -83,21 +84,12 @@ def convert_hf_checkpoint(
     for tensor in tensors:  # check every source before writing anything
         _check_sources(checkpoint, tensor)
 
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    with staged_directory(out) as staging:
         arrays = _stored_arrays(checkpoint, tensors, QUANTIZATIONS[quantization], report)
         write_tensor_cache(staging, arrays, metadata={"Quantization": quantization})
         write_chat_config(chat_config, staging)
         for name in chat_config.tokenizer_files:
             shutil.copy2(checkpoint.folder / name, staging / name)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     report("done", 1.0)
     shards = out.glob("params_shard_*.bin")
     return ConversionResult(out, chat_config, len(tensors), sum(shard.stat().st_size for shard in shards))

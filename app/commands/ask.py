@@ -95,7 +95,13 @@ def _answer(question: str, args: argparse.Namespace, offline: bool) -> int:
 
 
 def _answer_with(store: Any, question: str, args: argparse.Namespace, offline: bool) -> int:
-    from app.local_models import ModelUnavailable, UnknownModelName, chosen_model, model_named, open_model
+    from app.local_models import (
+        ModelUnavailable,
+        UnknownModelName,
+        chosen_model,
+        model_named,
+        open_model_or_explain,
+    )
     from app.settings import load_settings
     from app.turns import TurnError, TurnRunner, default_router_factory, title_from
     from offload.network import NETWORK
@@ -109,11 +115,9 @@ def _answer_with(store: Any, question: str, args: argparse.Namespace, offline: b
     except UnknownModelName as problem:
         return _fail(str(problem), EXIT_USAGE)
     try:
-        engine = open_model(model)
+        engine = open_model_or_explain(model)
     except ModelUnavailable as problem:
         return _fail(str(problem), EXIT_NO_MODEL)
-    except Exception as problem:  # engine errors name their own fix
-        return _fail(f"{model.label} failed to load: {problem}", EXIT_NO_MODEL)
     try:
         conversation = _conversation_for(store, args, title_from(question))
         if conversation is None:

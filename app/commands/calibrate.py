@@ -64,18 +64,16 @@ def _fail(message: str, code: int = EXIT_FAILED) -> int:
 
 
 def calibrate_model(args: argparse.Namespace) -> int:
-    from app.local_models import ModelUnavailable, models_dir, open_model
+    from app.local_models import ModelUnavailable, models_dir, open_model_or_explain
 
     model = _find_model(args.name)
     if model is None:
         return _fail(f"no local model is called {args.name!r}; `tandem models` lists them (models live in "
                      f"{models_dir()}), or pass a model folder.", EXIT_NO_MODEL)
     try:
-        engine = open_model(model)
+        engine = open_model_or_explain(model)
     except ModelUnavailable as problem:
         return _fail(str(problem), EXIT_NO_MODEL)
-    except Exception as problem:  # engine errors name their own fix
-        return _fail(f"{model.label} failed to load: {problem}", EXIT_NO_MODEL)
     try:
         return _calibrate(engine, model, args)
     except KeyboardInterrupt:

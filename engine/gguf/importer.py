@@ -6,7 +6,6 @@ everything is written into a staging folder and renamed at the end."""
 from __future__ import annotations
 
 import json
-import shutil
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -20,6 +19,7 @@ from engine.gguf.model_config import model_config_from_gguf
 from engine.gguf.reader import GGUFFile
 from engine.gguf.tensors import TensorPlan, plan_tensors
 from engine.gguf.tokenizer import special_token_id, tokenizer_config, tokenizer_from_gguf
+from engine.staging import staged_directory
 from engine.templates import ConvTemplate, builtin_template
 
 QUANTIZATION = "gguf"
@@ -102,10 +102,7 @@ def import_gguf(
     routes = tuple(_route(plan) for plan in plans)
     route = route_line(routes)
 
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    with staged_directory(out) as staging:
         report("writing", 0.5)
         tokenizer.save(str(staging / "tokenizer.json"))
         _write_json(staging / "tokenizer_config.json", tokens_config)
@@ -129,12 +126,6 @@ def import_gguf(
             **({"system_prompt": system_prompt} if system_prompt else {}),
         }
         _write_json(staging / CHAT_CONFIG_FILE, data)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     report("done", 1.0)
     return ImportResult(
         name=str(gguf.get("general.name") or gguf.path.stem),

@@ -11,7 +11,14 @@ import numpy as np
 
 from engine.errors import EngineError
 from engine.tvm_backend import ffi_runtime
-from engine.tvm_backend.session import PAGE_SIZE, ModelSession, tvm_errors
+from engine.tvm_backend.session import (
+    PAGE_SIZE,
+    KVBuiltins,
+    ModelSession,
+    create_paged_kv_cache,
+    tvm_errors,
+    vocabulary_ids,
+)
 
 
 class BatchSession:
@@ -38,18 +45,8 @@ class BatchSession:
                     "The compiled model has no batch_decode function; delete the compile cache and restart."
                 ) from error
             # Each sequence may leave its last page partly empty: room for that on top.
-            self._kv = vm["create_tir_paged_kv_cache"](
-                ffi_runtime.shape([max_sequences]),
-                ffi_runtime.shape([kv_tokens + max_sequences * PAGE_SIZE]),
-                ffi_runtime.shape([prefill_chunk]),
-                ffi_runtime.shape([PAGE_SIZE]),
-                ffi_runtime.shape([0]),
-            )
-            self._add_sequence = ffi_runtime.global_func("vm.builtin.kv_state_add_sequence")
-            self._remove_sequence = ffi_runtime.global_func("vm.builtin.kv_state_remove_sequence")
-            self._begin_forward = ffi_runtime.global_func("vm.builtin.kv_state_begin_forward")
-            self._end_forward = ffi_runtime.global_func("vm.builtin.kv_state_end_forward")
-            self._reshape = ffi_runtime.global_func("vm.builtin.reshape")
+            self._kv = create_paged_kv_cache(vm, max_sequences, kv_tokens + max_sequences * PAGE_SIZE, prefill_chunk)
+            self._kv_ops = KVBuiltins.lookup()
 
     def length(self, sequence_id: int) -> int:
         """Tokens cached for a sequence."""
@@ -61,7 +58,7 @@ class BatchSession:
         if len(self._lengths) >= self.max_sequences:
             raise EngineError(f"The batch already holds {self.max_sequences} sequences.")
         with tvm_errors("adding a sequence to the KV cache"):
-            self._add_sequence(self._kv, sequence_id)
+            self._kv_ops.add_sequence(self._kv, sequence_id)
         self._lengths[sequence_id] = 0
 
     def remove(self, sequence_id: int) -> None:
@@ -69,13 +66,14 @@ class BatchSession:
         if self._lengths.pop(sequence_id, None) is None:
             return
         with tvm_errors("removing a sequence from the KV cache"):
-            self._remove_sequence(self._kv, sequence_id)
+            self._kv_ops.remove_sequence(self._kv, sequence_id)
 
     def prefill(self, sequence_id: int, token_ids: Sequence[int]) -> np.ndarray:
         """Append up to prefill_chunk tokens to one sequence; the logits after the last one."""
         if not 0 < len(token_ids) <= self.prefill_chunk:
             raise EngineError(f"A prefill chunk holds 1 to {self.prefill_chunk} tokens, not {len(token_ids)}.")
-        logits = self._forward([sequence_id], self._checked(token_ids), [len(token_ids)], self._prefill)
+        ids = vocabulary_ids(token_ids, self.vocab_rows)
+        logits = self._forward([sequence_id], ids, [len(token_ids)], self._prefill)
         return logits.reshape(-1)
 
     def decode(self, sequence_ids: Sequence[int], token_ids: Sequence[int]) -> np.ndarray:
@@ -85,7 +83,8 @@ class BatchSession:
         if len(sequence_ids) != len(token_ids) or not sequence_ids:
             raise EngineError("A batched decode takes one token for each of one or more sequences.")
         function = self._decode if len(sequence_ids) == 1 else self._batch_decode
-        logits = self._forward(sequence_ids, self._checked(token_ids), [1] * len(token_ids), function)
+        ids = vocabulary_ids(token_ids, self.vocab_rows)
+        logits = self._forward(sequence_ids, ids, [1] * len(token_ids), function)
         return logits.reshape(len(sequence_ids), -1)
 
     def _forward(self, sequence_ids: Sequence[int], ids: np.ndarray, lengths: Sequence[int], function) -> np.ndarray:
@@ -96,21 +95,13 @@ class BatchSession:
         if function is self._batch_decode:  # one row per sequence, not one ragged sequence
             shape = ffi_runtime.shape([rows, 1, self.hidden_size])
         with tvm_errors("running the model"):
-            embedded = self._reshape(self._embed(ffi_runtime.upload(ids, self.device), self._params), shape)
-            self._begin_forward(self._kv, ffi_runtime.shape(list(sequence_ids)), ffi_runtime.shape(list(lengths)))
+            embedded = self._kv_ops.reshape(self._embed(ffi_runtime.upload(ids, self.device), self._params), shape)
+            self._kv_ops.begin_forward(
+                self._kv, ffi_runtime.shape(list(sequence_ids)), ffi_runtime.shape(list(lengths))
+            )
             logits, _ = function(embedded, self._kv, self._params)
-            self._end_forward(self._kv)
+            self._kv_ops.end_forward(self._kv)
             result = ffi_runtime.download(logits)
         for sequence_id, length in zip(sequence_ids, lengths):
             self._lengths[sequence_id] += length
         return result
-
-    def _checked(self, token_ids: Sequence[int]) -> np.ndarray:
-        ids = np.asarray(token_ids, dtype=np.int64)
-        bad = ids[(ids < 0) | (ids >= self.vocab_rows)]
-        if bad.size:
-            raise EngineError(
-                f"Token id {int(bad[0])} is outside the model's vocabulary (0..{self.vocab_rows - 1}); "
-                "the tokenizer does not belong to this model. Convert the model again."
-            )
-        return ids.astype(np.int32)

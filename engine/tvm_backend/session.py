@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import contextmanager
-
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,6 +45,55 @@ def tvm_errors(action: str):
         ) from error
 
 
+@dataclass(frozen=True)
+class KVBuiltins:
+    """TVM's global functions that drive a paged KV cache and shape the embeddings fed to it."""
+
+    add_sequence: Any
+    remove_sequence: Any
+    begin_forward: Any
+    end_forward: Any
+    popn: Any
+    reshape: Any
+
+    @classmethod
+    def lookup(cls) -> KVBuiltins:
+        """Each function looked up once (inside tvm_errors: a missing one is a TVM error)."""
+        return cls(
+            add_sequence=ffi_runtime.global_func("vm.builtin.kv_state_add_sequence"),
+            remove_sequence=ffi_runtime.global_func("vm.builtin.kv_state_remove_sequence"),
+            begin_forward=ffi_runtime.global_func("vm.builtin.kv_state_begin_forward"),
+            end_forward=ffi_runtime.global_func("vm.builtin.kv_state_end_forward"),
+            popn=ffi_runtime.global_func("vm.builtin.kv_state_popn"),
+            reshape=ffi_runtime.global_func("vm.builtin.reshape"),
+        )
+
+
+def create_paged_kv_cache(vm: Any, max_sequences: int, kv_tokens: int, prefill_chunk: int) -> Any:
+    """The model's own paged KV cache: room for `kv_tokens` positions in PAGE_SIZE pages, shared
+    by up to `max_sequences` sequences, taking up to `prefill_chunk` tokens per forward."""
+    return vm["create_tir_paged_kv_cache"](
+        ffi_runtime.shape([max_sequences]),
+        ffi_runtime.shape([kv_tokens]),
+        ffi_runtime.shape([prefill_chunk]),
+        ffi_runtime.shape([PAGE_SIZE]),
+        ffi_runtime.shape([0]),
+    )
+
+
+def vocabulary_ids(token_ids: Sequence[int], vocab_rows: int) -> np.ndarray:
+    """The ids as int32 for the model, refusing any outside its vocabulary (a tokenizer that
+    belongs to another model) before it could index past the embedding table."""
+    ids = np.asarray(token_ids, dtype=np.int64)
+    bad = ids[(ids < 0) | (ids >= vocab_rows)]
+    if bad.size:
+        raise EngineError(
+            f"Token id {int(bad[0])} is outside the model's vocabulary (0..{vocab_rows - 1}); "
+            "the tokenizer does not belong to this model. Convert the model again."
+        )
+    return ids.astype(np.int32)
+
+
 class ModelSession:
     """One sequence in a paged KV cache of `max_tokens` positions. It remembers the tokens it
     holds, so a prompt that extends the previous one (the next turn of a chat) only prefills
@@ -74,19 +123,8 @@ class ModelSession:
             self._prefill = self._vm["prefill"]
             self._decode = self._vm["decode"]
             self._prefill_all = _optional(self._vm, "prefill_all_logits")
-            self._kv = self._vm["create_tir_paged_kv_cache"](
-                ffi_runtime.shape([1]),
-                ffi_runtime.shape([max_tokens]),
-                ffi_runtime.shape([prefill_chunk]),
-                ffi_runtime.shape([PAGE_SIZE]),
-                ffi_runtime.shape([0]),
-            )
-            self._add_sequence = ffi_runtime.global_func("vm.builtin.kv_state_add_sequence")
-            self._remove_sequence = ffi_runtime.global_func("vm.builtin.kv_state_remove_sequence")
-            self._begin_forward = ffi_runtime.global_func("vm.builtin.kv_state_begin_forward")
-            self._end_forward = ffi_runtime.global_func("vm.builtin.kv_state_end_forward")
-            self._popn = ffi_runtime.global_func("vm.builtin.kv_state_popn")
-            self._reshape = ffi_runtime.global_func("vm.builtin.reshape")
+            self._kv = create_paged_kv_cache(self._vm, 1, max_tokens, prefill_chunk)
+            self._kv_ops = KVBuiltins.lookup()
         self._tokens: list[int] | None = None
         """What the cache holds; None before the first reset or after a failed forward."""
         self._has_sequence = False
@@ -114,8 +152,8 @@ class ModelSession:
             # a second (it symbolizes a native backtrace).
             if self._has_sequence:
                 self._has_sequence = False
-                self._remove_sequence(self._kv, SEQUENCE_ID)
-            self._add_sequence(self._kv, SEQUENCE_ID)
+                self._kv_ops.remove_sequence(self._kv, SEQUENCE_ID)
+            self._kv_ops.add_sequence(self._kv, SEQUENCE_ID)
             self._has_sequence = True
         self._tokens = []
 
@@ -130,7 +168,7 @@ class ModelSession:
             shared += 1
         if shared < len(self._tokens):
             with tvm_errors("rolling back the KV cache"):
-                self._popn(self._kv, SEQUENCE_ID, len(self._tokens) - shared)
+                self._kv_ops.popn(self._kv, SEQUENCE_ID, len(self._tokens) - shared)
             del self._tokens[shared:]
         return self.prefill(token_ids[shared:]), len(token_ids) - shared
 
@@ -167,10 +205,10 @@ class ModelSession:
         tokens, self._tokens = self._tokens, None  # stays None if the forward fails midway
         with tvm_errors("running the model"):
             embedded = self._embed(ffi_runtime.upload(ids, self.device), self._params)
-            embedded = self._reshape(embedded, ffi_runtime.shape([1, len(ids), self.hidden_size]))
-            self._begin_forward(self._kv, ffi_runtime.shape([SEQUENCE_ID]), ffi_runtime.shape([len(ids)]))
+            embedded = self._kv_ops.reshape(embedded, ffi_runtime.shape([1, len(ids), self.hidden_size]))
+            self._kv_ops.begin_forward(self._kv, ffi_runtime.shape([SEQUENCE_ID]), ffi_runtime.shape([len(ids)]))
             logits, _ = function(embedded, self._kv, self._params)
-            self._end_forward(self._kv)
+            self._kv_ops.end_forward(self._kv)
             result = ffi_runtime.download(logits).reshape(-1)
         tokens.extend(int(i) for i in ids)
         self._tokens = tokens
@@ -179,16 +217,10 @@ class ModelSession:
     def _checked(self, token_ids: Sequence[int]) -> np.ndarray:
         if self._tokens is None:
             raise EngineError("The model session has no sequence; call reset() first.")
-        ids = np.asarray(token_ids, dtype=np.int64)
-        bad = ids[(ids < 0) | (ids >= self.vocab_rows)]
-        if bad.size:
-            raise EngineError(
-                f"Token id {int(bad[0])} is outside the model's vocabulary (0..{self.vocab_rows - 1}); "
-                "the tokenizer does not belong to this model. Convert the model again."
-            )
+        ids = vocabulary_ids(token_ids, self.vocab_rows)
         if self.length + len(ids) > self.max_tokens:
             raise EngineError(
                 f"The sequence would hold {self.length + len(ids)} tokens but the KV cache has room "
                 f"for {self.max_tokens}; start a new conversation."
             )
-        return ids.astype(np.int32)
+        return ids

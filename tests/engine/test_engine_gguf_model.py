@@ -18,6 +18,8 @@ gguf = pytest.importorskip("gguf")
 
 from engine.errors import ModelFileError  # noqa: E402
 from engine.loader import open_engine  # noqa: E402
+from engine.scoring import greedy_run  # noqa: E402
+from engine_helpers import gguf_reference_logits, worst_difference  # noqa: E402
 from gguf_fixtures import tiny_gguf  # noqa: E402, F401
 
 PROMPT = "The quick brown fox jumps over the lazy dog. Tandem keeps every conversation"
@@ -166,27 +168,6 @@ def float_matmul(monkeypatch):
     monkeypatch.setenv("TANDEM_DEVICE", "cpu")
 
 
-def transformers_logits(gguf_path: Path, token_ids: list[int]) -> np.ndarray:
-    import torch
-    import transformers
-
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
-    ).eval()
-    with torch.no_grad():
-        return model(torch.tensor([token_ids])).logits[0].float().numpy()
-
-
-def greedy_run(session, prompt: list[int], steps: int) -> tuple[list[int], list[np.ndarray]]:
-    session.reset()
-    logits = [session.prefill(prompt)]
-    tokens = list(prompt)
-    for _ in range(steps):
-        tokens.append(int(np.argmax(logits[-1])))
-        logits.append(session.decode(tokens[-1]))
-    return tokens, logits
-
-
 def fresh_prefill(engine, prompt: list[int]) -> np.ndarray:
     engine.session.reset()
     return engine.session.prefill(prompt)
@@ -201,8 +182,8 @@ def test_gguf_model_matches_transformers_reading_the_same_file(model_type, tie, 
 
     tokens, ours = greedy_run(engine.session, prompt, DECODE_STEPS)
 
-    expected = transformers_logits(gguf_path, tokens)[len(prompt) - 1 :]
-    worst = max(float(np.abs(mine - theirs).max()) for mine, theirs in zip(ours, expected))
+    expected = gguf_reference_logits(gguf_path, tokens)[len(prompt) - 1 :]
+    worst = worst_difference(ours, expected)
     assert worst < 1e-3
     assert [int(np.argmax(row)) for row in expected[:-1]] == tokens[len(prompt) :]
     engine.close()

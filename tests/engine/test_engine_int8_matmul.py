@@ -189,7 +189,8 @@ def test_int8_model_matches_transformers_within_its_tolerance(
     int8_mode, model_type, tie, quantization, shape, tiny_hf_checkpoint, tiny_mlc_model, hf_weights_from_mlc
 ):
     from engine.loader import open_engine
-    from test_engine_parity import greedy_run, reference_logits
+    from engine.scoring import greedy_run
+    from engine_helpers import reference_logits, worst_difference
 
     hf_dir = tiny_hf_checkpoint(model_type=model_type, tie=tie, **shape)
     mlc_dir = tiny_mlc_model(quantization, model_type=model_type, tie=tie, **shape)
@@ -201,7 +202,7 @@ def test_int8_model_matches_transformers_within_its_tolerance(
     tokens, ours = greedy_run(engine.session, prompt, DECODE_STEPS)
 
     expected = reference_logits(hf_dir, hf_weights_from_mlc(mlc_dir), tokens)[len(prompt) - 1 :]
-    worst = max(float(np.abs(mine - theirs).max()) for mine, theirs in zip(ours, expected))
+    worst = worst_difference(ours, expected)
     assert worst < INT8_LOGIT_TOLERANCE
     assert [int(np.argmax(row)) for row in expected[:-1]] == tokens[len(prompt) :]
     engine.close()

@@ -7,28 +7,22 @@ greedy paths equal through the end of the turn on all three prompts)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 tvm = pytest.importorskip("tvm")
 pytest.importorskip("gguf")
 pytest.importorskip("transformers")
 
+from engine.scoring import forced_logits, greedy_run, passage_logits, perplexity  # noqa: E402
+from engine_helpers import PASSAGE, SMOLLM2_PROMPT_IDS, SMOLLM2_PROMPTS, worst_difference  # noqa: E402
 from gguf_fixtures import smollm2_path, smollm2_reference_model  # noqa: E402, F401
 
-PASSAGE = Path(__file__).parent / "data" / "english_passage.txt"
 PERPLEXITY_RATIO_TOLERANCE = 0.005
 """int8 may raise the passage's perplexity by 0.5% at most (measured: 0.017%)."""
 INT8_LOGIT_TOLERANCE = 3.0
 """Largest |logit| difference over a prefill and 16 steps (measured 1.45 with logits up to 37.7;
 the tiny random models' 2e-2 does not carry over to a real model's sharper distributions)."""
-PROMPTS = [
-    "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
-    "<|im_start|>user\nWrite a haiku about the sea.<|im_end|>\n<|im_start|>assistant\n",
-    "The three primary colours are",
-]
 END_OF_TURN = 2  # <|im_end|>
 
 
@@ -69,28 +63,6 @@ def engines(tmp_path_factory, smollm2_path, smollm2_reference_model):
         engine.close()
 
 
-def _perplexity(engine, ids: list[int]) -> float:
-    session = engine.session
-    session.reset()
-    rows = [session.prefill(ids[:1])]
-    for token in ids[1:-1]:
-        rows.append(session.decode(token))
-    logits = np.stack(rows).astype(np.float64)
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    return float(np.exp(-log_probs[np.arange(len(ids) - 1), ids[1:]].mean()))
-
-
-def _greedy(session, prompt: list[int], steps: int) -> tuple[list[int], list[np.ndarray]]:
-    session.reset()
-    logits = [session.prefill(prompt)]
-    tokens = list(prompt)
-    for _ in range(steps):
-        tokens.append(int(np.argmax(logits[-1])))
-        logits.append(session.decode(tokens[-1]))
-    return tokens, logits
-
-
 def test_the_int8_engine_runs_the_int8_kernels(engines):
     assert "int8 matmul" in engines["int8"].info.device
     assert "int8 matmul" not in engines["float"].info.device
@@ -99,28 +71,27 @@ def test_the_int8_engine_runs_the_int8_kernels(engines):
 
 def test_int8_keeps_the_passage_perplexity_within_half_a_percent(engines):
     ids = engines["float"].tokenizer.encode(PASSAGE.read_text(encoding="utf-8"))
-    ppl_float, ppl_int8 = _perplexity(engines["float"], ids), _perplexity(engines["int8"], ids)
+    ppl_float = perplexity(ids, passage_logits(engines["float"].session, ids))
+    ppl_int8 = perplexity(ids, passage_logits(engines["int8"].session, ids))
     print(f"perplexity: float {ppl_float:.4f}, int8 {ppl_int8:.4f}")
     assert ppl_int8 != ppl_float  # the int8 path really computed something else
     assert abs(ppl_int8 / ppl_float - 1) <= PERPLEXITY_RATIO_TOLERANCE
 
 
 def test_int8_logits_along_the_float_greedy_path_stay_within_tolerance(engines):
-    prompt = engines["float"].tokenizer.encode(PROMPTS[0])
-    tokens, ours = _greedy(engines["float"].session, prompt, 16)
-    session = engines["int8"].session
-    session.reset()
-    theirs = [session.prefill(prompt)] + [session.decode(token) for token in tokens[len(prompt) : -1]]
-    worst = max(float(np.abs(a - b).max()) for a, b in zip(ours, theirs))
+    prompt = engines["float"].tokenizer.encode(SMOLLM2_PROMPTS[0])
+    tokens, ours = greedy_run(engines["float"].session, prompt, 16)
+    theirs = forced_logits(engines["int8"].session, prompt, tokens[len(prompt) : -1])
+    worst = worst_difference(ours, theirs)
     print(f"largest logit difference float vs int8: {worst:.3f}")
     assert 0 < worst < INT8_LOGIT_TOLERANCE
 
 
-@pytest.mark.parametrize("prompt", PROMPTS, ids=["capital", "haiku", "colours"])
+@pytest.mark.parametrize("prompt", SMOLLM2_PROMPTS, ids=SMOLLM2_PROMPT_IDS)
 def test_32_greedy_tokens_agree_through_the_end_of_the_turn(engines, prompt):
     ids = engines["float"].tokenizer.encode(prompt)
-    float_tokens = _greedy(engines["float"].session, ids, 32)[0][len(ids) :]
-    int8_tokens = _greedy(engines["int8"].session, ids, 32)[0][len(ids) :]
+    float_tokens = greedy_run(engines["float"].session, ids, 32)[0][len(ids) :]
+    int8_tokens = greedy_run(engines["int8"].session, ids, 32)[0][len(ids) :]
     # Past <|im_end|> the model rambles on low-margin tokens; what a user sees ends there.
     end = float_tokens.index(END_OF_TURN) + 1 if END_OF_TURN in float_tokens else len(float_tokens)
     assert int8_tokens[:end] == float_tokens[:end]

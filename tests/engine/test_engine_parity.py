@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from engine.loader import open_engine
+from engine.scoring import greedy_run
+from engine_helpers import reference_logits, worst_difference
 
 PROMPT = "The quick brown fox jumps over the lazy dog. Tandem keeps every conversation"
 DECODE_STEPS = 16
@@ -32,28 +34,6 @@ CASES = [
 ]
 
 
-def reference_logits(hf_dir, weights: dict, token_ids: list[int]) -> np.ndarray:
-    """transformers' logits at every position, from the MLC directory's own (rounded or
-    dequantized) weights, so the comparison tests Tandem's kernels and not the storage."""
-    import torch
-    import transformers
-
-    model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
-    model.load_state_dict({name: torch.from_numpy(array) for name, array in weights.items()}, strict=False)
-    with torch.no_grad():
-        return model(torch.tensor([token_ids])).logits[0].numpy()
-
-
-def greedy_run(session, prompt: list[int], steps: int) -> tuple[list[int], list[np.ndarray]]:
-    session.reset()
-    logits = [session.prefill(prompt)]
-    tokens = list(prompt)
-    for _ in range(steps):
-        tokens.append(int(np.argmax(logits[-1])))
-        logits.append(session.decode(tokens[-1]))
-    return tokens, logits
-
-
 @pytest.mark.parametrize(("model_type", "tie", "quantization", "shape"), CASES)
 def test_prefill_and_decode_logits_match_transformers(
     model_type, tie, quantization, shape, tiny_hf_checkpoint, tiny_mlc_model, hf_weights_from_mlc
@@ -68,7 +48,7 @@ def test_prefill_and_decode_logits_match_transformers(
 
     expected = reference_logits(hf_dir, hf_weights_from_mlc(mlc_dir), tokens)[len(prompt) - 1 :]
     assert len(ours) == len(expected) == DECODE_STEPS + 1
-    worst = max(float(np.abs(mine - theirs).max()) for mine, theirs in zip(ours, expected))
+    worst = worst_difference(ours, expected)
     assert worst < 1e-3
     assert [int(np.argmax(row)) for row in expected[:-1]] == tokens[len(prompt) :]
     engine.close()
@@ -156,7 +136,7 @@ def test_rope_scaling_matches_transformers(rope, tiny_tokenizer_dir, hf_weights_
     prompt = engine.tokenizer.encode(PROMPT)
     tokens, ours = greedy_run(engine.session, prompt, 8)
     expected = reference_logits(hf_dir, hf_weights_from_mlc(mlc_dir), tokens)[len(prompt) - 1 :]
-    assert max(float(np.abs(mine - theirs).max()) for mine, theirs in zip(ours, expected)) < 1e-3
+    assert worst_difference(ours, expected) < 1e-3
     engine.close()
 
 

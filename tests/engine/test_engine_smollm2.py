@@ -8,8 +8,6 @@ prompts, and the perplexity of a fixed English passage (tests/engine/data)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -17,16 +15,12 @@ tvm = pytest.importorskip("tvm")
 pytest.importorskip("gguf")
 pytest.importorskip("transformers")
 
+from engine.scoring import greedy_run, passage_logits, perplexity  # noqa: E402
+from engine_helpers import PASSAGE, SMOLLM2_PROMPT_IDS, SMOLLM2_PROMPTS, model_logits, worst_difference  # noqa: E402
 from gguf_fixtures import smollm2_path, smollm2_reference_model  # noqa: E402, F401
 
-PASSAGE = Path(__file__).parent / "data" / "english_passage.txt"
 LOGIT_TOLERANCE = 2e-2
 PERPLEXITY_TOLERANCE = 0.01
-PROMPTS = [
-    "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
-    "<|im_start|>user\nWrite a haiku about the sea.<|im_end|>\n<|im_start|>assistant\n",
-    "The three primary colours are",
-]
 
 
 @pytest.fixture(scope="module")
@@ -45,23 +39,6 @@ def smollm2(tmp_path_factory, smollm2_path, smollm2_reference_model):
     engine.close()
 
 
-def _reference_logits(model, token_ids: list[int]) -> np.ndarray:
-    import torch
-
-    with torch.no_grad():
-        return model(torch.tensor([token_ids])).logits[0].float().numpy()
-
-
-def _greedy(session, prompt: list[int], steps: int) -> tuple[list[int], list[np.ndarray]]:
-    session.reset()
-    logits = [session.prefill(prompt)]
-    tokens = list(prompt)
-    for _ in range(steps):
-        tokens.append(int(np.argmax(logits[-1])))
-        logits.append(session.decode(tokens[-1]))
-    return tokens, logits
-
-
 def test_smollm2_runs_its_gguf_blocks_as_they_are(smollm2):
     _, engine = smollm2
     from engine.tvm_backend.gguf_weights import open_gguf_weights
@@ -73,22 +50,22 @@ def test_smollm2_runs_its_gguf_blocks_as_they_are(smollm2):
 
 def test_prefill_and_16_greedy_steps_match_transformers(smollm2):
     model, engine = smollm2
-    prompt = engine.tokenizer.encode(PROMPTS[0])
-    tokens, ours = _greedy(engine.session, prompt, 16)
-    expected = _reference_logits(model, tokens)[len(prompt) - 1 :]
-    worst = max(float(np.abs(mine - theirs).max()) for mine, theirs in zip(ours, expected))
+    prompt = engine.tokenizer.encode(SMOLLM2_PROMPTS[0])
+    tokens, ours = greedy_run(engine.session, prompt, 16)
+    expected = model_logits(model, tokens)[len(prompt) - 1 :]
+    worst = worst_difference(ours, expected)
     print(f"worst logit difference over a prefill and 16 steps: {worst:.2e}")
     assert worst < LOGIT_TOLERANCE
     assert [int(np.argmax(row)) for row in expected[:-1]] == tokens[len(prompt) :]
 
 
-@pytest.mark.parametrize("prompt", PROMPTS, ids=["capital", "haiku", "colours"])
+@pytest.mark.parametrize("prompt", SMOLLM2_PROMPTS, ids=SMOLLM2_PROMPT_IDS)
 def test_32_greedy_tokens_equal_transformers(smollm2, prompt):
     import torch
 
     model, engine = smollm2
     ids = engine.tokenizer.encode(prompt)
-    tokens, _ = _greedy(engine.session, ids, 32)
+    tokens, _ = greedy_run(engine.session, ids, 32)
     with torch.no_grad():
         expected = model.generate(
             torch.tensor([ids]), max_new_tokens=32, do_sample=False, eos_token_id=None, pad_token_id=0
@@ -100,19 +77,8 @@ def test_perplexity_of_an_english_passage_is_within_1_percent(smollm2):
     model, engine = smollm2
     ids = engine.tokenizer.encode(PASSAGE.read_text(encoding="utf-8"))
     assert 300 <= len(ids) <= 1000
-    session = engine.session
-    session.reset()
-    ours = [session.prefill(ids[:1])]
-    for token in ids[1:-1]:
-        ours.append(session.decode(token))
-    theirs = _reference_logits(model, ids)[:-1]
-
-    def perplexity(logits: np.ndarray) -> float:
-        logits = logits.astype(np.float64)
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        return float(np.exp(-log_probs[np.arange(len(ids) - 1), ids[1:]].mean()))
-
-    ours_ppl, theirs_ppl = perplexity(np.stack(ours)), perplexity(theirs)
+    ours = passage_logits(engine.session, ids)
+    theirs = model_logits(model, ids)[:-1]
+    ours_ppl, theirs_ppl = perplexity(ids, ours), perplexity(ids, theirs)
     print(f"perplexity: tandem {ours_ppl:.4f}, transformers {theirs_ppl:.4f}")
     assert abs(ours_ppl - theirs_ppl) <= PERPLEXITY_TOLERANCE * theirs_ppl
