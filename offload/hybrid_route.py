@@ -14,7 +14,7 @@ from engine.errors import ContextWindowExceeded
 from offload.errors import OffloadError
 from offload.events import Decision, Egress, Notice, RouterEvent, Token, TurnDone
 from offload.hybrid import HybridDecoder, HybridFinish, HybridToken, VerifierLost
-from offload.privacy import cloud_context, may_leave
+from offload.privacy import may_leave
 from offload.verifier import VerifierClient
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ def run_hybrid(
 ) -> Generator[RouterEvent, None, bool]:
     """Yield the hybrid turn's events; False (before any reply text) hands the turn back to the
     local-first route."""
-    from offload.router import Preview
+    from offload.router import Approval, ApprovalUnavailable, Preview, as_approval
 
     verifier = router.verifier
     assert verifier is not None
@@ -40,7 +40,9 @@ def run_hybrid(
     except OffloadError as error:
         yield Notice(f"{error} Answering locally.")
         return False
-    outgoing = cloud_context(messages, router.settings.context_turns)
+    # The verifier sees what the cloud would: the conversation's cloud-context share, redacted.
+    share = router.cloud_share(turn, messages)
+    outgoing = share.messages
     redactor = router.redactor_for(turn.conversation_id) if router.settings.redact else None
     if redactor is not None:
         outgoing = redactor.redact_messages(outgoing)
@@ -53,7 +55,12 @@ def run_hybrid(
     # What the verifier sees: this prompt (as token ids) and the drafts that follow it.
     payload = router.engine.tokenizer.decode(prompt_ids, skip_special_tokens=False)
     if verdict.needs_approval:
-        if approve is None or not approve(Preview(verifier.name, verifier.host, payload)):
+        try:
+            answer = as_approval(approve(Preview(verifier.name, verifier.host, payload)) if approve else False)
+        except ApprovalUnavailable as problem:
+            yield Notice(f"Not sent to {verifier.host} for hybrid decoding: {problem} Answering locally.")
+            return False
+        if answer is Approval.KEEP_LOCAL:
             yield Notice(f"Not sent to {verifier.host} for hybrid decoding: you declined. Answering locally.")
             return False
 
@@ -63,6 +70,7 @@ def run_hybrid(
             provider=verifier.name, host=verifier.host, payload=summary,
             bytes_sent=verifier.bytes_sent, bytes_received=verifier.bytes_received,
             redactions=redactor.kinds_in(payload) if redactor else {},
+            context_policy=share.policy, context_messages=share.earlier_messages,
         )
 
     try:

@@ -465,7 +465,7 @@ class Router:
 
         provider = self.provider
         assert provider is not None and verdict.allowed, "escalation is decided by the gate only"
-        share = self._cloud_share(turn, messages)
+        share = self.cloud_share(turn, messages)
         redactor = self.redactor_for(turn.conversation_id) if self.settings.redact else None
         model, temperature = self.cloud_model, self.cloud_temperature
 
@@ -479,7 +479,7 @@ class Router:
             preview = self._preview(share, payload, outgoing, outgoing_for)
             unasked: str | None = None
             try:
-                answer = _approval(approve(preview) if approve is not None else False)
+                answer = as_approval(approve(preview) if approve is not None else False)
             except ApprovalUnavailable as problem:
                 answer, unasked = Approval.KEEP_LOCAL, str(problem)
             if answer is Approval.SEND_ALONE and share.earlier_messages:
@@ -540,7 +540,7 @@ class Router:
             tokens_out=usage.completion_tokens if usage else 0,
         )
 
-    def _cloud_share(self, turn: Turn, messages: Sequence[Message]) -> CloudShare:
+    def cloud_share(self, turn: Turn, messages: Sequence[Message]) -> CloudShare:
         """What this turn's cloud request carries under the conversation's context policy."""
         if turn.history is not None:
             history = list(turn.history)
@@ -582,7 +582,8 @@ class Router:
         )
 
 
-def _approval(answer: bool | Approval | None) -> Approval:
+def as_approval(answer: bool | Approval | None) -> Approval:
+    """An approver's answer as an Approval (True: SEND; False or None: KEEP_LOCAL)."""
     if isinstance(answer, Approval):
         return answer
     return Approval.SEND if answer else Approval.KEEP_LOCAL
