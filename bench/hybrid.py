@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import os
-import select
 import signal
 import statistics
 import subprocess
@@ -172,16 +171,9 @@ def build_pair(choice: str, scratch: Path) -> tuple[Path, Path, str]:
 
 
 def start_server(model_dir: Path) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, "-m", "app", "serve", "--port", "0", "--model", str(model_dir)]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
-    if not select.select([process.stdout], [], [], START_TIMEOUT_S)[0]:
-        process.kill()
-        raise SystemExit(f"tandem serve printed nothing within {START_TIMEOUT_S} s")
-    line = process.stdout.readline()
-    if not line.startswith("Serving "):
-        process.kill()
-        raise SystemExit(f"tandem serve did not start: {line!r}")
-    return process, line.split(" at ")[1].split()[0]
+    from bench.serve_process import start_tandem_serve
+
+    return start_tandem_serve(model_dir, timeout_s=START_TIMEOUT_S)
 
 
 # -- the two ways to get a reply ------------------------------------------------------------

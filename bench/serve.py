@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import os
-import select
 import signal
 import statistics
 import subprocess
@@ -39,17 +38,10 @@ PROMPTS = (
 
 
 def start_server(model_dir: Path, batch: int) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, "-m", "app", "serve", "--port", "0", "--model", str(model_dir), "--token", TOKEN]
-    command += ["--batch", str(batch), "--queue", str(4 * max(LEVELS))]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
-    if not select.select([process.stdout], [], [], START_TIMEOUT_S)[0]:
-        process.kill()
-        raise SystemExit(f"tandem serve printed nothing within {START_TIMEOUT_S} s")
-    line = process.stdout.readline()
-    if not line.startswith("Serving "):
-        process.kill()
-        raise SystemExit(f"tandem serve did not start: {line!r}")
-    return process, line.split(" at ")[1].split()[0]
+    from bench.serve_process import start_tandem_serve
+
+    extra = ["--token", TOKEN, "--batch", str(batch), "--queue", str(4 * max(LEVELS))]
+    return start_tandem_serve(model_dir, extra, START_TIMEOUT_S)
 
 
 async def one_stream(client, url: str, prompt: str) -> tuple[float | None, int]:
