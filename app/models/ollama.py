@@ -12,20 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from app.models.install import InstallError
+from engine.config import OLLAMA_SETTING_NAMES
 
 MODEL_LAYER = "application/vnd.ollama.image.model"
 PARAMS_LAYER = "application/vnd.ollama.image.params"
 SYSTEM_LAYER = "application/vnd.ollama.image.system"
 MANIFEST_LIST = "application/vnd.ollama.manifest.list.v2+json"
 HOSTS = ("ollama.com", "registry.ollama.ai")
-PARAM_NAMES = {
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "top_k": "top_k",
-    "min_p": "min_p",
-    "repeat_penalty": "repetition_penalty",
-}
-"""Ollama's option -> the generation default it becomes."""
 _DIGEST = re.compile(r"^sha256[:-]([0-9a-f]{64})$")
 _PART = re.compile(r"^\w[\w.-]*$")
 """A namespace, model or tag: never "." or "..", which would step out of the store."""
@@ -86,7 +79,9 @@ def find_model(text: str, root: Path | None = None) -> OllamaModel:
             )
     params = _json_layer(store, layers.get(PARAMS_LAYER), manifest_path)
     system = _text_layer(store, layers.get(SYSTEM_LAYER), manifest_path)
-    defaults = {ours: float(params[theirs]) for theirs, ours in PARAM_NAMES.items() if _is_number(params.get(theirs))}
+    defaults = {
+        ours: float(params[theirs]) for theirs, ours in OLLAMA_SETTING_NAMES.items() if _is_number(params.get(theirs))
+    }
     context = int(params["num_ctx"]) if _is_number(params.get("num_ctx")) and int(params["num_ctx"]) > 0 else None
     return OllamaModel(f"{model}:{tag}", model, tag, blob, manifest_path, defaults, context, system or None)
 

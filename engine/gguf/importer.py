@@ -12,7 +12,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from engine.config import CHAT_CONFIG_FILE, ChatConfig, ModelConfig
+from engine.api import SETTING_NAMES
+from engine.config import CHAT_CONFIG_FILE, GGUF_SETTING_NAMES, ChatConfig, ModelConfig
 from engine.convert import DEFAULT_CONTEXT_CAP
 from engine.errors import ModelFileError
 from engine.gguf.model_config import model_config_from_gguf
@@ -25,13 +26,8 @@ from engine.templates import ConvTemplate, builtin_template
 QUANTIZATION = "gguf"
 COPIED_NAME = "model.gguf"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
-SETTING_NAMES = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
 _ALIASES = {"repeat_penalty": "repetition_penalty", "temp": "temperature"}
 """Ollama's params and llama.cpp's general.sampling keys spell two settings differently."""
-_GGUF_SAMPLING = {
-    "general.sampling.temp": "temperature", "general.sampling.top_p": "top_p", "general.sampling.top_k": "top_k",
-    "general.sampling.min_p": "min_p", "general.sampling.penalty_repeat": "repetition_penalty",
-}  # fmt: skip
 Progress = Callable[[str, float], None]
 
 
@@ -202,7 +198,7 @@ def _sampling(gguf: GGUFFile, given: Mapping[str, float] | None) -> dict[str, fl
     """llama.cpp's defaults, then the file's own general.sampling.* values, then the ones given
     (Ollama params) on top."""
     values: dict[str, float | int] = dict(LLAMA_CPP_SAMPLING)
-    for key, name in _GGUF_SAMPLING.items():
+    for key, name in GGUF_SETTING_NAMES.items():
         value = gguf.get(key)
         if value is not None:
             values[name] = _number(name, value, f"{gguf.path}: metadata {key}")
