@@ -40,11 +40,11 @@ class DeferredProvider:
     def host(self) -> str:
         return self.provider().host
 
-    def payload(self, *args: Any, **kwargs: Any) -> str:
-        return self.provider().payload(*args, **kwargs)
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        return self.provider().request(*args, **kwargs)
 
-    def stream_chat(self, *args: Any, **kwargs: Any) -> Any:
-        return self.provider().stream_chat(*args, **kwargs)
+    def send(self, *args: Any, **kwargs: Any) -> Any:
+        return self.provider().send(*args, **kwargs)
 
     def __getattr__(self, attribute: str) -> Any:
         # Anything else a provider offers (only reached for names not set above).

@@ -186,17 +186,7 @@ class TurnRunner:
         elif isinstance(event, Discard):
             writer.discard()
         elif isinstance(event, Egress):
-            self.store.record_egress(
-                conversation_id=conversation_id,
-                provider=event.provider,
-                host=event.host,
-                payload=event.payload,
-                bytes_sent=event.bytes_sent,
-                bytes_received=event.bytes_received,
-                redactions=dict(event.redactions),
-                context_policy=event.context_policy,
-                context_messages=event.context_messages,
-            )
+            self.store.record_egress(event, conversation_id=conversation_id)
         elif isinstance(event, TurnDone):
             writer.finish(
                 status=event.status,

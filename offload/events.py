@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from offload.outgoing import Exchange, OutgoingRequest
+
 Route = Literal["local", "cloud", "hybrid"]
 """hybrid: the local model drafted and a verifier checked the drafts (speculative decoding)."""
 
@@ -46,19 +48,40 @@ class Discard:
 
 @dataclass(frozen=True)
 class Egress:
-    """One request that left the machine, exactly as it was sent (after redaction)."""
+    """One request that left the machine: the request exactly as it was sent (after redaction) and
+    the bytes the wire measured; the ledger records these fields and nothing restated."""
 
-    provider: str
-    host: str
-    payload: str
-    bytes_sent: int
-    bytes_received: int
+    exchange: Exchange
     redactions: Mapping[str, int] = field(default_factory=dict)
     """Placeholder kind -> count, never the original values."""
     context_policy: str | None = None
     """The cloud-context policy the request was built under ("message", "recent", "whole")."""
     context_messages: int = 0
     """Earlier messages of the conversation the request carried (besides the new one)."""
+
+    @property
+    def request(self) -> OutgoingRequest:
+        return self.exchange.request
+
+    @property
+    def provider(self) -> str:
+        return self.exchange.request.provider
+
+    @property
+    def host(self) -> str:
+        return self.exchange.request.host
+
+    @property
+    def payload(self) -> str:
+        return self.exchange.request.body
+
+    @property
+    def bytes_sent(self) -> int:
+        return self.exchange.bytes_sent
+
+    @property
+    def bytes_received(self) -> int:
+        return self.exchange.bytes_received
 
 
 @dataclass(frozen=True)

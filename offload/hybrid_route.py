@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Generator, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from engine.api import Message
@@ -14,6 +15,7 @@ from engine.errors import ContextWindowExceeded
 from offload.errors import OffloadError
 from offload.events import Decision, Egress, Notice, RouterEvent, Token, TurnDone
 from offload.hybrid import HybridDecoder, HybridFinish, HybridToken, VerifierLost
+from offload.outgoing import Exchange, OutgoingRequest
 from offload.privacy import may_leave
 from offload.verifier import VerifierClient
 
@@ -54,9 +56,13 @@ def run_hybrid(
         return False
     # What the verifier sees: this prompt (as token ids) and the drafts that follow it.
     payload = router.engine.tokenizer.decode(prompt_ids, skip_special_tokens=False)
+    request = OutgoingRequest(
+        verifier.name, verifier.host, payload, model=verifier.model, messages=tuple(outgoing),
+        max_tokens=turn.max_tokens, temperature=0.0,
+    )
     if verdict.needs_approval:
         try:
-            answer = as_approval(approve(Preview(verifier.name, verifier.host, payload)) if approve else False)
+            answer = as_approval(approve(Preview(request)) if approve else False)
         except ApprovalUnavailable as problem:
             yield Notice(f"Not sent to {verifier.host} for hybrid decoding: {problem} Answering locally.")
             return False
@@ -65,10 +71,11 @@ def run_hybrid(
             return False
 
     def egress(rounds: int) -> Egress:
+        # The rounds' bodies are token ids: the ledger keeps the prompt they encode, and their count.
         summary = f"{payload}\n\n[{rounds} verifier rounds: this prompt and the local drafts, as token ids]"
+        sent = Exchange(replace(request, body=summary), verifier.bytes_sent, verifier.bytes_received)
         return Egress(
-            provider=verifier.name, host=verifier.host, payload=summary,
-            bytes_sent=verifier.bytes_sent, bytes_received=verifier.bytes_received,
+            sent,
             redactions=redactor.kinds_in(payload) if redactor else {},
             context_policy=share.policy, context_messages=share.earlier_messages,
         )

@@ -27,6 +27,7 @@ from offload.confidence import (
     is_refusal,
 )
 from offload.events import Decision, Discard, Egress, Notice, RouterEvent, Token, TurnDone
+from offload.outgoing import Exchange, OutgoingRequest
 from offload.privacy import (
     CloudShare,
     ConversationPolicy,
@@ -41,7 +42,7 @@ from offload.redaction import Redactor
 
 if TYPE_CHECKING:
     from offload.network import Network
-    from offload.providers.base import Exchange, Provider
+    from offload.providers.base import Provider
     from offload.verifier import VerifierClient
 
 
@@ -60,19 +61,40 @@ class Turn:
 
 @dataclass(frozen=True)
 class Preview:
-    """Exactly what would leave, and where, for the user to approve in ask mode."""
+    """What would leave, and where, for the user to approve in ask mode: the very request the
+    provider sends if the user agrees (and the same message sent alone, when it carries others)."""
 
-    provider: str
-    host: str
-    payload: str
+    request: OutgoingRequest
     context: str = ""
     """The cloud-context policy in words, e.g. "last 2 exchanges"."""
-    earlier: tuple[str, ...] = ()
-    """The earlier messages the request carries, one line each ("user: ...")."""
     held_before_opt_in: int = 0
     """Earlier messages the policy would send but that predate the conversation's opt-in."""
-    alone_payload: str | None = None
-    """The payload with the new message alone (no earlier turns); None when there are none."""
+    alone: OutgoingRequest | None = None
+    """The request with the new message alone (no earlier turns); None when there are none."""
+
+    @property
+    def provider(self) -> str:
+        return self.request.provider
+
+    @property
+    def host(self) -> str:
+        return self.request.host
+
+    @property
+    def payload(self) -> str:
+        return self.request.body
+
+    @property
+    def alone_payload(self) -> str | None:
+        return self.alone.body if self.alone is not None else None
+
+    @property
+    def earlier(self) -> tuple[str, ...]:
+        """The earlier messages the request carries, one line each ("user: ...")."""
+        return tuple(
+            f"{m['role']}: {_one_line(m['content'])}"
+            for m in list(self.request.messages)[:-1] if m["role"] != "system"
+        )
 
 
 class Approval(enum.Enum):
@@ -469,22 +491,27 @@ class Router:
         redactor = self.redactor_for(turn.conversation_id) if self.settings.redact else None
         model, temperature = self.cloud_model, self.cloud_temperature
 
-        def outgoing_for(chosen: list[dict[str, str]]) -> tuple[list[dict[str, str]], str]:
+        def request_for(chosen: list[dict[str, str]]) -> OutgoingRequest:
             redacted = redactor.redact_messages(chosen) if redactor is not None else chosen
-            return redacted, provider.payload(redacted, model, turn.max_tokens, temperature)
+            return provider.request(redacted, model, turn.max_tokens, temperature)
 
-        outgoing, payload = outgoing_for(share.messages)
+        request = request_for(share.messages)
 
         if verdict.needs_approval:
-            preview = self._preview(share, payload, outgoing, outgoing_for)
+            preview = Preview(
+                request,
+                context=describe_context(share.policy, self.settings.context_turns),
+                held_before_opt_in=share.held_before_opt_in,
+                alone=request_for(share.alone) if share.earlier_messages else None,
+            )
             unasked: str | None = None
             try:
                 answer = as_approval(approve(preview) if approve is not None else False)
             except ApprovalUnavailable as problem:
                 answer, unasked = Approval.KEEP_LOCAL, str(problem)
-            if answer is Approval.SEND_ALONE and share.earlier_messages:
+            if answer is Approval.SEND_ALONE and preview.alone is not None:
                 share = CloudShare(share.alone, share.policy, 0, share.held_before_opt_in)
-                outgoing, payload = outgoing_for(share.messages)
+                request = preview.alone
             if answer is Approval.KEEP_LOCAL:
                 if unasked:
                     reason = f"kept local: {why}; ask mode could not ask you"
@@ -507,7 +534,7 @@ class Router:
         streamed = False
         end: StreamEnd | None = None
         try:
-            for event in provider.stream_chat(outgoing, model, turn.max_tokens, temperature, cancel):
+            for event in provider.send(request, cancel):
                 if isinstance(event, StreamEnd):
                     end = event
                     continue
@@ -554,29 +581,11 @@ class Router:
             return "this message only"
         return f"{describe_context(share.policy, self.settings.context_turns)} ({share.earlier_messages} earlier messages)"
 
-    def _preview(
-        self, share: CloudShare, payload: str, outgoing: Sequence[Message],
-        outgoing_for: Callable[[list[dict[str, str]]], tuple[list[dict[str, str]], str]],
-    ) -> Preview:
-        provider = self.provider
-        assert provider is not None
-        earlier = tuple(
-            f"{m['role']}: {_one_line(m['content'])}" for m in outgoing[:-1] if m["role"] != "system"
-        )
-        return Preview(
-            provider.name, provider.host, payload,
-            context=describe_context(share.policy, self.settings.context_turns),
-            earlier=earlier,
-            held_before_opt_in=share.held_before_opt_in,
-            alone_payload=outgoing_for(share.alone)[1] if share.earlier_messages else None,
-        )
-
     @staticmethod
     def _egress(exchange: Exchange, redactor: Redactor | None, share: CloudShare) -> Egress:
         """The ledger's record, from what the provider measured on the wire."""
         return Egress(
-            provider=exchange.provider, host=exchange.host, payload=exchange.payload,
-            bytes_sent=exchange.bytes_sent, bytes_received=exchange.bytes_received,
+            exchange,
             redactions=redactor.kinds_in(exchange.payload) if redactor else {},
             context_policy=share.policy, context_messages=share.earlier_messages,
         )

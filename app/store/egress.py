@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import sqlite_utils
 
@@ -14,39 +14,33 @@ from app.store import settings
 from app.store.database import write_transaction
 from app.store.records import EgressRecord, now, to_text
 
+if TYPE_CHECKING:
+    from offload.events import Egress
+
 KEEP_PAYLOAD_SETTING = "egress.keep_payload"
 """True (the default): the ledger keeps the exact redacted payload; False: its hash and size only."""
 
 
 def record(
-    db: sqlite_utils.Database,
-    *,
-    conversation_id: int | None,
-    provider: str,
-    host: str,
-    payload: str,
-    bytes_sent: int,
-    bytes_received: int,
-    redactions: Mapping[str, int] | None = None,
-    context_policy: str | None = None,
-    context_messages: int | None = None,
-    time: datetime | None = None,
+    db: sqlite_utils.Database, sent: Egress, *, conversation_id: int | None, time: datetime | None = None
 ) -> EgressRecord:
+    """One row for `sent`, read from its own fields (the request as sent, the wire's counts)."""
+    payload = sent.payload
     encoded = payload.encode("utf-8")
     keep = bool(settings.get(db, KEEP_PAYLOAD_SETTING, True))
     row = {
         "time": to_text(time or now()),
         "conversation_id": conversation_id,
-        "provider": provider,
-        "host": host,
+        "provider": sent.provider,
+        "host": sent.host,
         "payload": payload if keep else None,
         "payload_sha256": hashlib.sha256(encoded).hexdigest(),
         "payload_bytes": len(encoded),
-        "bytes_sent": bytes_sent,
-        "bytes_received": bytes_received,
-        "redactions": json.dumps(dict(redactions or {}), sort_keys=True),
-        "context_policy": context_policy,
-        "context_messages": context_messages,
+        "bytes_sent": sent.bytes_sent,
+        "bytes_received": sent.bytes_received,
+        "redactions": json.dumps(dict(sent.redactions), sort_keys=True),
+        "context_policy": sent.context_policy,
+        "context_messages": sent.context_messages,
     }
     with write_transaction(db):
         egress_id = db["egress"].insert(row).last_pk

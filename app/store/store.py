@@ -8,11 +8,11 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
@@ -21,6 +21,9 @@ from app.store.database import BUSY_TIMEOUT_S, open_database, translate_errors, 
 from app.store.errors import MessageNotFound, StoreError
 from app.store.records import Conversation, EgressRecord, Message, SearchHit, now, to_text
 from app.store.replies import Clock, ReplyWriter
+
+if TYPE_CHECKING:
+    from offload.events import Egress
 
 
 class Store:
@@ -167,29 +170,13 @@ class Store:
 
     # ---- egress ledger
 
-    def record_egress(
-        self,
-        *,
-        conversation_id: int | None,
-        provider: str,
-        host: str,
-        payload: str,
-        bytes_sent: int,
-        bytes_received: int,
-        redactions: Mapping[str, int] | None = None,
-        context_policy: str | None = None,
-        context_messages: int | None = None,
-    ) -> EgressRecord:
+    def record_egress(self, sent: Egress, *, conversation_id: int | None) -> EgressRecord:
         """Keeps the payload itself, or only its hash and size when the setting
         egress.keep_payload is false; and the cloud-context policy it was built under."""
         with self._access() as db:
             if conversation_id is not None:
                 conversations.get(db, conversation_id)
-            return egress.record(
-                db, conversation_id=conversation_id, provider=provider, host=host, payload=payload,
-                bytes_sent=bytes_sent, bytes_received=bytes_received, redactions=redactions,
-                context_policy=context_policy, context_messages=context_messages,
-            )
+            return egress.record(db, sent, conversation_id=conversation_id)
 
     def egress(self, conversation_id: int | None = None) -> list[EgressRecord]:
         """Newest first."""

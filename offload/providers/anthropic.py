@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import httpx
 from httpx_sse import ServerSentEvent
@@ -13,8 +12,8 @@ from engine.api import Message, Usage
 from offload import keys
 from offload.errors import MissingKey, RateLimited, ServerError, scrub
 from offload.network import Network
-from offload.providers.base import ProviderEvent, RetryPolicy, Timeouts
-from offload.providers.streaming import DEFAULT_MAX_RESPONSE_BYTES, HttpChatProvider, json_object, stream
+from offload.providers.base import RetryPolicy, Timeouts
+from offload.providers.streaming import DEFAULT_MAX_RESPONSE_BYTES, HttpChatProvider, json_object
 
 API_VERSION = "2023-06-01"
 _FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
@@ -44,7 +43,7 @@ class Anthropic(HttpChatProvider):
             max_response_bytes=max_response_bytes,
         )
 
-    def payload(self, messages: Sequence[Message], model: str, max_tokens: int, temperature: float) -> str:
+    def _body(self, messages: Sequence[Message], model: str, max_tokens: int, temperature: float) -> str:
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
         body: dict[str, object] = {"model": model, "max_tokens": max_tokens, "temperature": temperature}
         if system:
@@ -53,19 +52,12 @@ class Anthropic(HttpChatProvider):
         body["stream"] = True
         return json.dumps(body, ensure_ascii=False)
 
-    def stream_chat(
-        self,
-        messages: Sequence[Message],
-        model: str,
-        max_tokens: int,
-        temperature: float,
-        cancel: threading.Event | None = None,
-    ) -> Iterator[ProviderEvent]:
+    def _check_key(self) -> None:
         if not self._api_key:
             raise MissingKey(self.name, keys.env_var(self.name))
-        call = self._call(self._headers(), self.payload(messages, model, max_tokens, temperature))
-        yield from stream(call, _MessageDecoder(self.name, model, self._api_key), cancel)
 
+    def _decoder(self, model: str) -> _MessageDecoder:
+        return _MessageDecoder(self.name, model, self._api_key)
 
     def _headers(self) -> dict[str, str]:
         # Built in a method, never bound to a local of stream_chat: tracebacks that print locals
@@ -76,6 +68,7 @@ class Anthropic(HttpChatProvider):
             "x-api-key": self._api_key or "",
             "anthropic-version": API_VERSION,
         }
+
 
 class _MessageDecoder:
     def __init__(self, provider: str, model: str, secret: str | None) -> None:

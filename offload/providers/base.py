@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from engine.api import Message, Usage
+from offload.outgoing import Exchange, OutgoingRequest
+
+__all__ = ["Exchange", "OutgoingRequest", "Provider", "ProviderEvent", "RetryPolicy", "StreamEnd", "TextDelta", "Timeouts"]
 
 
 @dataclass(frozen=True)
@@ -27,17 +30,6 @@ class RetryPolicy:
     max_delay: float = 8.0
     max_retry_after: float = 30.0
     """A Retry-After longer than this is not waited out: the error goes to the caller at once."""
-
-
-@dataclass(frozen=True)
-class Exchange:
-    """What left the machine for one call, retries included: the body as sent and the bytes on the wire."""
-
-    provider: str
-    host: str
-    payload: str
-    bytes_sent: int
-    bytes_received: int
 
 
 @dataclass(frozen=True)
@@ -68,17 +60,13 @@ class Provider(Protocol):
     host: str
     """host[:port] the requests go to, as shown in previews and the egress ledger."""
 
-    def payload(self, messages: Sequence[Message], model: str, max_tokens: int, temperature: float) -> str:
-        """The exact request body `stream_chat` sends for these arguments (for the ask-mode preview)."""
+    def request(
+        self, messages: Sequence[Message], model: str, max_tokens: int, temperature: float
+    ) -> OutgoingRequest:
+        """The request these arguments make, its body built once: the preview shows it, `send` sends it."""
         ...
 
-    def stream_chat(
-        self,
-        messages: Sequence[Message],
-        model: str,
-        max_tokens: int,
-        temperature: float,
-        cancel: threading.Event | None = None,
-    ) -> Iterator[ProviderEvent]:
-        """Yield TextDeltas then one StreamEnd; raise a ProviderError (with `.exchange`) on failure."""
+    def send(self, request: OutgoingRequest, cancel: threading.Event | None = None) -> Iterator[ProviderEvent]:
+        """Send `request.body` as it is; yield TextDeltas then one StreamEnd; raise a ProviderError
+        (with `.exchange`) on failure."""
         ...

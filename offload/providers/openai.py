@@ -4,8 +4,7 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import httpx
 from httpx_sse import ServerSentEvent
@@ -14,8 +13,8 @@ from engine.api import Message, Usage
 from offload import keys
 from offload.errors import MissingKey, RateLimited, ServerError, scrub
 from offload.network import Network, is_loopback
-from offload.providers.base import ProviderEvent, RetryPolicy, Timeouts
-from offload.providers.streaming import DEFAULT_MAX_RESPONSE_BYTES, HttpChatProvider, json_object, stream
+from offload.providers.base import RetryPolicy, Timeouts
+from offload.providers.streaming import DEFAULT_MAX_RESPONSE_BYTES, HttpChatProvider, json_object
 
 
 class OpenAICompatible(HttpChatProvider):
@@ -46,7 +45,7 @@ class OpenAICompatible(HttpChatProvider):
         # A server on this machine (a local vLLM, Ollama, another Tandem) usually wants no key.
         self._requires_key = not is_loopback(url.host) if requires_key is None else requires_key
 
-    def payload(self, messages: Sequence[Message], model: str, max_tokens: int, temperature: float) -> str:
+    def _body(self, messages: Sequence[Message], model: str, max_tokens: int, temperature: float) -> str:
         return json.dumps(
             {
                 "model": model,
@@ -59,18 +58,12 @@ class OpenAICompatible(HttpChatProvider):
             ensure_ascii=False,
         )
 
-    def stream_chat(
-        self,
-        messages: Sequence[Message],
-        model: str,
-        max_tokens: int,
-        temperature: float,
-        cancel: threading.Event | None = None,
-    ) -> Iterator[ProviderEvent]:
+    def _check_key(self) -> None:
         if self._requires_key and not self._api_key:
             raise MissingKey(self.name, keys.env_var(self.name))
-        call = self._call(self._headers(), self.payload(messages, model, max_tokens, temperature))
-        yield from stream(call, _ChunkDecoder(self.name, model, self._api_key), cancel)
+
+    def _decoder(self, model: str) -> _ChunkDecoder:
+        return _ChunkDecoder(self.name, model, self._api_key)
 
     def _headers(self) -> dict[str, str]:
         headers = {"content-type": "application/json", "accept": "text/event-stream"}

@@ -9,7 +9,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Protocol
@@ -17,7 +17,7 @@ from typing import Protocol
 import httpx
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
-from engine.api import Usage
+from engine.api import Message, Usage
 from offload.errors import (
     AuthError,
     BadRequest,
@@ -33,7 +33,8 @@ from offload.errors import (
     scrub,
 )
 from offload.network import NETWORK, Network, Wire
-from offload.providers.base import Exchange, ProviderEvent, RetryPolicy, StreamEnd, TextDelta, Timeouts
+from offload.outgoing import Exchange, OutgoingRequest
+from offload.providers.base import ProviderEvent, RetryPolicy, StreamEnd, TextDelta, Timeouts
 
 _ERROR_BODY_LIMIT = 64 * 1024
 
@@ -52,19 +53,30 @@ class StreamDecoder(Protocol):
 
 @dataclass(frozen=True)
 class ChatCall:
-    """One streaming request, fully described before anything is sent."""
+    """One streaming request, fully described before anything is sent: the request as built (its
+    body goes on the wire unchanged) and how to send it."""
 
-    provider: str
-    host: str
+    request: OutgoingRequest
     url: str
     headers: Mapping[str, str] = field(repr=False)  # holds the key: kept out of tracebacks' locals
-    body: str
     network: Network
     timeouts: Timeouts
     retry: RetryPolicy
     max_response_bytes: int
     secret: str | None = field(default=None, repr=False)
     """The API key, only so that `scrub` can keep it out of error messages."""
+
+    @property
+    def provider(self) -> str:
+        return self.request.provider
+
+    @property
+    def host(self) -> str:
+        return self.request.host
+
+    @property
+    def body(self) -> str:
+        return self.request.body
 
 
 DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
@@ -97,13 +109,53 @@ class HttpChatProvider:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, url={self._url!r})"
 
-    def _call(self, headers: Mapping[str, str], body: str) -> ChatCall:
+    def request(
+        self, messages: Sequence[Message], model: str, max_tokens: int, temperature: float
+    ) -> OutgoingRequest:
+        return OutgoingRequest(
+            provider=self.name, host=self.host, body=self._body(messages, model, max_tokens, temperature),
+            model=model, messages=tuple(messages), max_tokens=max_tokens, temperature=temperature,
+        )
+
+    def send(self, request: OutgoingRequest, cancel: threading.Event | None = None) -> Iterator[ProviderEvent]:
+        """Stream the reply to `request`, its body sent exactly as built."""
+        self._check_key()
+        yield from stream(self._call(request), self._decoder(request.model), cancel)
+
+    def payload(self, messages: Sequence[Message], model: str, max_tokens: int, temperature: float) -> str:
+        """The body `request` builds for these arguments."""
+        return self.request(messages, model, max_tokens, temperature).body
+
+    def stream_chat(
+        self,
+        messages: Sequence[Message],
+        model: str,
+        max_tokens: int,
+        temperature: float,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[ProviderEvent]:
+        """`send(request(...))` in one call, for callers with no preview to show."""
+        return self.send(self.request(messages, model, max_tokens, temperature), cancel)
+
+    # What each provider's wire format supplies.
+
+    def _body(self, messages: Sequence[Message], model: str, max_tokens: int, temperature: float) -> str:
+        raise NotImplementedError
+
+    def _headers(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _decoder(self, model: str) -> StreamDecoder:
+        raise NotImplementedError
+
+    def _check_key(self) -> None:
+        """Raise MissingKey when the provider needs a key and has none."""
+
+    def _call(self, request: OutgoingRequest) -> ChatCall:
         return ChatCall(
-            provider=self.name,
-            host=self.host,
+            request=request,
             url=self._url,
-            headers=headers,
-            body=body,
+            headers=self._headers(),
             network=self._network,
             timeouts=self._timeouts,
             retry=self._retry,
@@ -338,7 +390,7 @@ def _reason(exc: httpx.ConnectError) -> str:
 
 
 def _exchange(call: ChatCall, wire: Wire) -> Exchange:
-    return Exchange(call.provider, call.host, call.body, wire.sent, wire.received)
+    return Exchange(call.request, wire.sent, wire.received)
 
 
 def _is_set(cancel: threading.Event | None) -> bool:

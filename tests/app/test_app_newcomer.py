@@ -134,9 +134,10 @@ def test_ask_without_a_terminal_does_not_say_declined(cloud_settings, loopback_c
 
 
 def _preview():
+    from offload.outgoing import OutgoingRequest
     from offload.router import Preview
 
-    return Preview("loopback", "127.0.0.1:9", '{"messages": [{"role": "user", "content": "hi [EMAIL_1]"}]}')
+    return Preview(OutgoingRequest("loopback", "127.0.0.1:9", '{"messages": [{"role": "user", "content": "hi [EMAIL_1]"}]}'))
 
 
 async def test_the_approval_dialog_says_how_to_send(make_app):
@@ -167,12 +168,13 @@ async def test_the_preview_and_the_ledger_count_the_same_bytes(make_app, store):
     included). Both now show the request body under that name; the ledger adds the wire figure."""
     from app.tui.screens.approve import ApproveScreen
     from app.tui.screens.egress import EgressScreen
+    from offload.events import Egress
+    from offload.outgoing import Exchange
 
     preview = _preview()
     body = len(preview.payload.encode())
     conversation = store.create_conversation(title="t")
-    store.record_egress(conversation_id=conversation.id, provider="loopback", host=preview.host,
-                        payload=preview.payload, bytes_sent=body + 250, bytes_received=99, redactions={})
+    store.record_egress(Egress(Exchange(preview.request, body + 250, 99)), conversation_id=conversation.id)
     async with make_app().run_test(size=SIZE) as pilot:
         await pilot.app.push_screen(ApproveScreen(preview))
         await pilot.pause()

@@ -12,6 +12,8 @@ from app.settings import load_settings
 from app.store import EgressRecord
 from app.tui.screens.egress import EgressScreen
 from app.tui.widgets.status_bar import StatusBar
+from offload.events import Egress
+from offload.outgoing import Exchange, OutgoingRequest
 
 pytestmark = pytest.mark.anyio
 
@@ -100,16 +102,10 @@ async def test_the_local_lock_forbids_the_cloud_toggle(make_app, store):
 
 async def test_ctrl_e_lists_what_left_with_its_exact_payload(make_app, store):
     conversation = store.create_conversation(title="t")
+    request = OutgoingRequest("openai", "api.openai.com", '{"content": "[EMAIL_1] asked"}')
     store.record_egress(
+        Egress(Exchange(request, 321, 654), redactions={"EMAIL": 1}, context_policy="recent", context_messages=2),
         conversation_id=conversation.id,
-        provider="openai",
-        host="api.openai.com",
-        payload='{"content": "[EMAIL_1] asked"}',
-        bytes_sent=321,
-        bytes_received=654,
-        redactions={"EMAIL": 1},
-        context_policy="recent",
-        context_messages=2,
     )
     async with make_app().run_test(size=SIZE) as pilot:
         app = pilot.app

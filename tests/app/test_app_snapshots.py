@@ -12,6 +12,7 @@ from app.store import EgressRecord
 from app.tui.app import TandemApp
 from app.tui.screens.approve import ApproveScreen
 from app.tui.screens.egress import EgressScreen
+from offload.outgoing import OutgoingRequest
 from offload.router import Preview
 
 SIZE = (110, 30)
@@ -124,10 +125,10 @@ def test_egress_ledger(snap_compare, db_path):
 
 
 def test_ask_mode_approval(snap_compare, db_path):
-    preview = Preview(
+    preview = Preview(OutgoingRequest(
         "openai", "api.openai.com",
         '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Call [PHONE_1] about [PERSON_1]"}]}',
-    )
+    ))
 
     async def approve(pilot):
         await wait_ready(pilot)

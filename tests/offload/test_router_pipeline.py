@@ -117,6 +117,28 @@ def test_ask_mode_sends_exactly_what_was_approved(recording_server) -> None:
     assert events[-1].route == "cloud"
 
 
+def test_the_previewed_request_is_the_object_sent_and_recorded(recording_server) -> None:
+    """One request object: the preview shows it, the provider sends it (the body is not rebuilt),
+    the ledger's event carries it."""
+    provider = loopback_provider(recording_server)
+    sent = []
+    real_send = provider.send
+
+    def send(request, cancel=None):  # a spy: the real provider still sends
+        sent.append(request)
+        return real_send(request, cancel)
+
+    provider.send = send
+    router = Router(ScriptedEngine(answer_by_topic), PrivacySettings(mode="ask"), provider=provider,
+                    cloud_model="echo-1")
+    previews: list[Preview] = []
+    events = run(router, "vim? ssn 536-22-8901", approve=lambda p: previews.append(p) or True)
+    (egress,) = [e for e in events if isinstance(e, Egress)]
+    assert len(sent) == 1 and sent[0] is previews[0].request and egress.request is previews[0].request
+    assert recording_server.requests[0]["raw"] == previews[0].request.body == egress.payload
+    assert egress.bytes_sent > len(egress.payload.encode())  # the wire's count: body and headers
+
+
 def test_no_approver_in_ask_mode_means_no(recording_server) -> None:
     events = run(make_router(recording_server, mode="ask"), "vim?")
     assert recording_server.requests == [] and events[-1].route == "local"

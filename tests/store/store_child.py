@@ -14,6 +14,8 @@ import sys
 import time
 
 from app.store import Store
+from offload.events import Egress
+from offload.outgoing import Exchange, OutgoingRequest
 
 TOKENS = [f"t{i} " for i in range(100_000)]
 """Every streamed reply is a prefix of this: a persisted reply can be checked for being one."""
@@ -47,10 +49,8 @@ def burst(db: str, tag: str, count: int, start_at: float) -> None:
                 reply.append(token)
                 reply.checkpoint()
             reply.finish("complete", tokens_out=30)
-        store.record_egress(
-            conversation_id=conversation.id, provider=tag, host="example.invalid",
-            payload=f"{tag} payload {n}", bytes_sent=10, bytes_received=20,
-        )
+        sent = Exchange(OutgoingRequest(tag, "example.invalid", f"{tag} payload {n}"), 10, 20)
+        store.record_egress(Egress(sent), conversation_id=conversation.id)
     store.close()
     print("done", flush=True)
 

@@ -9,15 +9,15 @@ import pytest
 
 from app.store import ConversationNotFound, Store
 from app.store.egress import KEEP_PAYLOAD_SETTING
+from offload.events import Egress
+from offload.outgoing import Exchange, OutgoingRequest
 
 PAYLOAD = '{"messages": [{"role": "user", "content": "Mail [EMAIL_1] about the invoice"}]}'
 
 
 def send(store, conversation_id, payload=PAYLOAD):
-    return store.record_egress(
-        conversation_id=conversation_id, provider="openai", host="api.openai.com", payload=payload,
-        bytes_sent=812, bytes_received=1290, redactions={"EMAIL": 1},
-    )
+    request = OutgoingRequest("openai", "api.openai.com", payload)
+    return store.record_egress(Egress(Exchange(request, 812, 1290), redactions={"EMAIL": 1}), conversation_id=conversation_id)
 
 
 def test_a_request_is_recorded_with_its_exact_payload_by_default(store):
