@@ -7,10 +7,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from app.feedback import FeedbackRecorder, label_recloud, learning_enabled, model_key
+from engine.api import DEFAULT_MAX_TOKENS
 from offload.events import Decision, Discard, Egress, Notice, RouterEvent, Token, TurnDone
+
+if TYPE_CHECKING:
+    from offload.router import Turn
 
 NEW_TITLE = "New conversation"
 
@@ -78,11 +82,82 @@ class TurnResult:
             self.ttft_ms, self.tok_s = event.ttft_ms, event.tok_s
 
 
+@dataclass(frozen=True)
+class PendingTurn:
+    """A turn whose message is saved and whose conversation is titled; TurnRunner.answer runs it."""
+
+    conversation_id: int
+    question_id: int
+    turn: Turn
+    """Its last message is the user's, the /cloud or /local prefix already read into `force`."""
+    learning: bool
+    """Whether the answer's signals are recorded (the setting, read when the turn opened)."""
+
+    @property
+    def content(self) -> str:
+        """The user's message as stored and shown: without a /cloud or /local prefix."""
+        return self.turn.messages[-1]["content"]
+
+
+def open_turn(
+    store: Any,
+    conversation_id: int,
+    text: str,
+    *,
+    force: Literal["local", "cloud"] | None = None,
+    system: str | None = None,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+) -> PendingTurn:
+    """Save the user's message before anything runs and title a new conversation from it. The
+    Turn reads a typed /cloud or /local (once); the message is saved, shown and titled without it."""
+    from offload.privacy import HistoryEntry
+    from offload.router import Turn
+
+    conversation = store.get_conversation(conversation_id)
+    stored = store.messages(conversation_id)
+    earlier = _earlier(conversation, stored)
+    turn = Turn(
+        conversation_id=conversation_id,
+        messages=[
+            *([{"role": "system", "content": system}] if system else []),
+            *({"role": e.role, "content": e.content} for e in earlier),
+            {"role": "user", "content": text.strip()},
+        ],
+        history=[*([HistoryEntry("system", system)] if system else []), *earlier],
+        policy=_policy(conversation),
+        force=force,
+        max_tokens=max_tokens,
+    )
+    content = turn.messages[-1]["content"]
+    if not content:
+        raise TurnError("The message is empty: type something after /cloud or /local.")
+    if not stored and conversation.title == NEW_TITLE:
+        store.update_conversation(conversation_id, title=title_from(content))
+    learning = learning_enabled(store)
+    if learning and turn.force == "cloud":
+        label_recloud(store, conversation_id, content)
+    question = store.add_message(conversation_id, "user", content)  # committed before generation starts
+    return PendingTurn(conversation_id, question.id, turn, learning)
+
+
+def _earlier(conversation: Any, stored: Sequence[Any]) -> list[Any]:
+    """The conversation before this turn's message as the router sees it (finished and
+    interrupted messages, oldest first), each marked for the cloud-context policy."""
+    from offload.privacy import HistoryEntry
+
+    opted_in = conversation.cloud_opt_in_at
+    return [
+        HistoryEntry(m.role, m.content, refusal=m.refusal, before_opt_in=opted_in is None or m.created < opted_in)
+        for m in stored
+        if m.content and m.status in ("complete", "interrupted")
+    ]
+
+
 class TurnRunner:
     """Runs turns against one store and one router. Call run() from a worker thread: it blocks
     for the whole turn."""
 
-    def __init__(self, store: Any, router: Any, max_tokens: int = 256) -> None:
+    def __init__(self, store: Any, router: Any, max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
         self.store = store
         self.router = router
         self.max_tokens = max_tokens
@@ -100,37 +175,22 @@ class TurnRunner:
     ) -> TurnResult:
         """Run one turn; `force` (the CLI's --local/--cloud) wins over a typed /local or /cloud.
         `system` (the CLI's --system) is a system prompt for this turn, put before the history."""
-        from offload.privacy import HistoryEntry
-        from offload.router import Turn, split_force_prefix
+        pending = open_turn(self.store, conversation_id, text, force=force, system=system, max_tokens=self.max_tokens)
+        return self.answer(pending, approve=approve, cancel=cancel, on_event=on_event)
 
-        typed_force, content = split_force_prefix(text)
-        content, force = content.strip(), force or typed_force
-        if not content:
-            raise TurnError("The message is empty: type something after /cloud or /local.")
-        conversation = self.store.get_conversation(conversation_id)
-        history = self.store.messages(conversation_id)
-        if not history and conversation.title == NEW_TITLE:
-            self.store.update_conversation(conversation_id, title=title_from(content))
-        learning = learning_enabled(self.store)
-        if learning and force == "cloud":
-            label_recloud(self.store, conversation_id, content)
-        question = self.store.add_message(conversation_id, "user", content)  # committed before generation starts
-        earlier = self._earlier(conversation_id, question.id)
-        turn = Turn(
-            conversation_id=conversation_id,
-            messages=[
-                *([{"role": "system", "content": system}] if system else []),
-                *({"role": e.role, "content": e.content} for e in earlier),
-                {"role": "user", "content": content},
-            ],
-            history=[*([HistoryEntry("system", system)] if system else []), *earlier],
-            policy=_policy(conversation),
-            force=force,
-            max_tokens=self.max_tokens,
-        )
+    def answer(
+        self,
+        pending: PendingTurn,
+        *,
+        approve: Approver | None = None,
+        cancel: threading.Event | None = None,
+        on_event: EventSink | None = None,
+    ) -> TurnResult:
+        """Answer a turn opened by open_turn (its message already saved)."""
+        conversation_id, turn = pending.conversation_id, pending.turn
         result = TurnResult()
         feedback, done = FeedbackRecorder(), None
-        writer = self.store.begin_reply(conversation_id, parent_id=question.id)
+        writer = self.store.begin_reply(conversation_id, parent_id=pending.question_id)
         route = ["local"]  # where the row says the reply comes from, kept true as the turn moves
         try:
             for event in self.router.run(turn, approve, cancel):
@@ -147,27 +207,11 @@ class TurnRunner:
             if isinstance(error, Exception):
                 raise TurnError(_explain(error)) from error
             raise
-        if learning:
+        if pending.learning:
             feedback.finish(self.store, message_id=writer.message_id, conversation_id=conversation_id,
-                            model=model_key(self.router), done=done, question=content)
+                            model=model_key(self.router), done=done, question=pending.content)
         result.message_id = writer.message_id
         return result
-
-    def _earlier(self, conversation_id: int, question_id: int) -> list[Any]:
-        """The conversation before this turn's message as the router sees it (finished and
-        interrupted messages, oldest first), each marked for the cloud-context policy."""
-        from offload.privacy import HistoryEntry
-
-        conversation = self.store.get_conversation(conversation_id)
-        opted_in = conversation.cloud_opt_in_at
-        return [
-            HistoryEntry(
-                m.role, m.content, refusal=m.refusal,
-                before_opt_in=opted_in is None or m.created < opted_in,
-            )
-            for m in self.store.messages(conversation_id)
-            if m.id != question_id and m.content and m.status in ("complete", "interrupted")
-        ]
 
     @staticmethod
     def _follow_route(writer: Any, event: RouterEvent, route: list[str]) -> None:

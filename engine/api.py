@@ -12,6 +12,10 @@ Message = Mapping[str, str]
 
 FinishReason = Literal["stop", "length", "cancelled"]
 
+DEFAULT_MAX_TOKENS = 256
+"""Reply tokens a turn may generate unless its caller says otherwise: a full chat answer from a
+small model, and a fraction of any supported context window (the prompt keeps the rest)."""
+
 SETTING_NAMES = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
 """The sampling settings a model gives defaults for, a user may override per model, and a
 GenerationRequest carries (each optional, under the same name)."""
@@ -42,7 +46,7 @@ class GenerationRequest:
     (generation_config.json, mlc-chat-config.json or the imported Ollama params)."""
 
     messages: Sequence[Message]
-    max_tokens: int = 256
+    max_tokens: int = DEFAULT_MAX_TOKENS
     temperature: float | None = None
     """0 means greedy."""
     top_p: float | None = None

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from engine.api import Engine, FinishEvent, GenerationRequest, Message, TokenEvent
+from engine.api import DEFAULT_MAX_TOKENS, Engine, FinishEvent, GenerationRequest, Message, TokenEvent
 from engine.errors import ContextWindowExceeded
 from offload.calibrations import ActiveCalibration
 from offload.confidence import (
@@ -48,15 +48,28 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Turn:
+    """One turn for the router. A /cloud or /local typed at the start of the last (user) message
+    is read here, once: it becomes `force` (unless the caller forced a route already) and leaves
+    the message, so what is stored, shown, titled and sent never carries it."""
+
     conversation_id: int
     messages: Sequence[Message]
     policy: ConversationPolicy = field(default_factory=ConversationPolicy)
     force: Literal["local", "cloud"] | None = None
-    max_tokens: int = 256
+    max_tokens: int = DEFAULT_MAX_TOKENS
     history: Sequence[HistoryEntry] | None = None
     """The earlier messages (all of `messages` but the last) with what the cloud-context policy
     must know about each (a local refusal, written before the opt-in); None: derived from
     `messages`, nothing marked."""
+
+    def __post_init__(self) -> None:
+        if not self.messages or self.messages[-1].get("role") != "user":
+            return
+        *earlier, last = self.messages
+        typed, content = _read_force_prefix(last["content"])
+        if typed is not None:
+            object.__setattr__(self, "messages", [*earlier, {**last, "content": content}])
+            object.__setattr__(self, "force", self.force or typed)
 
 
 @dataclass(frozen=True)
@@ -121,7 +134,7 @@ LOW_CONFIDENCE = 0.0
 """What a turn that should have escalated but could not reports as its confidence floor."""
 
 
-def split_force_prefix(text: str) -> tuple[Literal["local", "cloud"] | None, str]:
+def _read_force_prefix(text: str) -> tuple[Literal["local", "cloud"] | None, str]:
     """`/cloud how do I ...` -> ("cloud", "how do I ..."); other text is returned unchanged."""
     match = _FORCE_PREFIX.match(text)
     if not match:
@@ -265,7 +278,7 @@ class Router:
         cancel: threading.Event | None = None,
     ) -> Iterator[RouterEvent]:
         cancel = cancel or threading.Event()
-        force, messages = self._strip_force(turn)
+        force, messages = turn.force, [dict(m) for m in turn.messages]
         if self.verifier is not None and force is None:
             from offload.hybrid_route import run_hybrid
 
@@ -323,16 +336,6 @@ class Router:
         )
 
     # -- the capability rules -------------------------------------------------------------
-
-    def _strip_force(self, turn: Turn) -> tuple[str | None, list[dict[str, str]]]:
-        messages = [dict(m) for m in turn.messages]
-        force: str | None = turn.force
-        if messages and messages[-1].get("role") == "user":
-            prefix, rest = split_force_prefix(messages[-1]["content"])
-            if prefix:
-                force = prefix
-                messages[-1]["content"] = rest
-        return force, messages
 
     def _capability_shortfall(
         self, messages: Sequence[Message], force: str | None

@@ -103,7 +103,7 @@ def _answer_with(store: Any, question: str, args: argparse.Namespace, offline: b
         open_model_or_explain,
     )
     from app.settings import load_settings
-    from app.turns import TurnError, TurnRunner, default_router_factory, title_from
+    from app.turns import NEW_TITLE, TurnError, TurnRunner, default_router_factory
     from offload.network import NETWORK
 
     if (args.continue_last or args.conversation is not None) and _conversation_for(store, args, "") is None:
@@ -119,7 +119,7 @@ def _answer_with(store: Any, question: str, args: argparse.Namespace, offline: b
     except ModelUnavailable as problem:
         return _fail(str(problem), EXIT_NO_MODEL)
     try:
-        conversation = _conversation_for(store, args, title_from(question))
+        conversation = _conversation_for(store, args, NEW_TITLE)  # the turn titles it from the question
         if conversation is None:
             return EXIT_USAGE
         runner = TurnRunner(store, default_router_factory(engine, settings, offline))

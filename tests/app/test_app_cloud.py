@@ -49,3 +49,23 @@ async def test_ask_mode_sends_only_the_redacted_payload_it_showed(nano_app, stor
         stored = store.messages(conversation.id)[-1]
         assert (stored.route, stored.content) == ("cloud", "I will write to ada@example.com today.")
         assert json.loads(shown)["model"] == "loopback-model"
+
+
+async def test_a_typed_cloud_prefix_stays_out_of_the_title_the_bubble_and_the_store(nano_app, store):
+    """Issue 16 item 2: the prefix was read twice, so a new conversation was titled "/cloud ..."
+    and its bubble showed the prefix while the stored message did not. It is read once now."""
+    from app.tui.widgets.sidebar import Sidebar
+
+    app = nano_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await until_ready(pilot)
+        await pilot.press(*"/cloud what is tandem?", "enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        question = app.chat.query(MessageView).first()
+        assert (question.role, question.content) == ("user", "what is tandem?")
+        (conversation,) = store.list_conversations()
+        assert conversation.title == "what is tandem?"
+        assert [m.content for m in store.messages(conversation.id) if m.role == "user"] == ["what is tandem?"]
+        assert app.chat.query_one(Sidebar).titles() == ["what is tandem?"]
+        assert "/cloud" not in str(app.chat.query_one("#header").render())

@@ -20,7 +20,7 @@ from app.route_labels import describe_reply, describe_result
 from app.tui.widgets.prompt import PromptInput
 from app.tui.widgets.sidebar import Sidebar
 from app.tui.widgets.status_bar import StatusBar
-from app.turns import NEW_TITLE, TurnError, TurnResult, title_from
+from app.turns import NEW_TITLE, PendingTurn, TurnError, TurnResult, open_turn
 
 if TYPE_CHECKING:
     from app.tui.app import TandemApp
@@ -233,9 +233,10 @@ class ChatScreen(Screen[None]):
         )
         return MessageView("assistant", message.content, meta=meta, message_id=message.id)
 
-    def _ensure_conversation(self, first_message: str) -> int:
+    def _ensure_conversation(self) -> int:
+        """The open conversation, or a new one (open_turn titles it from its first message)."""
         if self.conversation_id is None:
-            self.conversation_id = self.store.create_conversation(title=title_from(first_message)).id
+            self.conversation_id = self.store.create_conversation(title=NEW_TITLE).id
         return self.conversation_id
 
     async def on_sidebar_selected(self, event: Sidebar.Selected) -> None:
@@ -469,23 +470,31 @@ class ChatScreen(Screen[None]):
             self.notify("The local model is not ready yet; see the status line.", severity="warning")
             self.query_one(PromptInput).text = event.text
             return
-        conversation_id = self._ensure_conversation(event.text)
+        conversation_id = self._ensure_conversation()
         pane = self.query_one("#messages", VerticalScroll)
         from app.tui.widgets.message import MessageView
 
+        pending: PendingTurn | None = None
+        try:
+            # Saves the message and titles a new conversation; a /cloud or /local is read off here.
+            pending = open_turn(self.store, conversation_id, event.text)
+        except TurnError as error:
+            problem = str(error)
         self.reply_view = MessageView("assistant", meta="⌂ local · thinking…")
-        await pane.mount_all([MessageView("user", event.text), self.reply_view])
+        await pane.mount_all([MessageView("user", pending.content if pending else event.text), self.reply_view])
         pane.anchor()
+        if pending is None:
+            self.post_message(TurnFinished(None, problem))  # nothing was saved: the reply says why
+            return
         self.cancel_event = threading.Event()
         self.refresh_bindings()  # Esc now cancels: the footer shows it
-        self.run_turn(conversation_id, event.text, self.cancel_event)
+        self.run_turn(pending, self.cancel_event)
 
     @work(thread=True, exclusive=True, group="turn")
-    def run_turn(self, conversation_id: int, text: str, cancel: threading.Event) -> None:
+    def run_turn(self, pending: PendingTurn, cancel: threading.Event) -> None:
         try:
-            result = self.tandem.turn_runner().run(
-                conversation_id,
-                text,
+            result = self.tandem.turn_runner().answer(
+                pending,
                 approve=self._approve_from_worker,
                 cancel=cancel,
                 on_event=lambda event: self.post_message(TurnEvent(event)),
