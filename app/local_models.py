@@ -100,7 +100,9 @@ def open_model(model: LocalModel, on_progress: Callable[[str, float], None] | No
         ) from missing
     if not model.path.is_dir():
         raise ModelUnavailable(f"The model folder {model.path} does not exist; pick another with Ctrl+L.")
-    return open_engine(model.path, backend=model.backend, on_progress=on_progress)
+    from app.paths import cache_dir
+
+    return open_engine(model.path, backend=model.backend, on_progress=on_progress, cache_dir=cache_dir())
 
 
 def open_model_or_explain(model: LocalModel) -> Any:
