@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
-
-from engine.api import Engine
+from engine.api import BACKENDS, Backend, Engine
 from engine.errors import BackendUnavailable, EngineError
 
-Backend = Literal["auto", "mlc", "tvm"]
+__all__ = ["Backend", "open_engine"]
 
 
 def open_engine(
@@ -24,7 +22,7 @@ def open_engine(
     UI thread. on_progress(stage, fraction in [0, 1]) reports what it is doing. cache_dir is
     where the tvm backend keeps compiled libraries and repacked weights (default:
     engine.cache_folder.default_cache_dir()); MLC LLM keeps its own."""
-    if backend not in ("auto", "mlc", "tvm"):
+    if backend not in BACKENDS:
         raise EngineError(f"Unknown engine backend {backend!r}; use 'auto', 'mlc' or 'tvm'.")
     if backend in ("auto", "mlc"):
         from engine import mlc_backend

@@ -31,10 +31,10 @@ from engine.api import (
 )
 from engine.artifact import find_tensor_cache
 from engine.cache_folder import default_cache_dir
-from engine.chat_template import PromptFormat, prompt_format
-from engine.config import GGUF_QUANTIZATION, ChatConfig, read_chat_config, read_generation_defaults
+from engine.chat_template import PromptFormat, prompt_format, template_name
+from engine.config import CHAT_CONFIG_FILE, GGUF_QUANTIZATION, ChatConfig, read_chat_config, read_generation_defaults
 from engine.errors import ContextWindowExceeded, EngineError
-from engine.info_extras import info_extras
+from engine.model_facts import declared_facts
 from engine.stopping import StopChecker
 from engine.tokenizer import Tokenizer
 from engine.tvm_backend import warm_start
@@ -70,6 +70,7 @@ class TVMEngine:
         self.model_dir = Path(model_dir)
         self.cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
         self.chat_config: ChatConfig = read_chat_config(self.model_dir)
+        facts = declared_facts(self.chat_config.tandem, str(self.model_dir / CHAT_CONFIG_FILE))
         self.tokenizer = Tokenizer.from_model_dir(self.model_dir)
         self.prompt_format: PromptFormat = prompt_format(
             self.model_dir, self.chat_config.conv_template, self.chat_config.eos_token_ids, self.tokenizer.token_to_id
@@ -112,7 +113,10 @@ class TVMEngine:
             context_window=self.context_window,
             device=label,
             quantization=self.chat_config.quantization,
-            extra=info_extras(self.chat_config.tandem),
+            refusal=facts.refusal,
+            skills=facts.skills,
+            chat_template=template_name(self.prompt_format),
+            generation_defaults=self.generation_defaults,
         )
         report("ready", 1.0)
 
