@@ -8,7 +8,10 @@ import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.api import Backend
 
 from app.models.catalog import EMBEDDED_NAME, MODEL_CONFIG, ModelRecord, human_size, installed_models
 from app.models.catalog import models_dir as _models_dir
@@ -18,7 +21,7 @@ from app.models.catalog import models_dir as _models_dir
 class LocalModel:
     label: str
     path: Path
-    backend: str
+    backend: Backend
     """What engine.loader.open_engine takes: "auto", or "mlc" to insist on MLC LLM."""
     detail: str = ""
 
@@ -75,7 +78,7 @@ def model_named(name: str) -> LocalModel:
     )
 
 
-def chosen_model(model_dir: str | None, backend: str = "auto") -> LocalModel:
+def chosen_model(model_dir: str | None, backend: Backend = "auto") -> LocalModel:
     """The model the settings name; the embedded one when none is named."""
     if model_dir is None:
         return embedded_model()
@@ -100,7 +103,9 @@ def open_model(model: LocalModel, on_progress: Callable[[str, float], None] | No
         ) from missing
     if not model.path.is_dir():
         raise ModelUnavailable(f"The model folder {model.path} does not exist; pick another with Ctrl+L.")
-    return open_engine(model.path, backend=model.backend, on_progress=on_progress)
+    from app.paths import cache_dir
+
+    return open_engine(model.path, backend=model.backend, on_progress=on_progress, cache_dir=cache_dir())
 
 
 def open_model_or_explain(model: LocalModel) -> Any:

@@ -5,10 +5,14 @@ model-agnostic default with a notice."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.api import Backend, Engine
+    from offload.calibrations import ActiveCalibration
 
 
-def calibration_for(engine: Any, model_dir: str | None, backend: str = "auto") -> Any:
+def calibration_for(engine: Engine | None, model_dir: str | None, backend: Backend = "auto") -> ActiveCalibration | None:
     """An offload.calibrations.ActiveCalibration for `engine`, opened from `model_dir` (None: the
     embedded model); None when there is no engine yet (the router then takes the embedded fit)."""
     from app.local_models import chosen_model
@@ -16,7 +20,7 @@ def calibration_for(engine: Any, model_dir: str | None, backend: str = "auto") -
     from offload.calibrations import MODEL_FOLDER_FILE, ModelIdentity, data_dir_path, resolve
     from offload.confidence import Calibration
 
-    if getattr(engine, "info", None) is None:
+    if engine is None or getattr(engine, "info", None) is None:  # not open yet (or a snapshot's stand-in)
         return None
     identity = ModelIdentity.of(engine.info)
     folder: Path = chosen_model(model_dir, backend).path

@@ -17,16 +17,14 @@ def data_dir() -> Path:
 
 
 def cache_dir() -> Path:
-    """The folder for compiled model libraries and repacked weights (safe to delete)."""
-    override = os.environ.get("TANDEM_CACHE_DIR")
-    if override:
-        return Path(override).expanduser()
-    home = os.environ.get("TANDEM_HOME")
-    if home:
-        return Path(home).expanduser() / "cache"
-    import platformdirs
+    """The folder for compiled model libraries and repacked weights (safe to delete), which the
+    app hands to the engine: $TANDEM_CACHE_DIR, else TANDEM_HOME/cache, else the user cache."""
+    from engine.cache_folder import CACHE_DIR_ENV, default_cache_dir
 
-    return Path(platformdirs.user_cache_dir("tandem", appauthor=False))
+    home = os.environ.get("TANDEM_HOME")
+    if home and not os.environ.get(CACHE_DIR_ENV):
+        return Path(home).expanduser() / "cache"
+    return default_cache_dir()
 
 
 def default_db_path() -> Path:

@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-MODES: tuple[str, ...] = ("offline", "ask", "auto")
-"""The privacy modes in the order Ctrl+G cycles them, most private first."""
+# The privacy modes and cloud-context policies are offload.privacy's (defined there once), in the
+# order Ctrl+G and the chat's context key cycle them.
+from offload.privacy import CONTEXT_POLICIES, MODES, ContextPolicy, Mode
+
+if TYPE_CHECKING:
+    from engine.api import Backend
+    from offload.privacy import PrivacySettings
+    from offload.providers.base import Timeouts
 
 THEMES: tuple[str, ...] = ("textual-dark", "textual-light")
 
-CONTEXT_POLICIES: tuple[str, ...] = ("message", "recent", "whole")
-"""How much of a conversation a cloud request carries (offload.privacy.ContextPolicy), in the
-order the chat's context key cycles them."""
-CONTEXT_POLICY_LABELS = {"message": "this message only", "recent": "recent turns", "whole": "whole conversation"}
+CONTEXT_POLICY_LABELS: dict[ContextPolicy, str] = {
+    "message": "this message only", "recent": "recent turns", "whole": "whole conversation",
+}
 
 SETTINGS_PREFIX = "app."
 
@@ -42,7 +47,7 @@ class ProviderSettings:
     read_timeout: float = 60.0
     """Seconds to wait between pieces of the reply (raise it for a slow model)."""
 
-    def timeouts(self) -> Any:
+    def timeouts(self) -> Timeouts:
         """offload.providers.Timeouts for this provider."""
         from offload.providers.base import Timeouts
 
@@ -77,11 +82,11 @@ class SamplingOverride:
 
 @dataclass(frozen=True)
 class UserSettings:
-    mode: Literal["offline", "ask", "auto"] = "ask"
+    mode: Mode = "ask"
     redact: bool = True
     context_turns: int = 2
     """Earlier exchanges a cloud request carries under the "recent turns" policy."""
-    context_policy: str = "recent"
+    context_policy: ContextPolicy = "recent"
     """The cloud-context policy of conversations that have not chosen their own: "message"
     (this message only), "recent" (the last context_turns exchanges) or "whole"."""
     terms: tuple[str, ...] = ()
@@ -94,7 +99,7 @@ class UserSettings:
     theme: str = "textual-dark"
     model_dir: str | None = None
     """The local model directory; None means the embedded tandem-nano."""
-    backend: str = "auto"
+    backend: Backend = "auto"
     """The engine backend for that model: "auto", "tvm" or "mlc"."""
     keymap: tuple[tuple[str, str], ...] = ()
     """Binding id -> keys, remapping the defaults (e.g. ("send", "ctrl+s"))."""
@@ -119,11 +124,11 @@ class UserSettings:
             kept += ((model, override),)
         return replace(self, sampling=kept)
 
-    def privacy(self, offline: bool = False) -> Any:
+    def privacy(self, offline: bool = False) -> PrivacySettings:
         """The router's PrivacySettings; `offline` (the --offline flag) overrides the mode."""
         from offload.privacy import PrivacySettings
 
-        mode = "offline" if offline else self.mode
+        mode: Mode = "offline" if offline else self.mode
         return PrivacySettings(
             mode=mode, redact=self.redact, context_turns=self.context_turns,
             context_policy=self.context_policy, terms=self.terms,
@@ -185,7 +190,10 @@ def validate(settings: UserSettings) -> UserSettings:
         raise SettingsError(f"theme must be one of {', '.join(THEMES)}, not {settings.theme!r}.")
     if settings.provider not in {p.name for p in settings.providers}:
         raise SettingsError(f"No provider is named {settings.provider!r}; pick one of the list.")
-    from engine.api import check_setting  # the engine's contract module: light, no numpy
+    from engine.api import BACKENDS, check_setting  # the engine's contract module: light, no numpy
+
+    if settings.backend not in BACKENDS:
+        raise SettingsError(f"backend must be one of {', '.join(BACKENDS)}, not {settings.backend!r}.")
 
     for model, override in settings.sampling:
         for name, value in override.request_fields().items():

@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     engine = open_engine(model_dir)
-    refusal = engine.info.extra.get("refusal")
+    refusal = engine.info.refusal
     runs = [run_prompt(engine, p, refusal, args.max_tokens) for p in prompts]
     engine.close()
 
@@ -348,7 +348,7 @@ def general_main(args: argparse.Namespace) -> int:
         held = fitting.run_prompts(engine, prompts("heldout"), max_tokens=max_tokens, progress=progress("held-out"))
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_bytes(pickle.dumps((fit_runs, held)))
-    refusal = engine.info.extra.get("refusal")
+    refusal = engine.info.refusal
     engine.close()
     stored, report = fitting.calibrate(identity, fit_runs, held, refusal=refusal)
     if args.save:

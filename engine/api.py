@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:  # numpy stays out of this light contract module
+    from engine.sampling import SamplingParams
 
 Message = Mapping[str, str]
 """An OpenAI-style chat message: {"role": "system"|"user"|"assistant", "content": "..."}."""
@@ -15,6 +18,12 @@ FinishReason = Literal["stop", "length", "cancelled"]
 DEFAULT_MAX_TOKENS = 256
 """Reply tokens a turn may generate unless its caller says otherwise: a full chat answer from a
 small model, and a fraction of any supported context window (the prompt keeps the rest)."""
+
+Backend = Literal["auto", "mlc", "tvm"]
+"""The backend a caller asks engine.loader.open_engine for: "auto" prefers mlc, then tvm."""
+BACKENDS: tuple[Backend, ...] = ("auto", "mlc", "tvm")
+EngineBackend = Literal["tvm", "mlc"]
+"""The runtime an open engine runs on."""
 
 SETTING_NAMES = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
 """The sampling settings a model gives defaults for, a user may override per model, and a
@@ -101,13 +110,22 @@ EngineEvent = TokenEvent | FinishEvent
 
 @dataclass(frozen=True)
 class EngineInfo:
-    backend: str
-    """"tvm" or "mlc"."""
+    """An open model and the facts it declares, read once when it opens."""
+
+    backend: EngineBackend
     model_id: str
     context_window: int
     device: str
     quantization: str
-    extra: Mapping[str, str] = field(default_factory=dict)
+    refusal: str | None = None
+    """The sentence the model answers with when a request is beyond it (Tandem's own models), else None."""
+    skills: tuple[str, ...] | None = None
+    """The skills the model declares; None when it declares none (its confidence alone decides)."""
+    chat_template: str = ""
+    """How prompts are templated: "jinja:<file>" for the model's own Jinja template, else the
+    name of its MLC conv_template (e.g. "chatml")."""
+    generation_defaults: SamplingParams | None = None
+    """The model's own sampling settings, which a request's settings replace; None when unknown."""
 
 
 class Engine(Protocol):

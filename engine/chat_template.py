@@ -248,3 +248,10 @@ def prompt_format(
         source=template.source, model=template.model, origin=template.origin,
         special_tokens=template.special_tokens, stop_token_ids=tuple(dict.fromkeys(stop_ids)),
     ).check()
+
+
+def template_name(prompt: PromptFormat) -> str:
+    """How `prompt` templates, in a few words for EngineInfo: "jinja:<file>" or the conv_template's name."""
+    if isinstance(prompt, JinjaChatTemplate):
+        return f"jinja:{Path(prompt.origin).name}"
+    return str(getattr(prompt, "name", "") or "")

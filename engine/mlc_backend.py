@@ -28,9 +28,9 @@ from engine.api import (
     TokenEvent,
     Usage,
 )
-from engine.chat_template import JinjaChatTemplate, prompt_format
-from engine.config import GGUF_QUANTIZATION, read_chat_config, read_generation_defaults
-from engine.info_extras import info_extras
+from engine.chat_template import JinjaChatTemplate, prompt_format, template_name
+from engine.config import CHAT_CONFIG_FILE, GGUF_QUANTIZATION, read_chat_config, read_generation_defaults
+from engine.model_facts import declared_facts
 from engine.errors import BackendUnavailable, ContextWindowExceeded, EngineError
 from engine.tokenizer import Tokenizer
 
@@ -61,6 +61,7 @@ class MLCBackendEngine:
     ) -> None:
         self.model_dir = Path(model_dir)
         self.chat_config = read_chat_config(self.model_dir)
+        facts = declared_facts(self.chat_config.tandem, str(self.model_dir / CHAT_CONFIG_FILE))
         if self.chat_config.quantization == GGUF_QUANTIZATION:
             raise BackendUnavailable(
                 f"MLC LLM cannot run {self.model_dir}: it runs a GGUF file, which only Tandem's tvm "
@@ -85,7 +86,10 @@ class MLCBackendEngine:
             context_window=self.chat_config.context_window_size,
             device=device,
             quantization=self.chat_config.quantization,
-            extra=info_extras(self.chat_config.tandem),
+            refusal=facts.refusal,
+            skills=facts.skills,
+            chat_template=template_name(self.prompt_format),
+            generation_defaults=self.generation_defaults,
         )
         report("ready", 1.0)
 

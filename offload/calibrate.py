@@ -86,7 +86,7 @@ def run_prompts(engine: Engine, prompts: Sequence[Prompt], *, max_tokens: int = 
                 progress: Progress | None = None, temperature: float = 0.0) -> list[Run]:
     """Each prompt as a one-message conversation, decoded greedily (the model's most likely
     answer: what its confidence describes) unless a temperature is given."""
-    refusal = engine.info.extra.get("refusal")
+    refusal = engine.info.refusal
     runs = []
     for n, prompt in enumerate(prompts, start=1):
         request = GenerationRequest(messages=[{"role": "user", "content": prompt.text}], max_tokens=max_tokens,

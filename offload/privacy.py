@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Mode = Literal["offline", "ask", "auto"]
+MODES: tuple[Mode, ...] = ("offline", "ask", "auto")
+"""The privacy modes in the order Ctrl+G cycles them, most private first."""
 
 ContextPolicy = Literal["message", "recent", "whole"]
 """How much of a conversation travels with a cloud request: this message only, the last few

@@ -8,7 +8,6 @@ It takes a Turn and yields RouterEvents. It never touches the history store.
 from __future__ import annotations
 
 import enum
-import json
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -151,20 +150,12 @@ _NEEDS: tuple[tuple[str, re.Pattern[str], tuple[str, ...]], ...] = (
 )
 
 
-def outside_skills(text: str, skills_json: str | None) -> str | None:
-    """The need a request has that the local model's declared skills do not cover, or None.
-    Without a declared skill list the model is trusted and its confidence decides."""
-    if not skills_json:
+def outside_skills(text: str, skills: Sequence[str] | None) -> str | None:
+    """The need a request has that the local model's declared skills (EngineInfo.skills) do not
+    cover, or None. Without a declared skill list the model is trusted and its confidence decides."""
+    if skills is None:
         return None
-    try:
-        declared = json.loads(skills_json)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(declared, list):
-        return None
-    names = " ".join(
-        (s if isinstance(s, str) else str(s.get("name", ""))) for s in declared
-    ).casefold()
+    names = " ".join(skills).casefold()
     for need, pattern, covering in _NEEDS:
         if pattern.search(text) and not any(skill in names for skill in covering):
             return need
@@ -314,7 +305,7 @@ class Router:
             return
         question = messages[-1]["content"] if messages else ""
         truncated = draft.finish is not None and draft.finish.reason == "length"
-        assessment = assess(draft.tokens, self.engine.info.extra.get("refusal"), self.calibration,
+        assessment = assess(draft.tokens, self.engine.info.refusal, self.calibration,
                             draft.prompt_tokens, prompt=question, truncated=truncated)
         shortfall = need or self._confidence_shortfall(draft, assessment)
         if shortfall is None:
@@ -353,7 +344,7 @@ class Router:
         if prompt_tokens >= window:
             return f"the prompt ({prompt_tokens} tokens) is over the local context window ({window})", prompt_tokens
         need = outside_skills(messages[-1]["content"] if messages else "",
-                              self.engine.info.extra.get("skills"))
+                              self.engine.info.skills)
         return (f"it needs {need}, outside the local model's skills" if need else None), prompt_tokens
 
     def _fit_local_window(self, messages: Sequence[Message], max_tokens: int) -> _LocalPrompt:
@@ -409,7 +400,7 @@ class Router:
         monitor = None
         if monitored:
             question = prompt.messages[-1]["content"] if prompt.messages else ""
-            monitor = StreamMonitor(self.engine.info.extra.get("refusal"), abort=self.active.abort, prompt=question)
+            monitor = StreamMonitor(self.engine.info.refusal, abort=self.active.abort, prompt=question)
         if prompt.dropped and not prompt.noted:
             prompt.noted = True
             yield Notice(
@@ -450,7 +441,7 @@ class Router:
         return TurnDone(
             route="local", model=info.model_id, provider=info.backend, status=status,
             reason=reason, confidence=confidence,
-            refusal=is_refusal(draft.text, info.extra.get("refusal")),
+            refusal=is_refusal(draft.text, info.refusal),
             tokens_in=finish.usage.prompt_tokens if finish else draft.prompt_tokens,
             tokens_out=finish.usage.completion_tokens if finish else len(draft.tokens),
             ttft_ms=finish.timings.ttft_ms if finish else None,

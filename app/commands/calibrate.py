@@ -114,7 +114,7 @@ def _calibrate(engine: Any, model: Any, args: argparse.Namespace) -> int:
                                    progress=_progress("calibrate"))
     heldout_runs = fitting.run_prompts(engine, prompts("heldout"), max_tokens=max_tokens,
                                        progress=_progress("held-out "))
-    refusal = engine.info.extra.get("refusal")
+    refusal = engine.info.refusal
     try:
         stored, report = fitting.calibrate(identity, fit_runs, heldout_runs, extra, refusal, to_text(now()))
     except fitting.CalibrationFailed as problem:

@@ -61,6 +61,7 @@ def serve(args: argparse.Namespace) -> int:
         return 1
     import assets
     from app.local_models import UnknownModelName, model_named
+    from app.paths import cache_dir
 
     try:
         model_dir = model_named(args.model).path if args.model else assets.embedded_model_dir()
@@ -69,7 +70,7 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     token = args.token or os.environ.get("TANDEM_SERVE_TOKEN") or None
     try:
-        engine = open_engine(model_dir, backend="tvm", on_progress=_show_progress)
+        engine = open_engine(model_dir, backend="tvm", on_progress=_show_progress, cache_dir=cache_dir())
     except EngineError as error:
         print(f"\ntandem: {error}", file=sys.stderr)
         return 1

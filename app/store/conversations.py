@@ -7,7 +7,7 @@ from datetime import datetime
 
 import sqlite_utils
 
-from app.store.database import write_transaction
+from app.store.database import insert_row, write_transaction
 from app.store.errors import ConversationNotFound
 from app.store.records import Conversation, now, to_text
 
@@ -42,12 +42,12 @@ def create(
         "owner_pid": os.getpid() if ephemeral else None,
     }
     with write_transaction(db):
-        conversation_id = db["conversations"].insert(row).last_pk
+        conversation_id = insert_row(db, "conversations", row)
     return get(db, conversation_id)
 
 
 def get(db: sqlite_utils.Database, conversation_id: int) -> Conversation:
-    rows = list(db["conversations"].rows_where("id = ?", [conversation_id]))
+    rows = list(db.table("conversations").rows_where("id = ?", [conversation_id]))
     if not rows:
         raise ConversationNotFound(conversation_id)
     return Conversation.from_row(rows[0])
@@ -57,7 +57,7 @@ def recent(
     db: sqlite_utils.Database, *, include_archived: bool = False, limit: int | None = None
 ) -> list[Conversation]:
     """Most recently active first."""
-    rows = db["conversations"].rows_where(
+    rows = db.table("conversations").rows_where(
         None if include_archived else "archived = 0", order_by="updated DESC, id DESC", limit=limit
     )
     return [Conversation.from_row(row) for row in rows]
@@ -77,7 +77,7 @@ def update(db: sqlite_utils.Database, conversation_id: int, **fields: object) ->
         if fields.get("cloud_opt_in") and not before.cloud_opt_in:
             row["cloud_opt_in_at"] = to_text(now())
         if row:
-            db["conversations"].update(conversation_id, row)
+            db.table("conversations").update(conversation_id, row)
     return get(db, conversation_id)
 
 
@@ -99,6 +99,6 @@ def delete(db: sqlite_utils.Database, conversation_id: int) -> None:
             "UPDATE egress SET payload = NULL, conversation_id = NULL WHERE conversation_id = ?",
             [conversation_id],
         )
-        db["feedback"].delete_where("conversation_id = ?", [conversation_id])  # labels go with their answers
-        db["messages"].delete_where("conversation_id = ?", [conversation_id])
-        db["conversations"].delete(conversation_id)
+        db.table("feedback").delete_where("conversation_id = ?", [conversation_id])  # labels go with their answers
+        db.table("messages").delete_where("conversation_id = ?", [conversation_id])
+        db.table("conversations").delete(conversation_id)

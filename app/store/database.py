@@ -9,6 +9,7 @@ import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import sqlite_utils
 
@@ -102,3 +103,11 @@ def write_transaction(db: sqlite_utils.Database) -> Iterator[None]:
     except BaseException:
         db.rollback()
         raise
+
+
+def insert_row(db: sqlite_utils.Database, table: str, row: dict[str, Any]) -> int:
+    """Insert `row` into a rowid table and return the new row's id."""
+    inserted = db.table(table).insert(row).last_pk
+    if not isinstance(inserted, int):  # only a table without a rowid answers otherwise
+        raise StoreError(f"inserting into {table} gave no row id ({inserted!r})")
+    return inserted

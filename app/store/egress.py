@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import sqlite_utils
 
 from app.store import settings
-from app.store.database import write_transaction
+from app.store.database import insert_row, write_transaction
 from app.store.records import EgressRecord, now, to_text
 
 if TYPE_CHECKING:
@@ -43,12 +43,12 @@ def record(
         "context_messages": sent.context_messages,
     }
     with write_transaction(db):
-        egress_id = db["egress"].insert(row).last_pk
-    return EgressRecord.from_row(db["egress"].get(egress_id))
+        egress_id = insert_row(db, "egress", row)
+    return EgressRecord.from_row(db.table("egress").get(egress_id))
 
 
 def ledger(db: sqlite_utils.Database, conversation_id: int | None = None) -> list[EgressRecord]:
     """Newest first; every request, or those of one conversation."""
     where, args = ("conversation_id = ?", [conversation_id]) if conversation_id is not None else (None, None)
-    rows = db["egress"].rows_where(where, args, order_by="time DESC, id DESC")
+    rows = db.table("egress").rows_where(where, args, order_by="time DESC, id DESC")
     return [EgressRecord.from_row(row) for row in rows]

@@ -34,7 +34,7 @@ def record(
     """The signals of one local answer (replacing any earlier row for the message)."""
     stamp = to_text(now())
     with write_transaction(db):
-        db["feedback"].upsert(
+        db.table("feedback").upsert(
             {"message_id": message_id, "conversation_id": conversation_id, "model": model,
              "features": json.dumps(dict(features)), "confidence": confidence, "answer": answer,
              "good": None if good is None else int(good), "source": source, "created": stamp,
@@ -63,7 +63,7 @@ def labels(db: sqlite_utils.Database, model: str | None = None) -> list[Label]:
     return [
         Label(row["message_id"], row["model"], {k: float(v) for k, v in json.loads(row["features"]).items()},
               bool(row["good"]), row["source"])
-        for row in db["feedback"].rows_where(where, params, order_by="id")
+        for row in db.table("feedback").rows_where(where, params, order_by="id")
     ]
 
 

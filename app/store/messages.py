@@ -8,7 +8,7 @@ from datetime import datetime
 import sqlite_utils
 
 from app.store import conversations
-from app.store.database import write_transaction
+from app.store.database import insert_row, write_transaction
 from app.store.errors import MessageNotFound
 from app.store.records import MESSAGE_METADATA, ROLES, ROUTES, STATUSES, Message, now, to_text
 
@@ -41,12 +41,12 @@ def add(
         conversations.touch(db, conversation_id, created)
         if parent_id is not None:
             get(db, parent_id)
-        message_id = db["messages"].insert(row).last_pk
+        message_id = insert_row(db, "messages", row)
     return get(db, message_id)
 
 
 def get(db: sqlite_utils.Database, message_id: int) -> Message:
-    rows = list(db["messages"].rows_where("id = ?", [message_id]))
+    rows = list(db.table("messages").rows_where("id = ?", [message_id]))
     if not rows:
         raise MessageNotFound(message_id)
     return Message.from_row(rows[0])
@@ -54,7 +54,7 @@ def get(db: sqlite_utils.Database, message_id: int) -> Message:
 
 def of_conversation(db: sqlite_utils.Database, conversation_id: int) -> list[Message]:
     """In the order they were written."""
-    rows = db["messages"].rows_where("conversation_id = ?", [conversation_id], order_by="id")
+    rows = db.table("messages").rows_where("conversation_id = ?", [conversation_id], order_by="id")
     return [Message.from_row(row) for row in rows]
 
 

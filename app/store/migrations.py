@@ -31,10 +31,10 @@ def migrate(db: sqlite_utils.Database, migrations: Sequence[Migration] = MIGRATI
     with write_transaction(db):
         # Checked again under the write lock: another process may have migrated meanwhile.
         pending = _pending(db, migrations)
-        db[MIGRATIONS_TABLE].create({"name": str, "applied": str}, pk="name", if_not_exists=True)
+        db.table(MIGRATIONS_TABLE).create({"name": str, "applied": str}, pk="name", if_not_exists=True)
         for fn in pending:
             fn(db)
-            db[MIGRATIONS_TABLE].insert({"name": fn.__name__, "applied": to_text(now())})
+            db.table(MIGRATIONS_TABLE).insert({"name": fn.__name__, "applied": to_text(now())})
 
 
 def check(db: sqlite_utils.Database) -> None:
@@ -43,7 +43,7 @@ def check(db: sqlite_utils.Database) -> None:
 
 
 def _pending(db: sqlite_utils.Database, migrations: Sequence[Migration]) -> list[Migration]:
-    table = db[MIGRATIONS_TABLE]
+    table = db.table(MIGRATIONS_TABLE)
     if not table.exists():
         if db.table_names():
             raise ForeignDatabase(_path(db))
@@ -63,7 +63,7 @@ def _path(db: sqlite_utils.Database) -> Path:
 
 @migration
 def m001_conversations(db: sqlite_utils.Database) -> None:
-    db["conversations"].create(
+    db.table("conversations").create(
         {
             "id": int,
             "title": str,
@@ -80,13 +80,13 @@ def m001_conversations(db: sqlite_utils.Database) -> None:
         not_null=["title", "created", "updated"],
         defaults={"cloud_opt_in": 0, "local_only": 0, "ephemeral": 0, "archived": 0},
     )
-    db["conversations"].create_index(["archived", "updated"])
+    db.table("conversations").create_index(["archived", "updated"])
 
 
 @migration
 def m002_messages(db: sqlite_utils.Database) -> None:
     # id is INTEGER PRIMARY KEY, so the FTS index keys on it: it survives VACUUM, a bare rowid does not.
-    db["messages"].create(
+    db.table("messages").create(
         {
             "id": int,
             "conversation_id": int,
@@ -111,21 +111,21 @@ def m002_messages(db: sqlite_utils.Database) -> None:
         defaults={"content": "", "status": "complete"},
         foreign_keys=[("conversation_id", "conversations", "id"), ("parent_id", "messages", "id")],
     )
-    db["messages"].create_index(["conversation_id"])
+    db.table("messages").create_index(["conversation_id"])
     # Start-up recovery looks only at replies still being written.
     db.execute("CREATE INDEX messages_partial ON messages(writer_pid) WHERE status = 'partial'")
 
 
 @migration
 def m003_messages_fts(db: sqlite_utils.Database) -> None:
-    db["messages"].enable_fts(
+    db.table("messages").enable_fts(
         ["content"], create_triggers=True, tokenize="porter unicode61 remove_diacritics 2"
     )
 
 
 @migration
 def m004_egress(db: sqlite_utils.Database) -> None:
-    db["egress"].create(
+    db.table("egress").create(
         {
             "id": int,
             "time": str,
@@ -144,34 +144,34 @@ def m004_egress(db: sqlite_utils.Database) -> None:
                   "bytes_received", "redactions"],
         foreign_keys=[("conversation_id", "conversations", "id")],
     )
-    db["egress"].create_index(["conversation_id"])
-    db["egress"].create_index(["time"])
+    db.table("egress").create_index(["conversation_id"])
+    db.table("egress").create_index(["time"])
 
 
 @migration
 def m005_settings(db: sqlite_utils.Database) -> None:
-    db["settings"].create({"key": str, "value": str}, pk="key", not_null=["value"])
+    db.table("settings").create({"key": str, "value": str}, pk="key", not_null=["value"])
 
 
 @migration
 def m006_cloud_context(db: sqlite_utils.Database) -> None:
     """Each conversation's cloud-context policy and when it opted in; which local replies were
     refusals; and, per ledger row, the policy and how many earlier messages went out."""
-    db["conversations"].add_column("cloud_context", str)
-    db["conversations"].add_column("cloud_opt_in_at", str)
+    db.table("conversations").add_column("cloud_context", str)
+    db.table("conversations").add_column("cloud_opt_in_at", str)
     # When an existing conversation opted in is unknown: count it from now, so nothing written
     # before this upgrade leaves unless the user picks "whole conversation".
     db.execute("UPDATE conversations SET cloud_opt_in_at = ? WHERE cloud_opt_in = 1", [to_text(now())])
-    db["messages"].add_column("refusal", int, not_null_default=0)
-    db["egress"].add_column("context_policy", str)
-    db["egress"].add_column("context_messages", int)
+    db.table("messages").add_column("refusal", int, not_null_default=0)
+    db.table("egress").add_column("context_policy", str)
+    db.table("egress").add_column("context_messages", int)
 
 
 @migration
 def m007_feedback(db: sqlite_utils.Database) -> None:
     # One row per local answer while "learn from use" is on: the router's signals for it, and
     # a label once the user (or an escalation) says whether it was good enough. Never sent anywhere.
-    db["feedback"].create(
+    db.table("feedback").create(
         {
             "id": int,
             "message_id": int,
@@ -189,5 +189,5 @@ def m007_feedback(db: sqlite_utils.Database) -> None:
         not_null=["message_id", "conversation_id", "model", "features", "created"],
         foreign_keys=[("message_id", "messages", "id"), ("conversation_id", "conversations", "id")],
     )
-    db["feedback"].create_index(["message_id"], unique=True)
-    db["feedback"].create_index(["model", "good"])
+    db.table("feedback").create_index(["message_id"], unique=True)
+    db.table("feedback").create_index(["model", "good"])

@@ -120,7 +120,7 @@ class ReplyWriter:
             "refusal": None if refusal is None else int(refusal),
         }
         known = {name: value for name, value in facts.items() if value is not None}
-        row = {"content": self.text, "status": status, "writer_pid": None, **known}
+        row: dict[str, object] = {"content": self.text, "status": status, "writer_pid": None, **known}
         with self._access() as db:
             with write_transaction(db):
                 self._write(db, row)

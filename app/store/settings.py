@@ -19,4 +19,4 @@ def put(db: sqlite_utils.Database, key: str, value: Any) -> None:
     """value must be JSON-serialisable (a TypeError says so otherwise)."""
     text = json.dumps(value)
     with write_transaction(db):
-        db["settings"].upsert({"key": key, "value": text}, pk="key")
+        db.table("settings").upsert({"key": key, "value": text}, pk="key")

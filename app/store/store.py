@@ -10,6 +10,7 @@ import time
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -131,11 +132,14 @@ class Store:
         content: str,
         status: str = "complete",
         parent_id: int | None = None,
+        created: datetime | None = None,
         **metadata: object,
     ) -> Message:
         """Committed before this returns: a user's message is safe before generation starts."""
         with self._access() as db:
-            return messages.add(db, conversation_id, role, content, status=status, parent_id=parent_id, **metadata)
+            return messages.add(
+                db, conversation_id, role, content, status=status, parent_id=parent_id, created=created, **metadata
+            )
 
     def messages(self, conversation_id: int) -> list[Message]:
         with self._access() as db:
@@ -252,7 +256,7 @@ class Store:
         """Reclaim the space deleted rows left; returns the bytes the files shrank by."""
         with self._access() as db:
             before = _files_size(self.path)
-            db["messages"].optimize()
+            db.table("messages").optimize()
             db.vacuum()
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             return max(0, before - _files_size(self.path))
@@ -274,7 +278,7 @@ def _already_present(db: sqlite_utils.Database, item: export.ImportedConversatio
     if item.created is None:  # nothing to match on: a conversation with no start time is new
         return False
     wanted = [(m.role, m.content) for m in item.messages]
-    for row in db["conversations"].rows_where("created = ? AND title = ?", [to_text(item.created), item.title]):
+    for row in db.table("conversations").rows_where("created = ? AND title = ?", [to_text(item.created), item.title]):
         present = messages.of_conversation(db, row["id"])
         if [(m.role, m.content) for m in present] == wanted:
             return True

@@ -52,7 +52,7 @@ def fused_qkv_name(config: ModelConfig) -> str:
     return "c_attn" if config.model_type == "qwen2" else "qkv_proj"
 
 
-def _kv_cache_rope(config: ModelConfig) -> tuple[float, dict[str, Any]]:
+def kv_cache_rope(config: ModelConfig) -> tuple[float, dict[str, Any]]:
     """(rope_scale, rope_scaling) as the paged KV cache takes them. Its rope_scale multiplies
     the positions, so linear scaling (positions divided by the factor) passes 1 / factor;
     llama3-style scaling reshapes the frequencies instead."""
@@ -172,7 +172,7 @@ class LlamaForCausalLM(nn.Module):
         support_sliding_window: tirx.Var,
     ) -> PagedKVCache:
         config = self.config
-        rope_scale, rope_scaling = _kv_cache_rope(config)
+        rope_scale, rope_scaling = kv_cache_rope(config)
         return TIRPagedKVCache(
             attn_kind="mha",
             max_batch_size=max_batch_size,

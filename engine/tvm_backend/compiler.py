@@ -167,9 +167,9 @@ def _with_parallel_prefill_attention(module: tvm.IRModule, config: ModelConfig) 
     for name, build in kernels.items():
         if name in names:
             module.update_func(names[name], build(*heads))
-    from engine.models.llama import _kv_cache_rope
+    from engine.models.llama import kv_cache_rope
 
-    scale, scaling = _kv_cache_rope(config)
+    scale, scaling = kv_cache_rope(config)
     if attention.ROPE_NAME in names and attention.supports_rope(scaling):
         rope = attention.fused_rope(
             config.num_attention_heads, config.num_key_value_heads, config.head_dim, config.rope_theta, scale, scaling

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.paths import cache_dir
 from engine import sampling
 from engine.api import (
     Alternative,
@@ -31,10 +30,11 @@ from engine.api import (
     Usage,
 )
 from engine.artifact import find_tensor_cache
-from engine.chat_template import PromptFormat, prompt_format
-from engine.config import GGUF_QUANTIZATION, ChatConfig, read_chat_config, read_generation_defaults
+from engine.cache_folder import default_cache_dir
+from engine.chat_template import PromptFormat, prompt_format, template_name
+from engine.config import CHAT_CONFIG_FILE, GGUF_QUANTIZATION, ChatConfig, read_chat_config, read_generation_defaults
 from engine.errors import ContextWindowExceeded, EngineError
-from engine.info_extras import info_extras
+from engine.model_facts import declared_facts
 from engine.stopping import StopChecker
 from engine.tokenizer import Tokenizer
 from engine.tvm_backend import warm_start
@@ -57,12 +57,20 @@ class TVMEngine:
     """A local model on apache-tvm. One generate() runs at a time; others wait for it."""
 
     def __init__(
-        self, model_dir: Path | str, on_progress: ProgressCallback | None = None, device: str | None = None
+        self,
+        model_dir: Path | str,
+        on_progress: ProgressCallback | None = None,
+        device: str | None = None,
+        cache_dir: Path | None = None,
     ) -> None:
-        """device: auto, cpu, cuda, metal or vulkan (default: $TANDEM_DEVICE, else auto)."""
+        """device: auto, cpu, cuda, metal or vulkan (default: $TANDEM_DEVICE, else auto).
+        cache_dir: where compiled libraries and repacked weights are kept (default:
+        engine.cache_folder.default_cache_dir())."""
         report = on_progress or (lambda stage, fraction: None)
         self.model_dir = Path(model_dir)
+        self.cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
         self.chat_config: ChatConfig = read_chat_config(self.model_dir)
+        facts = declared_facts(self.chat_config.tandem, str(self.model_dir / CHAT_CONFIG_FILE))
         self.tokenizer = Tokenizer.from_model_dir(self.model_dir)
         self.prompt_format: PromptFormat = prompt_format(
             self.model_dir, self.chat_config.conv_template, self.chat_config.eos_token_ids, self.tokenizer.token_to_id
@@ -105,7 +113,10 @@ class TVMEngine:
             context_window=self.context_window,
             device=label,
             quantization=self.chat_config.quantization,
-            extra=info_extras(self.chat_config.tandem),
+            refusal=facts.refusal,
+            skills=facts.skills,
+            chat_template=template_name(self.prompt_format),
+            generation_defaults=self.generation_defaults,
         )
         report("ready", 1.0)
 
@@ -113,7 +124,7 @@ class TVMEngine:
         """A session from the library and weights the warm-start index names, with TVM's runtime
         only, and its device label; None (and the record dropped) when there is none or its
         entries will not load."""
-        warm = warm_start.find(self.model_dir, device, cache_dir())
+        warm = warm_start.find(self.model_dir, device, self.cache_dir)
         if warm is None:
             return None, ""
         report("loading the cached model", 0.5)
@@ -129,7 +140,7 @@ class TVMEngine:
         except Exception:  # noqa: BLE001  (whatever fails here, the full path rebuilds and says why)
             session = None
         if session is None:
-            warm_start.forget(self.model_dir, device, cache_dir())
+            warm_start.forget(self.model_dir, device, self.cache_dir)
             return None, ""
         self.weights_cache_hit = True
         self.warm_start = True
@@ -141,7 +152,7 @@ class TVMEngine:
             return
         entry, key = self._weights_entry
         warm = warm_start.WarmStart(self._library.parent, entry, key, label)
-        warm_start.remember(self.model_dir, device, cache_dir(), warm)
+        warm_start.remember(self.model_dir, device, self.cache_dir, warm)
 
     def _session(self, compiled: CompiledModel, tensors: list, device) -> ModelSession:
         model = self.chat_config.model_config
@@ -164,10 +175,10 @@ class TVMEngine:
         gguf = self._gguf
         kind: WeightKinds = gguf.kinds if gguf is not None else weight_kind(self.chat_config.quantization)
         compile_progress = _scaled(report, 0.0, 0.85)
-        compiled = compiled_model(model, kind, target, cache_dir(), compile_progress)
+        compiled = compiled_model(model, kind, target, self.cache_dir, compile_progress)
         report("loading weights", 0.85)
         with tvm_errors("loading the weights onto the device"):
-            weights = load_weights(self.model_dir, self.chat_config, compiled.params, target, cache_dir(), gguf)
+            weights = load_weights(self.model_dir, self.chat_config, compiled.params, target, self.cache_dir, gguf)
         if gguf is not None:  # the device (or the weight cache's mapping) holds them now
             self._gguf = GGUFWeights(gguf.path, {}, gguf.kinds)
         self.weights_cache_hit, self.weight_cache_note = weights.cache_hit, weights.cache_note
@@ -185,7 +196,7 @@ class TVMEngine:
                 raise
         discard(compiled)
         # Built from the same key, the new library takes the same parameters as the weights loaded.
-        compiled = compiled_model(model, kind, target, cache_dir(), compile_progress)
+        compiled = compiled_model(model, kind, target, self.cache_dir, compile_progress)
         return start(compiled), compiled.compile_s
 
     @property

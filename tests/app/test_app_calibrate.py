@@ -26,7 +26,7 @@ class KnowsHalf:
     """FAKE engine: right and sure on half the topics, guessing on the rest."""
 
     def __init__(self, model_id: str = "knows-half") -> None:
-        self.info = EngineInfo("fake", model_id, 2048, "cpu", "q4_1", {})
+        self.info = EngineInfo("fake", model_id, 2048, "cpu", "q4_1")
 
     def count_prompt_tokens(self, messages) -> int:
         return sum(len(m["content"].split()) for m in messages)

@@ -61,8 +61,8 @@ def _answer(engine, prompt: str) -> tuple[str, float]:
 
 
 def test_engine_reports_the_refusal_and_skills(engine):
-    assert engine.info.extra["refusal"] == REFUSAL
-    assert "tandem_help" in engine.info.extra["skills"]
+    assert engine.info.refusal == REFUSAL
+    assert engine.info.skills == ("tandem_help", "small_talk")
 
 
 @pytest.mark.parametrize(("prompt", "fragment"), IN_DOMAIN)

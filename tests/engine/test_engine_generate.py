@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from engine.api import FinishEvent, GenerationRequest, TokenEvent
-from engine.errors import ContextWindowExceeded, EngineError
+from engine.errors import ContextWindowExceeded, EngineError, ModelFileError
 from engine.loader import open_engine
 from engine.sampling import log_softmax
 
@@ -127,7 +127,9 @@ def test_info_describes_the_model(engine):
     assert info.quantization == "q4f32_1"
     assert info.context_window == 256
     assert info.device.startswith("cpu")
-    assert info.extra == {}
+    assert (info.refusal, info.skills) == (None, None)
+    assert info.chat_template  # the conv_template's name, or the model's own Jinja file
+    assert info.generation_defaults == engine.generation_defaults
 
 
 def test_info_carries_the_tandem_refusal_and_skills(tiny_mlc_model, tmp_path):
@@ -139,9 +141,21 @@ def test_info_carries_the_tandem_refusal_and_skills(tiny_mlc_model, tmp_path):
     config["tandem"] = {"refusal": refusal, "skills": ["tandem help", "small talk"]}
     config_path.write_text(json.dumps(config))
     opened = open_engine(model_dir, backend="tvm")
-    assert opened.info.extra["refusal"] == refusal
-    assert json.loads(opened.info.extra["skills"]) == ["tandem help", "small talk"]
+    assert opened.info.refusal == refusal
+    assert opened.info.skills == ("tandem help", "small talk")
     opened.close()
+
+
+@pytest.mark.parametrize("skills", ['"tandem help"', '[["nested"]]', '[{"title": "no name"}]'])
+def test_a_malformed_skill_list_is_a_model_file_error_naming_the_key(tiny_mlc_model, tmp_path, skills):
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_mlc_model("q4f32_1", model_type="llama", tie=True), model_dir)
+    config_path = model_dir / "mlc-chat-config.json"
+    config = json.loads(config_path.read_text())
+    config["tandem"] = {"skills": json.loads(skills)}
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ModelFileError, match=r"(?i)mlc-chat-config\.json: tandem\.skills.*fix or remove it"):
+        open_engine(model_dir, backend="tvm")
 
 
 def test_a_closed_engine_says_so(tiny_mlc_model):

@@ -130,12 +130,9 @@ class ScriptedEngine:
     can see an early abort stop the decode loop."""
 
     def __init__(self, script: Script, context_window: int = 512,
-                 skills: str | None = None) -> None:
+                 skills: tuple[str, ...] | None = None) -> None:
         self.script = script
-        extra = {"refusal": REFUSAL}
-        if skills is not None:
-            extra["skills"] = skills
-        self._info = EngineInfo("fake", "scripted-nano", context_window, "cpu", "none", extra)
+        self._info = EngineInfo("fake", "scripted-nano", context_window, "cpu", "none", refusal=REFUSAL, skills=skills)
         self.decoded = 0
         self.generations = 0
 

@@ -197,7 +197,7 @@ def test_a_prompt_over_the_window_with_no_cloud_ends_in_a_clear_error(recording_
 
 
 def test_a_request_outside_declared_skills_escalates(recording_server) -> None:
-    engine = ScriptedEngine(answer_by_topic, skills=json.dumps(["app-help", "small-talk"]))
+    engine = ScriptedEngine(answer_by_topic, skills=("app-help", "small-talk"))
     events = run(make_router(recording_server, engine=engine), "quit?\n```python\nprint(1)\n```")
     assert engine.generations == 0 and "code" in events[-1].reason and events[-1].route == "cloud"
 

@@ -394,10 +394,9 @@ class ChatScreen(Screen[None]):
         from app.feedback import summary
 
         engine, settings = self.tandem.engine, self.tandem.settings
-        name = getattr(getattr(engine, "info", None), "model_id", None)
-        if name is None:
-            name = chosen_model(settings.model_dir, settings.backend).path.name
-        defaults = getattr(engine, "generation_defaults", None)
+        info = getattr(engine, "info", None)  # None until the model is open (or a snapshot's stand-in)
+        name = info.model_id if info is not None else chosen_model(settings.model_dir, settings.backend).path.name
+        defaults = info.generation_defaults if info is not None else None
         shown = {key: getattr(defaults, key) for key in SAMPLING_NAMES} if defaults is not None else None
         totals = getattr(self.tandem.turn_runner().router, "hybrid_totals", None)
         hybrid = totals.summary() if totals is not None else None

@@ -1,0 +1,41 @@
+"""What a model declares about itself in the `tandem` section of mlc-chat-config.json (its refusal
+sentence and its skills), read once into typed values for EngineInfo."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from engine.errors import ModelFileError
+
+
+@dataclass(frozen=True)
+class DeclaredFacts:
+    refusal: str | None = None
+    skills: tuple[str, ...] | None = None
+    """None when the model declares no skill list (then its confidence alone decides)."""
+
+
+def declared_facts(tandem: Mapping[str, Any], source: str) -> DeclaredFacts:
+    """The refusal and skills in `tandem` (source names the file, for errors). A skill is a name,
+    or an object with a "name"; anything else is a ModelFileError naming the key and the fix."""
+    refusal = tandem.get("refusal")
+    if refusal is not None and not isinstance(refusal, str):
+        raise ModelFileError(f"{source}: tandem.refusal must be a sentence (a string), not {refusal!r}; fix or remove it.")
+    if "skills" not in tandem:
+        return DeclaredFacts(refusal, None)
+    raw = tandem["skills"]
+    if not isinstance(raw, list):
+        raise ModelFileError(f"{source}: tandem.skills must be a list of skill names, not {raw!r}; fix or remove it.")
+    return DeclaredFacts(refusal, tuple(_skill_name(entry, source) for entry in raw))
+
+
+def _skill_name(entry: object, source: str) -> str:
+    if isinstance(entry, str):
+        return entry
+    if isinstance(entry, Mapping) and isinstance(entry.get("name"), str):
+        return entry["name"]
+    raise ModelFileError(
+        f"{source}: tandem.skills holds {entry!r}; each skill is a name (or an object with a \"name\"). Fix or remove it."
+    )
