@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from engine.api import Backend
 
+from app.errors import AppError, unexpected
 from app.models.catalog import EMBEDDED_NAME, MODEL_CONFIG, ModelRecord, human_size, installed_models
 from app.models.catalog import models_dir as _models_dir
+from engine.errors import EngineError
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ def _detail(record: ModelRecord) -> str:
     return " · ".join(parts)
 
 
-class UnknownModelName(LookupError):
+class UnknownModelName(AppError, LookupError):
     """`--model NAME` names no installed model; the message lists those there are."""
 
 
@@ -89,7 +91,7 @@ def chosen_model(model_dir: str | None, backend: Backend = "auto") -> LocalModel
     return LocalModel(path.name, path, backend, str(path))
 
 
-class ModelUnavailable(Exception):
+class ModelUnavailable(AppError):
     """No engine can open the chosen model here; the message says why and what to do."""
 
 
@@ -115,5 +117,7 @@ def open_model_or_explain(model: LocalModel) -> Any:
         return open_model(model)
     except ModelUnavailable:
         raise
-    except Exception as problem:  # noqa: BLE001  (whatever the engine raised, said in one line)
+    except (EngineError, OSError) as problem:  # the engine's errors name their own fix
         raise ModelUnavailable(f"{model.label} failed to load: {problem}") from problem
+    except Exception as problem:  # last resort: logged, said to be unexpected, and re-raised as the CLI's error
+        raise ModelUnavailable(f"{model.label} failed to load: {unexpected(problem)}") from problem

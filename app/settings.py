@@ -7,6 +7,8 @@ import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from app.errors import AppError
+
 # The privacy modes and cloud-context policies are offload.privacy's (defined there once), in the
 # order Ctrl+G and the chat's context key cycle them.
 from offload.privacy import CONTEXT_POLICIES, MODES, ContextPolicy, Mode
@@ -149,7 +151,7 @@ class UserSettings:
         return next((p for p in self.providers if p.name == self.verifier), None)
 
 
-class SettingsError(ValueError):
+class SettingsError(AppError, ValueError):
     """A setting the user entered is not valid; the message names the field and the fix."""
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from app.errors import AppError
 from app.feedback import FeedbackRecorder, label_recloud, learning_enabled, model_key
 from engine.api import DEFAULT_MAX_TOKENS
 from offload.events import Decision, Discard, Egress, Notice, RouterEvent, Token, TurnDone
@@ -25,7 +26,7 @@ RouterFactory = Callable[[Any, Any, bool], Any]
 """(engine, UserSettings, offline) -> a Router: something with run(turn, approve, cancel)."""
 
 
-class TurnError(Exception):
+class TurnError(AppError):
     """A turn failed (the local model or the cloud broke); the message says what and what to do.
     The user's message is kept and the reply is stored with status "error"."""
 
@@ -258,8 +259,12 @@ def _policy(conversation: Any) -> Any:
 
 
 def _explain(error: Exception) -> str:
-    """Errors from the engine and offload already speak to the user; anything else gets its type named."""
-    if type(error).__module__.split(".")[0] in ("engine", "offload"):
+    """The engine's and offload's errors already speak to the user; anything else (a store
+    error included, as before) gets its type named."""
+    from engine.errors import EngineError
+    from offload.errors import OffloadError
+
+    if isinstance(error, (EngineError, OffloadError)):
         return str(error)
     return f"the turn failed ({type(error).__name__}: {error}); your message is saved, try again."
 

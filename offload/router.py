@@ -25,6 +25,7 @@ from offload.confidence import (
     assess,
     is_refusal,
 )
+from offload.errors import OffloadError
 from offload.events import Decision, Discard, Egress, Notice, RouterEvent, Token, TurnDone
 from offload.outgoing import Exchange, OutgoingRequest
 from offload.privacy import (
@@ -124,7 +125,7 @@ that cannot ask at all (no terminal) raises ApprovalUnavailable instead, so nobo
 declined."""
 
 
-class ApprovalUnavailable(Exception):
+class ApprovalUnavailable(OffloadError):
     """The approver could not put the question to the user; the message says why and what to do."""
 
 

@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from app.errors import unexpected
 from app.models.catalog import models_dir
+from engine.errors import EngineError
 
 QUANTIZATION_CHOICES = ("q4f16_1", "q4f32_1", "q0f16", "q0f32")
 
@@ -166,9 +168,12 @@ def pull_model(args: argparse.Namespace) -> int:
         bar.close()
         print("tandem: pull cancelled; run the same command again to continue the download.", file=sys.stderr)
         return 130
-    except Exception as error:  # the engine's own errors name their fix
+    except (EngineError, OSError) as error:  # the engine's own errors name their fix
         bar.close()
         return _error(f"{args.spec}: {error}; nothing was installed.")
+    except Exception as error:  # last resort: logged, and said to be unexpected
+        bar.close()
+        return _error(f"{args.spec}: {unexpected(error)}; nothing was installed.")
     bar.close()
     fetched = f"downloaded {result.downloaded_bytes / 1e6:.1f} MB" if result.downloaded_bytes else "already downloaded"
     print(f"Pulled {spec} at {result.commit[:12]} ({fetched}) as {result.name}: {result.path}")
@@ -191,9 +196,12 @@ def import_model(args: argparse.Namespace) -> int:
         bar.close()
         print("tandem: import cancelled; nothing was installed.", file=sys.stderr)
         return 130
-    except Exception as error:  # the importer's ModelFileError names the file and the fix
+    except (EngineError, OSError) as error:  # the importer's ModelFileError names the file and the fix
         bar.close()
         return _error(f"{error}; nothing was installed.")
+    except Exception as error:  # last resort: logged, and said to be unexpected
+        bar.close()
+        return _error(f"{unexpected(error)}; nothing was installed.")
     bar.close()
     print(f"Imported {args.source} as {installed.name}: {installed.path}")
     _say_done(installed.name, installed.route)

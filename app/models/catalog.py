@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.errors import AppError
 from app.paths import data_dir
 
 MODEL_CONFIG = "mlc-chat-config.json"
@@ -67,11 +68,11 @@ class ModelRecord:
     tensor_types: dict[str, int] = field(default_factory=dict)
 
 
-class UnknownModel(LookupError):
+class UnknownModel(AppError, LookupError):
     """No installed model has that name; the message lists the names there are."""
 
 
-class ModelNameError(ValueError):
+class ModelNameError(AppError, ValueError):
     """A name Tandem cannot give a model folder."""
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.errors import AppError
 from app.models.catalog import ModelSource, downloads_dir, gguf_store_dir
 from app.models.gguf_import import import_gguf_as, importer
 from app.models.install import check_free_space, commit, destination, staged
@@ -33,7 +34,7 @@ _QUANT_OUTPUT_SHARE = {"q4f16_1": 0.5, "q4f32_1": 0.5, "q0f16": 1.0, "q0f32": 2.
 """Converted size as a share of the checkpoint's, an upper bound for the free-disk check."""
 
 
-class PullError(Exception):
+class PullError(AppError):
     """The pull cannot go on; the message names the repository or file and the fix."""
 
 

@@ -8,10 +8,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from app.errors import AppError
 from app.models.catalog import ModelSource, check_name, models_dir, write_source
 
 
-class InstallError(Exception):
+class InstallError(AppError):
     """The model cannot be put in place; the message says why and what to do."""
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import httpx
 
+from app.errors import AppError
+
 CHUNK = 1 << 20
 PARTIAL_SUFFIX = ".part"
 RETRIES = 3
@@ -28,7 +30,7 @@ class Expected:
     git_blob_id: str | None = None
 
 
-class TransferError(Exception):
+class TransferError(AppError):
     """A download failed; the message names the file and what to do."""
 
 

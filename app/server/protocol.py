@@ -8,13 +8,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from app.errors import AppError
 from engine.api import FinishEvent, GenerationRequest, Message, TokenEvent, check_setting
 
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
 
-class ApiError(Exception):
+class ApiError(AppError):
     """A request the server refuses, as OpenAI's JSON error body."""
 
     def __init__(

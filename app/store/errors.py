@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from app.errors import AppError
 
-class StoreError(Exception):
+
+class StoreError(AppError):
     """Base of every history-store error; its message is fit to show the user as is."""
 
 

@@ -14,9 +14,11 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
 
+from app.errors import unexpected
 from app.local_models import LocalModel, ModelUnavailable, chosen_model, open_model
 from app.settings import THEMES, UserSettings, load_settings, save_settings
 from app.turns import RouterFactory, TurnRunner, default_router_factory
+from engine.errors import EngineError
 
 EngineOpener = Callable[[LocalModel, Callable[[str, float], None] | None], Any]
 """(model, on_progress) -> Engine; tests inject the real engine through this."""
@@ -134,8 +136,11 @@ class TandemApp(App[None]):
         except ModelUnavailable as problem:
             self.call_from_thread(self._set_engine_status, f"local model unavailable: {problem}")
             return
-        except Exception as problem:  # an engine error names its own fix
+        except (EngineError, OSError) as problem:  # an engine error names its own fix
             self.call_from_thread(self._set_engine_status, f"{model.label} failed to load: {problem}")
+            return
+        except Exception as problem:  # last resort: logged, and said to be unexpected; the app stays up
+            self.call_from_thread(self._set_engine_status, f"{model.label} failed to load: {unexpected(problem)}")
             return
         self.engine, self.model = engine, model
         self.turn_runner()  # build the router now (httpx, redaction, calibration), not on the first Enter

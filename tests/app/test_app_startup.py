@@ -14,6 +14,7 @@ from app_helpers import SIZE, until, until_ready
 from app.local_models import ModelUnavailable
 from app.tui.screens.chat import ChatScreen
 from app.tui.widgets.status_bar import StatusBar
+from engine.errors import ModelFileError
 
 pytestmark = pytest.mark.anyio
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +56,27 @@ async def test_the_model_loads_in_the_background_with_its_progress_shown(make_ap
         await pilot.pause()
         assert engine_status(app) == "local model unavailable: stopped by the test"
     assert requested[0].path == Path(__import__("assets").embedded_model_dir())
+
+
+@pytest.mark.parametrize(
+    ("raised", "shown"),
+    [
+        (ModelFileError("model.gguf is truncated; download it again."), "model.gguf is truncated; download it again."),
+        (TypeError("a fault"), "an unexpected TypeError: a fault (a fault in Tandem; please report it)"),
+    ],
+)
+async def test_a_model_that_fails_to_load_is_explained_by_the_errors_type(make_app, raised, shown, caplog):
+    """The engine's errors name their own fix; anything else is caught last, logged, and said to be unexpected."""
+
+    def failing_opener(model, on_progress):
+        raise raised
+
+    async with make_app(open_engine=failing_opener, load_engine=True).run_test(size=SIZE) as pilot:
+        app = pilot.app
+        await until(pilot, lambda: "failed to load" in engine_status(app), "the failure")
+        assert engine_status(app) == f"tandem-nano failed to load: {shown}"
+    logged = [r for r in caplog.records if r.name == "tandem"]
+    assert bool(logged) == isinstance(raised, TypeError)
 
 
 async def test_a_damaged_database_exits_with_a_message_not_a_traceback(make_app, db_path):

@@ -11,7 +11,9 @@ import threading
 import pytest
 from app_helpers import FailsAfterFirstToken, KeptOpen
 
+from app.errors import AppError
 from app.turns import NEW_TITLE, TurnError, TurnRunner, default_router_factory, title_from
+from engine.errors import EngineError
 from offload.events import TurnDone
 from offload.router import Preview
 
@@ -131,6 +133,43 @@ def test_a_failing_turn_keeps_the_question_and_marks_the_reply_error(store, nano
     user, reply = store.messages(conversation.id)
     assert user.content == "What is Tandem?"
     assert reply.status == "error" and reply.content and reply.content in "I can help with Tandem"
+
+
+class DeviceLost(EngineError):
+    """An engine error defined outside engine/: its type, not its module, says it speaks to the user."""
+
+
+class FailsWithAnEngineError(FailsAfterFirstToken):
+    def generate(self, request, cancel=None):
+        yield next(iter(self._engine.generate(request, cancel)))
+        raise DeviceLost("The GPU went away; pick the CPU backend in settings (Ctrl+S).")
+
+
+def test_the_users_message_is_chosen_by_the_errors_type_not_its_module(store, nano_engine):
+    from app.settings import UserSettings
+
+    conversation = store.create_conversation(title="t")
+    router = default_router_factory(FailsWithAnEngineError(nano_engine), UserSettings(), offline=False)
+    with pytest.raises(TurnError) as raised:
+        TurnRunner(store, router).run(conversation.id, "What is Tandem?")
+    assert str(raised.value) == "The GPU went away; pick the CPU backend in settings (Ctrl+S)."
+    assert isinstance(raised.value, AppError) and store.messages(conversation.id)[-1].status == "error"
+
+
+def test_every_error_app_raises_on_purpose_shares_one_base():
+    from app.local_models import ModelUnavailable, UnknownModelName
+    from app.models.catalog import ModelNameError, UnknownModel
+    from app.models.hub import PullError
+    from app.models.install import InstallError
+    from app.models.transfer import TransferError
+    from app.server.protocol import ApiError
+    from app.settings import SettingsError
+    from app.store import StoreError
+
+    for error in (ModelUnavailable, UnknownModelName, ModelNameError, UnknownModel, PullError, InstallError,
+                  TransferError, ApiError, SettingsError, StoreError, TurnError):
+        assert issubclass(error, AppError), error
+    assert issubclass(UnknownModelName, LookupError) and issubclass(SettingsError, ValueError)  # as before
 
 
 def test_a_cancelled_turn_is_stored_as_interrupted(store, local_router):

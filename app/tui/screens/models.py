@@ -13,8 +13,10 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import ListItem, ListView, Static
 
+from app.errors import AppError, unexpected
 from app.local_models import LocalModel
 from app.models.found import FoundGGUF
+from engine.errors import EngineError
 
 FindGGUFs = Callable[[], list[FoundGGUF]]
 ImportGGUF = Callable[[FoundGGUF], Any]
@@ -87,8 +89,11 @@ class ModelPickerScreen(ModalScreen[LocalModel | None]):
     def _discover(self) -> None:
         try:
             found = self._find()
-        except Exception as problem:  # a damaged store must not break the picker
+        except (AppError, OSError, ValueError) as problem:  # a damaged store must not break the picker
             self.app.call_from_thread(self._status, f"Could not look for GGUF files: {problem}")
+            return
+        except Exception as problem:  # last resort: logged, and said to be unexpected
+            self.app.call_from_thread(self._status, f"Could not look for GGUF files: {unexpected(problem)}")
             return
         self.app.call_from_thread(self._show_found, found)
 
@@ -116,8 +121,11 @@ class ModelPickerScreen(ModalScreen[LocalModel | None]):
     def _import_in_thread(self, item: FoundItem) -> None:
         try:
             installed = self._import(item.found)
-        except Exception as problem:  # install errors carry the fix; shown, never raised into the UI
+        except (AppError, EngineError, OSError) as problem:  # install and model-file errors carry the fix
             self.app.call_from_thread(self._import_failed, item, str(problem))
+            return
+        except Exception as problem:  # last resort: logged, and said to be unexpected, never raised into the UI
+            self.app.call_from_thread(self._import_failed, item, unexpected(problem))
             return
         self.app.call_from_thread(self._imported, item, installed)
 
