@@ -86,10 +86,21 @@ class Timings:
 
 
 @dataclass(frozen=True)
+class HiddenStates:
+    """The model's final hidden state (after its last norm, float32 vectors of hidden_size):
+    at the prompt's last token, before any answer, and at the answer's last computed token."""
+
+    prompt_end: Sequence[float]
+    answer_end: Sequence[float]
+
+
+@dataclass(frozen=True)
 class FinishEvent:
     reason: FinishReason
     usage: Usage
     timings: Timings
+    hidden: HiddenStates | None = field(default=None, compare=False, repr=False)
+    """Where the backend exports it (Tandem's TVM runtime; not MLCEngine)."""
 
 
 EngineEvent = TokenEvent | FinishEvent
