@@ -194,10 +194,10 @@ def target_cutoff(scores: Sequence[float], good: Sequence[bool], keep: float = K
     forced = np.zeros(len(s), dtype=bool) if escalated_anyway is None else np.asarray(escalated_anyway, dtype=bool)
     if not y.any():
         return best_cutoff(scores, good)
-    best = 0.0
-    for c in np.unique(np.concatenate([s, [0.0]])):
-        kept = ((s[y] >= c) & ~forced[y]).mean()
-        if kept >= keep:
+    candidates = np.unique(np.concatenate([s, [0.0]]))
+    best = float(candidates[0])
+    for c in candidates:
+        if ((s[y] >= c) & ~forced[y]).mean() >= keep:
             best = max(best, float(c))
     return best
 

@@ -35,7 +35,10 @@ class ModelIdentity:
 
     @classmethod
     def of(cls, info: EngineInfo) -> ModelIdentity:
-        return cls(info.model_id, info.quantization)
+        """The engine's model and quantization; an imported GGUF's quantization names its file too
+        (main tensor type and digest: engine.info_extras), so a replaced file is a stale fit."""
+        weights = info.extra.get("weights")
+        return cls(info.model_id, f"{info.quantization}-{weights}" if weights else info.quantization)
 
     @property
     def key(self) -> str:
