@@ -335,7 +335,8 @@ def general_main(args: argparse.Namespace) -> int:
             if done % 25 == 0 or done == total else None
 
     max_tokens = min(args.max_tokens, fitting.MAX_TOKENS)
-    cache = REPO / ".cache" / "bench" / f"router-runs-{identity.key}-{args.limit}-{max_tokens}.pkl"
+    # Own sampling settings and hidden states (v2): runs from before either are not reused.
+    cache = REPO / ".cache" / "bench" / f"router-runs-v2-{identity.key}-{args.limit}-{max_tokens}.pkl"
     if args.reuse and cache.exists():  # the same model, slice and length: refit without decoding again
         fit_runs, held = pickle.loads(cache.read_bytes())
         for runs, split in ((fit_runs, "calibrate"), (held, "heldout")):

@@ -99,10 +99,21 @@ class Timings:
 
 
 @dataclass(frozen=True)
+class HiddenStates:
+    """The model's final hidden state (after its last norm, float32 vectors of hidden_size):
+    at the prompt's last token, before any answer, and at the answer's last computed token."""
+
+    prompt_end: Sequence[float]
+    answer_end: Sequence[float]
+
+
+@dataclass(frozen=True)
 class FinishEvent:
     reason: FinishReason
     usage: Usage
     timings: Timings
+    hidden: HiddenStates | None = field(default=None, compare=False, repr=False)
+    """Where the backend exports it (Tandem's TVM runtime; not MLCEngine)."""
 
 
 EngineEvent = TokenEvent | FinishEvent
@@ -126,6 +137,9 @@ class EngineInfo:
     name of its MLC conv_template (e.g. "chatml")."""
     generation_defaults: SamplingParams | None = None
     """The model's own sampling settings, which a request's settings replace; None when unknown."""
+    weights: str | None = None
+    """Which file an imported GGUF is (main tensor type and digest, engine.model_facts); what a
+    calibration is keyed on. None for other models."""
 
 
 class Engine(Protocol):

@@ -88,6 +88,7 @@ class MLCBackendEngine:
             quantization=self.chat_config.quantization,
             refusal=facts.refusal,
             skills=facts.skills,
+            weights=facts.weights,
             chat_template=template_name(self.prompt_format),
             generation_defaults=self.generation_defaults,
         )

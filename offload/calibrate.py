@@ -1,6 +1,7 @@
-"""Fits a local model's own calibration: runs graded prompts through it, fits the confidence score
-(monotone logistic regression), picks the threshold and the early-abort rule on the calibrate
-half, and measures all three on the held-out half.
+"""Fits a local model's own calibration: runs graded prompts through it (with the sampling settings
+the router uses), fits probes on its hidden states and the confidence score over them and the
+token-probability signals (monotone logistic regression), picks the threshold and the early-abort
+rule on the calibrate half, and measures all three on the held-out half.
 
 Engine-agnostic and store-agnostic: callers hand in prompts with a grader, and extra labelled
 feature rows (the user's feedback) when refitting from history.
@@ -11,11 +12,12 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from engine.api import Engine, FinishEvent, GenerationRequest, TokenEvent
+from engine.api import Engine, FinishEvent, GenerationRequest, HiddenStates, TokenEvent
+from offload import probe as probing
 from offload.calibrations import ModelCalibration, ModelIdentity
 from offload.confidence import (
     AbortRule,
@@ -25,6 +27,7 @@ from offload.confidence import (
     features,
     fit_calibration,
     is_refusal,
+    probe_features,
 )
 
 PORTABLE_FEATURES = (
@@ -43,6 +46,10 @@ MIN_EACH = 3
 """Right and wrong answers each needed, at least, before a fit means anything."""
 MAX_TOKENS = 32
 """Tokens per calibration answer: short answers are decided in their first tokens."""
+KEEP_CORRECT = 0.92
+"""The threshold keeps at least this share of right answers local on the calibrate half (the
+issue's target is 90% on new prompts; the margin covers the held-out half's spread), and, within
+that, escalates as many wrong ones as it can."""
 
 
 class CalibrationFailed(Exception):
@@ -72,10 +79,17 @@ class Run:
     prompt: str = ""
     truncated: bool = False
     """It ran out of tokens rather than ending."""
+    hidden: HiddenStates | None = None
+    """The model's final hidden states at the end of the prompt and of the answer, where exported."""
 
     @property
     def features(self) -> dict[str, float]:
+        """The token and text signals (the probes' logits come from a fit: see `scored`)."""
         return features(self.tokens, self.prompt_tokens, prompt=self.prompt, truncated=self.truncated)
+
+    def scored(self, calibration: Calibration) -> dict[str, float]:
+        """What the router would score: the signals plus the calibration's probe logits."""
+        return {**self.features, **probe_features(calibration, self.hidden)}
 
 
 Progress = Callable[[int, int], None]
@@ -83,20 +97,22 @@ Progress = Callable[[int, int], None]
 
 
 def run_prompts(engine: Engine, prompts: Sequence[Prompt], *, max_tokens: int = MAX_TOKENS,
-                progress: Progress | None = None, temperature: float = 0.0) -> list[Run]:
-    """Each prompt as a one-message conversation, decoded greedily (the model's most likely
-    answer: what its confidence describes) unless a temperature is given."""
+                progress: Progress | None = None, sampling: Mapping[str, float | int] | None = None) -> list[Run]:
+    """Each prompt as a one-message conversation, sampled as the router samples it: with the
+    model's own generation settings, or the user's `sampling` override of them (the router's
+    GenerationRequest fields). The answers whose confidence the router judges are these."""
     refusal = engine.info.refusal
     runs = []
     for n, prompt in enumerate(prompts, start=1):
         request = GenerationRequest(messages=[{"role": "user", "content": prompt.text}], max_tokens=max_tokens,
-                                    temperature=temperature, seed=0)
+                                    seed=n, **dict(sampling or {}))
         tokens: list[TokenEvent] = []
-        prompt_tokens, truncated = 0, False
+        prompt_tokens, truncated, hidden = 0, False, None
         first = time.perf_counter()
         for event in engine.generate(request):
             if isinstance(event, FinishEvent):
                 prompt_tokens, truncated = event.usage.prompt_tokens, event.reason == "length"
+                hidden = event.hidden
                 continue
             if not tokens:
                 first = time.perf_counter()  # decode time from the first token: prefill is paid either way
@@ -105,7 +121,7 @@ def run_prompts(engine: Engine, prompts: Sequence[Prompt], *, max_tokens: int = 
         answer = "".join(t.text for t in tokens)
         refused = is_refusal(answer, refusal)
         runs.append(Run(answer, tokens, prompt_tokens, not refused and prompt.grade(answer), refused, decode_s,
-                        prompt.kind, prompt.text, truncated))
+                        prompt.kind, prompt.text, truncated, hidden))
         if progress is not None:
             progress(n, len(prompts))
     return runs
@@ -170,6 +186,22 @@ def best_cutoff(scores: Sequence[float], good: Sequence[bool]) -> float:
     return best
 
 
+def target_cutoff(scores: Sequence[float], good: Sequence[bool], keep: float = KEEP_CORRECT,
+                  escalated_anyway: Sequence[bool] | None = None) -> float:
+    """The highest cutoff that still keeps `keep` of the right answers local (counting those the
+    early abort escalates whatever their score): the most wrong answers escalated at that cost."""
+    s, y = np.asarray(scores, dtype=np.float64), np.asarray(good, dtype=bool)
+    forced = np.zeros(len(s), dtype=bool) if escalated_anyway is None else np.asarray(escalated_anyway, dtype=bool)
+    if not y.any():
+        return best_cutoff(scores, good)
+    candidates = np.unique(np.concatenate([s, [0.0]]))
+    best = float(candidates[0])
+    for c in candidates:
+        if ((s[y] >= c) & ~forced[y]).mean() >= keep:
+            best = max(best, float(c))
+    return best
+
+
 def fit_abort(runs: Sequence[Run], checkpoints: Sequence[int] = ABORT_CHECKPOINTS) -> AbortRule | None:
     """A prefix score fitted on the first k tokens of each answer, and the highest cutoff whose
     aborts were (on these runs) almost all wrong answers; None if no cutoff is that safe."""
@@ -207,7 +239,7 @@ class HeldOutReport:
 def evaluate(stored: ModelCalibration, runs: Sequence[Run], refusal: str | None = None) -> HeldOutReport:
     """The stored fit on runs it never saw, as the router would use it: a turn escalates when the
     stream monitor stops its draft or its finished answer scores below the cutoff."""
-    scores = [answer_confidence(r.features, r.refused, stored.calibration) for r in runs]
+    scores = [answer_confidence(r.scored(stored.calibration), r.refused, stored.calibration) for r in runs]
     good = [r.correct for r in runs]
     stops = [abort_point(stored.abort, r, refusal) for r in runs]
     escalate = [stop is not None or s < stored.cutoff for s, stop in zip(scores, stops)]
@@ -245,10 +277,14 @@ def calibrate(
     rows = [r.features for r in kept] + [dict(f) for f, _ in extra]
     good = [r.correct for r in kept] + [bool(g) for _, g in extra]
     source = f"{len(kept)} calibrate prompts" + (f" + {len(extra)} feedback labels" if extra else "")
-    calibration = fit_rows(rows, good, fitted_on=source)
-    cutoff = best_cutoff(cross_validated(rows, good), good)
+    probes = fit_probes(kept, rows, good)
+    names = (*PORTABLE_FEATURES, *(p.feature for p in probes))
+    calibration = replace(fit_rows(rows, good, fitted_on=source, names=names), probes=probes)
+    abort = fit_abort(kept)
+    aborted = [abort_point(abort, r, refusal) is not None for r in kept] + [False] * len(extra)
+    cutoff = target_cutoff(cross_validated(rows, good, names=names), good, escalated_anyway=aborted)
     stored = ModelCalibration(identity, calibration, cutoff, n_fit=len(rows), history_labels=len(extra),
-                              abort=fit_abort(kept), created=created)
+                              abort=abort, created=created)
     if not heldout_runs:
         return stored, None
     report = evaluate(stored, heldout_runs, refusal)
@@ -256,6 +292,26 @@ def calibrate(
                               report.accuracy, stored.n_fit, report.n, stored.history_labels, stored.abort,
                               stored.created)
     return stored, report
+
+
+def fit_probes(kept: Sequence[Run], rows: list[dict[str, float]], good: Sequence[bool]) -> tuple[probing.HiddenProbe, ...]:
+    """Probes on the runs' hidden states (none where the backend does not export them). Each
+    calibrate row gets its probe logit from a probe fitted without it (written into `rows`), so
+    the score learns how far to trust a probe on answers it has not seen; rows past the runs
+    (feedback labels) keep the logit the router recorded, or none."""
+    if not kept or any(r.hidden is None for r in kept):
+        return ()
+    labels = list(good[: len(kept)])
+    if min(sum(labels), len(labels) - sum(labels)) < MIN_EACH:
+        return ()
+    probes = []
+    for feature, state in probing.PROBE_STATES.items():
+        states = [np.asarray(getattr(r.hidden, state), dtype=np.float64) for r in kept]
+        l2 = probing.choose_l2(states, labels)
+        for row, logit in zip(rows, probing.out_of_fold(states, labels, l2)):
+            row[feature] = float(logit)
+        probes.append(probing.fit_probe(feature, states, labels, l2))
+    return tuple(probes)
 
 
 def _finite(value: float) -> float | None:

@@ -35,7 +35,10 @@ class ModelIdentity:
 
     @classmethod
     def of(cls, info: EngineInfo) -> ModelIdentity:
-        return cls(info.model_id, info.quantization)
+        """The engine's model and quantization; an imported GGUF's quantization names its file too
+        (main tensor type and digest: EngineInfo.weights), so a replaced file is a stale fit."""
+        weights = info.weights
+        return cls(info.model_id, f"{info.quantization}-{weights}" if weights else info.quantization)
 
     @property
     def key(self) -> str:
@@ -92,14 +95,15 @@ class ModelCalibration:
             raise
         except (ValueError, TypeError, KeyError, AttributeError) as error:
             raise CalibrationFileError(f"{source} is not a readable calibration ({type(error).__name__}: {error})") from error
-        unknown = [n for n in stored.calibration.names if n not in FEATURE_NAMES]
+        known = (*FEATURE_NAMES, *(probe.feature for probe in stored.calibration.probes))
+        unknown = [n for n in stored.calibration.names if n not in known]
         if unknown:
             raise CalibrationFileError(f"{source} uses features this Tandem does not compute: {', '.join(unknown)}")
         return stored
 
 
 def _calibration(data: Mapping[str, Any]) -> Calibration:
-    calibration = Calibration(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+    calibration = Calibration.from_dict(data)
     sizes = {len(calibration.names), len(calibration.mean), len(calibration.scale), len(calibration.weights)}
     if len(sizes) != 1:
         raise ValueError("names, mean, scale and weights differ in length")

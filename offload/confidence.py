@@ -11,12 +11,14 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from engine.api import TokenEvent
+from engine.api import HiddenStates, TokenEvent
+from offload.probe import PROBE_STATES, HiddenProbe
 
 WEIGHTS_PATH = Path(__file__).with_name("confidence_weights.json")
 FINAL_SPAN = 8
@@ -55,6 +57,7 @@ MONOTONE_SIGNS = {
     "p5_logprob": 1, "p10_logprob": 1, "p25_logprob": 1, "median_logprob": 1, "lowest3_logprob": 1,
     "first_logprob": 1, "early_min_logprob": 1, "final_mean_logprob": 1, "mean_margin": 1,
     "mean_entropy": -1, "low_share": -1, "repeat_share": -1,
+    "probe_prompt": 1, "probe_answer": 1,
 }
 """The direction each feature may push the score: a surer token never lowers it. On a model that
 is confidently wrong more often than unsure, a free fit learns the opposite, and would then call
@@ -159,20 +162,44 @@ class Calibration:
     reference: tuple[float, ...] = ()
     """Scores of the eval set at quantiles 0, 0.01, ..., 1: maps a target escalation rate to a cutoff."""
     fitted_on: str = ""
+    probes: tuple[HiddenProbe, ...] = ()
+    """Probes on the model's hidden state whose logits are features (probe_prompt, probe_answer)."""
 
     def score(self, values: Mapping[str, float]) -> float:
-        x = np.array([values.get(name, 0.0) for name in self.names], dtype=np.float64)
+        # A probe feature without a hidden state (a backend that does not export it) is neutral.
+        x = np.array([values.get(name, m if name in PROBE_STATES else 0.0) for name, m in zip(self.names, self.mean)],
+                     dtype=np.float64)
         # Clipped: an answer far outside what the fit saw must not ride a linear extrapolation.
         z = np.clip((x - np.array(self.mean)) / np.array(self.scale), -_Z_LIMIT, _Z_LIMIT)
         return float(_sigmoid(z @ np.array(self.weights) + self.bias))
 
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, indent=1)
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Calibration:
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k != "probes"}
+        probes = tuple(
+            HiddenProbe(**{k: tuple(v) if isinstance(v, list) else v for k, v in probe.items()})
+            for probe in data.get("probes", ()))
+        return cls(**values, probes=probes)
 
     @classmethod
     def load(cls, path: Path = WEIGHTS_PATH) -> Calibration:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def probe_features(calibration: Calibration, hidden: HiddenStates | None) -> dict[str, float]:
+    """The calibration's probe logits on this answer's hidden states (none without them)."""
+    if hidden is None:
+        return {}
+    values = {}
+    for probe in calibration.probes:
+        try:
+            values[probe.feature] = probe.logit(getattr(hidden, probe.state))
+        except ValueError:  # a state of another width: not the model this was fitted for
+            continue
+    return values
 
 
 def _sigmoid(z: np.ndarray | float) -> np.ndarray | float:
@@ -299,11 +326,13 @@ class Assessment:
 
 def assess(
     tokens: Sequence[TokenEvent], refusal: str | None, calibration: Calibration,
-    prompt_tokens: int = 0, *, prompt: str = "", truncated: bool = False,
+    prompt_tokens: int = 0, *, prompt: str = "", truncated: bool = False, hidden: HiddenStates | None = None,
 ) -> Assessment:
-    """The calibrated confidence of a finished (or aborted) local answer."""
+    """The calibrated confidence of a finished (or aborted) local answer; `hidden` (the engine's
+    final hidden states, where it exports them) feeds the calibration's probes."""
     text = "".join(t.text for t in tokens)
     values = features(tokens, prompt_tokens, prompt=prompt, truncated=truncated)
+    values.update(probe_features(calibration, hidden))
     refused = is_refusal(text, refusal)
     values["refusal"] = float(refused)
     return Assessment(answer_confidence(values, refused, calibration), refused, values)

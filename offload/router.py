@@ -307,7 +307,8 @@ class Router:
         question = messages[-1]["content"] if messages else ""
         truncated = draft.finish is not None and draft.finish.reason == "length"
         assessment = assess(draft.tokens, self.engine.info.refusal, self.calibration,
-                            draft.prompt_tokens, prompt=question, truncated=truncated)
+                            draft.prompt_tokens, prompt=question, truncated=truncated,
+                            hidden=draft.finish.hidden if draft.finish is not None else None)
         shortfall = need or self._confidence_shortfall(draft, assessment)
         if shortfall is None:
             reason = "forced local (/local)" if force == "local" else self._tag("the local model is confident")

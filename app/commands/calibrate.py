@@ -110,10 +110,11 @@ def _calibrate(engine: Any, model: Any, args: argparse.Namespace) -> int:
                 for i in items]
 
     max_tokens = args.max_tokens or fitting.MAX_TOKENS
+    sampling = _sampling_override(args, identity.model_id)  # the router samples with these
     fit_runs = fitting.run_prompts(engine, prompts("calibrate"), max_tokens=max_tokens,
-                                   progress=_progress("calibrate"))
+                                   progress=_progress("calibrate"), sampling=sampling)
     heldout_runs = fitting.run_prompts(engine, prompts("heldout"), max_tokens=max_tokens,
-                                       progress=_progress("held-out "))
+                                       progress=_progress("held-out "), sampling=sampling)
     refusal = engine.info.refusal
     try:
         stored, report = fitting.calibrate(identity, fit_runs, heldout_runs, extra, refusal, to_text(now()))
@@ -138,6 +139,19 @@ def _open_store(args: argparse.Namespace) -> Any:
 
     db = getattr(args, "db", None)
     return Store.open(Path(db) if db else None)
+
+
+def _sampling_override(args: argparse.Namespace, model_id: str) -> dict[str, Any]:
+    """The user's sampling override for this model (the router's request fields), else none: the
+    model's own generation settings apply, as they do in the router."""
+    from app.settings import load_settings
+    from app.store import StoreError
+
+    try:
+        with _open_store(args) as store:
+            return dict(load_settings(store).sampling_for(model_id).request_fields())
+    except StoreError:
+        return {}
 
 
 def _history_labels(args: argparse.Namespace, key: str) -> list[Any] | None:

@@ -5,6 +5,7 @@ everything is written into a staging folder and renamed at the end."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -98,6 +99,7 @@ def import_gguf(
     routes = tuple(_route(plan) for plan in plans)
     route = route_line(routes)
 
+    digest = _sha256(gguf.path)
     with staged_directory(out) as staging:
         report("writing", 0.5)
         tokenizer.save(str(staging / "tokenizer.json"))
@@ -113,6 +115,7 @@ def import_gguf(
         data["tandem"] = {
             "gguf": {
                 "path": recorded,
+                "sha256": digest,  # the file's identity: a model's calibration is keyed on it
                 "tensor_types": tensor_types,
                 "route": route,
                 "routes": dict(Counter(r.route for r in routes)),
@@ -275,6 +278,11 @@ def _check_destination(out: Path, gguf: Path, overwrite: bool) -> None:
         raise ModelFileError(f"{out} holds the GGUF being imported; write the model to another folder.")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ModelFileError(f"{out} already exists and is not empty; choose a new folder or pass overwrite.")
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def _copy(source: Path, target: Path, report: Progress) -> None:

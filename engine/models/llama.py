@@ -123,9 +123,13 @@ class LlamaModel(nn.Module):
 
 
 class LlamaForCausalLM(nn.Module):
-    """The exported functions: embed, prefill (last-token logits), prefill_all_logits (every
-    row's logits, for scoring a prompt), decode, batch_decode (one token for each of several
-    sequences), create_tir_paged_kv_cache.
+    """The exported functions: embed, prefill (last-token logits and final hidden state),
+    prefill_all_logits (every row's logits, for scoring a prompt), decode (logits and final
+    hidden state), batch_decode (one token for each of several sequences),
+    create_tir_paged_kv_cache.
+
+    The final hidden state (after the last norm, [1, 1, hidden]) is what the router's probe reads:
+    at the end of the prompt (prefill) and at the end of the answer (the last decode).
 
     The output head is always its own tiled parameter `lm_head`; with tied embeddings the
     loader fills it from the embedding table (its codes and scales, in the embedding's kind)."""
@@ -147,7 +151,7 @@ class LlamaForCausalLM(nn.Module):
             return te.compute((batch, 1, width), lambda b, _, h: x[b, seq_len - 1, h], name="last_row")
 
         last = op.tensor_expr_op(last_row, "last_row", args=[hidden])
-        return self.lm_head(last), kv_cache
+        return self.lm_head(last), last, kv_cache
 
     def prefill_all_logits(self, input_embed: Tensor, kv_cache: PagedKVCache):
         """Like prefill, with the logits of every row [1, seq_len, vocab]: a verifier scores a
@@ -155,7 +159,8 @@ class LlamaForCausalLM(nn.Module):
         return self.lm_head(self.model(input_embed, kv_cache)), kv_cache
 
     def decode(self, input_embed: Tensor, kv_cache: PagedKVCache):
-        return self.lm_head(self.model(input_embed, kv_cache)), kv_cache
+        hidden = self.model(input_embed, kv_cache)
+        return self.lm_head(hidden), hidden, kv_cache
 
     def batch_decode(self, input_embed: Tensor, kv_cache: PagedKVCache):
         """One token for each of several sequences: [batch, 1, hidden] in the order of the

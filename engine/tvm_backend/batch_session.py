@@ -99,7 +99,8 @@ class BatchSession:
             self._kv_ops.begin_forward(
                 self._kv, ffi_runtime.shape(list(sequence_ids)), ffi_runtime.shape(list(lengths))
             )
-            logits, _ = function(embedded, self._kv, self._params)
+            # prefill and decode also return the final hidden state; batch_decode does not.
+            logits = function(embedded, self._kv, self._params)[0]
             self._kv_ops.end_forward(self._kv)
             result = ffi_runtime.download(logits)
         for sequence_id, length in zip(sequence_ids, lengths):

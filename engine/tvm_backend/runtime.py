@@ -24,6 +24,7 @@ from engine.api import (
     FinishEvent,
     FinishReason,
     GenerationRequest,
+    HiddenStates,
     Message,
     Timings,
     TokenEvent,
@@ -115,6 +116,7 @@ class TVMEngine:
             quantization=self.chat_config.quantization,
             refusal=facts.refusal,
             skills=facts.skills,
+            weights=facts.weights,
             chat_template=template_name(self.prompt_format),
             generation_defaults=self.generation_defaults,
         )
@@ -235,6 +237,7 @@ class TVMEngine:
             started = time.perf_counter()
             logits, computed = session.prefill_reusing_cache(prompt)
             prefill_s = time.perf_counter() - started
+            prompt_hidden = session.last_hidden()
             ttft_ms = 0.0
             decode_s = 0.0
             decode_steps = 0
@@ -269,6 +272,7 @@ class TVMEngine:
                     decode_steps += 1
             if ttft_ms == 0.0:
                 ttft_ms = (time.perf_counter() - started) * 1000
+            answer_hidden = session.last_hidden() if decode_steps else prompt_hidden
             yield FinishEvent(
                 reason=reason,
                 usage=Usage(prompt_tokens=len(prompt), completion_tokens=generated),
@@ -277,6 +281,8 @@ class TVMEngine:
                     prefill_tok_s=computed / prefill_s if prefill_s > 0 else 0.0,
                     decode_tok_s=decode_steps / decode_s if decode_s > 0 else 0.0,
                 ),
+                hidden=None if prompt_hidden is None or answer_hidden is None
+                else HiddenStates(prompt_hidden, answer_hidden),
             )
 
     def _token_event(self, choice: sampling.SampledToken, text: str) -> TokenEvent:
