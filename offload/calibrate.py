@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -97,7 +98,7 @@ Progress = Callable[[int, int], None]
 
 
 def run_prompts(engine: Engine, prompts: Sequence[Prompt], *, max_tokens: int = MAX_TOKENS,
-                progress: Progress | None = None, sampling: Mapping[str, float | int] | None = None) -> list[Run]:
+                progress: Progress | None = None, sampling: Mapping[str, Any] | None = None) -> list[Run]:
     """Each prompt as a one-message conversation, sampled as the router samples it: with the
     model's own generation settings, or the user's `sampling` override of them (the router's
     GenerationRequest fields). The answers whose confidence the router judges are these."""

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 PROBE_STATES = {"probe_prompt": "prompt_end", "probe_answer": "answer_end"}
 """Each probe feature and the hidden state (engine.api.HiddenStates field) it reads."""
@@ -77,7 +78,7 @@ def _logits(theta: np.ndarray, mean: np.ndarray, scale: np.ndarray, x: np.ndarra
     return np.clip(((x - mean) / scale) @ theta[:-1] + theta[-1], -_LOGIT_LIMIT, _LOGIT_LIMIT)
 
 
-def out_of_fold(states: Sequence[Sequence[float]], good: Sequence[bool], l2: float, folds: int = 5) -> np.ndarray:
+def out_of_fold(states: npt.ArrayLike, good: Sequence[bool], l2: float, folds: int = 5) -> np.ndarray:
     """Each row's probe logit from a probe fitted without it: what the score's fit must learn
     from (a probe's logits on its own training rows are far surer than on new answers)."""
     x, y = np.asarray(states, dtype=np.float64), np.asarray(good, dtype=np.float64)
@@ -91,7 +92,7 @@ def out_of_fold(states: Sequence[Sequence[float]], good: Sequence[bool], l2: flo
     return result
 
 
-def choose_l2(states: Sequence[Sequence[float]], good: Sequence[bool], grid: Sequence[float] = L2_GRID) -> float:
+def choose_l2(states: npt.ArrayLike, good: Sequence[bool], grid: Sequence[float] = L2_GRID) -> float:
     """The penalty whose out-of-fold logits give the lowest log-loss."""
     y = np.asarray(good, dtype=np.float64)
     best, best_loss = grid[-1], np.inf
@@ -103,7 +104,7 @@ def choose_l2(states: Sequence[Sequence[float]], good: Sequence[bool], grid: Seq
     return best
 
 
-def fit_probe(feature: str, states: Sequence[Sequence[float]], good: Sequence[bool], l2: float) -> HiddenProbe:
+def fit_probe(feature: str, states: npt.ArrayLike, good: Sequence[bool], l2: float) -> HiddenProbe:
     """The probe for `feature` (a PROBE_STATES key) on every row."""
     x, y = np.asarray(states, dtype=np.float64), np.asarray(good, dtype=np.float64)
     theta, mean, scale = _fit_with(x, y, l2)

@@ -282,7 +282,7 @@ class TVMEngine:
                     decode_tok_s=decode_steps / decode_s if decode_s > 0 else 0.0,
                 ),
                 hidden=None if prompt_hidden is None or answer_hidden is None
-                else HiddenStates(prompt_hidden, answer_hidden),
+                else HiddenStates(prompt_hidden.tolist(), answer_hidden.tolist()),
             )
 
     def _token_event(self, choice: sampling.SampledToken, text: str) -> TokenEvent:
