@@ -7,18 +7,27 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from app.feedback import FeedbackRecorder, label_recloud, learning_enabled, model_key
 from offload.events import Decision, Discard, Egress, Notice, RouterEvent, Token, TurnDone
 
+if TYPE_CHECKING:  # the router, the engine and the store load when a turn first needs them
+    from app.settings import UserSettings
+    from app.store import Store
+    from app.store.records import Conversation
+    from app.store.replies import ReplyWriter
+    from engine.api import Engine
+    from offload.privacy import ConversationPolicy, HistoryEntry
+    from offload.router import Approver, Router
+    from offload.verifier import VerifierClient
+
 NEW_TITLE = "New conversation"
 
-EventSink = Callable[[RouterEvent], None]
-Approver = Callable[[Any], bool]
-"""Takes an offload.router.Preview; True lets the request leave."""
-RouterFactory = Callable[[Any, Any, bool], Any]
-"""(engine, UserSettings, offline) -> a Router: something with run(turn, approve, cancel)."""
+EventSink = Callable[[RouterEvent], object]
+"""Called with each event of a turn as it happens; what it returns is ignored."""
+RouterFactory = Callable[["Engine", "UserSettings", bool], "Router"]
+"""(engine, settings, offline) -> the Router turns run through."""
 
 
 class TurnError(Exception):
@@ -82,7 +91,7 @@ class TurnRunner:
     """Runs turns against one store and one router. Call run() from a worker thread: it blocks
     for the whole turn."""
 
-    def __init__(self, store: Any, router: Any, max_tokens: int = 256) -> None:
+    def __init__(self, store: Store, router: Router, max_tokens: int = 256) -> None:
         self.store = store
         self.router = router
         self.max_tokens = max_tokens
@@ -153,7 +162,7 @@ class TurnRunner:
         result.message_id = writer.message_id
         return result
 
-    def _earlier(self, conversation_id: int, question_id: int) -> list[Any]:
+    def _earlier(self, conversation_id: int, question_id: int) -> list[HistoryEntry]:
         """The conversation before this turn's message as the router sees it (finished and
         interrupted messages, oldest first), each marked for the cloud-context policy."""
         from offload.privacy import HistoryEntry
@@ -170,7 +179,7 @@ class TurnRunner:
         ]
 
     @staticmethod
-    def _follow_route(writer: Any, event: RouterEvent, route: list[str]) -> None:
+    def _follow_route(writer: ReplyWriter, event: RouterEvent, route: list[str]) -> None:
         """A reply the cloud took over is recorded as the cloud's at once, not at the end: one cut
         off by a crash must not come back labelled local."""
         if isinstance(event, Decision) and event.route == "cloud" and route[0] != "cloud":
@@ -180,7 +189,7 @@ class TurnRunner:
             writer.retarget(event.route, None, None)
             route[0] = event.route
 
-    def _persist(self, conversation_id: int, writer: Any, event: RouterEvent) -> None:
+    def _persist(self, conversation_id: int, writer: ReplyWriter, event: RouterEvent) -> None:
         if isinstance(event, Token):
             writer.append(event.text)
         elif isinstance(event, Discard):
@@ -213,7 +222,7 @@ class TurnRunner:
             )
 
 
-def _policy(conversation: Any) -> Any:
+def _policy(conversation: Conversation) -> ConversationPolicy:
     from offload.privacy import ConversationPolicy
 
     return ConversationPolicy(
@@ -230,7 +239,7 @@ def _explain(error: Exception) -> str:
     return f"the turn failed ({type(error).__name__}: {error}); your message is saved, try again."
 
 
-def default_router_factory(engine: Any, settings: Any, offline: bool) -> Any:
+def default_router_factory(engine: Engine, settings: UserSettings, offline: bool) -> Router:
     """The Router for these settings. Callers keep it while the engine and settings stay the same
     (it holds each conversation's redaction placeholders); the cloud provider opens, and reads its
     key, when a turn first needs it."""
@@ -260,7 +269,7 @@ def default_router_factory(engine: Any, settings: Any, offline: bool) -> Any:
     )
 
 
-def _verifier(settings: Any) -> Any:
+def _verifier(settings: UserSettings) -> VerifierClient | None:
     """The hybrid route's verifier client, when settings name one (its key read now, like a provider's)."""
     chosen = settings.verifier_provider() if hasattr(settings, "verifier_provider") else None
     if chosen is None:

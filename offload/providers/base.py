@@ -65,8 +65,11 @@ ProviderEvent = TextDelta | StreamEnd
 class Provider(Protocol):
     name: str
     """The provider's name, also its keyring entry: "openai", "anthropic", "vllm", ..."""
-    host: str
-    """host[:port] the requests go to, as shown in previews and the egress ledger."""
+
+    @property
+    def host(self) -> str:
+        """host[:port] the requests go to, as shown in previews and the egress ledger."""
+        ...
 
     def payload(self, messages: Sequence[Message], model: str, max_tokens: int, temperature: float) -> str:
         """The exact request body `stream_chat` sends for these arguments (for the ask-mode preview)."""
