@@ -56,10 +56,10 @@ def run_hybrid(
         return
     # What the verifier sees: this prompt (as token ids) and the drafts that follow it.
     payload = router.engine.tokenizer.decode(prompt_ids, skip_special_tokens=False)
-    request = OutgoingRequest(
-        verifier.name, verifier.host, payload, model=verifier.model, messages=tuple(outgoing),
-        max_tokens=turn.max_tokens, temperature=0.0,
-    )
+    # The body is the prompt as the verifier scores it (token ids, shown decoded); no chat
+    # messages travel as such, so the preview lists none (it shows the body whole).
+    request = OutgoingRequest(verifier.name, verifier.host, payload, model=verifier.model,
+                              max_tokens=turn.max_tokens, temperature=0.0)
     if verdict.needs_approval:
         try:
             answer = as_approval(approve(Preview(request)) if approve else False)
