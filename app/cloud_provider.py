@@ -4,7 +4,14 @@ opening one imports the HTTP stack and reads the keyring (together about a secon
 from __future__ import annotations
 
 import threading
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the HTTP stack loads when the provider first opens
+    from engine.api import Message
+    from offload.network import Network
+    from offload.outgoing import OutgoingRequest
+    from offload.providers import Kind, Provider, ProviderEvent, Timeouts
 
 DEFAULT_NAMES = {"anthropic": "anthropic", "openai-compatible": "openai"}
 """The keyring entry open_provider uses when the settings name none."""
@@ -15,24 +22,24 @@ class DeferredProvider:
     called the first time the router needs more than the provider's name; its key is read then."""
 
     def __init__(
-        self, kind: str, name: str | None, base_url: str | None, network: Any, timeouts: Any = None
+        self, kind: Kind, name: str | None, base_url: str | None, network: Network, timeouts: Timeouts | None = None
     ) -> None:
         self.kind, self.base_url, self.network, self.timeouts = kind, base_url, network, timeouts
         self.name = name or DEFAULT_NAMES.get(kind, "openai")
-        self._provider: Any = None
+        self._provider: Provider | None = None
         self._lock = threading.Lock()
 
     @property
     def opened(self) -> bool:
         return self._provider is not None
 
-    def provider(self) -> Any:
+    def provider(self) -> Provider:
         with self._lock:
             if self._provider is None:
-                from offload.providers import open_provider
+                from offload.providers import Timeouts, open_provider
 
                 self._provider = open_provider(
-                    self.kind, self.name, self.base_url, network=self.network, timeouts=self.timeouts
+                    self.kind, self.name, self.base_url, network=self.network, timeouts=self.timeouts or Timeouts()
                 )
             return self._provider
 
@@ -40,11 +47,11 @@ class DeferredProvider:
     def host(self) -> str:
         return self.provider().host
 
-    def request(self, *args: Any, **kwargs: Any) -> Any:
-        return self.provider().request(*args, **kwargs)
+    def request(self, messages: Sequence[Message], model: str, max_tokens: int, temperature: float) -> OutgoingRequest:
+        return self.provider().request(messages, model, max_tokens, temperature)
 
-    def send(self, *args: Any, **kwargs: Any) -> Any:
-        return self.provider().send(*args, **kwargs)
+    def send(self, request: OutgoingRequest, cancel: threading.Event | None = None) -> Iterator[ProviderEvent]:
+        return self.provider().send(request, cancel)
 
     def __getattr__(self, attribute: str) -> Any:
         # Anything else a provider offers (only reached for names not set above).

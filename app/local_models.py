@@ -8,10 +8,10 @@ import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from engine.api import Backend
+if TYPE_CHECKING:  # the engine loads when a model opens, not when the picker lists them
+    from engine.api import Backend, Engine
 
 from app.errors import AppError, unexpected
 from app.models.catalog import EMBEDDED_NAME, MODEL_CONFIG, ModelRecord, human_size, installed_models
@@ -95,7 +95,7 @@ class ModelUnavailable(AppError):
     """No engine can open the chosen model here; the message says why and what to do."""
 
 
-def open_model(model: LocalModel, on_progress: Callable[[str, float], None] | None = None) -> Any:
+def open_model(model: LocalModel, on_progress: Callable[[str, float], None] | None = None) -> Engine:
     """Open `model` on the local engine (heavy: call it off the UI thread)."""
     try:
         from engine.loader import open_engine
@@ -110,7 +110,7 @@ def open_model(model: LocalModel, on_progress: Callable[[str, float], None] | No
     return open_engine(model.path, backend=model.backend, on_progress=on_progress, cache_dir=cache_dir())
 
 
-def open_model_or_explain(model: LocalModel) -> Any:
+def open_model_or_explain(model: LocalModel) -> Engine:
     """open_model for the CLI commands: any failure to load becomes ModelUnavailable, whose
     message the command prints before exiting (engine errors already name their own fix)."""
     try:

@@ -7,23 +7,29 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from app.errors import AppError
 from app.feedback import FeedbackRecorder, label_recloud, learning_enabled, model_key
 from engine.api import DEFAULT_MAX_TOKENS
 from offload.events import Decision, Discard, Egress, Notice, RouterEvent, Token, TurnDone
 
-if TYPE_CHECKING:
-    from offload.router import Turn
+if TYPE_CHECKING:  # the router, the engine and the store load when a turn first needs them
+    from app.settings import UserSettings
+    from app.store import Store
+    from app.store.records import Conversation, Message
+    from app.store.replies import ReplyWriter
+    from engine.api import Engine
+    from offload.privacy import ConversationPolicy, HistoryEntry
+    from offload.router import Approver, Router, Turn
+    from offload.verifier import VerifierClient
 
 NEW_TITLE = "New conversation"
 
-EventSink = Callable[[RouterEvent], None]
-Approver = Callable[[Any], bool]
-"""Takes an offload.router.Preview; True lets the request leave."""
-RouterFactory = Callable[[Any, Any, bool], Any]
-"""(engine, UserSettings, offline) -> a Router: something with run(turn, approve, cancel)."""
+EventSink = Callable[[RouterEvent], object]
+"""Called with each event of a turn as it happens; what it returns is ignored."""
+RouterFactory = Callable[["Engine", "UserSettings", bool], "Router"]
+"""(engine, settings, offline) -> the Router turns run through."""
 
 
 class TurnError(AppError):
@@ -101,7 +107,7 @@ class PendingTurn:
 
 
 def open_turn(
-    store: Any,
+    store: Store,
     conversation_id: int,
     text: str,
     *,
@@ -141,7 +147,7 @@ def open_turn(
     return PendingTurn(conversation_id, question.id, turn, learning)
 
 
-def _earlier(conversation: Any, stored: Sequence[Any]) -> list[Any]:
+def _earlier(conversation: Conversation, stored: Sequence[Message]) -> list[HistoryEntry]:
     """The conversation before this turn's message as the router sees it (finished and
     interrupted messages, oldest first), each marked for the cloud-context policy."""
     from offload.privacy import HistoryEntry
@@ -158,7 +164,7 @@ class TurnRunner:
     """Runs turns against one store and one router. Call run() from a worker thread: it blocks
     for the whole turn."""
 
-    def __init__(self, store: Any, router: Any, max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
+    def __init__(self, store: Store, router: Router, max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
         self.store = store
         self.router = router
         self.max_tokens = max_tokens
@@ -215,7 +221,7 @@ class TurnRunner:
         return result
 
     @staticmethod
-    def _follow_route(writer: Any, event: RouterEvent, route: list[str]) -> None:
+    def _follow_route(writer: ReplyWriter, event: RouterEvent, route: list[str]) -> None:
         """A reply the cloud took over is recorded as the cloud's at once, not at the end: one cut
         off by a crash must not come back labelled local."""
         if isinstance(event, Decision) and event.route == "cloud" and route[0] != "cloud":
@@ -225,7 +231,7 @@ class TurnRunner:
             writer.retarget(event.route, None, None)
             route[0] = event.route
 
-    def _persist(self, conversation_id: int, writer: Any, event: RouterEvent) -> None:
+    def _persist(self, conversation_id: int, writer: ReplyWriter, event: RouterEvent) -> None:
         if isinstance(event, Token):
             writer.append(event.text)
         elif isinstance(event, Discard):
@@ -248,7 +254,7 @@ class TurnRunner:
             )
 
 
-def _policy(conversation: Any) -> Any:
+def _policy(conversation: Conversation) -> ConversationPolicy:
     from offload.privacy import ConversationPolicy
 
     return ConversationPolicy(
@@ -269,7 +275,7 @@ def _explain(error: Exception) -> str:
     return f"the turn failed ({type(error).__name__}: {error}); your message is saved, try again."
 
 
-def default_router_factory(engine: Any, settings: Any, offline: bool) -> Any:
+def default_router_factory(engine: Engine, settings: UserSettings, offline: bool) -> Router:
     """The Router for these settings. Callers keep it while the engine and settings stay the same
     (it holds each conversation's redaction placeholders); the cloud provider opens, and reads its
     key, when a turn first needs it."""
@@ -299,7 +305,7 @@ def default_router_factory(engine: Any, settings: Any, offline: bool) -> Any:
     )
 
 
-def _verifier(settings: Any) -> Any:
+def _verifier(settings: UserSettings) -> VerifierClient | None:
     """The hybrid route's verifier client, when settings name one (its key read now, like a provider's)."""
     chosen = settings.verifier_provider() if hasattr(settings, "verifier_provider") else None
     if chosen is None:

@@ -34,6 +34,11 @@ EARLY_SPAN = 8
 """Tokens at the start of an answer: on a short answer, where the model commits to it."""
 LOW_TOKEN = math.log(0.5)
 """A token the model gave less than even odds."""
+GUESS_LOGPROB = -4.0
+"""A token below this logprob (probability under 2%) is a guess, not a token the model knows."""
+GUESS_RUN = 6
+"""Guesses in a row that stop a streaming draft: one or two are normal (a rare word, a name); a
+run this long means the model has lost the answer, and every further token is wasted time."""
 
 FEATURE_NAMES = (
     "mean_logprob", "min_logprob", "p5_logprob", "p10_logprob", "p25_logprob", "median_logprob",
@@ -271,8 +276,8 @@ class StreamMonitor:
     model has been guessing for a run of tokens. Only consulted when escalation is possible."""
 
     refusal: str | None
-    low_logprob: float = -4.0
-    low_run: int = 6
+    low_logprob: float = GUESS_LOGPROB
+    low_run: int = GUESS_RUN
     refusal_prefix_chars: int = 7
     """Enough of the refusal to tell it from an answer ("I can't" vs the model's "I can help")."""
     abort: AbortRule | None = None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -25,9 +25,9 @@ if TYPE_CHECKING:
 
 def run_hybrid(
     router: Router, turn: Turn, messages: Sequence[Message], approve: Approver | None, cancel: threading.Event
-) -> Generator[RouterEvent, None, bool]:
-    """Yield the hybrid turn's events; False (before any reply text) hands the turn back to the
-    local-first route."""
+) -> Iterator[RouterEvent]:
+    """Yield the hybrid turn's events, ending with its TurnDone; a route that ends without one
+    (before any reply text) hands the turn back to the local-first route."""
     from offload.router import Approval, ApprovalUnavailable, Preview, as_approval
 
     verifier = router.verifier
@@ -36,12 +36,12 @@ def run_hybrid(
     verdict = may_leave(router.settings, turn.policy, online)
     if not verdict.allowed:
         yield Notice(f"Hybrid decoding with {verifier.host} is off for this turn: {verdict.reason}.")
-        return False
+        return
     try:
         decoder = HybridDecoder(router.engine, verifier)
     except OffloadError as error:
         yield Notice(f"{error} Answering locally.")
-        return False
+        return
     # The verifier sees what the cloud would: the conversation's cloud-context share, redacted.
     share = router.cloud_share(turn, messages)
     outgoing = share.messages
@@ -51,24 +51,24 @@ def run_hybrid(
     try:
         prompt_ids = router.engine.prompt_ids(outgoing)
     except ContextWindowExceeded:
-        return False
+        return
     if len(prompt_ids) + 2 > router.engine.info.context_window:
-        return False
+        return
     # What the verifier sees: this prompt (as token ids) and the drafts that follow it.
     payload = router.engine.tokenizer.decode(prompt_ids, skip_special_tokens=False)
-    request = OutgoingRequest(
-        verifier.name, verifier.host, payload, model=verifier.model, messages=tuple(outgoing),
-        max_tokens=turn.max_tokens, temperature=0.0,
-    )
+    # The body is the prompt as the verifier scores it (token ids, shown decoded); no chat
+    # messages travel as such, so the preview lists none (it shows the body whole).
+    request = OutgoingRequest(verifier.name, verifier.host, payload, model=verifier.model,
+                              max_tokens=turn.max_tokens, temperature=0.0)
     if verdict.needs_approval:
         try:
             answer = as_approval(approve(Preview(request)) if approve else False)
         except ApprovalUnavailable as problem:
             yield Notice(f"Not sent to {verifier.host} for hybrid decoding: {problem} Answering locally.")
-            return False
+            return
         if answer is Approval.KEEP_LOCAL:
             yield Notice(f"Not sent to {verifier.host} for hybrid decoding: you declined. Answering locally.")
-            return False
+            return
 
     def egress(rounds: int) -> Egress:
         # The rounds' bodies are token ids: the ledger keeps the prompt they encode, and their count.
@@ -88,7 +88,7 @@ def run_hybrid(
             yield egress(0)
         verifier.close()
         yield Notice(f"Hybrid decoding refused: {error} Answering locally.")
-        return False
+        return
 
     yield Decision("hybrid", f"hybrid: the local model drafts, {verifier.host} verifies")
     restorer = redactor.streaming_restorer() if redactor else None
@@ -135,7 +135,6 @@ def run_hybrid(
         acceptance=stats.acceptance,
         passes_saved=stats.passes_saved,
     )
-    return True
 
 
 def _cut_on_cancel(cancel: threading.Event, verifier: VerifierClient, finished: threading.Event) -> None:

@@ -132,6 +132,14 @@ class ApprovalUnavailable(OffloadError):
 _FORCE_PREFIX = re.compile(r"^\s*/(cloud|local)\b\s*", re.IGNORECASE)
 LOW_CONFIDENCE = 0.0
 """What a turn that should have escalated but could not reports as its confidence floor."""
+KEPT_LOCAL_CEILING = 0.5
+"""The most confidence a reply reports when it stays local against the router's judgement (the
+gate, the user or a failed cloud kept it here): the label must not read as a confident answer."""
+
+
+def kept_local_confidence(confidence: float | None) -> float:
+    """The confidence of a reply kept local though the router judged it should escalate."""
+    return LOW_CONFIDENCE if confidence is None else min(confidence, KEPT_LOCAL_CEILING)
 
 
 def _read_force_prefix(text: str) -> tuple[Literal["local", "cloud"] | None, str]:
@@ -169,6 +177,8 @@ class _LocalDraft:
     finish: FinishEvent | None = None
     aborted: str | None = None
     prompt_tokens: int = 0
+    unfit: bool = False
+    """The prompt did not fit the local model: nothing was generated and the turn has ended."""
 
     @property
     def text(self) -> str:
@@ -185,6 +195,23 @@ class _LocalPrompt:
     window: int = 0
     noted: bool = False
     """Whether the reply has said that turns were left out (it says so once)."""
+
+
+@dataclass(frozen=True)
+class _Escalation:
+    """One turn's way to the cloud: what goes and why, the gate's verdict, and what stays if it
+    does not go (the local prompt, and the draft with its score when one was made)."""
+
+    turn: Turn
+    messages: Sequence[Message]
+    """What the cloud is sent (before the context policy and redaction)."""
+    why: str
+    verdict: Verdict
+    local: _LocalPrompt
+    """What a local fallback answers from."""
+    draft: _LocalDraft | None = None
+    features: Mapping[str, float] = field(default_factory=dict)
+    confidence: float | None = None
 
 
 class Router:
@@ -274,7 +301,10 @@ class Router:
         if self.verifier is not None and force is None:
             from offload.hybrid_route import run_hybrid
 
-            handled = yield from run_hybrid(self, turn, messages, approve, cancel)
+            handled = False  # the hybrid route answered: it ended the turn with a TurnDone
+            for event in run_hybrid(self, turn, messages, approve, cancel):
+                handled = handled or isinstance(event, TurnDone)
+                yield event
             if handled:
                 return
         verdict = self.verdict(turn.policy)
@@ -287,7 +317,7 @@ class Router:
         need, prompt_tokens = self._capability_shortfall(messages, force)
         local = self._fit_local_window(messages, turn.max_tokens)
         if need and can_escalate:
-            yield from self._escalate(turn, messages, need, verdict, approve, cancel, None, {}, local=local)
+            yield from self._escalate(_Escalation(turn, messages, need, verdict, local), approve, cancel)
             return
         if force == "cloud":
             yield Notice(f"You asked for the cloud, but {verdict.reason}; answering locally.")
@@ -297,8 +327,9 @@ class Router:
         elif need:
             yield Notice(f"This turn needs the cloud ({need}), but {verdict.reason}; answering locally.")
 
-        draft = yield from self._generate_local(turn, local, cancel, monitored=can_escalate)
-        if draft is None:
+        draft = _LocalDraft()
+        yield from self._generate_local(turn, local, cancel, draft, monitored=can_escalate)
+        if draft.unfit:
             return
         draft.prompt_tokens = draft.prompt_tokens or prompt_tokens
         if draft.finish is not None and draft.finish.reason == "cancelled":
@@ -321,12 +352,10 @@ class Router:
             reason = (f"forced local (/local), though {shortfall}" if force == "local"
                       else f"kept local: {shortfall}, but {verdict.reason}")
             yield Decision("local", reason, assessment.confidence, assessment.features)
-            yield self._local_done(draft, "complete", reason, min(assessment.confidence, 0.5))
+            yield self._local_done(draft, "complete", reason, kept_local_confidence(assessment.confidence))
             return
-        yield from self._escalate(
-            turn, messages, shortfall, verdict, approve, cancel, draft, assessment.features,
-            assessment.confidence, local=local,
-        )
+        leg = _Escalation(turn, messages, shortfall, verdict, local, draft, assessment.features, assessment.confidence)
+        yield from self._escalate(leg, approve, cancel)
 
     # -- the capability rules -------------------------------------------------------------
 
@@ -395,10 +424,10 @@ class Router:
     # -- the local leg --------------------------------------------------------------------
 
     def _generate_local(
-        self, turn: Turn, prompt: _LocalPrompt, cancel: threading.Event, monitored: bool
+        self, turn: Turn, prompt: _LocalPrompt, cancel: threading.Event, draft: _LocalDraft, monitored: bool
     ) -> Iterator[RouterEvent]:
-        """Stream the local answer; returns the draft, or None when the prompt cannot run here."""
-        draft = _LocalDraft()
+        """Stream the local answer into `draft`; when the prompt cannot run here, the turn ends
+        (with a TurnDone) and `draft.unfit` says so."""
         monitor = None
         if monitored:
             question = prompt.messages[-1]["content"] if prompt.messages else ""
@@ -429,10 +458,10 @@ class Router:
             yield TurnDone("local", self.engine.info.model_id, self.engine.info.backend, "error",
                            reason="the prompt does not fit the local model and the cloud is not allowed",
                            confidence=LOW_CONFIDENCE, tokens_in=error.prompt_tokens)
-            return None
+            draft.unfit = True
+            return
         if draft.finish is not None:
             draft.prompt_tokens = draft.finish.usage.prompt_tokens
-        return draft
 
     def _local_done(
         self, draft: _LocalDraft, status: Literal["complete", "interrupted", "error"],
@@ -462,28 +491,24 @@ class Router:
         else:
             if draft is not None and draft.tokens and on_screen:
                 yield Discard("the local draft was cut short; answering again in full")
-            draft = yield from self._generate_local(turn, local, cancel, monitored=False)
-            if draft is None:
+            draft = _LocalDraft()
+            yield from self._generate_local(turn, local, cancel, draft, monitored=False)
+            if draft.unfit:
                 return
         yield self._local_done(draft, "complete", reason, confidence)
 
     # -- the cloud leg --------------------------------------------------------------------
 
-    def _escalate(
-        self, turn: Turn, messages: Sequence[Message], why: str, verdict: Verdict,
-        approve: Approver | None, cancel: threading.Event, draft: _LocalDraft | None,
-        features: Mapping[str, float], confidence: float | None = None,
-        *, local: _LocalPrompt | None = None,
-    ) -> Iterator[RouterEvent]:
-        """`messages` go to the cloud; `local` (default: the same) is what a local fallback answers from."""
+    def _escalate(self, leg: _Escalation, approve: Approver | None, cancel: threading.Event) -> Iterator[RouterEvent]:
+        """Send `leg.messages` to the cloud, after ask mode's approval; when they cannot go, a
+        local fallback answers from `leg.local`."""
         from offload.errors import ProviderError
-
-        local = local or _LocalPrompt([dict(m) for m in messages])
         from offload.providers.base import StreamEnd
 
+        turn, why, draft, confidence, local = leg.turn, leg.why, leg.draft, leg.confidence, leg.local
         provider = self.provider
-        assert provider is not None and verdict.allowed, "escalation is decided by the gate only"
-        share = self.cloud_share(turn, messages)
+        assert provider is not None and leg.verdict.allowed, "escalation is decided by the gate only"
+        share = self.cloud_share(turn, leg.messages)
         redactor = self.redactor_for(turn.conversation_id) if self.settings.redact else None
         model, temperature = self.cloud_model, self.cloud_temperature
 
@@ -493,7 +518,7 @@ class Router:
 
         request = request_for(share.messages)
 
-        if verdict.needs_approval:
+        if leg.verdict.needs_approval:
             preview = Preview(
                 request,
                 context=describe_context(share.policy, self.settings.context_turns),
@@ -515,16 +540,15 @@ class Router:
                 else:
                     reason = f"kept local: {why}; you declined sending it to {provider.host}"
                     yield Notice(f"Not sent to {provider.host}: you declined. The local answer stays.")
-                yield Decision("local", reason, confidence, dict(features))
-                low = LOW_CONFIDENCE if confidence is None else min(confidence, 0.5)
-                yield from self._fall_back_local(turn, local, cancel, draft, reason, low,
-                                                 on_screen=True)
+                yield Decision("local", reason, confidence, dict(leg.features))
+                yield from self._fall_back_local(turn, local, cancel, draft, reason,
+                                                 kept_local_confidence(confidence), on_screen=True)
                 return
 
         if draft is not None and draft.tokens:
             yield Discard(f"escalating to {provider.name}: {why}")
         complete = draft is not None and draft.aborted is None and draft.finish is not None
-        yield Decision("cloud", f"escalated: {why}", confidence, dict(features),
+        yield Decision("cloud", f"escalated: {why}", confidence, dict(leg.features),
                        provider=provider.name, model=model, draft_complete=complete)
         restorer = redactor.streaming_restorer() if redactor else None
         streamed = False
@@ -548,9 +572,8 @@ class Router:
             if streamed:
                 yield Discard("the cloud reply broke off")
             reason = f"kept local: {why}, but the cloud failed"
-            low = LOW_CONFIDENCE if confidence is None else min(confidence, 0.5)
-            yield from self._fall_back_local(turn, local, cancel, draft, reason, low,
-                                             on_screen=False)
+            yield from self._fall_back_local(turn, local, cancel, draft, reason,
+                                             kept_local_confidence(confidence), on_screen=False)
             return
         assert end is not None, "a provider ends every call that did not raise with a StreamEnd"
         yield self._egress(end.exchange, redactor, share)

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from assets.eval.general.records import Item
 
 EXIT_FAILED = 1
 EXIT_NO_MODEL = 3
@@ -87,7 +91,6 @@ def _calibrate(engine: Any, model: Any, args: argparse.Namespace) -> int:
     from app.paths import data_dir
     from app.store.records import now, to_text
     from assets.eval import general
-    from assets.eval.general.scoring import is_correct
     from offload import calibrate as fitting
     from offload.calibrations import ModelIdentity, data_dir_path, save
 
@@ -106,8 +109,7 @@ def _calibrate(engine: Any, model: Any, args: argparse.Namespace) -> int:
         items = general.load(split)
         if args.limit:
             items = general.stratified_slice(items, args.limit)
-        return [fitting.Prompt(i.prompt, lambda answer, i=i: is_correct(answer, i.accept, i.choices), i.kind)
-                for i in items]
+        return [fitting.Prompt(i.prompt, _grader(i), i.kind) for i in items]
 
     max_tokens = args.max_tokens or fitting.MAX_TOKENS
     sampling = _sampling_override(args, identity.model_id)  # the router samples with these
@@ -132,6 +134,13 @@ def _calibrate(engine: Any, model: Any, args: argparse.Namespace) -> int:
               f"{report.early_abort_saved:.0%} of local decode on escalated turns.")
     print(f"Saved {path}; the next turn on {model.label} uses it.")
     return 0
+
+
+def _grader(item: Item) -> Callable[[str], bool]:
+    """Whether an answer to `item` is right, by the evaluation set's own scoring."""
+    from assets.eval.general.scoring import is_correct
+
+    return lambda answer: is_correct(answer, item.accept, item.choices)
 
 
 def _open_store(args: argparse.Namespace) -> Any:

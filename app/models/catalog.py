@@ -159,12 +159,12 @@ def read_record(folder: Path, name: str) -> ModelRecord:
         if not isinstance(config, dict):
             raise ValueError("not a JSON object")
     except (OSError, ValueError) as error:
-        problem = f"{folder / MODEL_CONFIG} cannot be read ({error}); remove the model and get it again."
-        return ModelRecord(name, folder, "?", "?", None, _folder_bytes(folder), source, problem=problem)
+        unreadable = f"{folder / MODEL_CONFIG} cannot be read ({error}); remove the model and get it again."
+        return ModelRecord(name, folder, "?", "?", None, _folder_bytes(folder), source, problem=unreadable)
     gguf = (config.get("tandem") or {}).get("gguf") or {}
     referenced = Path(gguf["path"]) if isinstance(gguf, dict) and gguf.get("path") else None
     size = _folder_bytes(folder)
-    problem = None
+    problem: str | None = None
     if referenced is not None:
         if referenced.is_file():
             if not referenced.resolve().is_relative_to(folder.resolve()):

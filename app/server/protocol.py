@@ -109,7 +109,7 @@ def _field(data: Mapping[str, Any], name: str, kind: type | tuple[type, ...], de
 def _messages(raw: object) -> list[Message]:
     if not isinstance(raw, list) or not raw:
         raise ApiError(400, "messages must be a non-empty list.", param="messages")
-    messages = []
+    messages: list[Mapping[str, str]] = []
     for index, message in enumerate(raw):
         role = message.get("role") if isinstance(message, dict) else None
         if role not in _ROLES:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
+from offload.privacy import CONTEXT_POLICIES, ContextPolicy
+
 Role = Literal["system", "user", "assistant", "tool"]
 Status = Literal["complete", "partial", "interrupted", "error"]
 Route = Literal["local", "cloud", "hybrid"]
@@ -43,7 +45,7 @@ class Conversation:
     archived: bool = False
     model: str | None = None
     """The local model this conversation prefers, None for the default."""
-    cloud_context: str | None = None
+    cloud_context: ContextPolicy | None = None
     """How much of it travels with a cloud request ("message", "recent", "whole"); None: the default."""
     cloud_opt_in_at: datetime | None = None
     """When it last opted in to the cloud; what was written before leaves only with "whole"."""
@@ -60,9 +62,14 @@ class Conversation:
             ephemeral=bool(row["ephemeral"]),
             archived=bool(row["archived"]),
             model=row["model"],
-            cloud_context=row["cloud_context"],
+            cloud_context=_context_policy(row["cloud_context"]),
             cloud_opt_in_at=from_text(row["cloud_opt_in_at"]) if row["cloud_opt_in_at"] else None,
         )
+
+
+def _context_policy(stored: object) -> ContextPolicy | None:
+    """A stored cloud-context policy; a value Tandem does not know (hand-edited) reads as the default."""
+    return next((policy for policy in CONTEXT_POLICIES if policy == stored), None)
 
 
 @dataclass(frozen=True)

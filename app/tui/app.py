@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import work
 from textual.app import App, SystemCommand
@@ -20,14 +20,21 @@ from app.settings import THEMES, UserSettings, load_settings, save_settings
 from app.turns import RouterFactory, TurnRunner, default_router_factory
 from engine.errors import EngineError
 
-EngineOpener = Callable[[LocalModel, Callable[[str, float], None] | None], Any]
+if TYPE_CHECKING:  # the store, the engine and the router load after the first paint
+    from app.store import Store
+    from app.tui.screens.chat import ChatScreen
+    from engine.api import Engine
+    from offload.network import NetworkState
+    from offload.router import Router
+
+EngineOpener = Callable[[LocalModel, Callable[[str, float], None] | None], "Engine"]
 """(model, on_progress) -> Engine; tests inject the real engine through this."""
 
 
 class NetworkChanged(Message):
     """offload.network's state changed (posted from whichever thread noticed)."""
 
-    def __init__(self, state: Any) -> None:
+    def __init__(self, state: NetworkState) -> None:
         self.state = state
         super().__init__()
 
@@ -41,7 +48,7 @@ class TandemApp(App[None]):
         self,
         db_path: Path | None = None,
         *,
-        store: Any = None,
+        store: Store | None = None,
         offline: bool = False,
         open_engine: EngineOpener = open_model,
         make_router: RouterFactory = default_router_factory,
@@ -56,14 +63,14 @@ class TandemApp(App[None]):
         self.open_engine = open_engine
         self.make_router = make_router
         self.should_load_engine = load_engine
-        self.store: Any = store
+        self.store: Store | None = store
         """An open app.store.Store (the app closes it), or None to open db_path in the background."""
         self.settings = UserSettings()
-        self.engine: Any = None
+        self.engine: Engine | None = None
         self.model: LocalModel | None = None
         self._unsubscribe_network: Callable[[], None] | None = None
-        self._router: Any = None
-        self._router_key: tuple[Any, ...] = ()
+        self._router: Router | None = None
+        self._router_key: tuple[object, ...] = ()
 
     # --- start-up -----------------------------------------------------------------------------
 
@@ -87,9 +94,10 @@ class TandemApp(App[None]):
         except StoreError as problem:
             self.call_from_thread(self.exit, return_code=1, message=f"tandem: {problem}")
             return
-        self.call_from_thread(self._history_ready, store)
+        # mypy cannot solve Textual's `R | Awaitable[R]` callback type for a coroutine function.
+        self.call_from_thread(self._history_ready, store)  # type: ignore[arg-type]
 
-    async def _history_ready(self, store: Any) -> None:
+    async def _history_ready(self, store: Store) -> None:
         self.store = store
         self.settings = load_settings(store)
         self.theme = self.settings.theme
@@ -100,7 +108,7 @@ class TandemApp(App[None]):
             self.load_engine(chosen_model(self.settings.model_dir, self.settings.backend))
 
     @property
-    def chat(self) -> Any:
+    def chat(self) -> ChatScreen:
         from app.tui.screens.chat import ChatScreen
 
         return next(s for s in self.screen_stack if isinstance(s, ChatScreen))
@@ -114,8 +122,12 @@ class TandemApp(App[None]):
         from offload.network import NETWORK
 
         NETWORK.set_offline(self.offline)
-        self._unsubscribe_network = NETWORK.subscribe(lambda state: self.post_message(NetworkChanged(state)))
+        self._unsubscribe_network = NETWORK.subscribe(self._network_changed)
         self.chat.network_state(NETWORK.state)
+
+    def _network_changed(self, state: NetworkState) -> None:
+        """offload.network's listener, called from whichever thread saw the change."""
+        self.post_message(NetworkChanged(state))
 
     def on_network_changed(self, message: NetworkChanged) -> None:
         self.chat.network_state(message.state)
@@ -153,7 +165,10 @@ class TandemApp(App[None]):
 
     def turn_runner(self) -> TurnRunner:
         """A runner over the current engine and settings. The router is kept while they stay the
-        same: it holds each conversation's redaction placeholders, which must stay stable."""
+        same: it holds each conversation's redaction placeholders, which must stay stable. Only
+        once the model and the history are open (the chat waits for both before a turn)."""
+        if self.engine is None or self.store is None:
+            raise ModelUnavailable("The local model or the history is still opening; try again in a moment.")
         key = (id(self.engine), self.settings, self.offline_flag)
         if self._router is None or self._router_key != key:
             self._router, self._router_key = self.make_router(self.engine, self.settings, self.offline_flag), key
@@ -164,6 +179,8 @@ class TandemApp(App[None]):
         self._router = None
 
     def update_settings(self, settings: UserSettings) -> None:
+        if self.store is None:
+            return  # settings are saved in the history store, still opening (their screens wait for it)
         model_changed = (settings.model_dir, settings.backend) != (self.settings.model_dir, self.settings.backend)
         save_settings(self.store, settings)
         self.settings = settings

@@ -50,8 +50,9 @@ if TYPE_CHECKING:
 
 ProgressCallback = Callable[[str, float], None]
 
-MAX_CPU_CONTEXT = 8192
-"""KV-cache positions allocated on CPU at most: a 128k window would not fit in memory."""
+MAX_KV_CONTEXT = 8192
+"""KV-cache positions allocated at most, on every device (CPU and GPU alike): the cache is
+allocated up front for the whole window, and a 128k window would not fit in memory."""
 
 
 class TVMEngine:
@@ -78,7 +79,7 @@ class TVMEngine:
         )
         self.generation_defaults: sampling.SamplingParams = read_generation_defaults(self.model_dir)
         """The model's own sampling settings; a request's non-None fields replace them."""
-        self.context_window = min(self.chat_config.context_window_size, MAX_CPU_CONTEXT)
+        self.context_window = min(self.chat_config.context_window_size, MAX_KV_CONTEXT)
         self._gguf: GGUFWeights | None = None
         if self.chat_config.quantization == GGUF_QUANTIZATION:
             self._gguf = open_gguf_weights(self.model_dir, self.chat_config)  # before compiling: its kinds

@@ -57,8 +57,11 @@ ProviderEvent = TextDelta | StreamEnd
 class Provider(Protocol):
     name: str
     """The provider's name, also its keyring entry: "openai", "anthropic", "vllm", ..."""
-    host: str
-    """host[:port] the requests go to, as shown in previews and the egress ledger."""
+
+    @property
+    def host(self) -> str:
+        """host[:port] the requests go to, as shown in previews and the egress ledger."""
+        ...
 
     def request(
         self, messages: Sequence[Message], model: str, max_tokens: int, temperature: float

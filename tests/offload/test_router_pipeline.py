@@ -235,3 +235,11 @@ def test_declining_a_finished_low_confidence_draft_shows_it_once(recording_serve
     assert [e.text for e in events if isinstance(e, Token)] == words
     assert not any(isinstance(e, Discard) for e in events)
     assert events[-1].route == "local" and events[-1].confidence < 0.5
+
+
+def test_a_reply_kept_local_against_the_routers_judgement_never_reads_as_confident() -> None:
+    from offload.router import KEPT_LOCAL_CEILING, LOW_CONFIDENCE, kept_local_confidence
+
+    assert kept_local_confidence(None) == LOW_CONFIDENCE  # no draft was scored
+    assert kept_local_confidence(0.93) == KEPT_LOCAL_CEILING
+    assert kept_local_confidence(0.2) == 0.2

@@ -23,8 +23,17 @@ from app.tui.widgets.status_bar import StatusBar
 from app.turns import NEW_TITLE, PendingTurn, TurnError, TurnResult, open_turn
 
 if TYPE_CHECKING:
+    from app.local_models import LocalModel
+    from app.settings import UserSettings
+    from app.store import Store
+    from app.store.records import Conversation
+    from app.store.records import Message as StoredMessage
     from app.tui.app import TandemApp
     from app.tui.widgets.message import MessageView
+    from offload.events import RouterEvent
+    from offload.network import NetworkState
+    from offload.privacy import Mode
+    from offload.router import Approval, Preview
 
 SHOWN_MESSAGES = 60
 """Messages mounted when a conversation opens; a button above them shows the earlier ones."""
@@ -33,7 +42,7 @@ SHOWN_MESSAGES = 60
 class TurnEvent(Message):
     """A RouterEvent, posted from the turn worker thread."""
 
-    def __init__(self, event: Any) -> None:
+    def __init__(self, event: RouterEvent) -> None:
         self.event = event
         super().__init__()
 
@@ -93,15 +102,23 @@ class ChatScreen(Screen[None]):
         self.show_archived = False
         self.cancel_event: threading.Event | None = None
         self.reply_view: MessageView | None = None
-        self._hidden: list[Any] = []
+        self._hidden: list[StoredMessage] = []
 
     @property
     def tandem(self) -> TandemApp:
         return self.app  # type: ignore[return-value]
 
     @property
-    def store(self) -> Any:
-        return self.tandem.store
+    def store(self) -> Store:
+        """The open history store. Actions wait for it (check_action), so it is there when they run."""
+        store = self.tandem.store
+        if store is None:
+            raise RuntimeError("the history store is still opening")  # a caller skipped history_open
+        return store
+
+    @property
+    def history_open(self) -> bool:
+        return self.tandem.store is not None
 
     @property
     def busy(self) -> bool:
@@ -132,7 +149,7 @@ class ChatScreen(Screen[None]):
     def engine_status(self, status: str) -> None:
         self.query_one(StatusBar).engine_status = status
 
-    def network_state(self, state: Any) -> None:
+    def network_state(self, state: NetworkState) -> None:
         """offload.network's NetworkState: online, or why not."""
         status = self.query_one(StatusBar)
         status.network_detail = state.detail
@@ -154,7 +171,7 @@ class ChatScreen(Screen[None]):
             f"[@click=screen.cycle_mode]mode: {status.mode}[/] (Ctrl+G)"
         )
 
-    def _context_label(self, conversation: Any, short: bool = False) -> str:
+    def _context_label(self, conversation: Conversation | None, short: bool = False) -> str:
         """What a cloud request from this conversation carries (its own policy or the default)."""
         from offload.privacy import describe_context
 
@@ -215,7 +232,7 @@ class ChatScreen(Screen[None]):
             self._hidden = []
             await event.button.remove()
 
-    def _view_of(self, message: Any) -> MessageView:
+    def _view_of(self, message: StoredMessage) -> MessageView:
         # Imported here, as in on_prompt_input_submitted: Markdown is slow to import, and the first
         # frame (painted before the history opens) has no message to show.
         from app.tui.widgets.message import MessageView
@@ -369,7 +386,7 @@ class ChatScreen(Screen[None]):
             confirmed,
         )
 
-    def _set_mode(self, mode: str, note: str = "") -> None:
+    def _set_mode(self, mode: Mode, note: str = "") -> None:
         settings = replace(self.tandem.settings, mode=mode)
         self.tandem.update_settings(settings)
         self.notify(f"Privacy mode: {settings.mode}{note}.")
@@ -385,7 +402,7 @@ class ChatScreen(Screen[None]):
         from app.local_models import chosen_model
         from app.tui.screens.settings import SAMPLING_NAMES, SettingsScreen
 
-        def saved(settings: Any) -> None:
+        def saved(settings: UserSettings | None) -> None:
             if settings is not None:
                 self.tandem.update_settings(settings)
                 self.notify("Settings saved.")
@@ -398,7 +415,8 @@ class ChatScreen(Screen[None]):
         name = info.model_id if info is not None else chosen_model(settings.model_dir, settings.backend).path.name
         defaults = info.generation_defaults if info is not None else None
         shown = {key: getattr(defaults, key) for key in SAMPLING_NAMES} if defaults is not None else None
-        totals = getattr(self.tandem.turn_runner().router, "hybrid_totals", None)
+        # The router's running totals of the hybrid route, once there is a model to route for.
+        totals = self.tandem.turn_runner().router.hybrid_totals if engine is not None and self.history_open else None
         hybrid = totals.summary() if totals is not None else None
         self.app.push_screen(SettingsScreen(settings, name, shown, summary(self.store), hybrid), saved)
 
@@ -418,7 +436,7 @@ class ChatScreen(Screen[None]):
             return
         settings = self.tandem.settings
 
-        def picked(model: Any) -> None:
+        def picked(model: LocalModel | None) -> None:
             if model is not None:
                 model_dir = None if model.path == embedded_model().path else str(model.path)
                 self.tandem.update_settings(replace(settings, model_dir=model_dir, backend=model.backend))
@@ -427,7 +445,9 @@ class ChatScreen(Screen[None]):
         self.app.push_screen(ModelPickerScreen(discover_models(), current), picked)
 
     def action_copy(self) -> None:
-        replies = [v for v in self.query("MessageView") if v.role == "assistant" and v.content]
+        from app.tui.widgets.message import MessageView
+
+        replies = [v for v in self.query(MessageView) if v.role == "assistant" and v.content]
         if not replies:
             self.notify("No reply to copy yet.", severity="warning")
             return
@@ -444,7 +464,7 @@ class ChatScreen(Screen[None]):
         """A label for the router's calibration of this model, kept only in the history store."""
         from app.feedback import learning_enabled
 
-        if self.store is None or self.conversation_id is None:
+        if not self.history_open or self.conversation_id is None:
             return
         if not learning_enabled(self.store):
             self.notify("Turn on \"learn from use\" in settings (Ctrl+S) to teach the router.", severity="warning")
@@ -458,7 +478,7 @@ class ChatScreen(Screen[None]):
     # --- a turn ---------------------------------------------------------------------------------
 
     async def on_prompt_input_submitted(self, event: PromptInput.Submitted) -> None:
-        if self.store is None:
+        if not self.history_open:
             self.notify("The history is still opening; send again in a moment.", severity="warning")
             self.query_one(PromptInput).text = event.text
             return
@@ -503,17 +523,17 @@ class ChatScreen(Screen[None]):
         else:
             self.post_message(TurnFinished(result, None))
 
-    def _approve_from_worker(self, preview: Any) -> Any:
+    def _approve_from_worker(self, preview: Preview) -> Approval | bool:
         """The router's approve callback: show the payload in a modal and wait for the answer
         (an offload.router.Approval, or False). Runs on the worker thread; a cancelled turn
         answers no."""
         from app.tui.screens.approve import ApproveScreen
 
         decided = threading.Event()
-        answer: list[Any] = [False]
+        answer: list[Approval | bool] = [False]
         screen = ApproveScreen(preview)
 
-        def on_answer(choice: Any) -> None:
+        def on_answer(choice: Approval | None) -> None:
             answer[0] = choice or False
             decided.set()
 
@@ -570,4 +590,4 @@ class ChatScreen(Screen[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "cancel":
             return self.busy  # Esc falls through to other widgets when nothing streams
-        return self.store is not None  # the rest wait for the history to open
+        return self.history_open  # the rest wait for the history to open

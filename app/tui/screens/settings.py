@@ -5,9 +5,9 @@ cancelled; invalid input is named, never saved."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -26,6 +26,8 @@ from app.settings import (
     UserSettings,
     validate,
 )
+
+Choice = TypeVar("Choice", bound=str)
 
 SAMPLING_FIELDS = (
     ("temperature", "Temperature (0 = greedy)", float),
@@ -220,23 +222,31 @@ class SettingsScreen(ModalScreen[UserSettings | None]):
         )
         updated = replace(
             self.settings,
-            mode=self.query_one("#mode", Select).value,
+            mode=self._picked("#mode", MODES),
             redact=self.query_one("#redact", Switch).value,
             learn_from_use=self.query_one("#learn_from_use", Switch).value,
             terms=terms,
             escalate_below=threshold,
             context_turns=turns,
-            context_policy=self.query_one("#context_policy", Select).value,
-            provider=self.query_one("#provider", Select).value,
+            context_policy=self._picked("#context_policy", CONTEXT_POLICIES),
+            provider=self._picked("#provider", [p.name for p in self.providers]),
             providers=providers,
-            verifier=None if self.query_one("#verifier", Select).value == "off" else self.query_one("#verifier", Select).value,
+            verifier=None if (verifier := self._picked("#verifier", ["off", *(p.name for p in self.providers)])) == "off" else verifier,
         )
         if self.model:
             updated = updated.with_sampling(self.model, self._sampling())
         return updated
 
+    def _picked(self, selector: str, options: Sequence[Choice]) -> Choice:
+        """The option a select (allow_blank=False, built from `options`) shows, as its own type."""
+        value = self.query_one(selector, Select).value
+        for option in options:
+            if option == value:
+                return option
+        raise SettingsError(f"Pick one of {', '.join(options)}.")
+
     def _sampling(self) -> SamplingOverride:
-        values: dict[str, float | int] = {}
+        values: dict[str, Any] = {}  # each value of its field's kind (SAMPLING_FIELDS): int or float
         for name, label, kind in SAMPLING_FIELDS:
             text = self.query_one(f"#sampling-{name}", Input).value.strip()
             if not text:
