@@ -47,13 +47,13 @@ def run_hybrid(
     if redactor is not None:
         outgoing = redactor.redact_messages(outgoing)
     try:
-        prompt_ids = router.engine.prompt_ids(outgoing)
+        prompt_ids = decoder.engine.prompt_ids(outgoing)
     except ContextWindowExceeded:
         return False
     if len(prompt_ids) + 2 > router.engine.info.context_window:
         return False
     # What the verifier sees: this prompt (as token ids) and the drafts that follow it.
-    payload = router.engine.tokenizer.decode(prompt_ids, skip_special_tokens=False)
+    payload = decoder.engine.tokenizer.decode(prompt_ids, skip_special_tokens=False)
     if verdict.needs_approval:
         try:
             answer = as_approval(approve(Preview(verifier.name, verifier.host, payload)) if approve else False)
