@@ -183,15 +183,18 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Calibration:
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k != "probes"}
-        probes = tuple(
-            HiddenProbe(**{k: tuple(v) if isinstance(v, list) else v for k, v in probe.items()})
-            for probe in data.get("probes", ()))
+        values = _tupled({k: v for k, v in data.items() if k != "probes"})
+        probes = tuple(HiddenProbe(**_tupled(probe)) for probe in data.get("probes", ()))
         return cls(**values, probes=probes)
 
     @classmethod
     def load(cls, path: Path = WEIGHTS_PATH) -> Calibration:
         return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def _tupled(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON object's lists as tuples (the frozen dataclasses hold tuples)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
 
 
 def probe_features(calibration: Calibration, hidden: HiddenStates | None) -> dict[str, float]:
@@ -245,7 +248,7 @@ def _newton_fit(z: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:
     penalty = np.eye(z.shape[1]) * l2
     penalty[-1, -1] = 0.0
     for _ in range(50):
-        p = _sigmoid(z @ theta)
+        p = np.asarray(_sigmoid(z @ theta))
         gradient = z.T @ (p - y) + penalty @ theta
         hessian = (z * (p * (1 - p))[:, None]).T @ z + penalty + np.eye(len(theta)) * 1e-9
         step = np.linalg.solve(hessian, gradient)
