@@ -69,8 +69,18 @@ def scale_dtype(kind: WeightKind) -> str:
 
 
 def has_min(kind: WeightKind) -> bool:
-    """Whether the kind stores a per-group min (offset) beside its scale."""
-    return kind in ("q4_0", "q4_1")
+    """Whether the kind stores a per-group min (offset) beside its scale (in the float layout)."""
+    return kind in ("q4_0", "q4_1", "q4_k")
+
+
+INT8_ZERO_POINTS: dict[WeightKind, int] = {"q4": 7, "q4h": 7, "q4_0": 8}
+"""4-bit kinds whose min is a whole number of scales (min = -zero_point * scale): the int8
+kernels fold it into the integer dot and their VNNI layout stores no min."""
+
+
+def int8_zero_point(kind: WeightKind) -> int | None:
+    """The kind's integer zero point on the int8 path, or None when it needs its stored min."""
+    return INT8_ZERO_POINTS.get(kind)
 
 
 def q4_groups(k_in: int) -> int:
@@ -97,19 +107,14 @@ class LinearShape:
         scales = ((n_tiles, groups, tile), scale_dtype(self.kind))
         if self.kind == "q8_0":
             return {"q_weight": ((n_tiles, groups * Q4_GROUP, tile), "int8"), "q_scale": scales}
-        if has_min(self.kind):
-            return {
-                "q_weight": ((n_tiles, groups * Q4_GROUP // Q4_PER_WORD, tile), "uint32"),
-                "q_scale": scales,
-                "q_min": scales,
-            }
         if self.matmul == "int8":
             codes = (n_tiles, groups, VNNI_CHUNKS, tile // VNNI_LANES, 4 * VNNI_LANES)
-            return {"q_weight": (codes, "uint8"), "q_scale": ((n_tiles, groups, tile), scale_dtype(self.kind))}
-        return {
-            "q_weight": ((n_tiles, groups * Q4_GROUP // Q4_PER_WORD, tile), "uint32"),
-            "q_scale": ((n_tiles, groups, tile), scale_dtype(self.kind)),
-        }
+            mins = {"q_min": scales} if int8_zero_point(self.kind) is None else {}
+            return {"q_weight": (codes, "uint8"), "q_scale": scales, **mins}
+        words = ((n_tiles, groups * Q4_GROUP // Q4_PER_WORD, tile), "uint32")
+        if has_min(self.kind):
+            return {"q_weight": words, "q_scale": scales, "q_min": scales}
+        return {"q_weight": words, "q_scale": scales}
 
 
 def q4_code(word: tirx.PrimExpr, k: tirx.PrimExpr) -> tirx.PrimExpr:

@@ -294,9 +294,10 @@ def test_the_mlc_backend_declines_a_gguf_model_and_auto_takes_tvm(tiny_gguf_mode
     engine.close()
 
 
-def test_on_a_vnni_cpu_gguf_layers_compile_on_the_float_kernels(tiny_gguf_model):
+def test_on_a_vnni_cpu_gguf_4bit_layers_take_the_int8_layout(tiny_gguf_model):
     """Built (not run: this machine may lack AVX-512) for an AVX512-VNNI CPU with int8 matmuls:
-    the GGUF kinds keep the float kernels' tiled layout, beside nothing int8."""
+    q4_0 and q4_1 layers take the int8 kernels' VNNI layout (q4_1 with its mins, q4_0 without:
+    its min is -8 * scale), q8_0 keeps the float kernels' tiled layout."""
     from engine.config import read_chat_config
     from engine.tvm_backend.compiler import build_executable
     from engine.tvm_backend.gguf_weights import open_gguf_weights
@@ -309,7 +310,10 @@ def test_on_a_vnni_cpu_gguf_layers_compile_on_the_float_kernels(tiny_gguf_model)
     target = HostTarget(tvm.target.Target(spec), tvm.cpu(), "cpu (icelake-server, build only)", "cpu", "int8")
     _, params = build_executable(config.model_config, kinds, target)
     shapes = {name: (shape, dtype) for name, shape, dtype in params}
-    assert shapes["model.layers.0.self_attn.qkv_proj.q_weight"] == ((4, 8, 32), "uint32")  # q4_0, 32-row tiles
+    assert shapes["model.layers.0.self_attn.qkv_proj.q_weight"] == ((4, 2, 4, 2, 64), "uint8")  # q4_0, VNNI
+    assert "model.layers.0.self_attn.qkv_proj.q_min" not in shapes
+    assert shapes["model.layers.0.mlp.gate_up_proj.q_weight"][1] == "uint8"  # q4_1, VNNI
+    assert shapes["model.layers.0.mlp.gate_up_proj.q_min"] == ((8, 2, 32), "float16")
     assert shapes["model.layers.0.self_attn.o_proj.q_weight"] == ((2, 64, 32), "int8")  # q8_0
 
 
