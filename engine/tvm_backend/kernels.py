@@ -16,12 +16,13 @@ from tvm.s_tir import Schedule
 from tvm.target import Target
 from tvm.target.codegen import target_has_features
 
-WeightKind = Literal["q0", "q4", "q4h", "q4_0", "q4_1", "q8_0"]
+WeightKind = Literal["q0", "q4", "q4h", "q4_0", "q4_1", "q4_k", "q8_0"]
 """q0: dense float32 weights; q4: 4-bit groups with float32 scales; q4h: with float16 scales
 (q4f16_1 keeps its scales in half precision: less memory traffic per decoded token).
 llama.cpp's block formats, run as they are (engine/block_codes.py): q4_0 and q4_1: 4-bit codes
 with an f16 scale and an f16 min per group of 32, value code * scale + min (q4_0's min is
--8 * scale); q8_0: int8 codes with an f16 scale per group of 32."""
+-8 * scale); q4_k: the same with an f32 scale and min per group (d * sc_j and -dmin * m_j of
+its super-blocks, exact only in f32); q8_0: int8 codes with an f16 scale per group of 32."""
 GGUF_KINDS: tuple[WeightKind, ...] = ("q4_0", "q4_1", "q8_0")
 """Their scales and mins stay f16, as the file stores them: exact, and half the bytes per token."""
 CpuMatmul = Literal["float", "int8"]

@@ -27,7 +27,7 @@ from engine.tvm_backend.kernels import (
     q4_value,
 )
 
-INT8_KINDS: tuple[WeightKind, ...] = ("q4", "q4h", "q4_0", "q4_1")
+INT8_KINDS: tuple[WeightKind, ...] = ("q4", "q4h", "q4_0", "q4_1", "q4_k")
 """The kinds the int8 VNNI kernels take: every 4-bit kind (code * scale + min per group of 32).
 llama.cpp's q8_0 computes in float on every CPU for now."""
 
