@@ -10,7 +10,7 @@ from typing import Literal
 
 import numpy as np
 
-from engine.block_tensors import BLOCK_BYTES, BLOCK_ELEMENTS, BlockFormat, BlockTensor
+from engine.block_tensors import BLOCK_BYTES, BlockFormat, BlockTensor, block_elements
 from engine.config import ModelConfig
 from engine.errors import ModelFileError
 from engine.gguf.q8 import quantize_q8_0
@@ -23,7 +23,7 @@ Route = Literal["native", "widened", "requantized"]
 requantized: dequantized, then quantized to q8_0 (near-lossless)."""
 
 FLOAT_TYPES = ("F32", "F16", "BF16")
-NATIVE_FORMATS: dict[str, BlockFormat] = {"Q8_0": "q8_0", "Q4_0": "q4_0", "Q4_1": "q4_1"}
+NATIVE_FORMATS: dict[str, BlockFormat] = {"Q8_0": "q8_0", "Q4_0": "q4_0", "Q4_1": "q4_1", "Q6_K": "q6_k", "Q5_K": "q5_k"}
 _FIX = "re-quantize the file to Q8_0, Q4_0, Q4_1 or Q4_K_M with llama.cpp's llama-quantize"
 _LAYER_PARTS = {
     "qkv_proj": ("attn_q", "attn_k", "attn_v"),
@@ -111,11 +111,17 @@ def _plan(gguf: GGUFFile, tensor: LogicalTensor) -> TensorPlan:
     return TensorPlan(tensor, sources, format, route, sum(s.n_bytes for s in sources), _stored_bytes(format, shape))
 
 
+_CODE8_BYTES_PER_ELEMENT: dict[BlockFormat, float] = {"q6_k": 1 + 4 / 16, "q5_k": 1 + 8 / 32}
+"""The K-quants run unpacked (engine.block_codes): a byte per code, f32 scales (and q5_k's mins)."""
+
+
 def _stored_bytes(format: BlockFormat, shape: tuple[int, ...]) -> int:
     elements = int(np.prod(shape))
     if format == "f32":
         return 4 * elements
-    return elements // BLOCK_ELEMENTS * BLOCK_BYTES[format]
+    if format in _CODE8_BYTES_PER_ELEMENT:
+        return int(elements * _CODE8_BYTES_PER_ELEMENT[format])
+    return elements // block_elements(format) * BLOCK_BYTES[format]
 
 
 def _part_data(plan: TensorPlan, source: GGUFTensor, config: ModelConfig) -> np.ndarray:

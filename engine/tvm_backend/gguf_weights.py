@@ -21,7 +21,14 @@ from engine.quantization import TensorKind
 if TYPE_CHECKING:  # kernels imports TVM's compiler; a warm start must not
     from engine.tvm_backend.kernels import WeightKind
 
-KIND_OF_FORMAT: dict[BlockFormat, WeightKind] = {"f32": "q0", "q4_0": "q4_0", "q4_1": "q4_1", "q8_0": "q8_0"}
+KIND_OF_FORMAT: dict[BlockFormat, WeightKind] = {
+    "f32": "q0",
+    "q4_0": "q4_0",
+    "q4_1": "q4_1",
+    "q8_0": "q8_0",
+    "q6_k": "q6_k",
+    "q5_k": "q5_k",
+}
 
 
 @dataclass(frozen=True)

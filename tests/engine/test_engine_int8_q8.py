@@ -32,7 +32,13 @@ BUILD_ONLY = {
     ),
 }
 """A CPU of each variant's kind, and what its kernels' assembly must contain (regexes)."""
-QTYPES = {"q8_0": gguf.GGMLQuantizationType.Q8_0}
+QTYPES = {
+    "q8_0": gguf.GGMLQuantizationType.Q8_0,
+    "q6_k": gguf.GGMLQuantizationType.Q6_K,
+    "q5_k": gguf.GGMLQuantizationType.Q5_K,
+}
+SHAPES = [(64, 256), (48, 512), (32, 256)]
+"""(n_out, k_in): a 32-row tile, 16-row tiles, one tile; k in whole K-quant super-blocks."""
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +93,20 @@ def run_kernel(target, isa: str, kind: str, x: np.ndarray, arrays: dict[str, np.
 
 
 def block_tensor(kind: str, weight: np.ndarray) -> BlockTensor:
-    return BlockTensor(kind, weight.shape, gguf.quants.quantize(weight, QTYPES[kind]))
+    """`weight` in `kind`'s blocks: quantized by the gguf package (Q8_0), or for the K-quants,
+    which it cannot quantize, random block bytes (every byte pattern is a valid block) with
+    their f16 super-scales set to about the weight's size."""
+    if kind == "q8_0":
+        return BlockTensor(kind, weight.shape, gguf.quants.quantize(weight, QTYPES[kind]))
+    rows, columns = weight.shape
+    rng = np.random.default_rng(columns)
+    _, size = gguf.GGML_QUANT_SIZES[QTYPES[kind]]
+    blocks = rng.integers(0, 256, (rows, columns // 256, size), dtype=np.uint8)
+    d_at = {"q6_k": [208], "q5_k": [0, 2]}[kind]
+    for start in d_at:
+        d = rng.uniform(1e-4, 1e-3, blocks.shape[:2]).astype("<f2")
+        blocks[:, :, start : start + 2] = d[..., None].view(np.uint8).reshape(rows, -1, 2)
+    return BlockTensor(kind, weight.shape, blocks.reshape(rows, -1))
 
 
 def stored(tensor: BlockTensor) -> dict[str, np.ndarray]:
@@ -103,7 +122,7 @@ def inputs(rng: np.random.Generator, rows: int, k_in: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("kind", list(QTYPES))
-@pytest.mark.parametrize(("n_out", "k_in"), [(64, 96), (48, 64), (32, 256)], ids=["tile32", "tile16", "k256"])
+@pytest.mark.parametrize(("n_out", "k_in"), SHAPES, ids=["tile32", "tile16", "one-tile"])
 @pytest.mark.parametrize("rows", [1, 3, 9], ids=["decode", "prefill-3", "prefill-9"])
 def test_kernel_matches_the_int8_math_and_numpy_dequantization(host_target, isa, kind, n_out, k_in, rows):
     rng = np.random.default_rng(n_out + k_in + rows)
@@ -142,7 +161,7 @@ def test_extreme_codes_and_activations_never_saturate(host_target, isa, rows):
 
 
 @pytest.mark.parametrize("variant", list(BUILD_ONLY))
-@pytest.mark.parametrize("kind", ["q8_0"])
+@pytest.mark.parametrize("kind", list(QTYPES))
 @pytest.mark.parametrize("phase", ["decode", "prefill"])
 def test_every_variant_compiles_to_its_instructions(variant, kind, phase):
     """Built (not run) for a CPU of its kind, so the variants this CPU lacks stay buildable."""
@@ -164,10 +183,66 @@ def test_int8_mode_routes_8bit_codes_to_these_kernels(kind):
     from engine.tvm_backend.linear import cpu_matmul, linear_shape
 
     with cpu_matmul("int8"):
-        shape = linear_shape(kind, 64, 96)
-        assert (shape.matmul, shape.weight_shapes()["q_weight"]) == ("int8", ((2, 24, 32, 4), "int8"))
+        shape = linear_shape(kind, 64, 256)
+        assert (shape.matmul, shape.weight_shapes()["q_weight"]) == ("int8", ((2, 64, 32, 4), "int8"))
+        assert shape.weight_shapes()["q_scale"][0] == (2, 256 // weight_group(kind), 32)
+        assert ("q_min" in shape.weight_shapes()) == has_min(kind)
         assert linear_shape(kind, 64, 80).matmul == "float"  # k not in whole activation groups
-        assert linear_shape(kind, 24, 96).matmul == "float"  # rows not in tiles of 16
+        assert linear_shape(kind, 24, 256).matmul == "float"  # rows not in tiles of 16
     with cpu_matmul("float"):
-        assert linear_shape(kind, 64, 96).matmul == "float"
-    assert weight_group(kind) in (16, 32) and has_min(kind) in (True, False)
+        assert linear_shape(kind, 64, 256).matmul == "float"
+
+
+@pytest.mark.parametrize("kind", ["q6_k", "q5_k"])
+def test_k_quant_codes_dequantize_as_the_gguf_package_does(kind):
+    from engine.block_codes import dequantize_blocks
+
+    tensor = block_tensor(kind, np.zeros((8, 512), np.float32))
+    expected = gguf.quants.dequantize(tensor.data, QTYPES[kind]).reshape(tensor.shape)
+    np.testing.assert_array_equal(dequantize_blocks(tensor), expected)
+    arrays = stored(tensor)
+    assert arrays["w.q_weight"].dtype == np.int8 and arrays["w.q_scale"].dtype == np.float32
+    low, high = {"q6_k": (-32, 31), "q5_k": (0, 31)}[kind]
+    assert arrays["w.q_weight"].min() == low and arrays["w.q_weight"].max() == high
+
+
+@pytest.mark.parametrize("kind", ["q6_k", "q5_k"])
+@pytest.mark.parametrize("rows", [1, 5], ids=["decode", "prefill"])
+def test_float_kernels_of_the_k_quants_match_numpy_dequantization(host_target, kind, rows):
+    from engine.tvm_backend.kernels import linear_kernel, output_tile
+
+    n_out, k_in = 48, 512
+    rng = np.random.default_rng(rows)
+    tensor = block_tensor(kind, np.zeros((n_out, k_in), np.float32))
+    x = rng.normal(0, 1, (rows, k_in)).astype(np.float32)
+    with host_target:
+        shape = LinearShape(kind, n_out, k_in, output_tile(n_out))
+        kernel = linear_kernel(shape, "decode" if rows == 1 else "prefill").with_attr("global_symbol", "linear")
+    library = tvm.tirx.build(tvm.IRModule({"linear": kernel}), target=host_target)
+    out = tvm.runtime.tensor(np.zeros((rows, n_out), np.float32))
+    wanted = [(f"w.{name}", spec, dtype) for name, (spec, dtype) in shape.weight_shapes().items()]
+    weights = repacked_params(BlockArrays({"w.weight": tensor}), wanted, tied=False)
+    library["linear"](tvm.runtime.tensor(x), *(tvm.runtime.tensor(w) for w in weights), out)
+    expected = x @ gguf.quants.dequantize(tensor.data, QTYPES[kind]).reshape(n_out, k_in).T
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("kind", ["q6_k", "q5_k"])
+def test_gpu_form_of_the_k_quants_matches_numpy_dequantization(host_target, kind):
+    """plain_linear (what dlight schedules on a GPU) compiled here for the CPU: its math."""
+    from engine.tvm_backend.linear import GPU_TILE, plain_linear
+
+    n_out, k_in, rows = 24, 256, 3
+    tensor = block_tensor(kind, np.zeros((n_out, k_in), np.float32))
+    x = np.random.default_rng(5).normal(0, 1, (rows, k_in)).astype(np.float32)
+    shape = LinearShape(kind, n_out, k_in, GPU_TILE)
+    wanted = [(f"w.{name}", spec, dtype) for name, (spec, dtype) in shape.weight_shapes().items()]
+    weights = list(repacked_params(BlockArrays({"w.weight": tensor}), wanted, tied=False))
+    row_count = tvm.tirx.Var("rows", "int64")
+    x_in = tvm.te.placeholder((row_count, k_in), "float32", name="x")
+    w_in = [tvm.te.placeholder(w.shape, str(w.dtype), name=f"w{i}") for i, w in enumerate(weights)]
+    library = tvm.compile(tvm.te.create_prim_func([x_in, *w_in, plain_linear(shape, x_in, *w_in)]), target=host_target)
+    out = tvm.runtime.tensor(np.zeros((rows, n_out), np.float32))
+    library(tvm.runtime.tensor(x), *(tvm.runtime.tensor(w) for w in weights), out)
+    expected = x @ gguf.quants.dequantize(tensor.data, QTYPES[kind]).reshape(n_out, k_in).T
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
