@@ -5,7 +5,10 @@ same variants as int8_kernels.py (Int8Isa, chosen by int8_isa).
 Activations are quantized as in int8_kernels.py: per group of 32, xs = max|x| / 127 and
 xq = round(x / xs), so |xq| <= 127. A weight group (16 or 32 codes, kernels.weight_group) gives
 dot = sum(code * xq) in int32, and y[n] = sum over groups of scale[n, g] * xs * dot + min[n, g] *
-sum(x over the group) (the float sum of x: exact where llama.cpp uses its int8 sums).
+xs * sum(xq over the group). The min's term takes the quantized sum, as llama.cpp does, not the
+exact float one: then y = sum((scale * code + min) * xq * xs), each weight meeting the same
+rounded activation, and the error scales with the weights, not with their offset codes (with
+the float sum, codes 0..31 around a min of about -16 * scale gave 2.5x the logit error).
 
 The codes are signed, and each instruction set takes them its own way:
 - AVX2 `vpmaddubsw` multiplies u8 by s8 into saturating int16 pairs, so it is fed |code| (as u8,
@@ -156,7 +159,7 @@ def _kernel(shape: LinearShape, rows, row_block: int, spec: IsaSpec) -> tirx.Pri
         xq8 = T.decl_buffer((rows_padded, k_in), "int8", data=xq.data)
         xs = T.alloc_buffer((rows_padded, a_groups), "float32")
         code_sum = T.alloc_buffer((rows_padded, w_groups), "int32")  # sum(xq) per weight group
-        x_sum = T.alloc_buffer((rows_padded, w_groups), "float32")  # sum(x) per weight group
+        x_sum = T.alloc_buffer((rows_padded, w_groups), "float32")  # xs * sum(xq) per weight group
         for m in quantize_loop(rows):
             scale = T.alloc_buffer((2,), "float32", scope="local")  # max |x|, then 127 / max |x|
             for a in range(a_groups):
@@ -176,19 +179,13 @@ def _kernel(shape: LinearShape, rows, row_block: int, spec: IsaSpec) -> tirx.Pri
                     )
                 for p in range(per_activation):
                     code_sum[m, a * per_activation + p] = T.int32(0)
-                    x_sum[m, a * per_activation + p] = T.float32(0)
                     for h in range(halves // per_activation):
                         code_sum[m, a * per_activation + p] = code_sum[m, a * per_activation + p] + T.call_llvm_pure_intrin(
                             "int32",
                             "llvm.vector.reduce.add",
                             T.Cast("int32x16", _lanes(xq8, m, a * ACTIVATION_GROUP + (p * halves // per_activation + h) * 16, lanes=16)),
                         )
-                        x_sum[m, a * per_activation + p] = x_sum[m, a * per_activation + p] + T.call_llvm_pure_intrin(
-                            "float32",
-                            "llvm.vector.reduce.fadd",
-                            T.float32(0),
-                            _lanes(x, m, a * ACTIVATION_GROUP + (p * halves // per_activation + h) * 16, lanes=16),
-                        )
+                    x_sum[m, a * per_activation + p] = T.Cast("float32", code_sum[m, a * per_activation + p]) * xs[m, a]
         for t in T.parallel(n_tiles):
             acc = T.alloc_buffer((row_block, tile), "float32", scope="local")
             dot = T.alloc_buffer((row_block, sub, lanes), "int32", scope="local")
@@ -264,7 +261,7 @@ def _kernel(shape: LinearShape, rows, row_block: int, spec: IsaSpec) -> tirx.Pri
 
 
 def _with_min(with_min: bool, value, low: tirx.Buffer, t, g, start, lanes: int, x_sum) -> tirx.PrimExpr:
-    """value plus min[n, g] * sum(x over the group) for kinds with a min."""
+    """value plus min[n, g] * xs * sum(xq over the group) for kinds with a min."""
     if not with_min:
         return value
     return value + T.Cast(f"float32x{lanes}", _lanes(low, t, g, start, lanes=lanes)) * x_sum

@@ -57,7 +57,7 @@ def isa(request, host_target):
 
 def int8_reference(x: np.ndarray, codes: np.ndarray, scale: np.ndarray, low: np.ndarray | None) -> np.ndarray:
     """The kernels' arithmetic: per 32 inputs xs = max|x| / 127, xq = round(x * (127 / max|x|))
-    to even; per weight group dot = sum(code * xq) exactly; y = sum(scale * xs * dot + min * sum(x))."""
+    to even; per weight group dot = sum(code * xq) exactly; y = sum(xs * (scale * dot + min * sum(xq)))."""
     rows, k_in = x.shape
     n_out, groups = scale.shape
     size = k_in // groups
@@ -70,7 +70,7 @@ def int8_reference(x: np.ndarray, codes: np.ndarray, scale: np.ndarray, low: np.
     xs_w = np.repeat(xs, 32 // size, axis=1).astype(np.float64)
     y = (dots * xs_w[:, None, :] * scale.astype(np.float64)[None]).sum(axis=2)
     if low is not None:
-        sums = x.astype(np.float64).reshape(rows, groups, size).sum(axis=2)
+        sums = xq.sum(axis=2) * xs_w
         y += (low.astype(np.float64)[None] * sums[:, None, :]).sum(axis=2)
     return y
 

@@ -25,7 +25,8 @@ FLOAT_TOLERANCE = 1e-3
 """As the other GGUF tests: the float path within 1e-3 of transformers (measured 3e-6)."""
 INT8_RELATIVE_TOLERANCE = 0.03
 """The int8 path within 3% of the largest |logit|: measured 2.3% (0.072 of 3.1) on this model's
-shape for Q6_K, and the same for a Q8_0 file of the same weights through the same path: the
+shape for Q6_K and 0.067 for Q5_K_S, and the same for a Q8_0 file of the same weights through
+the same path: the
 activations' int8 rounding, not the codes (the kernels match their int8 arithmetic exactly in
 test_engine_int8_q8.py)."""
 DECODE_STEPS = 8
