@@ -294,9 +294,9 @@ def test_the_mlc_backend_declines_a_gguf_model_and_auto_takes_tvm(tiny_gguf_mode
     engine.close()
 
 
-def test_on_a_vnni_cpu_gguf_layers_compile_on_the_float_kernels(tiny_gguf_model):
+def test_on_a_vnni_cpu_gguf_layers_take_their_layouts(tiny_gguf_model):
     """Built (not run: this machine may lack AVX-512) for an AVX512-VNNI CPU with int8 matmuls:
-    the GGUF kinds keep the float kernels' tiled layout, beside nothing int8."""
+    q4_0 keeps the float kernels' tiled layout, q8_0 takes the 8-bit int8 kernels' layout."""
     from engine.config import read_chat_config
     from engine.tvm_backend.compiler import build_executable
     from engine.tvm_backend.gguf_weights import open_gguf_weights
@@ -310,7 +310,7 @@ def test_on_a_vnni_cpu_gguf_layers_compile_on_the_float_kernels(tiny_gguf_model)
     _, params = build_executable(config.model_config, kinds, target)
     shapes = {name: (shape, dtype) for name, shape, dtype in params}
     assert shapes["model.layers.0.self_attn.qkv_proj.q_weight"] == ((4, 8, 32), "uint32")  # q4_0, 32-row tiles
-    assert shapes["model.layers.0.self_attn.o_proj.q_weight"] == ((2, 64, 32), "int8")  # q8_0
+    assert shapes["model.layers.0.self_attn.o_proj.q_weight"] == ((2, 16, 32, 4), "int8")  # q8_0, 8-bit int8 layout
 
 
 def test_an_imported_gguf_with_k_quants_answers(tiny_gguf, tmp_path):
