@@ -51,9 +51,9 @@ class Linear(nn.Module):
 
 class Embedding(nn.Module):
     """Token id -> hidden vector, rows kept row-major (rows are token ids): dense (q0), MLC's
-    4-bit groups (q4, q4h), or llama.cpp's blocks (q4_0 / q4_1: codes, scale and min; q8_0,
-    q6_k, q5_k: int8 codes, a scale per weight_group and q5_k's min), dequantized as they are
-    gathered."""
+    4-bit groups (q4, q4h), or llama.cpp's blocks (q4_0 / q4_1 / q4_k: codes, scale and min;
+    q8_0, q6_k, q5_k: int8 codes, a scale per weight_group and q5_k's min), dequantized as they
+    are gathered."""
 
     def __init__(self, vocab_size: int, hidden_size: int, kind: WeightKind):
         self.kind = kind

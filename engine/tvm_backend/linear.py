@@ -30,9 +30,10 @@ from engine.tvm_backend.kernels import (
     weight_group,
 )
 
-INT8_KINDS: tuple[WeightKind, ...] = ("q4", "q4h")
-"""The kinds the 4-bit int8 kernels take (int8_kernels.py). The 8-bit-code kinds (kernels.
-CODE8_KINDS: q8_0, q6_k, q5_k) take int8_kernels_q8.py's; q4_0 and q4_1 compute in float."""
+INT8_KINDS: tuple[WeightKind, ...] = ("q4", "q4h", "q4_0", "q4_1", "q4_k")
+"""The kinds the 4-bit int8 kernels take (int8_kernels.py): every 4-bit kind (code * scale + min
+per group of 32). The 8-bit-code kinds (kernels.CODE8_KINDS: q8_0, q6_k, q5_k) take
+int8_kernels_q8.py's."""
 
 GPU_TILE = 1
 """On a GPU the weights keep MLC's row-major layout: a tile of one output row is exactly it."""
@@ -58,8 +59,8 @@ def compiling_for_gpu() -> bool:
 
 def linear_shape(kind: WeightKind, n_out: int, k_in: int) -> LinearShape:
     """The weight layout of a linear layer for the target and matmul mode in scope: int8 applies
-    to MLC's 4-bit weights (INT8_KINDS) whose output rows come in multiples of 16; other layers
-    stay float."""
+    to 4-bit weights (INT8_KINDS) whose output rows come in multiples of 16; other layers stay
+    float."""
     if compiling_for_gpu():
         return LinearShape(kind, n_out, k_in, GPU_TILE)
     int8_rows = int8_tile(n_out)

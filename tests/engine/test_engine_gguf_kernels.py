@@ -91,12 +91,12 @@ def test_gpu_form_matches_numpy_dequantization(cpu, kind):
 
 
 @pytest.mark.parametrize("kind", list(QTYPES))
-def test_only_q8_0_of_the_gguf_kinds_takes_an_int8_layout(kind):
-    """q8_0 runs on the 8-bit-code int8 kernels (test_engine_int8_q8.py); q4_0 and q4_1 in float."""
+def test_every_gguf_kind_takes_an_int8_layout_under_int8(kind):
+    """q4_0 and q4_1 on the 4-bit int8 kernels, q8_0 on the 8-bit-code ones (test_engine_int8_q8.py)."""
     from engine.tvm_backend.linear import cpu_matmul
 
     with cpu_matmul("int8"):
-        assert linear_shape(kind, 64, 64).matmul == ("int8" if kind == "q8_0" else "float")
+        assert linear_shape(kind, 64, 64).matmul == "int8"
         assert linear_shape("q4", 64, 64).matmul == "int8"
 
 

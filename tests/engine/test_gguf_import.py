@@ -71,17 +71,22 @@ def test_reference_false_copies_the_file_in(tiny_gguf, tmp_path):
     assert gguf_path_of(tmp_path / "moved", data) == tmp_path / "moved" / "model.gguf"
 
 
-def test_k_quants_report_the_requantized_route_and_its_cost(tiny_gguf, tmp_path):
+def test_k_quants_report_their_routes_and_their_cost(tiny_gguf, tmp_path):
+    """Q4_K runs natively (its own 4-bit kind); Q6_K, and a fused tensor whose parts mix types,
+    are re-quantized to q8_0: the route line counts both and what they cost in memory."""
     types = {"attn_q": "Q4_K", "attn_k": "Q4_K", "attn_v": "Q6_K", "ffn_gate": "Q4_K", "ffn_up": "Q4_K",
              "ffn_down": "Q6_K", "attn_output": "Q4_K", "token_embd": "Q6_K"}  # fmt: skip
     result = import_gguf(tiny_gguf(types=types).path, tmp_path / "model")
-    # Q6_K runs natively where a tensor is Q6_K alone; the fused qkv mixes it with Q4_K.
-    assert "as stored: 5 F32, 3 Q6_K; re-quantized to q8_0: 10 Q4_K, 2 Q6_K" in result.route
+    # Q4_K and Q6_K run natively where a tensor is in one of them alone; the fused qkv mixes them.
+    assert "as stored: 6 Q4_K, 5 F32, 3 Q6_K" in result.route  # gate/up and attn_output; ffn_down and the embedding
+    assert "re-quantized to q8_0: 4 Q4_K, 2 Q6_K" in result.route  # q/k fused with a Q6_K v
     assert result.runtime_bytes > result.weight_bytes and "in memory (+" in result.route
     routes = chat_config(tmp_path / "model")["tandem"]["gguf"]["routes"]
-    assert routes == {"requantized": 6, "native": 8}
+    assert routes == {"requantized": 2, "native": 12}
     qkv = next(r for r in result.tensors if r.name == "model.layers.0.self_attn.qkv_proj.weight")
     assert (qkv.route, qkv.format, qkv.source_types) == ("requantized", "q8_0", ("Q4_K", "Q4_K", "Q6_K"))
+    gate_up = next(r for r in result.tensors if r.name == "model.layers.0.mlp.gate_up_proj.weight")
+    assert (gate_up.route, gate_up.format, gate_up.source_types) == ("native", "q4_k", ("Q4_K", "Q4_K"))
 
 
 def test_an_empty_existing_folder_is_filled_and_a_full_one_refused(tiny_gguf, tmp_path):

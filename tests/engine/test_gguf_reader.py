@@ -19,10 +19,11 @@ NATIVE = {
     "Q8_0": "q8_0",
     "Q4_0": "q4_0",
     "Q4_1": "q4_1",
+    "Q4_K": "q4_k",
     "Q6_K": "q6_k",
     "Q5_K": "q5_k",
 }
-REQUANTIZED = ("Q4_K", "Q2_K", "Q3_K", "Q5_0", "Q5_1")
+REQUANTIZED = ("Q2_K", "Q3_K", "Q5_0", "Q5_1")
 
 
 def dequantize_block(tensor) -> np.ndarray:
