@@ -1,7 +1,8 @@
 """The int8 path on the real GGUF: SmolLM2-135M-Instruct's file imported as it is, run with
 TANDEM_CPU_MATMUL=int8 (the host's fastest variant), its q8_0 embedding tied to the head computing
 the head through the 8-bit-code int8 kernels (int8_kernels_q8.py), against transformers reading
-the same file."""
+the same file. The passage's perplexity on this path is test_engine_int8_smollm2.py's
+(measured 36.10 against transformers' 35.94 with the head and the q4_1 layers on int8)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,13 @@ tvm = pytest.importorskip("tvm")
 pytest.importorskip("gguf")
 pytest.importorskip("transformers")
 
-from engine.scoring import forced_logits, passage_logits, perplexity  # noqa: E402
-from engine_helpers import PASSAGE, SMOLLM2_PROMPTS, model_logits, worst_difference  # noqa: E402
+from engine.scoring import forced_logits  # noqa: E402
+from engine_helpers import SMOLLM2_PROMPTS, model_logits, worst_difference  # noqa: E402
 from gguf_fixtures import smollm2_path, smollm2_reference_model  # noqa: E402, F401
 
 INT8_LOGIT_TOLERANCE = 3.0
 """As test_engine_int8_smollm2.py's: the largest |logit| difference a real model's int8 path may
 show over a prefill and 16 steps (its logits reach about 38)."""
-PERPLEXITY_RATIO_TOLERANCE = 0.01
-"""Within 1% of transformers' perplexity on the passage, as the float path must be."""
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +70,3 @@ def test_int8_logits_along_transformers_greedy_path_stay_within_tolerance(int8_e
     assert 0 < worst < INT8_LOGIT_TOLERANCE
     assert [int(np.argmax(row)) for row in ours] == [int(np.argmax(row)) for row in expected]
 
-
-def test_int8_perplexity_of_the_passage_is_within_1_percent_of_transformers(int8_engine, smollm2_reference_model):
-    ids = int8_engine.tokenizer.encode(PASSAGE.read_text(encoding="utf-8"))
-    ours = perplexity(ids, passage_logits(int8_engine.session, ids))
-    theirs = perplexity(ids, model_logits(smollm2_reference_model, ids)[:-1])
-    print(f"perplexity: transformers {theirs:.4f}, Tandem int8 (GGUF) {ours:.4f}")
-    assert abs(ours / theirs - 1) <= PERPLEXITY_RATIO_TOLERANCE
