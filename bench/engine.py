@@ -10,8 +10,9 @@ run, and with `--peer llamacpp` llama.cpp (Q4_0, 2 threads). `--profile` prints 
 prefill spend their time, per compiled function. `--cpu-matmul int8` measures the int8-activation
 kernels (TANDEM_CPU_MATMUL). `--gguf PATH` runs that GGUF file instead, as it is (imported by
 engine.gguf, each tensor in its own block format; transformers and llama.cpp read the same file)
-and adds "gguf": {"file", "tensor_types"} to the JSON. `--json` prints one JSON object as the
-last line."""
+and adds "gguf": {"file", "tensor_types"} to the JSON. `--quant q4_k_m` writes the random
+weights as a Q4_K_M GGUF with llama.cpp's own quantizer (the peer extra) and runs that file as
+`--gguf` does. `--json` prints one JSON object as the last line."""
 
 from __future__ import annotations
 
@@ -291,6 +292,24 @@ def import_gguf_for_bench(gguf_path: Path, scratch: Path) -> tuple[Path, dict]:
     return result.out_dir, {"file": gguf_path.name, "tensor_types": dict(result.tensor_types)}
 
 
+def write_quantized_gguf(hf_dir: Path, scratch: Path, shape: dict) -> Path:
+    """The random checkpoint of `shape` as a Q4_K_M GGUF, quantized by llama.cpp (via an F16 file,
+    deleted after), for both engines to run as it is."""
+    from bench import llamacpp_peer
+
+    missing = llamacpp_peer.missing_packages()
+    if missing:
+        sys.exit(f"--quant needs {', '.join(missing)}; install it with:\n  {llamacpp_peer.INSTALL_HINT}")
+    hf_dir.mkdir()
+    print("building a random checkpoint and writing it as Q4_K_M with llama.cpp's quantizer ...", flush=True)
+    build_checkpoint(hf_dir, shape)
+    f16_path, out_path = scratch / "model-f16.gguf", scratch / "model-q4_k_m.gguf"
+    llamacpp_peer.write_gguf(hf_dir, f16_path, matrices="F16")
+    llamacpp_peer.quantize_q4_k_m(f16_path, out_path)
+    f16_path.unlink()
+    return out_path
+
+
 def _vocab_size(hf_dir: Path) -> int:
     return json.loads((hf_dir / "config.json").read_text())["vocab_size"]
 
@@ -316,10 +335,17 @@ def main() -> None:
         help="how Tandem's 4-bit linear layers compute (default: $TANDEM_CPU_MATMUL, else int8 on an AVX2, AVX-VNNI or AVX512-VNNI CPU)",
     )
     parser.add_argument("--gguf", type=Path, help="benchmark this GGUF file (as it is) instead of a random model")
+    parser.add_argument(
+        "--quant",
+        choices=["q4_k_m"],
+        help="write the random weights as a GGUF of this type with llama.cpp's quantizer and run it as --gguf does",
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--peer-child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--vocab", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quant and args.gguf:
+        parser.error("--quant writes its own GGUF of the random weights; leave out --gguf, or --quant to run a file")
     if args.cpu_matmul:
         os.environ["TANDEM_CPU_MATMUL"] = args.cpu_matmul  # the Tandem children inherit it
     # Run as a script, bench/ comes first on sys.path and this file would shadow the engine package.
@@ -341,6 +367,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tandem-bench-") as scratch:
         scratch = Path(scratch)
         hf_dir, mlc_dir, cache = scratch / "hf", scratch / "mlc", scratch / "cache"
+        if args.quant:
+            gguf_path = write_quantized_gguf(hf_dir, scratch, SHAPES[args.shape])
+            args.gguf = gguf_path
         if args.gguf:
             gguf_path = args.gguf.expanduser().resolve()
             if not gguf_path.is_file():

@@ -28,10 +28,16 @@ def missing_packages() -> list[str]:
     return [name for name in ("gguf", "llama_cpp") if importlib.util.find_spec(name) is None]
 
 
-def write_gguf(hf_dir: Path, out_path: Path) -> None:
-    """The HF checkpoint's weights as a Q4_0 GGUF of architecture llama (norms stay float32).
-    q and k rows are permuted into the interleaved rotary layout llama.cpp expects, as its own
-    converter does, so the model computes the same function."""
+LLAMA_FTYPE_MOSTLY_Q4_K_M = 15
+"""llama.cpp's llama_ftype for Q4_K_M (Ollama's default: Q4_K, with Q6_K for some attn_v and
+ffn_down tensors and the output head)."""
+
+
+def write_gguf(hf_dir: Path, out_path: Path, matrices: str = "Q4_0") -> None:
+    """The HF checkpoint's weights as a GGUF of architecture llama, every matrix in `matrices`
+    (Q4_0, or F16 as llama.cpp's quantizer's input; norms stay float32). q and k rows are
+    permuted into the interleaved rotary layout llama.cpp expects, as its own converter does,
+    so the model computes the same function."""
     import gguf
     import numpy as np
     import transformers
@@ -49,7 +55,7 @@ def write_gguf(hf_dir: Path, out_path: Path) -> None:
     writer.add_rope_freq_base(float(getattr(config, "rope_theta", None) or config.rope_parameters["rope_theta"]))
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_vocab_size(config.vocab_size)
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_0)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_0 if matrices == "Q4_0" else gguf.LlamaFileType.MOSTLY_F16)
     _add_placeholder_vocab(writer, config.vocab_size)
 
     for hf_name, array in _hf_tensors(hf_dir):
@@ -61,7 +67,9 @@ def write_gguf(hf_dir: Path, out_path: Path) -> None:
             array = _rotary_interleaved(array, heads)
         elif hf_name.endswith("k_proj.weight"):
             array = _rotary_interleaved(array, kv_heads)
-        if array.ndim == 2:
+        if array.ndim == 2 and matrices == "F16":
+            writer.add_tensor(name, array.astype(np.float16))
+        elif array.ndim == 2:
             quantized = gguf.quants.quantize(array, gguf.GGMLQuantizationType.Q4_0)
             writer.add_tensor(name, quantized, raw_dtype=gguf.GGMLQuantizationType.Q4_0)
         else:
@@ -70,6 +78,20 @@ def write_gguf(hf_dir: Path, out_path: Path) -> None:
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+def quantize_q4_k_m(source: Path, out_path: Path) -> None:
+    """`source` (an F16 GGUF) quantized to Q4_K_M by llama.cpp's own quantizer, 2 threads."""
+    import ctypes
+
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = LLAMA_FTYPE_MOSTLY_Q4_K_M
+    params.nthread = THREADS
+    status = llama_cpp.llama_model_quantize(str(source).encode(), str(out_path).encode(), ctypes.byref(params))
+    if status != 0:
+        raise RuntimeError(f"llama.cpp could not quantize {source} to Q4_K_M (status {status})")
 
 
 def _hf_tensors(hf_dir: Path):

@@ -1,8 +1,10 @@
 """llama.cpp's block bytes (engine.block_tensors) -> the row-major code, scale and min arrays the
 runtime's GGUF weight kinds store, exactly (no re-quantizing): q4_0 and q4_1 become 4-bit codes
 in MLC's nibble order with an f16 scale and an f16 min per block of 32; q4_k the same codes with
-an f32 scale (d * sc_j) and min (-dmin * m_j) per group of 32; q8_0 int8 codes and an f16 scale.
-The tiled layout the kernels read is made from these by tvm_backend/repack.py."""
+an f32 scale (d * sc_j) and min (-dmin * m_j) per group of 32; q8_0 int8 codes and an f16 scale;
+the K-quants q6_k and q5_k become one signed byte per code (q6_k: code - 32, an f32 scale d * sc
+per 16; q5_k: codes 0..31, an f32 scale d * sc and min -dmin * m per 32). The tiled layout the
+kernels read is made from these by tvm_backend/repack.py."""
 
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ from engine.block_tensors import BLOCK_BYTES, BLOCK_ELEMENTS, BlockFormat, Block
 from engine.errors import ModelFileError
 from engine.quantization import pack_nibbles
 
-BLOCK_CODES_LAYOUT = "q4-mlc-nibbles+f16-scale+f16-min/1;q8-int8+f16-scale/1;q4k-mlc-nibbles+f32-scale+f32-min/1"
+BLOCK_CODES_LAYOUT = (
+    "q4-mlc-nibbles+f16-scale+f16-min/1;q8-int8+f16-scale/1;q4k-mlc-nibbles+f32-scale+f32-min/1;q6k-q5k-int8+f32/1"
+)
 """Names what block_arrays makes of the file's bytes; part of the weight cache's key for GGUF
 models (weight_cache.gguf_weights_key), so change it whenever those arrays change."""
 CODE_SUFFIX = ".q_weight"
@@ -89,13 +93,49 @@ def _q4_k_arrays(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return codes.reshape(rows, supers * 256), scale, low
 
 
+def _q6_k_codes(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Q6_K super-blocks [rows, n, 210] -> (int8 codes - 32 [rows, n * 256], f32 scale d * sc
+    [rows, n * 16]). Per half of 128: low nibbles from 64 bytes of ql (bytes 0..31 then 32..63,
+    low nibbles then high), the top two bits from 32 bytes of qh (shifts 0, 2, 4, 6)."""
+    rows, per_row, _ = blocks.shape
+    low = blocks[:, :, :128].reshape(rows, per_row, 2, 1, 64) >> np.array([0, 4], np.uint8).reshape(1, 1, 1, 2, 1)
+    high = blocks[:, :, 128:192].reshape(rows, per_row, 2, 1, 32) >> np.array([0, 2, 4, 6], np.uint8).reshape(1, 1, 1, 4, 1)
+    codes = (low & np.uint8(0x0F)).reshape(rows, per_row, 8, 32) | ((high & np.uint8(0x03)) << np.uint8(4)).reshape(rows, per_row, 8, 32)
+    signed = (codes.astype(np.int16) - 32).astype(np.int8).reshape(rows, -1)
+    sub_scales = np.ascontiguousarray(blocks[:, :, 192:208]).view(np.int8).astype(np.float32)
+    d = np.ascontiguousarray(blocks[:, :, 208:210]).view("<f2").astype(np.float32)
+    return signed, (d * sub_scales).reshape(rows, -1)
+
+
+def _q5_k_codes(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Q5_K super-blocks [rows, n, 176] -> (int8 codes 0..31 [rows, n * 256], f32 scale d * sc
+    and f32 min -dmin * m [rows, n * 8]). Group j of 32: nibbles of qs bytes 32(j // 2).. (low
+    for even j, high for odd), the fifth bit bit j of the 32 qh bytes."""
+    rows, per_row, _ = blocks.shape
+    d = np.ascontiguousarray(blocks[:, :, 0:2]).view("<f2").astype(np.float32)
+    dmin = np.ascontiguousarray(blocks[:, :, 2:4]).view("<f2").astype(np.float32)
+    sc, m = _q4_k_sub_scales(blocks[:, :, 4:16])  # packed as Q4_K's
+    high = blocks[:, :, 16:48].reshape(rows, per_row, 1, 32) >> np.arange(8, dtype=np.uint8).reshape(1, 1, 8, 1)
+    low = blocks[:, :, 48:176].reshape(rows, per_row, 4, 1, 32) >> np.array([0, 4], np.uint8).reshape(1, 1, 1, 2, 1)
+    codes = (low & np.uint8(0x0F)).reshape(rows, per_row, 8, 32) | ((high & np.uint8(1)) << np.uint8(4))
+    scale = (d * sc.astype(np.float32)).reshape(rows, -1)
+    low_value = -(dmin * m.astype(np.float32)).reshape(rows, -1)
+    return codes.astype(np.int8).reshape(rows, -1), scale, low_value
+
+
 def block_arrays(tensor: BlockTensor, module: str) -> dict[str, np.ndarray]:
     """The arrays (by full name: module + suffix) that store one matrix of block format
-    q4_0, q4_1, q4_k or q8_0 for the runtime, row-major [rows, ...]."""
+    q4_0, q4_1, q4_k, q8_0, q6_k or q5_k for the runtime, row-major [rows, ...]."""
     blocks = _blocks(tensor, module)
     if tensor.format == "q4_k":
         codes, scale, low = _q4_k_arrays(blocks)
         return {module + CODE_SUFFIX: pack_nibbles(codes), module + SCALE_SUFFIX: scale, module + MIN_SUFFIX: low}
+    if tensor.format == "q6_k":
+        codes, scale = _q6_k_codes(blocks)
+        return {module + CODE_SUFFIX: codes, module + SCALE_SUFFIX: scale}
+    if tensor.format == "q5_k":
+        codes, scale, low = _q5_k_codes(blocks)
+        return {module + CODE_SUFFIX: codes, module + SCALE_SUFFIX: scale, module + MIN_SUFFIX: low}
     if tensor.format == "q8_0":
         codes = np.ascontiguousarray(blocks[:, :, 2:]).view(np.int8).reshape(blocks.shape[0], -1)
         return {module + CODE_SUFFIX: codes, module + SCALE_SUFFIX: _f16(blocks, 0)}
@@ -120,6 +160,15 @@ def dequantize_blocks(tensor: BlockTensor) -> np.ndarray:
     reference the kernels are tested against and what a float fallback would run."""
     if tensor.format == "f32":
         return np.asarray(tensor.data, dtype=np.float32).reshape(tensor.shape)
+    if tensor.format in ("q6_k", "q5_k"):
+        arrays = block_arrays(tensor, "tensor")
+        codes = arrays["tensor" + CODE_SUFFIX].astype(np.float32)
+        rows, columns = codes.shape
+        scale = arrays["tensor" + SCALE_SUFFIX]
+        grouped = codes.reshape(rows, scale.shape[1], -1) * scale[:, :, None]
+        if "tensor" + MIN_SUFFIX in arrays:
+            grouped = grouped + arrays["tensor" + MIN_SUFFIX][:, :, None]
+        return grouped.reshape(rows, columns)
     blocks = _blocks(tensor, "tensor")
     rows = blocks.shape[0]
     if tensor.format == "q4_k":
@@ -169,6 +218,6 @@ def stored_suffixes(format: BlockFormat, name: str) -> tuple[str, ...]:
     """The suffixes of the arrays that store a tensor of this format named `name`."""
     if format == "f32":
         return ("." + name.rsplit(".", 1)[1],)
-    if format == "q8_0":
+    if format in ("q8_0", "q6_k"):
         return (CODE_SUFFIX, SCALE_SUFFIX)
     return (CODE_SUFFIX, SCALE_SUFFIX, MIN_SUFFIX)

@@ -23,7 +23,14 @@ Route = Literal["native", "widened", "requantized"]
 requantized: dequantized, then quantized to q8_0 (near-lossless)."""
 
 FLOAT_TYPES = ("F32", "F16", "BF16")
-NATIVE_FORMATS: dict[str, BlockFormat] = {"Q8_0": "q8_0", "Q4_0": "q4_0", "Q4_1": "q4_1", "Q4_K": "q4_k"}
+NATIVE_FORMATS: dict[str, BlockFormat] = {
+    "Q8_0": "q8_0",
+    "Q4_0": "q4_0",
+    "Q4_1": "q4_1",
+    "Q4_K": "q4_k",
+    "Q6_K": "q6_k",
+    "Q5_K": "q5_k",
+}
 _FIX = "re-quantize the file to Q8_0, Q4_0, Q4_1 or Q4_K_M with llama.cpp's llama-quantize"
 _LAYER_PARTS = {
     "qkv_proj": ("attn_q", "attn_k", "attn_v"),
@@ -112,10 +119,16 @@ def _plan(gguf: GGUFFile, tensor: LogicalTensor) -> TensorPlan:
     return TensorPlan(tensor, sources, format, route, sum(s.n_bytes for s in sources), _stored_bytes(format, shape))
 
 
+_CODE8_BYTES_PER_ELEMENT: dict[BlockFormat, float] = {"q6_k": 1 + 4 / 16, "q5_k": 1 + 8 / 32}
+"""The K-quants run unpacked (engine.block_codes): a byte per code, f32 scales (and q5_k's mins)."""
+
+
 def _stored_bytes(format: BlockFormat, shape: tuple[int, ...]) -> int:
     elements = int(np.prod(shape))
     if format == "f32":
         return 4 * elements
+    if format in _CODE8_BYTES_PER_ELEMENT:
+        return int(elements * _CODE8_BYTES_PER_ELEMENT[format])
     return elements // block_elements(format) * BLOCK_BYTES[format]
 
 

@@ -12,6 +12,7 @@ from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 
 from engine.tvm_backend.kernels import (
+    CODE8_KINDS,
     Q4_GROUP,
     Q4_PER_WORD,
     WeightKind,
@@ -20,6 +21,7 @@ from engine.tvm_backend.kernels import (
     q4_groups,
     q4_value,
     scale_dtype,
+    weight_group,
 )
 from engine.tvm_backend.linear import linear, linear_shape
 
@@ -49,17 +51,20 @@ class Linear(nn.Module):
 
 class Embedding(nn.Module):
     """Token id -> hidden vector, rows kept row-major (rows are token ids): dense (q0), MLC's
-    4-bit groups (q4, q4h), or llama.cpp's blocks (q4_0 / q4_1 / q4_k: codes, scale and min; q8_0:
-    int8 codes and scale), dequantized as they are gathered."""
+    4-bit groups (q4, q4h), or llama.cpp's blocks (q4_0 / q4_1 / q4_k: codes, scale and min;
+    q8_0, q6_k, q5_k: int8 codes, a scale per weight_group and q5_k's min), dequantized as they
+    are gathered."""
 
     def __init__(self, vocab_size: int, hidden_size: int, kind: WeightKind):
         self.kind = kind
         groups = q4_groups(hidden_size)
         if kind == "q0":
             self.weight = nn.Parameter((vocab_size, hidden_size), "float32")
-        elif kind == "q8_0":
+        elif kind in CODE8_KINDS:
             self.q_weight = nn.Parameter((vocab_size, groups * Q4_GROUP), "int8")
-            self.q_scale = nn.Parameter((vocab_size, groups), scale_dtype(kind))
+            self.q_scale = nn.Parameter((vocab_size, -(-hidden_size // weight_group(kind))), scale_dtype(kind))
+            if has_min(kind):
+                self.q_min = nn.Parameter((vocab_size, -(-hidden_size // weight_group(kind))), scale_dtype(kind))
         else:
             self.q_weight = nn.Parameter((vocab_size, groups * Q4_GROUP // Q4_PER_WORD), "uint32")
             self.q_scale = nn.Parameter((vocab_size, groups), scale_dtype(kind))
@@ -75,9 +80,11 @@ class Embedding(nn.Module):
         def gather_dequantize(q: te.Tensor, s: te.Tensor, token_ids: te.Tensor, *low: te.Tensor) -> te.Tensor:
             def value(i, h):
                 row = token_ids[i]
+                if kind in CODE8_KINDS:
+                    group = h // weight_group(kind)
+                    value = q[row, h].astype("float32") * s[row, group].astype("float32")
+                    return value + low[0][row, group].astype("float32") if low else value
                 scale = s[row, h // Q4_GROUP].astype("float32")
-                if kind == "q8_0":
-                    return q[row, h].astype("float32") * scale
                 if low:
                     return q4_code(q[row, h // Q4_PER_WORD], h) * scale + low[0][row, h // Q4_GROUP].astype("float32")
                 return q4_value(q[row, h // Q4_PER_WORD], h) * scale

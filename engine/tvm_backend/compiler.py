@@ -42,6 +42,7 @@ _SOURCES = (
     "models/layers.py",
     "tvm_backend/kernels.py",
     "tvm_backend/int8_kernels.py",
+    "tvm_backend/int8_kernels_q8.py",
     "tvm_backend/linear.py",
     "tvm_backend/compiler.py",
     "tvm_backend/pipeline.py",

@@ -27,6 +27,8 @@ KIND_OF_FORMAT: dict[BlockFormat, WeightKind] = {
     "q4_1": "q4_1",
     "q4_k": "q4_k",
     "q8_0": "q8_0",
+    "q6_k": "q6_k",
+    "q5_k": "q5_k",
 }
 
 

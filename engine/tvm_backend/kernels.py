@@ -16,15 +16,20 @@ from tvm.s_tir import Schedule
 from tvm.target import Target
 from tvm.target.codegen import target_has_features
 
-WeightKind = Literal["q0", "q4", "q4h", "q4_0", "q4_1", "q4_k", "q8_0"]
+WeightKind = Literal["q0", "q4", "q4h", "q4_0", "q4_1", "q4_k", "q8_0", "q6_k", "q5_k"]
 """q0: dense float32 weights; q4: 4-bit groups with float32 scales; q4h: with float16 scales
 (q4f16_1 keeps its scales in half precision: less memory traffic per decoded token).
 llama.cpp's block formats, run as they are (engine/block_codes.py): q4_0 and q4_1: 4-bit codes
 with an f16 scale and an f16 min per group of 32, value code * scale + min (q4_0's min is
 -8 * scale); q4_k: the same with an f32 scale and min per group (d * sc_j and -dmin * m_j of
-its super-blocks, exact only in f32); q8_0: int8 codes with an f16 scale per group of 32."""
+its super-blocks, exact only in f32); q8_0: int8 codes with an f16 scale per group of 32. The
+K-quants stored as 8-bit codes (CODE8_KINDS): q6_k, codes -32..31 with an f32 scale (d * sub-block
+scale) per group of 16; q5_k, codes 0..31 with an f32 scale and an f32 min per group of 32."""
 GGUF_KINDS: tuple[WeightKind, ...] = ("q4_0", "q4_1", "q8_0")
 """Their scales and mins stay f16, as the file stores them: exact, and half the bytes per token."""
+CODE8_KINDS: tuple[WeightKind, ...] = ("q8_0", "q6_k", "q5_k")
+"""Kinds whose codes are stored one signed byte each (float: [n_tiles, k, tile]; int8:
+int8_kernels_q8.py's layout)."""
 CpuMatmul = Literal["float", "int8"]
 """How a CPU linear layer computes: float (dequantize the weights, FMA in float32) or int8
 (quantize the activations, integer dot products: engine/tvm_backend/int8_kernels.py)."""
@@ -71,7 +76,12 @@ def scale_dtype(kind: WeightKind) -> str:
 
 def has_min(kind: WeightKind) -> bool:
     """Whether the kind stores a per-group min (offset) beside its scale (in the float layout)."""
-    return kind in ("q4_0", "q4_1", "q4_k")
+    return kind in ("q4_0", "q4_1", "q4_k", "q5_k")
+
+
+def weight_group(kind: WeightKind) -> int:
+    """Codes per scale (and min) along the input axis: 16 for q6_k's sub-blocks, else 32."""
+    return 16 if kind == "q6_k" else Q4_GROUP
 
 
 INT8_ZERO_POINTS: dict[WeightKind, int] = {"q4": 7, "q4h": 7, "q4_0": 8}
@@ -106,8 +116,13 @@ class LinearShape:
             return {"weight": ((n_tiles, self.k_in, tile), "float32")}
         groups = q4_groups(self.k_in)
         scales = ((n_tiles, groups, tile), scale_dtype(self.kind))
-        if self.kind == "q8_0":
-            return {"q_weight": ((n_tiles, groups * Q4_GROUP, tile), "int8"), "q_scale": scales}
+        if self.kind in CODE8_KINDS:
+            scales = ((n_tiles, -(-self.k_in // weight_group(self.kind)), tile), scale_dtype(self.kind))
+            codes = ((n_tiles, groups * Q4_GROUP, tile), "int8")
+            if self.matmul == "int8":
+                codes = ((n_tiles, self.k_in // 4, tile, 4), "int8")
+            mins = {"q_min": scales} if has_min(self.kind) else {}
+            return {"q_weight": codes, "q_scale": scales, **mins}
         if self.matmul == "int8":
             codes = (n_tiles, groups, VNNI_CHUNKS, tile // VNNI_LANES, 4 * VNNI_LANES)
             mins = {"q_min": scales} if int8_zero_point(self.kind) is None else {}
@@ -212,29 +227,40 @@ def _q4_compute(shape: LinearShape, rows, row_tile: int) -> tirx.PrimFunc:
 
 
 def _q8_compute(shape: LinearShape, rows, row_tile: int) -> tirx.PrimFunc:
-    """y = sum over groups g of scale[g] * sum_j x_j * code_j, int8 codes widened in registers."""
+    """y = sum over groups g of scale[g] * sum_j x_j * code_j (+ min[g] * sum_j x_j for q5_k),
+    int8 codes widened in registers; groups of weight_group(kind) codes."""
     k_in, n_out, tile = shape.k_in, shape.n_out, shape.tile
-    groups = q4_groups(k_in)
+    size = weight_group(shape.kind)
+    groups = -(-k_in // size)
     specs = shape.weight_shapes()
     x = te.placeholder((rows, k_in), "float32", name="x")
-    xp, rows_padded = _padded_input(x, rows, row_tile, groups * Q4_GROUP)
+    xp, rows_padded = _padded_input(x, rows, row_tile, q4_groups(k_in) * Q4_GROUP)
     q = te.placeholder(specs["q_weight"][0], "int8", name="q_weight")
     s = te.placeholder(specs["q_scale"][0], scale_dtype(shape.kind), name="q_scale")
-    jj = te.reduce_axis((0, Q4_GROUP), name="jj")
+    low = te.placeholder(specs["q_min"][0], specs["q_min"][1], name="q_min") if has_min(shape.kind) else None
+    jj = te.reduce_axis((0, size), name="jj")
     partial = te.compute(
         (rows_padded, n_out, groups),
         lambda m, n, g: te.sum(
-            xp[m, g * Q4_GROUP + jj] * q[n // tile, g * Q4_GROUP + jj, n % tile].astype("float32"), axis=jj
+            xp[m, g * size + jj] * q[n // tile, g * size + jj, n % tile].astype("float32"), axis=jj
         ),
         name="group_dot",
     )
+    weights = [q, s]
+    if low is not None:
+        j = te.reduce_axis((0, size), name="j")
+        x_sum = te.compute((rows_padded, groups), lambda m, g: te.sum(xp[m, g * size + j], axis=j), name="x_sum")
+        weights.append(low)
     g = te.reduce_axis((0, groups), name="g")
-    y = te.compute(
-        (rows_padded, n_out),
-        lambda m, n: te.sum(s[n // tile, g, n % tile].astype("float32") * partial[m, n, g], axis=g),
-        name="matmul",
-    )
-    return te.create_prim_func([x, q, s, _unpadded(y, rows, rows_padded)])
+
+    def group_term(m, n):
+        term = s[n // tile, g, n % tile].astype("float32") * partial[m, n, g]
+        if low is None:
+            return term
+        return term + low[n // tile, g, n % tile].astype("float32") * x_sum[m, g]
+
+    y = te.compute((rows_padded, n_out), lambda m, n: te.sum(group_term(m, n), axis=g), name="matmul")
+    return te.create_prim_func([x, *weights, _unpadded(y, rows, rows_padded)])
 
 
 def _schedule(func: tirx.PrimFunc, shape: LinearShape, row_tile: int) -> tirx.PrimFunc:
@@ -299,7 +325,7 @@ def linear_kernel(shape: LinearShape, phase: Literal["decode", "prefill"]) -> ti
     """y[rows, n_out] = x[rows, k_in] @ W.T, W given in the tiled layout of `shape`.
 
     decode: one row; prefill: a symbolic number of rows, zero-padded to whole row tiles."""
-    compute = {"q0": _dense_compute, "q8_0": _q8_compute}.get(shape.kind, _q4_compute)
+    compute = _dense_compute if shape.kind == "q0" else _q8_compute if shape.kind in CODE8_KINDS else _q4_compute
     if phase == "decode":
         return _schedule(compute(shape, 1, 1), shape, 1)
     rows = tirx.Var("rows", "int64")

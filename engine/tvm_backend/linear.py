@@ -15,7 +15,9 @@ from tvm.relax.frontend.nn import Tensor, op
 from tvm.target import Target
 
 from engine.tvm_backend.int8_kernels import int8_linear_kernel, int8_tile
+from engine.tvm_backend.int8_kernels_q8 import q8_int8_supported, q8_linear_kernel
 from engine.tvm_backend.kernels import (
+    CODE8_KINDS,
     Q4_GROUP,
     Q4_PER_WORD,
     CpuMatmul,
@@ -26,11 +28,13 @@ from engine.tvm_backend.kernels import (
     output_tile,
     q4_code,
     q4_value,
+    weight_group,
 )
 
 INT8_KINDS: tuple[WeightKind, ...] = ("q4", "q4h", "q4_0", "q4_1", "q4_k")
-"""The kinds the int8 VNNI kernels take: every 4-bit kind (code * scale + min per group of 32).
-llama.cpp's q8_0 computes in float on every CPU for now."""
+"""The kinds the 4-bit int8 kernels take (int8_kernels.py): every 4-bit kind (code * scale + min
+per group of 32). The 8-bit-code kinds (kernels.CODE8_KINDS: q8_0, q6_k, q5_k) take
+int8_kernels_q8.py's."""
 
 GPU_TILE = 1
 """On a GPU the weights keep MLC's row-major layout: a tile of one output row is exactly it."""
@@ -63,6 +67,8 @@ def linear_shape(kind: WeightKind, n_out: int, k_in: int) -> LinearShape:
     int8_rows = int8_tile(n_out)
     if _CPU_MATMUL.get() == "int8" and kind in INT8_KINDS and int8_rows is not None:
         return LinearShape(kind, n_out, k_in, int8_rows, "int8")
+    if _CPU_MATMUL.get() == "int8" and kind in CODE8_KINDS and q8_int8_supported(kind, n_out, k_in, int8_rows):
+        return LinearShape(kind, n_out, k_in, int8_rows, "int8")
     return LinearShape(kind, n_out, k_in, output_tile(n_out))
 
 
@@ -73,7 +79,10 @@ def linear(shape: LinearShape, x: Tensor, weights: Sequence[Tensor]) -> Tensor:
     name = f"{shape.kind}_{phase}_{shape.n_out}x{shape.k_in}"
     if compiling_for_gpu():
         return op.tensor_expr_op(lambda *args: plain_linear(shape, *args), name, args=[x, *weights])
-    kernel = int8_linear_kernel(shape, phase) if shape.matmul == "int8" else linear_kernel(shape, phase)
+    if shape.matmul == "int8":
+        kernel = q8_linear_kernel(shape, phase) if shape.kind in CODE8_KINDS else int8_linear_kernel(shape, phase)
+    else:
+        kernel = linear_kernel(shape, phase)
     return op.tensor_ir_op(
         kernel, name, args=[x, *weights], out=Tensor.placeholder((rows, shape.n_out), "float32")
     )
@@ -86,14 +95,15 @@ def plain_linear(shape: LinearShape, x: te.Tensor, *weights: te.Tensor) -> te.Te
     if shape.kind == "q0":
         (dense,) = weights
         weight = te.compute((n_out, k_in), lambda n, k: dense[n // tile, k, n % tile], name="weight")
-    elif shape.kind == "q8_0":
-        q, s = weights
-        weight = te.compute(
-            (n_out, k_in),
-            lambda n, k: q[n // tile, k, n % tile].astype("float32")
-            * s[n // tile, k // Q4_GROUP, n % tile].astype("float32"),
-            name="dequantize",
-        )
+    elif shape.kind in CODE8_KINDS:
+        q, s, *low = weights
+        size = weight_group(shape.kind)
+
+        def code_value(n, k):
+            value = q[n // tile, k, n % tile].astype("float32") * s[n // tile, k // size, n % tile].astype("float32")
+            return value + low[0][n // tile, k // size, n % tile].astype("float32") if low else value
+
+        weight = te.compute((n_out, k_in), code_value, name="dequantize")
     elif has_min(shape.kind):
         q, s, low = weights
         weight = te.compute(

@@ -1,7 +1,7 @@
 """MLC-layout tensors -> the parameter list a compiled Tandem library takes (once per model).
 
 Linear weights are regrouped into output tiles (kernels.output_tile), or for the int8 kernels
-into the VNNI layout (int8_kernels.py); scales, norms and dense weights become float32 because
+into the VNNI layout (int8_kernels.py) and 8-bit codes into theirs (int8_kernels_q8.py); scales, norms and dense weights become float32 because
 the kernels compute in float32. A tied head reuses the embedding's tensors."""
 
 from __future__ import annotations
@@ -13,15 +13,32 @@ import numpy as np
 from engine.errors import ModelFileError
 
 TIED_HEAD_SOURCE = "model.embed_tokens"
-REPACK_LAYOUT = "output-tiles+f32-scales/1;q4-vnni-16x4/2"
+REPACK_LAYOUT = "output-tiles+f32-scales/1;q4-vnni-16x4/2;code8-tile-x4/1"
 """Names the layouts repacked_params produces (the float kernels' output tiles; the int8 kernels'
 VNNI layout, see _vnni_codes); part of the weight cache's key (weight_cache), so change it
 whenever the arrays it yields for the same weights and shapes change."""
 _VNNI_RANK = 5
+_CODE8_RANK = 4
 
 
 def _is_vnni(shape: tuple[int, ...], dtype: str) -> bool:
     return len(shape) == _VNNI_RANK and dtype == "uint8"
+
+
+def _is_code8_int8(shape: tuple[int, ...], dtype: str) -> bool:
+    return len(shape) == _CODE8_RANK and dtype == "int8"
+
+
+def _code8_tiles(codes: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Row-major 8-bit codes [n_out, k] -> int8_kernels_q8's layout [tile, k / 4, row, 4]: per
+    tile, chunks of four k for every row of the tile in turn."""
+    n_tiles, quads, tile, four = shape
+    if codes.shape != (n_tiles * tile, quads * four):
+        raise ModelFileError(
+            f"An 8-bit weight has shape {tuple(codes.shape)}, which does not fit the int8 kernels' "
+            f"layout {tuple(shape)}. The config and weights disagree; import the model again."
+        )
+    return np.ascontiguousarray(codes.reshape(n_tiles, tile, quads, four).transpose(0, 2, 1, 3))
 
 
 def _vnni_codes(words: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -82,6 +99,8 @@ def repacked_params(
         array = np.asarray(mlc_params[source])
         if _is_vnni(shape, dtype):
             array = _vnni_codes(array, shape)
+        elif _is_code8_int8(shape, dtype):
+            array = _code8_tiles(array, shape)
         elif len(shape) == 3 and array.ndim == 2:
             array = _tile_rows(array, shape[0], shape[2])
         if tuple(array.shape) != tuple(shape):

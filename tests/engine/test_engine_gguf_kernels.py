@@ -90,11 +90,13 @@ def test_gpu_form_matches_numpy_dequantization(cpu, kind):
     np.testing.assert_allclose(out.numpy(), x @ reference(tensor).T, rtol=1e-5, atol=1e-5)
 
 
-def test_q8_0_stays_on_the_float_kernels_under_int8():
+@pytest.mark.parametrize("kind", list(QTYPES))
+def test_every_gguf_kind_takes_an_int8_layout_under_int8(kind):
+    """q4_0 and q4_1 on the 4-bit int8 kernels, q8_0 on the 8-bit-code ones (test_engine_int8_q8.py)."""
     from engine.tvm_backend.linear import cpu_matmul
 
     with cpu_matmul("int8"):
-        assert linear_shape("q8_0", 64, 64).matmul == "float"
+        assert linear_shape(kind, 64, 64).matmul == "int8"
         assert linear_shape("q4", 64, 64).matmul == "int8"
 
 

@@ -298,10 +298,10 @@ def test_the_mlc_backend_declines_a_gguf_model_and_auto_takes_tvm(tiny_gguf_mode
     engine.close()
 
 
-def test_on_a_vnni_cpu_gguf_4bit_layers_take_the_int8_layout(tiny_gguf_model):
+def test_on_a_vnni_cpu_gguf_layers_take_the_int8_layouts(tiny_gguf_model):
     """Built (not run: this machine may lack AVX-512) for an AVX512-VNNI CPU with int8 matmuls:
-    q4_0 and q4_1 layers take the int8 kernels' VNNI layout (q4_1 with its mins, q4_0 without:
-    its min is -8 * scale), q8_0 keeps the float kernels' tiled layout."""
+    q4_0 and q4_1 layers take the 4-bit int8 kernels' VNNI layout (q4_1 with its mins, q4_0
+    without: its min is -8 * scale), q8_0 the 8-bit-code int8 kernels' layout."""
     from engine.config import read_chat_config
     from engine.tvm_backend.compiler import build_executable
     from engine.tvm_backend.gguf_weights import open_gguf_weights
@@ -318,7 +318,7 @@ def test_on_a_vnni_cpu_gguf_4bit_layers_take_the_int8_layout(tiny_gguf_model):
     assert "model.layers.0.self_attn.qkv_proj.q_min" not in shapes
     assert shapes["model.layers.0.mlp.gate_up_proj.q_weight"][1] == "uint8"  # q4_1, VNNI
     assert shapes["model.layers.0.mlp.gate_up_proj.q_min"] == ((8, 2, 32), "float16")
-    assert shapes["model.layers.0.self_attn.o_proj.q_weight"] == ((2, 64, 32), "int8")  # q8_0
+    assert shapes["model.layers.0.self_attn.o_proj.q_weight"] == ((2, 16, 32, 4), "int8")  # q8_0, 8-bit int8 layout
 
 
 def test_an_imported_gguf_with_k_quants_answers(tiny_gguf, tmp_path):
