@@ -253,6 +253,7 @@ class BatchScheduler:
         with self._wake:
             self._state.decode_steps += 1
             self._state.decoded_rows += len(ready)
+        live: list[tuple[int, _Sequence]] = []
         for row, sequence in enumerate(ready):
             sequence.pending = None
             sequence.decode_s += elapsed
@@ -260,11 +261,27 @@ class BatchScheduler:
             if sequence.cancel.is_set():
                 self._emit(sequence, [self._finish(sequence, "cancelled")])
             else:
-                self._emit(sequence, self._take(sequence, logits[row]))
+                live.append((row, sequence))
+        if not live:
+            return
+        # One call samples every row: the vocabulary-wide work is done without per-row Python.
+        choices = sampling.sample_rows(
+            logits[[row for row, _ in live]],
+            [s.params for _, s in live],
+            [s.rng for _, s in live],
+            [s.history for _, s in live],
+        )
+        for (_, sequence), choice in zip(live, choices):
+            self._emit(sequence, self._events(sequence, choice))
 
     def _take(self, sequence: _Sequence, logits: np.ndarray) -> list[EngineEvent]:
         """Sample the next token and turn it into events, as TVMEngine.generate does for one."""
         choice = sampling.sample(logits, sequence.params, sequence.rng, sequence.history)
+        return self._events(sequence, choice)
+
+    def _events(self, sequence: _Sequence, choice: sampling.SampledToken) -> list[EngineEvent]:
+        """The events a sampled token makes: its text (held back while it may start a stop
+        string), the finish when it ends the sequence."""
         token = choice.token_id
         sequence.history.append(token)
         sequence.generated += 1
