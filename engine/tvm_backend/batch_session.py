@@ -34,7 +34,7 @@ class BatchSession:
         self._params = session.params
         self._lengths: dict[int, int] = {}
         with tvm_errors("starting the batched session"):
-            vm = ffi_runtime.load_vm(session.library, session.device)
+            vm = self._vm = ffi_runtime.load_vm(session.library, session.device)
             self._embed = vm["embed"]
             self._prefill = vm["prefill"]
             self._decode = vm["decode"]
