@@ -1,7 +1,8 @@
 """llama.cpp's block bytes (engine.block_tensors) -> the row-major code, scale and min arrays the
 runtime's GGUF weight kinds store, exactly (no re-quantizing): q4_0 and q4_1 become 4-bit codes
-in MLC's nibble order with an f16 scale and an f16 min per block of 32; q8_0 int8 codes and an
-f16 scale. The tiled layout the kernels read is made from these by tvm_backend/repack.py."""
+in MLC's nibble order with an f16 scale and an f16 min per block of 32; q4_k the same codes with
+an f32 scale (d * sc_j) and min (-dmin * m_j) per group of 32; q8_0 int8 codes and an f16 scale.
+The tiled layout the kernels read is made from these by tvm_backend/repack.py."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
-from engine.block_tensors import BLOCK_BYTES, BLOCK_ELEMENTS, BlockFormat, BlockTensor
+from engine.block_tensors import BLOCK_BYTES, BLOCK_ELEMENTS, BlockFormat, BlockTensor, block_elements
 from engine.errors import ModelFileError
 from engine.quantization import pack_nibbles
 
-BLOCK_CODES_LAYOUT = "q4-mlc-nibbles+f16-scale+f16-min/1;q8-int8+f16-scale/1"
+BLOCK_CODES_LAYOUT = "q4-mlc-nibbles+f16-scale+f16-min/1;q8-int8+f16-scale/1;q4k-mlc-nibbles+f32-scale+f32-min/1"
 """Names what block_arrays makes of the file's bytes; part of the weight cache's key for GGUF
 models (weight_cache.gguf_weights_key), so change it whenever those arrays change."""
 CODE_SUFFIX = ".q_weight"
@@ -26,12 +27,13 @@ Q4_0_ZERO = 8
 def _blocks(tensor: BlockTensor, name: str) -> np.ndarray:
     """The tensor's bytes as [rows, blocks per row, block bytes], checked against its shape."""
     rows, columns = _matrix_shape(tensor, name)
-    if columns % BLOCK_ELEMENTS:
+    elements = block_elements(tensor.format)
+    if columns % elements:
         raise ModelFileError(
-            f"The tensor {name!r} has {columns} columns, not a multiple of {BLOCK_ELEMENTS}, so it "
+            f"The tensor {name!r} has {columns} columns, not a multiple of {elements}, so it "
             f"cannot hold {tensor.format} blocks. The GGUF file is damaged; download it again."
         )
-    per_row = columns // BLOCK_ELEMENTS
+    per_row = columns // elements
     block_bytes = BLOCK_BYTES[tensor.format]
     data = np.asarray(tensor.data)
     if data.dtype != np.uint8 or data.size != rows * per_row * block_bytes:
@@ -61,10 +63,39 @@ def _nibble_codes(quants: np.ndarray) -> np.ndarray:
     return codes.reshape(rows, per_row * BLOCK_ELEMENTS)
 
 
+def _q4_k_sub_scales(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """12 bytes per super-block -> its 8 six-bit scales and 8 six-bit mins (uint8 [..., 8] each).
+    Sub-blocks 0-3 keep scale and min in the low 6 bits of bytes j and j + 4; sub-blocks 4-7
+    take their low 4 bits from byte j + 4 (scale low nibble, min high nibble) and their top 2
+    bits from the spare top bits of bytes j - 4 (scale) and j (min)."""
+    first, second, low_bits = packed[..., 0:4], packed[..., 4:8], packed[..., 8:12]
+    scales = np.concatenate([first & 0x3F, (low_bits & 0x0F) | ((first >> 6) << 4)], axis=-1)
+    mins = np.concatenate([second & 0x3F, (low_bits >> 4) | ((second >> 6) << 4)], axis=-1)
+    return scales, mins
+
+
+def _q4_k_arrays(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Q4_K super-blocks [rows, supers, 144] -> (codes [rows, columns] in element order, scale
+    and min [rows, columns / 32] as float32: d * sc_j and -dmin * m_j, exact in float32)."""
+    rows, supers, _ = blocks.shape
+    d = _f16(blocks, 0).astype(np.float32)[:, :, None]
+    dmin = _f16(blocks, 2).astype(np.float32)[:, :, None]
+    sub_scales, sub_mins = _q4_k_sub_scales(blocks[:, :, 4:16])
+    quants = blocks[:, :, 16:].reshape(rows, supers, 4, 1, 32)
+    # Each 32 bytes hold two groups: the low nibbles first, then the high ones.
+    codes = np.concatenate([quants & np.uint8(0x0F), quants >> np.uint8(4)], axis=3)
+    scale = (d * sub_scales.astype(np.float32)).reshape(rows, -1)
+    low = (-dmin * sub_mins.astype(np.float32)).reshape(rows, -1)
+    return codes.reshape(rows, supers * 256), scale, low
+
+
 def block_arrays(tensor: BlockTensor, module: str) -> dict[str, np.ndarray]:
     """The arrays (by full name: module + suffix) that store one matrix of block format
-    q4_0, q4_1 or q8_0 for the runtime, row-major [rows, ...]."""
+    q4_0, q4_1, q4_k or q8_0 for the runtime, row-major [rows, ...]."""
     blocks = _blocks(tensor, module)
+    if tensor.format == "q4_k":
+        codes, scale, low = _q4_k_arrays(blocks)
+        return {module + CODE_SUFFIX: pack_nibbles(codes), module + SCALE_SUFFIX: scale, module + MIN_SUFFIX: low}
     if tensor.format == "q8_0":
         codes = np.ascontiguousarray(blocks[:, :, 2:]).view(np.int8).reshape(blocks.shape[0], -1)
         return {module + CODE_SUFFIX: codes, module + SCALE_SUFFIX: _f16(blocks, 0)}
@@ -91,6 +122,10 @@ def dequantize_blocks(tensor: BlockTensor) -> np.ndarray:
         return np.asarray(tensor.data, dtype=np.float32).reshape(tensor.shape)
     blocks = _blocks(tensor, "tensor")
     rows = blocks.shape[0]
+    if tensor.format == "q4_k":
+        codes, scale, low = _q4_k_arrays(blocks)
+        grouped = codes.reshape(rows, -1, BLOCK_ELEMENTS).astype(np.float32)
+        return (grouped * scale[:, :, None] + low[:, :, None]).reshape(rows, -1)
     d = _f16(blocks, 0).astype(np.float32)[:, :, None]
     if tensor.format == "q8_0":
         codes = np.ascontiguousarray(blocks[:, :, 2:]).view(np.int8).astype(np.float32)

@@ -1,6 +1,6 @@
 """A GGUF's tensors -> BlockTensors under MLC's module names: q/k/v and gate/up fused by rows,
 llama's Q/K rows un-permuted, floats widened to f32, and what the runtime has no kernel for
-re-quantized to q8_0. The plan (which route each tensor takes) is made from metadata alone."""
+re-quantized to q8_0 (Q5_K, Q6_K, mixed fused parts). The plan (which route each tensor takes) is made from metadata alone."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Literal
 
 import numpy as np
 
-from engine.block_tensors import BLOCK_BYTES, BLOCK_ELEMENTS, BlockFormat, BlockTensor
+from engine.block_tensors import BLOCK_BYTES, BlockFormat, BlockTensor, block_elements
 from engine.config import ModelConfig
 from engine.errors import ModelFileError
 from engine.gguf.q8 import quantize_q8_0
@@ -23,7 +23,7 @@ Route = Literal["native", "widened", "requantized"]
 requantized: dequantized, then quantized to q8_0 (near-lossless)."""
 
 FLOAT_TYPES = ("F32", "F16", "BF16")
-NATIVE_FORMATS: dict[str, BlockFormat] = {"Q8_0": "q8_0", "Q4_0": "q4_0", "Q4_1": "q4_1"}
+NATIVE_FORMATS: dict[str, BlockFormat] = {"Q8_0": "q8_0", "Q4_0": "q4_0", "Q4_1": "q4_1", "Q4_K": "q4_k"}
 _FIX = "re-quantize the file to Q8_0, Q4_0, Q4_1 or Q4_K_M with llama.cpp's llama-quantize"
 _LAYER_PARTS = {
     "qkv_proj": ("attn_q", "attn_k", "attn_v"),
@@ -115,7 +115,7 @@ def _stored_bytes(format: BlockFormat, shape: tuple[int, ...]) -> int:
     elements = int(np.prod(shape))
     if format == "f32":
         return 4 * elements
-    return elements // BLOCK_ELEMENTS * BLOCK_BYTES[format]
+    return elements // block_elements(format) * BLOCK_BYTES[format]
 
 
 def _part_data(plan: TensorPlan, source: GGUFTensor, config: ModelConfig) -> np.ndarray:

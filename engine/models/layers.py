@@ -49,7 +49,7 @@ class Linear(nn.Module):
 
 class Embedding(nn.Module):
     """Token id -> hidden vector, rows kept row-major (rows are token ids): dense (q0), MLC's
-    4-bit groups (q4, q4h), or llama.cpp's blocks (q4_0 / q4_1: codes, scale and min; q8_0:
+    4-bit groups (q4, q4h), or llama.cpp's blocks (q4_0 / q4_1 / q4_k: codes, scale and min; q8_0:
     int8 codes and scale), dequantized as they are gathered."""
 
     def __init__(self, vocab_size: int, hidden_size: int, kind: WeightKind):

@@ -21,7 +21,13 @@ from engine.quantization import TensorKind
 if TYPE_CHECKING:  # kernels imports TVM's compiler; a warm start must not
     from engine.tvm_backend.kernels import WeightKind
 
-KIND_OF_FORMAT: dict[BlockFormat, WeightKind] = {"f32": "q0", "q4_0": "q4_0", "q4_1": "q4_1", "q8_0": "q8_0"}
+KIND_OF_FORMAT: dict[BlockFormat, WeightKind] = {
+    "f32": "q0",
+    "q4_0": "q4_0",
+    "q4_1": "q4_1",
+    "q4_k": "q4_k",
+    "q8_0": "q8_0",
+}
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,13 @@ per instruction set (Int8Isa), the fastest the host has chosen at run time (int8
 Each row of x is quantized to int8 per group of 32 (xs = max|x| / 127, xq = round(x / xs)), then
 integer dot products multiply the unsigned 4-bit weight codes by xq, four products per 32-bit
 lane: `vpdpbusd` on zmm (AVX512-VNNI) or ymm (AVX-VNNI), `vpmaddubsw` + `vpmaddwd` on AVX2, `sdot`
-on ARM (the codes 0..15 are valid signed bytes). Per output n and group g: dot = sum(code * xq)
-- 7 * sum(xq) (MLC's codes are 0..14 around 7), and y[n] = sum over g of wscale[n, g] * xs[g] * dot.
+on ARM (the codes 0..15 are valid signed bytes). A 4-bit weight is code * scale + min per group
+of 32, so per output n and group g: y[n] += wscale * xs * sum(code * xq) + wmin * xs * sum(xq).
+Where the min is a whole number of scales (MLC's q4: -7 * scale; llama.cpp's q4_0: -8 * scale;
+see kernels.INT8_ZERO_POINTS) it folds into the integer dot, dot = sum(code * xq) - zp * sum(xq),
+and no min is stored; otherwise (q4_1, q4_k) the layout holds a min per group beside the scale.
+(The min term takes the rounded activations' sum, not sum(x): then the error is the dequantized
+weight times the rounding error, centred, rather than the uncentred code times it.)
 
 Weight layout (LinearShape.weight_shapes gives its shape; repack.py fills it, and its
 REPACK_LAYOUT names it: change both together): per tile of `tile` output rows (16 or 32) and
@@ -37,13 +42,12 @@ from engine.tvm_backend.kernels import (
     VNNI_CHUNKS,
     VNNI_LANES,
     LinearShape,
+    int8_zero_point,
     q4_groups,
     scale_dtype,
 )
 
 LANES = VNNI_LANES
-ZERO_POINT = 7
-"""MLC's q4 codes are 0..14; the weight is (code - 7) * scale."""
 PREFETCH_AHEAD_BYTES = 4096
 """How far ahead of its reads a decode kernel prefetches the weight stream: the hardware
 prefetchers alone left decode at about 2/3 of this speed (measured on the 135M shape)."""
@@ -242,47 +246,43 @@ def _kernel(shape: LinearShape, rows, row_block: int, spec: IsaSpec) -> tirx.Pri
     rows_padded = blocks * row_block
     weight_shape = shape.weight_shapes()["q_weight"][0]
     scales = scale_dtype(shape.kind)
+    zero_point = int8_zero_point(shape.kind)
+    stored_min = zero_point is None
     group_bytes = VNNI_CHUNKS * chunk_bytes  # one tile's codes for one group
     scales_per_line = CACHE_LINE // (2 if scales == "float16" else 4)
-    scale_lines = -(-tile // scales_per_line)  # and the lines of its `tile` scales
+    scale_lines = -(-tile // scales_per_line)  # and the lines of its `tile` scales (and mins)
     ahead = PREFETCH_AHEAD_BYTES // group_bytes
     prefetching = isinstance(rows, int)  # decode streams the weights; prefill reuses each tile
     # One decode row is too little work to share between threads.
     quantize_loop = T.serial if isinstance(rows, int) else T.parallel
 
-    @T.prim_func(private=True)
-    def kernel(
-        x: T.Buffer((rows, k_in), "float32"),
-        w: T.Buffer(weight_shape, "uint8"),
-        s: T.Buffer((n_tiles, groups, tile), scales),
-        y: T.Buffer((rows, n_out), "float32"),
-    ):
-        T.func_attr({"tirx.noalias": True})
+    @T.macro
+    def body(x, w, s, low, y):
         w_flat = T.decl_buffer((n_tiles * groups * group_bytes,), "uint8", data=w.data)
         s_flat = T.decl_buffer((n_tiles * groups * tile,), scales, data=s.data)
+        low_flat = T.decl_buffer((n_tiles * groups * tile,), scales, data=low.data)
         xq = T.alloc_buffer((rows_padded, groups * Q4_GROUP // 4), "int32")  # 4 int8 per word
         xq8 = T.decl_buffer((rows_padded, groups * Q4_GROUP), "int8", data=xq.data)
         xs = T.alloc_buffer((rows_padded, groups), "float32")
-        zero_point_sum = T.alloc_buffer((rows_padded, groups), "int32")  # -7 * sum(xq)
+        zero_point_sum = T.alloc_buffer((rows_padded, groups), "int32")  # -zp * sum(xq)
+        x_sum = T.alloc_buffer((rows_padded, groups), "float32")  # xs * sum(xq), for a stored min
         # Padding rows stay unquantized: their sums are computed but never stored.
         for m in quantize_loop(rows):
             scale = T.alloc_buffer((2,), "float32", scope="local")  # max |x|, then 127 / max |x|
             for g in range(groups):
-                low = _group_half(x, m, g, 0, k_in)
-                high = _group_half(x, m, g, 1, k_in)
+                half_low = _group_half(x, m, g, 0, k_in)
+                half_high = _group_half(x, m, g, 1, k_in)
                 scale[0] = T.call_llvm_pure_intrin(
-                    "float32", "llvm.vector.reduce.fmax", T.max(T.fabs(low), T.fabs(high))
+                    "float32", "llvm.vector.reduce.fmax", T.max(T.fabs(half_low), T.fabs(half_high))
                 )
                 xs[m, g] = scale[0] / T.float32(127)
                 scale[1] = T.if_then_else(scale[0] > T.float32(0), T.float32(127) / scale[0], T.float32(0))
-                xq8[m, T.ramp(g * Q4_GROUP, 1, LANES)] = T.Cast("int8x16", T.nearbyint(low * scale[1]))
-                xq8[m, T.ramp(g * Q4_GROUP + LANES, 1, LANES)] = T.Cast("int8x16", T.nearbyint(high * scale[1]))
-                zero_point_sum[m, g] = -ZERO_POINT * T.call_llvm_pure_intrin(
-                    "int32",
-                    "llvm.vector.reduce.add",
-                    T.Cast("int32x16", _lanes(xq8, m, g * Q4_GROUP))
-                    + T.Cast("int32x16", _lanes(xq8, m, g * Q4_GROUP + LANES)),
-                )
+                xq8[m, T.ramp(g * Q4_GROUP, 1, LANES)] = T.Cast("int8x16", T.nearbyint(half_low * scale[1]))
+                xq8[m, T.ramp(g * Q4_GROUP + LANES, 1, LANES)] = T.Cast("int8x16", T.nearbyint(half_high * scale[1]))
+                if stored_min:
+                    x_sum[m, g] = xs[m, g] * T.Cast("float32", _xq_sum(xq8, m, g))
+                else:
+                    zero_point_sum[m, g] = -zero_point * _xq_sum(xq8, m, g)
         for t in T.parallel(n_tiles):
             acc = T.alloc_buffer((row_block, tile), "float32", scope="local")
             dot = T.alloc_buffer((row_block, sub, acc_lanes), acc_dtype, scope="local")
@@ -295,10 +295,13 @@ def _kernel(shape: LinearShape, rows, row_block: int, spec: IsaSpec) -> tirx.Pri
                             T.evaluate(_prefetch(w_flat, (t * groups + g + ahead) * group_bytes + line * CACHE_LINE))
                         for line in T.unroll(scale_lines):
                             T.evaluate(_prefetch(s_flat, (t * groups + g + ahead) * tile + line * scales_per_line))
+                        if stored_min:
+                            for line in T.unroll(scale_lines):
+                                T.evaluate(_prefetch(low_flat, (t * groups + g + ahead) * tile + line * scales_per_line))
                     # Each row's integer dot starts at its zero-point term: no correction after.
                     for i in T.unroll(row_block):
                         for u in T.unroll(sub):
-                            dot[i, u, T.ramp(0, 1, acc_lanes)] = _dot_start(spec, zero_point_sum[b * row_block + i, g])
+                            dot[i, u, T.ramp(0, 1, acc_lanes)] = _dot_start(spec, _start_sum(zero_point_sum, b * row_block + i, g, stored_min))
                     for c in T.unroll(VNNI_CHUNKS):
                         for u in T.unroll(sub):
                             for i in T.unroll(row_block):
@@ -316,14 +319,70 @@ def _kernel(shape: LinearShape, rows, row_block: int, spec: IsaSpec) -> tirx.Pri
                                 )
                     for u in T.unroll(sub):
                         for i in T.unroll(row_block):
-                            # float(dot) * weight scale * activation scale
-                            acc[i, T.ramp(u * lanes, 1, lanes)] = _lanes(acc, i, u * lanes, lanes=lanes) + T.Cast(
-                                f"float32x{lanes}",
-                                _dot_finish(spec, _lanes(dot, i, u, 0, lanes=acc_lanes), zero_point_sum[b * row_block + i, g]),
-                            ) * (T.Cast(f"float32x{lanes}", _lanes(s, t, g, u * lanes, lanes=lanes)) * xs[b * row_block + i, g])
+                            # float(dot) * weight scale * activation scale (+ weight min * sum(x))
+                            acc[i, T.ramp(u * lanes, 1, lanes)] = _with_min(
+                                stored_min,
+                                _lanes(acc, i, u * lanes, lanes=lanes)
+                                + T.Cast(
+                                    f"float32x{lanes}",
+                                    _dot_finish(spec, _lanes(dot, i, u, 0, lanes=acc_lanes), _start_sum(zero_point_sum, b * row_block + i, g, stored_min)),
+                                )
+                                * (T.Cast(f"float32x{lanes}", _lanes(s, t, g, u * lanes, lanes=lanes)) * xs[b * row_block + i, g]),
+                                _lanes(low, t, g, u * lanes, lanes=lanes),
+                                x_sum[b * row_block + i, g],
+                                lanes,
+                            )
                 for i in T.unroll(row_block):
                     if b * row_block + i < rows:
                         for n in T.vectorized(tile):
                             y[b * row_block + i, t * tile + n] = acc[i, n]
 
+    if stored_min:
+
+        @T.prim_func(private=True)
+        def kernel_with_min(
+            x: T.Buffer((rows, k_in), "float32"),
+            w: T.Buffer(weight_shape, "uint8"),
+            s: T.Buffer((n_tiles, groups, tile), scales),
+            low: T.Buffer((n_tiles, groups, tile), scales),
+            y: T.Buffer((rows, n_out), "float32"),
+        ):
+            T.func_attr({"tirx.noalias": True})
+            body(x, w, s, low, y)
+
+        return kernel_with_min
+
+    @T.prim_func(private=True)
+    def kernel(
+        x: T.Buffer((rows, k_in), "float32"),
+        w: T.Buffer(weight_shape, "uint8"),
+        s: T.Buffer((n_tiles, groups, tile), scales),
+        y: T.Buffer((rows, n_out), "float32"),
+    ):
+        T.func_attr({"tirx.noalias": True})
+        body(x, w, s, s, y)  # no min: its reads are never generated
+
     return kernel
+
+
+def _with_min(
+    stored_min: bool, updated: tirx.PrimExpr, mins: tirx.PrimExpr, x_sum: tirx.PrimExpr, lanes: int
+) -> tirx.PrimExpr:
+    """The accumulators after a group, plus its stored-min term wmin * sum(x) where it has one."""
+    if not stored_min:
+        return updated
+    return updated + T.Cast(f"float32x{lanes}", mins) * x_sum
+
+
+def _xq_sum(xq8: tirx.Buffer, m, g) -> tirx.PrimExpr:
+    """sum(xq) over group g of row m, as int32."""
+    return T.call_llvm_pure_intrin(
+        "int32",
+        "llvm.vector.reduce.add",
+        T.Cast("int32x16", _lanes(xq8, m, g * Q4_GROUP)) + T.Cast("int32x16", _lanes(xq8, m, g * Q4_GROUP + LANES)),
+    )
+
+
+def _start_sum(zero_point_sum: tirx.Buffer, row, g, stored_min: bool) -> tirx.PrimExpr:
+    """The group's integer zero-point term (-zp * sum(xq)); zero where the min is stored."""
+    return tirx.const(0, "int32") if stored_min else zero_point_sum[row, g]

@@ -16,12 +16,13 @@ from tvm.s_tir import Schedule
 from tvm.target import Target
 from tvm.target.codegen import target_has_features
 
-WeightKind = Literal["q0", "q4", "q4h", "q4_0", "q4_1", "q8_0"]
+WeightKind = Literal["q0", "q4", "q4h", "q4_0", "q4_1", "q4_k", "q8_0"]
 """q0: dense float32 weights; q4: 4-bit groups with float32 scales; q4h: with float16 scales
 (q4f16_1 keeps its scales in half precision: less memory traffic per decoded token).
 llama.cpp's block formats, run as they are (engine/block_codes.py): q4_0 and q4_1: 4-bit codes
 with an f16 scale and an f16 min per group of 32, value code * scale + min (q4_0's min is
--8 * scale); q8_0: int8 codes with an f16 scale per group of 32."""
+-8 * scale); q4_k: the same with an f32 scale and min per group (d * sc_j and -dmin * m_j of
+its super-blocks, exact only in f32); q8_0: int8 codes with an f16 scale per group of 32."""
 GGUF_KINDS: tuple[WeightKind, ...] = ("q4_0", "q4_1", "q8_0")
 """Their scales and mins stay f16, as the file stores them: exact, and half the bytes per token."""
 CpuMatmul = Literal["float", "int8"]
@@ -69,8 +70,18 @@ def scale_dtype(kind: WeightKind) -> str:
 
 
 def has_min(kind: WeightKind) -> bool:
-    """Whether the kind stores a per-group min (offset) beside its scale."""
-    return kind in ("q4_0", "q4_1")
+    """Whether the kind stores a per-group min (offset) beside its scale (in the float layout)."""
+    return kind in ("q4_0", "q4_1", "q4_k")
+
+
+INT8_ZERO_POINTS: dict[WeightKind, int] = {"q4": 7, "q4h": 7, "q4_0": 8}
+"""4-bit kinds whose min is a whole number of scales (min = -zero_point * scale): the int8
+kernels fold it into the integer dot and their VNNI layout stores no min."""
+
+
+def int8_zero_point(kind: WeightKind) -> int | None:
+    """The kind's integer zero point on the int8 path, or None when it needs its stored min."""
+    return INT8_ZERO_POINTS.get(kind)
 
 
 def q4_groups(k_in: int) -> int:
@@ -97,19 +108,14 @@ class LinearShape:
         scales = ((n_tiles, groups, tile), scale_dtype(self.kind))
         if self.kind == "q8_0":
             return {"q_weight": ((n_tiles, groups * Q4_GROUP, tile), "int8"), "q_scale": scales}
-        if has_min(self.kind):
-            return {
-                "q_weight": ((n_tiles, groups * Q4_GROUP // Q4_PER_WORD, tile), "uint32"),
-                "q_scale": scales,
-                "q_min": scales,
-            }
         if self.matmul == "int8":
             codes = (n_tiles, groups, VNNI_CHUNKS, tile // VNNI_LANES, 4 * VNNI_LANES)
-            return {"q_weight": (codes, "uint8"), "q_scale": ((n_tiles, groups, tile), scale_dtype(self.kind))}
-        return {
-            "q_weight": ((n_tiles, groups * Q4_GROUP // Q4_PER_WORD, tile), "uint32"),
-            "q_scale": ((n_tiles, groups, tile), scale_dtype(self.kind)),
-        }
+            mins = {"q_min": scales} if int8_zero_point(self.kind) is None else {}
+            return {"q_weight": (codes, "uint8"), "q_scale": scales, **mins}
+        words = ((n_tiles, groups * Q4_GROUP // Q4_PER_WORD, tile), "uint32")
+        if has_min(self.kind):
+            return {"q_weight": words, "q_scale": scales, "q_min": scales}
+        return {"q_weight": words, "q_scale": scales}
 
 
 def q4_code(word: tirx.PrimExpr, k: tirx.PrimExpr) -> tirx.PrimExpr:

@@ -27,10 +27,9 @@ from engine.tvm_backend.kernels import (
     q4_value,
 )
 
-INT8_KINDS: tuple[WeightKind, ...] = ("q4", "q4h")
-"""The kinds the int8 VNNI kernels take. llama.cpp's block kinds (q4_0, q4_1, q8_0) compute in
-float on every CPU for now: their VNNI layouts are not written yet (the machine this was built
-on has no AVX-512 to check them), so a VNNI CPU runs a GGUF's layers on the float kernels."""
+INT8_KINDS: tuple[WeightKind, ...] = ("q4", "q4h", "q4_0", "q4_1", "q4_k")
+"""The kinds the int8 VNNI kernels take: every 4-bit kind (code * scale + min per group of 32).
+llama.cpp's q8_0 computes in float on every CPU for now."""
 
 GPU_TILE = 1
 """On a GPU the weights keep MLC's row-major layout: a tile of one output row is exactly it."""
@@ -56,8 +55,8 @@ def compiling_for_gpu() -> bool:
 
 def linear_shape(kind: WeightKind, n_out: int, k_in: int) -> LinearShape:
     """The weight layout of a linear layer for the target and matmul mode in scope: int8 applies
-    to MLC's 4-bit weights (INT8_KINDS) whose output rows come in multiples of 16; other layers
-    stay float."""
+    to 4-bit weights (INT8_KINDS) whose output rows come in multiples of 16; other layers stay
+    float."""
     if compiling_for_gpu():
         return LinearShape(kind, n_out, k_in, GPU_TILE)
     int8_rows = int8_tile(n_out)

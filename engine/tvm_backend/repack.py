@@ -13,7 +13,7 @@ import numpy as np
 from engine.errors import ModelFileError
 
 TIED_HEAD_SOURCE = "model.embed_tokens"
-REPACK_LAYOUT = "output-tiles+f32-scales/1;q4-vnni-16x4/1"
+REPACK_LAYOUT = "output-tiles+f32-scales/1;q4-vnni-16x4/2"
 """Names the layouts repacked_params produces (the float kernels' output tiles; the int8 kernels'
 VNNI layout, see _vnni_codes); part of the weight cache's key (weight_cache), so change it
 whenever the arrays it yields for the same weights and shapes change."""

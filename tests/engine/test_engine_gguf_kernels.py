@@ -90,12 +90,11 @@ def test_gpu_form_matches_numpy_dequantization(cpu, kind):
     np.testing.assert_allclose(out.numpy(), x @ reference(tensor).T, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", list(QTYPES))
-def test_gguf_kinds_never_take_the_int8_layout(kind):
+def test_q8_0_stays_on_the_float_kernels_under_int8():
     from engine.tvm_backend.linear import cpu_matmul
 
     with cpu_matmul("int8"):
-        assert linear_shape(kind, 64, 64).matmul == "float"
+        assert linear_shape("q8_0", 64, 64).matmul == "float"
         assert linear_shape("q4", 64, 64).matmul == "int8"
 
 

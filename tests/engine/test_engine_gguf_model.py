@@ -21,6 +21,8 @@ from engine.loader import open_engine  # noqa: E402
 from engine.scoring import greedy_run  # noqa: E402
 from engine_helpers import gguf_reference_logits, worst_difference  # noqa: E402
 from gguf_fixtures import tiny_gguf  # noqa: E402, F401
+from q4_k_writer import quantize_q4_k  # noqa: E402
+from test_engine_int8_matmul import INT8_LOGIT_TOLERANCE  # noqa: E402
 
 PROMPT = "The quick brown fox jumps over the lazy dog. Tandem keeps every conversation"
 DECODE_STEPS = 16
@@ -122,6 +124,8 @@ def write_gguf(hf_dir: Path, path: Path, mix: dict) -> None:
             writer.add_tensor(name, array)
         elif qtype == Q.F16:
             writer.add_tensor(name, array.astype(np.float16))
+        elif qtype == Q.Q4_K:  # the gguf package cannot quantize K-quants
+            writer.add_tensor(name, quantize_q4_k(array), raw_dtype=qtype)
         else:
             writer.add_tensor(name, gguf.quants.quantize(array, qtype), raw_dtype=qtype)
     writer.write_header_to_file()
@@ -294,9 +298,10 @@ def test_the_mlc_backend_declines_a_gguf_model_and_auto_takes_tvm(tiny_gguf_mode
     engine.close()
 
 
-def test_on_a_vnni_cpu_gguf_layers_compile_on_the_float_kernels(tiny_gguf_model):
+def test_on_a_vnni_cpu_gguf_4bit_layers_take_the_int8_layout(tiny_gguf_model):
     """Built (not run: this machine may lack AVX-512) for an AVX512-VNNI CPU with int8 matmuls:
-    the GGUF kinds keep the float kernels' tiled layout, beside nothing int8."""
+    q4_0 and q4_1 layers take the int8 kernels' VNNI layout (q4_1 with its mins, q4_0 without:
+    its min is -8 * scale), q8_0 keeps the float kernels' tiled layout."""
     from engine.config import read_chat_config
     from engine.tvm_backend.compiler import build_executable
     from engine.tvm_backend.gguf_weights import open_gguf_weights
@@ -309,13 +314,17 @@ def test_on_a_vnni_cpu_gguf_layers_compile_on_the_float_kernels(tiny_gguf_model)
     target = HostTarget(tvm.target.Target(spec), tvm.cpu(), "cpu (icelake-server, build only)", "cpu", "int8")
     _, params = build_executable(config.model_config, kinds, target)
     shapes = {name: (shape, dtype) for name, shape, dtype in params}
-    assert shapes["model.layers.0.self_attn.qkv_proj.q_weight"] == ((4, 8, 32), "uint32")  # q4_0, 32-row tiles
+    assert shapes["model.layers.0.self_attn.qkv_proj.q_weight"] == ((4, 2, 4, 2, 64), "uint8")  # q4_0, VNNI
+    assert "model.layers.0.self_attn.qkv_proj.q_min" not in shapes
+    assert shapes["model.layers.0.mlp.gate_up_proj.q_weight"][1] == "uint8"  # q4_1, VNNI
+    assert shapes["model.layers.0.mlp.gate_up_proj.q_min"] == ((8, 2, 32), "float16")
     assert shapes["model.layers.0.self_attn.o_proj.q_weight"] == ((2, 64, 32), "int8")  # q8_0
 
 
 def test_an_imported_gguf_with_k_quants_answers(tiny_gguf, tmp_path):
-    """The user's path: engine.gguf imports a file whose K-quants it re-quantizes to q8_0 (beside
-    native q4_1 and q4_0), and the engine answers from it, each tensor in its own kind."""
+    """The user's path: engine.gguf imports a file whose Q6_K (and a Q4_K fused with Q4_1 parts)
+    it re-quantizes to q8_0 (beside native q4_1 and q4_0), and the engine answers from it, each
+    tensor in its own kind."""
     from engine.api import FinishEvent, GenerationRequest, TokenEvent
     from engine.gguf.importer import import_gguf
 
@@ -326,4 +335,44 @@ def test_an_imported_gguf_with_k_quants_answers(tiny_gguf, tmp_path):
     events = list(engine.generate(request))
     assert any(isinstance(event, TokenEvent) for event in events)
     assert isinstance(events[-1], FinishEvent) and events[-1].usage.completion_tokens >= 1
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def q4_k_gguf_model(tmp_path_factory, tiny_hf_checkpoint, tiny_mlc_model):
+    """(gguf file, Tandem model directory) of a tiny llama whose matrices are all Q4_K (hidden
+    256: K-quant rows hold whole super-blocks), written by the numpy Q4_K writer."""
+    shape = {"hidden_size": 256, "intermediate_size": 512}
+    folder = tmp_path_factory.mktemp("gguf-q4_k")
+    hf_dir = tiny_hf_checkpoint(model_type="llama", tie=True, **shape)
+    path = folder / "model.gguf"
+    write_gguf(hf_dir, path, {"default": Q.Q4_K})
+    mlc_dir = tiny_mlc_model("q0f32", model_type="llama", tie=True, **shape)
+    return path, gguf_model_dir(mlc_dir, path, folder / "tandem")
+
+
+@pytest.mark.parametrize("matmul", ["float", "int8"])
+def test_a_q4_k_model_matches_transformers_reading_the_same_file(q4_k_gguf_model, monkeypatch, matmul):
+    """Q4_K runs as its own kind (no re-quantizing) on the float and the int8 kernels."""
+    from engine.config import read_chat_config
+    from engine.tvm_backend.gguf_weights import open_gguf_weights
+    from engine.tvm_backend.int8_kernels import supports_int8
+    from engine.tvm_backend.target import host_target
+
+    if matmul == "int8" and not supports_int8(host_target("cpu").target):
+        pytest.skip("this CPU has none of the int8 kernels' instruction sets")
+    monkeypatch.setenv("TANDEM_CPU_MATMUL", matmul)
+    gguf_path, model_dir = q4_k_gguf_model
+    assert set(open_gguf_weights(model_dir, read_chat_config(model_dir)).kinds.values()) == {"q4_k"}
+    engine = open_engine(model_dir, backend="tvm")
+    assert ("int8 matmul" in engine.info.device) == (matmul == "int8")
+    prompt = engine.tokenizer.encode(PROMPT)
+
+    tokens, ours = greedy_run(engine.session, prompt, DECODE_STEPS)
+
+    expected = gguf_reference_logits(gguf_path, tokens)[len(prompt) - 1 :]
+    worst = worst_difference(ours, expected)
+    print(f"q4_k {matmul}: worst logit difference {worst:.2e}")
+    assert worst < (1e-3 if matmul == "float" else INT8_LOGIT_TOLERANCE)
+    assert [int(np.argmax(row)) for row in expected[:-1]] == tokens[len(prompt) :]
     engine.close()

@@ -95,3 +95,67 @@ def test_32_greedy_tokens_agree_through_the_end_of_the_turn(engines, prompt):
     # Past <|im_end|> the model rambles on low-margin tokens; what a user sees ends there.
     end = float_tokens.index(END_OF_TURN) + 1 if END_OF_TURN in float_tokens else len(float_tokens)
     assert int8_tokens[:end] == float_tokens[:end]
+
+
+@pytest.fixture(scope="module")
+def gguf_int8(tmp_path_factory, smollm2_path, smollm2_reference_model):
+    """(transformers' model for the file, Tandem's int8 engine on the file as it is: its q4_1
+    linears on the int8 kernels, no re-quantizing)."""
+    from engine.gguf.importer import import_gguf
+    from engine.loader import open_engine
+    from engine.tvm_backend.int8_kernels import supports_int8
+    from engine.tvm_backend.target import host_target
+
+    if not supports_int8(host_target("cpu").target):
+        pytest.skip("this CPU has none of the int8 kernels' instruction sets")
+    model_dir = tmp_path_factory.mktemp("smollm2-gguf-int8") / "model"
+    import_gguf(smollm2_path, model_dir)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TANDEM_CPU_MATMUL", "int8")
+        patch.setenv("TANDEM_DEVICE", "cpu")
+        engine = open_engine(model_dir, backend="tvm")
+    yield smollm2_reference_model, engine
+    engine.close()
+
+
+def test_the_gguf_q4_1_layers_run_on_the_int8_kernels(gguf_int8):
+    from app.paths import cache_dir
+    from engine.tvm_backend.compiler import compiled_model
+    from engine.tvm_backend.gguf_weights import open_gguf_weights
+    from engine.tvm_backend.target import cpu_target
+
+    _, engine = gguf_int8
+    assert "int8 matmul" in engine.info.device
+    config = engine.chat_config
+    kinds = open_gguf_weights(engine.model_dir, config).kinds
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TANDEM_CPU_MATMUL", "int8")
+        target = cpu_target()
+    compiled = compiled_model(config.model_config, kinds, target, cache_dir())
+    assert compiled.compile_s == 0.0  # the engine's own library, from the cache
+    params = {name: dtype for name, _, dtype in compiled.params}
+    assert params["model.layers.0.mlp.gate_up_proj.q_weight"] == "uint8"  # the VNNI layout
+    assert params["model.layers.0.mlp.gate_up_proj.q_min"] == "float16"  # q4_1's own mins
+
+
+def test_gguf_int8_logits_match_transformers_within_the_int8_tolerance(gguf_int8):
+    from engine_helpers import model_logits
+
+    model, engine = gguf_int8
+    prompt = engine.tokenizer.encode(SMOLLM2_PROMPTS[0])
+    tokens, ours = greedy_run(engine.session, prompt, 16)
+    expected = model_logits(model, tokens)[len(prompt) - 1 :]
+    worst = worst_difference(ours, expected)
+    print(f"largest logit difference gguf int8 vs transformers: {worst:.3f}")
+    assert 0 < worst < INT8_LOGIT_TOLERANCE
+
+
+def test_gguf_int8_keeps_the_passage_perplexity_within_half_a_percent(gguf_int8):
+    from engine_helpers import model_logits
+
+    model, engine = gguf_int8
+    ids = engine.tokenizer.encode(PASSAGE.read_text(encoding="utf-8"))
+    ours = perplexity(ids, passage_logits(engine.session, ids))
+    theirs = perplexity(ids, model_logits(model, ids)[:-1])
+    print(f"perplexity: tandem gguf int8 {ours:.4f}, transformers {theirs:.4f}")
+    assert abs(ours / theirs - 1) <= PERPLEXITY_RATIO_TOLERANCE

@@ -71,16 +71,21 @@ def test_reference_false_copies_the_file_in(tiny_gguf, tmp_path):
     assert gguf_path_of(tmp_path / "moved", data) == tmp_path / "moved" / "model.gguf"
 
 
-def test_k_quants_report_the_requantized_route_and_its_cost(tiny_gguf, tmp_path):
+def test_k_quants_report_their_routes_and_their_cost(tiny_gguf, tmp_path):
+    """Q4_K runs natively (its own 4-bit kind); Q6_K, and a fused tensor whose parts mix types,
+    are re-quantized to q8_0: the route line counts both and what they cost in memory."""
     types = {"attn_q": "Q4_K", "attn_k": "Q4_K", "attn_v": "Q6_K", "ffn_gate": "Q4_K", "ffn_up": "Q4_K",
              "ffn_down": "Q6_K", "attn_output": "Q4_K", "token_embd": "Q6_K"}  # fmt: skip
     result = import_gguf(tiny_gguf(types=types).path, tmp_path / "model")
-    assert "re-quantized to q8_0: 10 Q4_K, 5 Q6_K" in result.route
+    assert "as stored: 6 Q4_K, 5 F32" in result.route  # gate/up (2 layers) and attn_output
+    assert "re-quantized to q8_0: 5 Q6_K, 4 Q4_K" in result.route  # q/k fused with a Q6_K v
     assert result.runtime_bytes > result.weight_bytes and "in memory (+" in result.route
     routes = chat_config(tmp_path / "model")["tandem"]["gguf"]["routes"]
-    assert routes == {"requantized": 9, "native": 5}
+    assert routes == {"requantized": 5, "native": 9}
     qkv = next(r for r in result.tensors if r.name == "model.layers.0.self_attn.qkv_proj.weight")
     assert (qkv.route, qkv.format, qkv.source_types) == ("requantized", "q8_0", ("Q4_K", "Q4_K", "Q6_K"))
+    gate_up = next(r for r in result.tensors if r.name == "model.layers.0.mlp.gate_up_proj.weight")
+    assert (gate_up.route, gate_up.format, gate_up.source_types) == ("native", "q4_k", ("Q4_K", "Q4_K"))
 
 
 def test_an_empty_existing_folder_is_filled_and_a_full_one_refused(tiny_gguf, tmp_path):

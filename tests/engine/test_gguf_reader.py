@@ -12,8 +12,8 @@ from engine.gguf.q8 import dequantize_q8_0, quantize_q8_0
 from engine.gguf.tensors import unpermute_rows
 from engine.layout import logical_tensors
 
-NATIVE = {"F32": "f32", "F16": "f32", "BF16": "f32", "Q8_0": "q8_0", "Q4_0": "q4_0", "Q4_1": "q4_1"}
-REQUANTIZED = ("Q4_K", "Q5_K", "Q6_K", "Q2_K", "Q3_K", "Q5_0", "Q5_1")
+NATIVE = {"F32": "f32", "F16": "f32", "BF16": "f32", "Q8_0": "q8_0", "Q4_0": "q4_0", "Q4_1": "q4_1", "Q4_K": "q4_k"}
+REQUANTIZED = ("Q5_K", "Q6_K", "Q2_K", "Q3_K", "Q5_0", "Q5_1")
 
 
 def dequantize_block(tensor) -> np.ndarray:
