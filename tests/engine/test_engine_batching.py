@@ -142,6 +142,34 @@ def test_batched_greedy_output_equals_the_single_sequence_engine(nano, scheduler
         assert [t.logprob for t in batched.tokens] == pytest.approx([t.logprob for t in reference], abs=LOGPROB_TOLERANCE)
 
 
+SYSTEM = (
+    "You are the helper inside Tandem, a terminal assistant that keeps every conversation on this "
+    "machine. Answer in one or two plain sentences, and say so when you do not know."
+)
+
+
+def test_prompts_sharing_a_prefix_fork_it_and_still_match_the_single_sequence_engine(nano, scheduler):
+    from engine.tvm_backend.scheduler import MIN_SHARED_TOKENS
+
+    requests = [
+        GenerationRequest(
+            [{"role": "system", "content": SYSTEM}, {"role": "user", "content": p}], max_tokens=16, temperature=0.0
+        )
+        for p in PROMPTS[:4]
+    ]
+    before = scheduler.stats().shared_prompt_tokens
+    first = run_together(scheduler, requests[:1])  # its prompt stays in the cache
+    after_first = scheduler.stats().shared_prompt_tokens
+    rest = run_together(scheduler, requests[1:])  # these fork the system prompt's part
+    assert after_first == before
+    assert scheduler.stats().shared_prompt_tokens - after_first >= 3 * MIN_SHARED_TOKENS
+    for request, run in zip(requests, first + rest):
+        reference = [e for e in nano.generate(request) if isinstance(e, TokenEvent)]
+        assert [t.token_id for t in run.tokens] == [t.token_id for t in reference]
+        assert [t.logprob for t in run.tokens] == pytest.approx([t.logprob for t in reference], abs=LOGPROB_TOLERANCE)
+        assert run.finish.usage.prompt_tokens == len(nano.prompt_ids(request.messages))
+
+
 def test_each_sequence_keeps_its_own_sampling_and_stop_strings(scheduler):
     sampled = GenerationRequest([{"role": "user", "content": PROMPTS[0]}], max_tokens=16, temperature=0.9, seed=11)
     alone = run_together(scheduler, [sampled])[0]
