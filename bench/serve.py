@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +48,17 @@ def start_server(model_dir: Path, batch: int) -> tuple[subprocess.Popen, str]:
     return start_tandem_serve(model_dir, extra, START_TIMEOUT_S)
 
 
-async def one_stream(client, url: str, prompt: str, max_tokens: int, headers: dict[str, str]) -> tuple[float | None, int]:
+@dataclass(frozen=True)
+class Target:
+    """A server to drive: its base URL, request headers, and whether to ask for logprobs
+    (tandem: then every token has a chunk, even one whose text is held back)."""
+
+    url: str
+    headers: dict[str, str]
+    logprobs: bool
+
+
+async def one_stream(client, target: Target, prompt: str, max_tokens: int) -> tuple[float | None, int]:
     """(seconds to the first token's chunk, completion tokens); raises on any failure. Tokens
     come from the final usage chunk, else (a server that sends none) one per content chunk."""
     body = {
@@ -57,11 +68,11 @@ async def one_stream(client, url: str, prompt: str, max_tokens: int, headers: di
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    if TOKEN in headers.get("authorization", ""):
-        body["logprobs"] = True  # tandem: a chunk for every token, even one whose text is held back
+    if target.logprobs:
+        body["logprobs"] = True
     started = time.perf_counter()
     first, usage, chunks = None, None, 0
-    async with client.stream("POST", url + "/chat/completions", json=body, headers=headers) as response:
+    async with client.stream("POST", target.url + "/chat/completions", json=body, headers=target.headers) as response:
         if response.status_code != 200:
             raise RuntimeError(f"HTTP {response.status_code}")
         async for line in response.aiter_lines():
@@ -78,14 +89,14 @@ async def one_stream(client, url: str, prompt: str, max_tokens: int, headers: di
     return first, usage if usage is not None else chunks
 
 
-async def level(url: str, streams: int, max_tokens: int, headers: dict[str, str]) -> dict:
+async def level(target: Target, streams: int, max_tokens: int) -> dict:
     import httpx
 
     limits = httpx.Limits(max_connections=streams, max_keepalive_connections=streams)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
         started = time.perf_counter()
         results = await asyncio.gather(
-            *(one_stream(client, url, PROMPTS[i % len(PROMPTS)], max_tokens, headers) for i in range(streams)),
+            *(one_stream(client, target, PROMPTS[i % len(PROMPTS)], max_tokens) for i in range(streams)),
             return_exceptions=True,
         )
         wall = time.perf_counter() - started
@@ -98,9 +109,9 @@ async def level(url: str, streams: int, max_tokens: int, headers: dict[str, str]
     }
 
 
-def measure(url: str, levels: tuple[int, ...], max_tokens: int, headers: dict[str, str]) -> dict:
-    asyncio.run(level(url, 1, max_tokens, headers))  # warm-up: first-call costs out of the figures
-    figures = [asyncio.run(level(url, streams, max_tokens, headers)) for streams in levels]
+def measure(target: Target, levels: tuple[int, ...], max_tokens: int) -> dict:
+    asyncio.run(level(target, 1, max_tokens))  # warm-up: first-call costs out of the figures
+    figures = [asyncio.run(level(target, streams, max_tokens)) for streams in levels]
     return {key: [f[key] for f in figures] for key in ("agg_tok_s", "p50_ttft_ms", "errors")}
 
 
@@ -169,7 +180,7 @@ def main() -> None:
         print(f"starting tandem serve on {model_dir.name} (batch {args.batch}) ...", flush=True)
         process, url = start_server(model_dir, args.batch)
         try:
-            tandem = measure(url, levels, args.tokens, {"authorization": f"Bearer {TOKEN}"})
+            tandem = measure(Target(url, {"authorization": f"Bearer {TOKEN}"}, logprobs=True), levels, args.tokens)
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(timeout=60)
@@ -179,7 +190,7 @@ def main() -> None:
 
             print(f"starting llama.cpp's server on {gguf_path.name} ...", flush=True)
             with llamacpp_server(gguf_path, max(levels)) as (peer_url, peer_info):
-                peer = {**measure(peer_url, levels, args.tokens, {}), **peer_info}
+                peer = {**measure(Target(peer_url, {}, logprobs=False), levels, args.tokens), **peer_info}
     result: dict = {
         "concurrency": list(levels),
         "model": model,
