@@ -34,6 +34,7 @@ from engine.artifact import find_tensor_cache
 from engine.chat_template import PromptFormat, prompt_format
 from engine.config import GGUF_QUANTIZATION, ChatConfig, read_chat_config, read_generation_defaults
 from engine.errors import ContextWindowExceeded, EngineError
+from engine.gguf.importer import gguf_path_of
 from engine.info_extras import info_extras
 from engine.stopping import StopChecker
 from engine.tokenizer import Tokenizer
@@ -71,8 +72,10 @@ class TVMEngine:
         """The model's own sampling settings; a request's non-None fields replace them."""
         self.context_window = min(self.chat_config.context_window_size, MAX_CPU_CONTEXT)
         self._gguf: GGUFWeights | None = None
+        # Weight files outside the folder (a GGUF run in place): the warm start watches them too.
+        sources: tuple[Path, ...] = ()
         if self.chat_config.quantization == GGUF_QUANTIZATION:
-            self._gguf = open_gguf_weights(self.model_dir, self.chat_config)  # before compiling: its kinds
+            sources = (gguf_path_of(self.model_dir, {"tandem": self.chat_config.tandem}),)
         else:
             find_tensor_cache(self.model_dir)  # no weights at all: say so before compiling
         self.weights_cache_hit = False
@@ -86,17 +89,18 @@ class TVMEngine:
         """What the full path loaded, for the warm-start index."""
         self.compile_s = 0.0
         self.session: ModelSession | None
-        # A GGUF directory takes the full path: its weights live in a file outside the folder the
-        # warm-start index watches.
-        self.session, label = (None, "") if self._gguf is not None else self._start_warm(device, report)
+        # A GGUF directory's warm start keys on its file too (size, times, inode): an unchanged
+        # file is not read again at all.
+        self.session, label = self._start_warm(device, report, sources)
         if self.session is None:
             from engine.tvm_backend.target import host_target  # imports all of TVM
 
+            if sources:  # read (its header and tensor plan) before compiling: it gives the kinds
+                self._gguf = open_gguf_weights(self.model_dir, self.chat_config)
             target = host_target(device, self.chat_config.tandem.get("cpu_matmul"))
             self.session, self.compile_s = self._start_session(target, report)
             label = target.label
-            if self._gguf is None:
-                self._remember_warm_start(device, target, label)
+            self._remember_warm_start(device, target, label, sources)
         self._stop_ids = (*self.prompt_format.stop_token_ids, *self.chat_config.eos_token_ids)
         self._lock = threading.Lock()
         self._info = EngineInfo(
@@ -109,11 +113,13 @@ class TVMEngine:
         )
         report("ready", 1.0)
 
-    def _start_warm(self, device: str | None, report: ProgressCallback) -> tuple[ModelSession | None, str]:
+    def _start_warm(
+        self, device: str | None, report: ProgressCallback, sources: tuple[Path, ...]
+    ) -> tuple[ModelSession | None, str]:
         """A session from the library and weights the warm-start index names, with TVM's runtime
         only, and its device label; None (and the record dropped) when there is none or its
         entries will not load."""
-        warm = warm_start.find(self.model_dir, device, cache_dir())
+        warm = warm_start.find(self.model_dir, device, cache_dir(), sources)
         if warm is None:
             return None, ""
         report("loading the cached model", 0.5)
@@ -135,13 +141,15 @@ class TVMEngine:
         self.warm_start = True
         return session, warm.label
 
-    def _remember_warm_start(self, device: str | None, target: HostTarget, label: str) -> None:
+    def _remember_warm_start(
+        self, device: str | None, target: HostTarget, label: str, sources: tuple[Path, ...]
+    ) -> None:
         """Record a CPU open whose library and weights are both cached, for the next warm start."""
         if target.is_gpu or self._weights_entry is None or self._library is None:
             return
         entry, key = self._weights_entry
         warm = warm_start.WarmStart(self._library.parent, entry, key, label)
-        warm_start.remember(self.model_dir, device, cache_dir(), warm)
+        warm_start.remember(self.model_dir, device, cache_dir(), warm, sources)
 
     def _session(self, compiled: CompiledModel, tensors: list, device) -> ModelSession:
         model = self.chat_config.model_config

@@ -2,7 +2,8 @@
 host, so the next open maps them with TVM's runtime alone, without importing the compiler or
 asking LLVM for the host's target (together seconds).
 
-A record is valid while everything that chose them is unchanged: the model's files, the host's
+A record is valid while everything that chose them is unchanged: the model's files (and a GGUF
+it runs in place from elsewhere: its size, times and inode, so it is not re-read), the host's
 CPU and GPU device nodes, the settings in ENV_SETTINGS, the
 installed TVM, Tandem's engine sources and its weight layout; all of these are hashed into its key. Only CPU opens
 are recorded (a GPU open needs the full TVM to find its device). One record per model folder and
@@ -16,6 +17,7 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,13 +41,13 @@ class WarmStart:
     """The device label the full open gave (HostTarget.label)."""
 
 
-def find(model_dir: Path, device: str | None, cache_root: Path) -> WarmStart | None:
+def find(model_dir: Path, device: str | None, cache_root: Path, sources: Sequence[Path] = ()) -> WarmStart | None:
     """The warm start recorded for this model, device and host, or None (never recorded, or
-    something it depends on changed)."""
+    something it depends on changed). `sources`: weight files outside model_dir it runs."""
     path = _record_path(model_dir, device, cache_root)
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(record, dict) or record.get("key") != warm_key(model_dir, device):
+        if not isinstance(record, dict) or record.get("key") != warm_key(model_dir, device, sources):
             return None
         return WarmStart(
             Path(record["library_entry"]),
@@ -57,9 +59,11 @@ def find(model_dir: Path, device: str | None, cache_root: Path) -> WarmStart | N
         return None
 
 
-def remember(model_dir: Path, device: str | None, cache_root: Path, start: WarmStart) -> None:
+def remember(
+    model_dir: Path, device: str | None, cache_root: Path, start: WarmStart, sources: Sequence[Path] = ()
+) -> None:
     """Record `start` for the next open (best effort: a read-only cache just stays cold)."""
-    key = warm_key(model_dir, device)
+    key = warm_key(model_dir, device, sources)
     if key is None:
         return
     record = {
@@ -90,8 +94,9 @@ def forget(model_dir: Path, device: str | None, cache_root: Path) -> None:
         pass
 
 
-def warm_key(model_dir: Path, device: str | None) -> str | None:
-    """Everything a warm start depends on, hashed; None where the host cannot be identified."""
+def warm_key(model_dir: Path, device: str | None, sources: Sequence[Path] = ()) -> str | None:
+    """Everything a warm start depends on, hashed; None where the host cannot be identified or
+    a file cannot be stat'ed."""
     host = _host_fingerprint()
     if host is None:
         return None
@@ -109,6 +114,7 @@ def warm_key(model_dir: Path, device: str | None) -> str | None:
     _add_files(digest, sorted(_ENGINE_ROOT.rglob("*.py")), contents=True)
     try:
         _add_files(digest, sorted(p for p in Path(model_dir).iterdir() if p.is_file()), contents=False)
+        _add_files(digest, [Path(source).resolve() for source in sources], contents=False)
     except OSError:
         return None
     return digest.hexdigest()[:32]

@@ -1,7 +1,8 @@
 """The warm start: once a model's library and weights are cached, the next open (in a fresh
 process, as `tandem ask` is) loads them with TVM's runtime alone, never importing the compiler,
 torch or ml_dtypes, and computes the same logits; a changed setting or model file, or a record
-whose entries are gone, takes the full path again."""
+whose entries are gone, takes the full path again. A GGUF model directory starts warm too,
+without reading its file, until the file changes."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 
 from engine.loader import open_engine
 from engine.tvm_backend import warm_start
+from gguf_fixtures import tiny_gguf  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOKENS = [5, 17, 42, 99, 3, 250, 7]
@@ -130,3 +132,50 @@ def test_no_warm_start_is_recorded_where_the_cache_cannot_be_written(model_dir, 
     assert warm_start.find(model_dir, None, cache) is None
     _, engine = full_open(model_dir)
     assert not engine.warm_start
+
+
+REFUSE_GGUF_READS = """
+import engine.gguf.reader
+def _refuse(*args, **kwargs):
+    raise AssertionError("the warm path read the GGUF file")
+engine.gguf.reader.GGUFFile.__init__ = _refuse
+"""
+
+
+@pytest.fixture
+def gguf_model_dir(tiny_gguf, tmp_path) -> tuple[Path, Path]:
+    """(a GGUF file of this test's own, the model directory that runs it in place)."""
+    from engine.gguf.importer import import_gguf
+
+    path = Path(shutil.copy(tiny_gguf(types="Q4_1").path, tmp_path / "tiny.gguf"))
+    import_gguf(path, tmp_path / "gguf-model")
+    return path, tmp_path / "gguf-model"
+
+
+def test_a_gguf_model_starts_warm_without_reading_its_file(gguf_model_dir, cache, tmp_path):
+    gguf_path, model_dir = gguf_model_dir
+    expected, engine = full_open(model_dir)
+    assert not engine.warm_start
+    logits_file = tmp_path / "warm-logits.npy"
+    done = subprocess.run(
+        [sys.executable, "-c", REFUSE_GGUF_READS + WARM_OPEN, str(model_dir), str(logits_file), ",".join(map(str, TOKENS))],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["warm"] and report["weights_cache_hit"]
+    assert report["tvm_modules"] == [] and report["heavy"] == []
+    np.testing.assert_allclose(np.load(logits_file), expected, rtol=0, atol=1e-6)
+
+    # The file changed (a rewrite moves its mtime): the full path reads it again.
+    stat = gguf_path.stat()
+    os.utime(gguf_path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert warm_start.find(model_dir, None, cache, (gguf_path,)) is None
+    _, engine = full_open(model_dir)
+    assert not engine.warm_start
+    _, engine = full_open(model_dir)
+    assert engine.warm_start, "the full open recorded the changed file's warm start"
