@@ -170,6 +170,23 @@ def test_prompts_sharing_a_prefix_fork_it_and_still_match_the_single_sequence_en
         assert run.finish.usage.prompt_tokens == len(nano.prompt_ids(request.messages))
 
 
+def test_a_request_that_needs_the_whole_cache_frees_the_retained_prompt(nano):
+    from engine.tvm_backend.scheduler import BatchScheduler
+
+    window = nano.context_window
+    tight = BatchScheduler(nano, max_sequences=2, max_waiting=4, kv_tokens=window)
+    try:
+        with_system = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPTS[0]}]
+        first = run_together(tight, [GenerationRequest(with_system, max_tokens=4, temperature=0.0)])[0]
+        assert first.finish.reason in ("stop", "length")
+        # Its prompt stays in the cache; this one reserves every position (prompt + the rest of
+        # the window), so it runs only once the retained prompt gives its pages back.
+        whole = GenerationRequest([{"role": "user", "content": PROMPTS[1]}], max_tokens=10 * window, temperature=0.0)
+        assert run_together(tight, [whole])[0].finish.reason in ("stop", "length")
+    finally:
+        tight.close()
+
+
 def test_each_sequence_keeps_its_own_sampling_and_stop_strings(scheduler):
     sampled = GenerationRequest([{"role": "user", "content": PROMPTS[0]}], max_tokens=16, temperature=0.9, seed=11)
     alone = run_together(scheduler, [sampled])[0]
