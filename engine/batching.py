@@ -51,6 +51,8 @@ class SchedulerStats:
     """Batched decode calls since the scheduler started."""
     decoded_rows: int = 0
     """Sequences those calls decoded, summed: over decode_steps, the mean batch size."""
+    shared_prompt_tokens: int = 0
+    """Prompt tokens forked from a retained prompt's cache instead of prefilled."""
 
 
 class Scheduler(Protocol):

@@ -4,7 +4,8 @@ logits; and resolving a request's settings against the model's own defaults."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+import threading
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -88,21 +89,94 @@ def sample(
     """Pick the next token. Greedy when temperature is 0 (or the filters keep a single token).
 
     previous_ids: the sequence so far (prompt and generated), for the repetition penalty."""
-    logits = np.asarray(logits, dtype=np.float64).reshape(-1)
-    raw_logprobs = log_softmax(logits)
+    return sample_rows(np.asarray(logits).reshape(1, -1), [params], [rng], [previous_ids])[0]
+
+
+def sample_rows(
+    logits: np.ndarray,
+    params: Sequence[SamplingParams],
+    rngs: Sequence[np.random.Generator],
+    previous_ids: Sequence[Iterable[int]],
+) -> list[SampledToken]:
+    """sample() for each row of logits [rows, vocab] with its own settings, generator and history.
+    A plain greedy row (no penalty) costs a max, an argmax and one exp pass over the vocabulary,
+    in the logits' precision (a model's float32: its sum in float64 is within about 1e-7 of
+    log_softmax's float64 figure) into a reused buffer; the alternatives come from a few
+    candidate blocks rather than a partition of the whole row. No vocabulary-wide temporaries:
+    each one page-faults its memory in anew."""
+    rows = np.asarray(logits).reshape(len(params), -1)
+    if rows.dtype not in (np.float32, np.float64):  # float64 logits (a reference) stay exact
+        rows = rows.astype(np.float64)
+    widest = max(p.top_k_alternatives for p in params)
+    candidates = _top_candidates(rows, widest)
+    buffer = _scratch(rows.shape[1], rows.dtype)
+    chosen: list[SampledToken] = []
+    for row, setting in enumerate(params):
+        values = rows[row]
+        peak = values.max()
+        np.subtract(values, peak, out=buffer)
+        normalizer = np.log(np.exp(buffer, out=buffer).sum(dtype=np.float64))
+        if setting.temperature <= 0 and setting.repetition_penalty == 1.0:
+            token_id = int(np.argmax(values))
+        else:
+            token_id = _pick(values.astype(np.float64), setting, rngs[row], previous_ids[row])
+        ids = candidates[row]
+        logprobs = (values[ids].astype(np.float64) - np.float64(peak)) - normalizer
+        best = np.lexsort((ids, -logprobs))[: min(setting.top_k_alternatives, ids.shape[0])]
+        chosen.append(
+            SampledToken(
+                token_id=token_id,
+                logprob=float((np.float64(values[token_id]) - np.float64(peak)) - normalizer),
+                alternatives=tuple((int(ids[i]), float(logprobs[i])) for i in best),
+            )
+        )
+    return chosen
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(size: int, dtype: np.dtype) -> np.ndarray:
+    """A buffer of `size` and `dtype`, kept per thread for the next call."""
+    buffer = getattr(_SCRATCH, "buffer", None)
+    if buffer is None or buffer.shape[0] != size or buffer.dtype != dtype:
+        buffer = _SCRATCH.buffer = np.empty(size, dtype)
+    return buffer
+
+
+def _pick(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator, previous_ids: Iterable[int]) -> int:
+    """The token one row's settings pick: penalty, then greedy or temperature and the filters."""
     adjusted = _penalise(logits, params.repetition_penalty, previous_ids)
     if params.temperature <= 0:
-        token_id = int(np.argmax(adjusted))
-    else:
-        logprobs = log_softmax(adjusted / params.temperature)
-        logprobs = _keep_top_k(logprobs, params.top_k)
-        logprobs = _keep_min_p(logprobs, params.min_p)
-        token_id = _sample_top_p(logprobs, params.top_p, rng)
-    return SampledToken(
-        token_id=token_id,
-        logprob=float(raw_logprobs[token_id]),
-        alternatives=top_alternatives(raw_logprobs, params.top_k_alternatives),
-    )
+        return int(np.argmax(adjusted))
+    logprobs = log_softmax(adjusted / params.temperature)
+    logprobs = _keep_top_k(logprobs, params.top_k)
+    logprobs = _keep_min_p(logprobs, params.min_p)
+    return _sample_top_p(logprobs, params.top_p, rng)
+
+
+_CANDIDATE_BLOCK = 512
+
+
+def _top_candidates(values: np.ndarray, k: int) -> list[np.ndarray]:
+    """Per row, ids that surely hold its k largest values (ties included): the blocks of
+    _CANDIDATE_BLOCK ids whose maxima are among the row's k largest block maxima, and the ragged
+    tail. Any other value lies below k block maxima, so it cannot be among the k largest. Reads
+    the vocabulary once, instead of the several passes an argpartition takes."""
+    rows, vocab = values.shape
+    blocks = vocab // _CANDIDATE_BLOCK
+    if k <= 0 or blocks <= k:
+        return [np.arange(vocab)] * rows
+    body = blocks * _CANDIDATE_BLOCK
+    block_max = values[:, :body].reshape(rows, blocks, _CANDIDATE_BLOCK).max(axis=2)
+    kth = np.partition(block_max, blocks - k, axis=1)[:, blocks - k]
+    offsets = np.arange(_CANDIDATE_BLOCK)
+    tail = np.arange(body, vocab)
+    result = []
+    for row in range(rows):
+        starts = np.flatnonzero(block_max[row] >= kth[row]) * _CANDIDATE_BLOCK
+        result.append(np.concatenate(((starts[:, None] + offsets).ravel(), tail)))
+    return result
 
 
 def _keep_top_k(logprobs: np.ndarray, k: int) -> np.ndarray:

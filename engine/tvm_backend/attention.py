@@ -131,9 +131,10 @@ def ragged_prefill_attention(h_kv: int, h_q: int, head_dim: int):
 
 
 def paged_decode_attention(h_kv: int, h_q: int, head_dim: int, page_size: int = 16):
-    """One task per query head, in parallel: an online softmax over the sequence's cached keys,
-    page by page, vectorised along the head dimension (a multiple of 16: see supports). The
-    serial kernel it replaces took about a quarter of a decode step at a few hundred tokens."""
+    """One task per sequence and query head, in parallel (a batched step is one fork-join, not
+    one per sequence): an online softmax over the sequence's cached keys, page by page,
+    vectorised along the head dimension (a multiple of 16: see supports). The serial kernel it
+    replaces took about a quarter of a decode step at a few hundred tokens."""
     group = h_q // h_kv
     lanes = LANES
     blocks = head_dim // lanes
@@ -164,41 +165,42 @@ def paged_decode_attention(h_kv: int, h_q: int, head_dim: int, page_size: int = 
         output = T.match_buffer(var_output, (batch_size, h_q, head_dim), "float32")
         lse = T.match_buffer(var_lse, (batch_size, h_q), "float32")
 
-        for b in T.serial(batch_size):
-            for head in T.parallel(h_q):
-                with T.sblock("attend"):
-                    acc = T.sblock_alloc_buffer((head_dim,), "float32")
-                    partial = T.sblock_alloc_buffer((lanes,), "float32")
-                    state = T.sblock_alloc_buffer((3,), "float32")  # running max, denominator, score/weight
-                    for i in T.vectorized(head_dim):
-                        acc[i] = T.float32(0)
-                    state[0] = T.float32(-5e4)
-                    state[1] = T.float32(0)
-                    for key in T.serial(T.if_then_else(page_indptr[b + 1] > page_indptr[b], (page_indptr[b + 1] - page_indptr[b] - 1) * page_size + last_page_len[b], 0)):
+        for task in T.parallel(batch_size * h_q):
+            b = T.meta_var(task // h_q)
+            head = T.meta_var(task % h_q)
+            with T.sblock("attend"):
+                acc = T.sblock_alloc_buffer((head_dim,), "float32")
+                partial = T.sblock_alloc_buffer((lanes,), "float32")
+                state = T.sblock_alloc_buffer((3,), "float32")  # running max, denominator, score/weight
+                for i in T.vectorized(head_dim):
+                    acc[i] = T.float32(0)
+                state[0] = T.float32(-5e4)
+                state[1] = T.float32(0)
+                for key in T.serial(T.if_then_else(page_indptr[b + 1] > page_indptr[b], (page_indptr[b + 1] - page_indptr[b] - 1) * page_size + last_page_len[b], 0)):
+                    for lane in T.vectorized(lanes):
+                        partial[lane] = T.float32(0)
+                    for block in T.serial(blocks):
                         for lane in T.vectorized(lanes):
-                            partial[lane] = T.float32(0)
-                        for block in T.serial(blocks):
-                            for lane in T.vectorized(lanes):
-                                partial[lane] = partial[lane] + q[b, head, block * lanes + lane] * pages[page_values[page_indptr[b] + key // page_size], 0, head // group, key % page_size, block * lanes + lane]
-                        for lane in T.vectorized(8):
-                            partial[lane] = partial[lane] + partial[lane + 8]
-                        for lane in T.vectorized(4):
-                            partial[lane] = partial[lane] + partial[lane + 4]
-                        for lane in T.vectorized(2):
-                            partial[lane] = partial[lane] + partial[lane + 2]
-                        state[2] = (partial[0] + partial[1]) * sm_scale * T.float32(LOG2_E)
-                        if state[2] > state[0]:
-                            for i in T.vectorized(head_dim):
-                                acc[i] = acc[i] * exp2(state[0] - state[2])
-                            state[1] = state[1] * exp2(state[0] - state[2])
-                            state[0] = state[2]
-                        state[2] = exp2(state[2] - state[0])
+                            partial[lane] = partial[lane] + q[b, head, block * lanes + lane] * pages[page_values[page_indptr[b] + key // page_size], 0, head // group, key % page_size, block * lanes + lane]
+                    for lane in T.vectorized(8):
+                        partial[lane] = partial[lane] + partial[lane + 8]
+                    for lane in T.vectorized(4):
+                        partial[lane] = partial[lane] + partial[lane + 4]
+                    for lane in T.vectorized(2):
+                        partial[lane] = partial[lane] + partial[lane + 2]
+                    state[2] = (partial[0] + partial[1]) * sm_scale * T.float32(LOG2_E)
+                    if state[2] > state[0]:
                         for i in T.vectorized(head_dim):
-                            acc[i] = acc[i] + state[2] * pages[page_values[page_indptr[b] + key // page_size], 1, head // group, key % page_size, i]
-                        state[1] = state[1] + state[2]
+                            acc[i] = acc[i] * exp2(state[0] - state[2])
+                        state[1] = state[1] * exp2(state[0] - state[2])
+                        state[0] = state[2]
+                    state[2] = exp2(state[2] - state[0])
                     for i in T.vectorized(head_dim):
-                        output[b, head, i] = T.if_then_else(state[1] > T.float32(0), acc[i] / state[1], T.float32(0))
-                    lse[b, head] = T.if_then_else(state[1] > T.float32(0), state[0] + T.log2(state[1]), T.float32(-5e4))
+                        acc[i] = acc[i] + state[2] * pages[page_values[page_indptr[b] + key // page_size], 1, head // group, key % page_size, i]
+                    state[1] = state[1] + state[2]
+                for i in T.vectorized(head_dim):
+                    output[b, head, i] = T.if_then_else(state[1] > T.float32(0), acc[i] / state[1], T.float32(0))
+                lse[b, head] = T.if_then_else(state[1] > T.float32(0), state[0] + T.log2(state[1]), T.float32(-5e4))
     # fmt: on
     return paged_decode.with_attrs({"tirx.is_scheduled": True, KERNEL_ATTR: "attention"})
 

@@ -1,5 +1,6 @@
-"""Many sequences in one paged KV cache: add and remove them by id, prefill one sequence a chunk
-at a time, and decode one token for each of several sequences in a single batched step.
+"""Many sequences in one paged KV cache: add and remove them by id, fork one from another's
+cached prefix, prefill one sequence a chunk at a time, and decode one token for each of several
+sequences in a single batched step.
 
 It runs on its own VM over a ModelSession's loaded library and weights (no second copy)."""
 
@@ -21,9 +22,14 @@ from engine.tvm_backend.session import (
 )
 
 
+RETAINED = 1
+"""Sequences held beside the decoded ones, never decoded themselves: a prompt kept for its prefix."""
+
+
 class BatchSession:
-    """Up to `max_sequences` sequences sharing `kv_tokens` cache positions. Callers keep each
-    sequence within the positions they reserved for it; this class checks ids and vocabulary."""
+    """Up to `max_sequences` decoded sequences (and RETAINED more held) sharing `kv_tokens` cache
+    positions. Callers keep each sequence within the positions they reserved for it; this class
+    checks ids and vocabulary."""
 
     def __init__(self, session: ModelSession, max_sequences: int, kv_tokens: int, prefill_chunk: int) -> None:
         self.hidden_size = session.hidden_size
@@ -34,7 +40,7 @@ class BatchSession:
         self._params = session.params
         self._lengths: dict[int, int] = {}
         with tvm_errors("starting the batched session"):
-            vm = ffi_runtime.load_vm(session.library, session.device)
+            vm = self._vm = ffi_runtime.load_vm(session.library, session.device)
             self._embed = vm["embed"]
             self._prefill = vm["prefill"]
             self._decode = vm["decode"]
@@ -45,7 +51,8 @@ class BatchSession:
                     "The compiled model has no batch_decode function; delete the compile cache and restart."
                 ) from error
             # Each sequence may leave its last page partly empty: room for that on top.
-            self._kv = create_paged_kv_cache(vm, max_sequences, kv_tokens + max_sequences * PAGE_SIZE, prefill_chunk)
+            slack = (max_sequences + RETAINED) * PAGE_SIZE
+            self._kv = create_paged_kv_cache(vm, max_sequences, kv_tokens + slack, prefill_chunk)
             self._kv_ops = KVBuiltins.lookup()
 
     def length(self, sequence_id: int) -> int:
@@ -53,13 +60,28 @@ class BatchSession:
         return self._lengths[sequence_id]
 
     def add(self, sequence_id: int) -> None:
-        if sequence_id in self._lengths:
-            raise EngineError(f"Sequence {sequence_id} is already in the batch.")
-        if len(self._lengths) >= self.max_sequences:
-            raise EngineError(f"The batch already holds {self.max_sequences} sequences.")
+        self._check_new(sequence_id)
         with tvm_errors("adding a sequence to the KV cache"):
             self._kv_ops.add_sequence(self._kv, sequence_id)
         self._lengths[sequence_id] = 0
+
+    def fork(self, parent_id: int, sequence_id: int, length: int) -> None:
+        """A new sequence whose cache starts as the parent's first `length` tokens: their pages
+        are shared, not recomputed (a partly filled last page is copied)."""
+        self._check_new(sequence_id)
+        if parent_id not in self._lengths:
+            raise EngineError(f"Sequence {parent_id} is not in the batch; add it first.")
+        if not 0 < length <= self._lengths[parent_id]:
+            raise EngineError(f"Sequence {parent_id} holds {self._lengths[parent_id]} tokens; cannot fork at {length}.")
+        with tvm_errors("forking a sequence in the KV cache"):
+            self._kv_ops.fork_sequence(self._kv, parent_id, sequence_id, length)
+        self._lengths[sequence_id] = length
+
+    def _check_new(self, sequence_id: int) -> None:
+        if sequence_id in self._lengths:
+            raise EngineError(f"Sequence {sequence_id} is already in the batch.")
+        if len(self._lengths) >= self.max_sequences + RETAINED:
+            raise EngineError(f"The batch already holds {self.max_sequences + RETAINED} sequences.")
 
     def remove(self, sequence_id: int) -> None:
         """Free a sequence's pages (nothing happens for an unknown id)."""

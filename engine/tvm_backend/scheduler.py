@@ -1,7 +1,9 @@
 """Continuous batching on Tandem's TVM runtime: requests join the running batch between steps;
 each step prefills a bounded number of prompt tokens (so a long prompt does not stall the others)
 and decodes one token for every running sequence in a single batched call. Each sequence keeps
-its own sampling settings, seed, stop strings and raw-logit logprobs."""
+its own sampling settings, seed, stop strings and raw-logit logprobs. A recent prompt stays in
+the cache, and a request whose prompt begins the same way (the system prompt, the chat template)
+starts from a fork of it instead of prefilling those tokens again."""
 
 from __future__ import annotations
 
@@ -43,6 +45,8 @@ from engine.tvm_backend.runtime import TVMEngine
 STEP_PREFILL_TOKENS = 256
 """Prompt tokens prefilled per step at most: a long prompt is cut into chunks of this size, and
 the running sequences decode a token between chunks."""
+MIN_SHARED_TOKENS = 16
+"""A prompt prefix shorter than this (a cache page) is prefilled again rather than forked."""
 DEFAULT_KV_TOKENS = 16384
 """Cache positions shared by all sequences (pages are taken as sequences grow); a request is
 admitted once the positions it may need (prompt plus max_tokens) are free."""
@@ -64,6 +68,10 @@ class _Sequence:
     detokenizer: StreamDecoder
     submitted: float
     prefilled: int = 0
+    shared: int = 0
+    """Prompt tokens forked from the retained prompt rather than prefilled."""
+    started: bool = False
+    """Whether the sequence is in the cache yet (it is put there when its prefill begins)."""
     pending: int | None = None
     """The token sampled last, to be fed in the next decode step."""
     generated: int = 0
@@ -81,13 +89,23 @@ class _Sequence:
 
 
 @dataclass
+class _Retained:
+    """A prompt kept in the cache for the prefix later prompts share with it."""
+
+    sequence_id: int
+    tokens: list[int]
+
+
+@dataclass
 class _State:
     waiting: deque[_Sequence] = field(default_factory=deque)
     active: list[_Sequence] = field(default_factory=list)
+    retained: _Retained | None = None
     reserved: int = 0
     generated: int = 0
     decode_steps: int = 0
     decoded_rows: int = 0
+    shared_prompt_tokens: int = 0
     closed: bool = False
 
 
@@ -145,7 +163,12 @@ class BatchScheduler:
         with self._wake:
             state = self._state
             return SchedulerStats(
-                len(state.waiting), len(state.active), state.generated, state.decode_steps, state.decoded_rows
+                len(state.waiting),
+                len(state.active),
+                state.generated,
+                state.decode_steps,
+                state.decoded_rows,
+                state.shared_prompt_tokens,
             )
 
     def close(self) -> None:
@@ -201,17 +224,62 @@ class BatchScheduler:
             replies.append((sequence, [self._finish(sequence, "cancelled")]))
         while state.waiting and len(state.active) < self.max_sequences:
             sequence = state.waiting[0]
+            if state.reserved + sequence.reserved > self.kv_tokens and state.retained is not None:
+                self._drop_retained()  # a request in need outranks a prefix kept on speculation
             if state.reserved + sequence.reserved > self.kv_tokens:
                 break  # wait for pages to free up
             state.waiting.popleft()
-            try:
-                self._batch.add(sequence.sequence_id)
-            except EngineError as error:
-                replies.append((sequence, [error]))
-                continue
             state.reserved += sequence.reserved
             state.active.append(sequence)
         return replies
+
+    def _start(self, sequence: _Sequence) -> None:
+        """Put a sequence in the cache: forked from the retained prompt when they share at least
+        MIN_SHARED_TOKENS (leaving one token to prefill, whose logits give the first token)."""
+        retained = self._state.retained
+        shared = 0
+        if retained is not None:
+            shared = min(_common_prefix(retained.tokens, sequence.prompt), len(sequence.prompt) - 1)
+        if shared >= MIN_SHARED_TOKENS:
+            self._batch.fork(retained.sequence_id, sequence.sequence_id, shared)
+            sequence.prefilled = sequence.shared = shared
+            with self._wake:
+                self._state.shared_prompt_tokens += shared
+        else:
+            self._batch.add(sequence.sequence_id)
+        sequence.started = True
+
+    def _retain(self, sequence: _Sequence) -> None:
+        """Keep a just-prefilled prompt for later requests, in place of a retained one that it
+        did not share a prefix with (the newest way prompts begin wins)."""
+        with self._wake:
+            state = self._state
+            if state.retained is not None and sequence.shared >= MIN_SHARED_TOKENS:
+                return
+            if state.retained is not None:
+                self._drop_retained()
+            size = len(sequence.prompt)
+            if size <= MIN_SHARED_TOKENS or state.reserved + size > self.kv_tokens:
+                return
+            retained = _Retained(next(self._ids), list(sequence.prompt))
+            try:
+                self._batch.fork(sequence.sequence_id, retained.sequence_id, size)
+            except EngineError:
+                return  # nothing retained: later prompts prefill in full
+            state.retained = retained
+            state.reserved += size
+
+    def _drop_retained(self) -> None:
+        """Free the retained prompt's pages (caller holds the lock)."""
+        state = self._state
+        retained, state.retained = state.retained, None
+        if retained is None:
+            return
+        state.reserved -= len(retained.tokens)
+        try:
+            self._batch.remove(retained.sequence_id)
+        except EngineError:
+            pass  # its pages are lost to this batch; the sequences carry on
 
     def _step(self) -> None:
         active = list(self._state.active)
@@ -231,6 +299,10 @@ class BatchScheduler:
     def _prefill_step(self) -> None:
         budget = self.prefill_step_tokens
         for sequence in self._state.active:
+            if not sequence.started and not sequence.finished:
+                # Started on its turn, not on admission: the prompts prefilled before it (in
+                # this step too) may have left a prefix it can fork.
+                self._start(sequence)
             while not sequence.finished and sequence.prefilled < len(sequence.prompt) and budget > 0:
                 size = min(budget, self._batch.prefill_chunk, len(sequence.prompt) - sequence.prefilled)
                 chunk = sequence.prompt[sequence.prefilled : sequence.prefilled + size]
@@ -240,6 +312,7 @@ class BatchScheduler:
                 sequence.prefilled += size
                 budget -= size
                 if sequence.prefilled == len(sequence.prompt):
+                    self._retain(sequence)
                     self._emit(sequence, self._take(sequence, logits))
             if budget <= 0:
                 break
@@ -254,6 +327,7 @@ class BatchScheduler:
         with self._wake:
             self._state.decode_steps += 1
             self._state.decoded_rows += len(ready)
+        live: list[tuple[int, _Sequence]] = []
         for row, sequence in enumerate(ready):
             sequence.pending = None
             sequence.decode_s += elapsed
@@ -261,11 +335,27 @@ class BatchScheduler:
             if sequence.cancel.is_set():
                 self._emit(sequence, [self._finish(sequence, "cancelled")])
             else:
-                self._emit(sequence, self._take(sequence, logits[row]))
+                live.append((row, sequence))
+        if not live:
+            return
+        # One call samples every row: the vocabulary-wide work is done without per-row Python.
+        choices = sampling.sample_rows(
+            logits[[row for row, _ in live]],
+            [s.params for _, s in live],
+            [s.rng for _, s in live],
+            [s.history for _, s in live],
+        )
+        for (_, sequence), choice in zip(live, choices):
+            self._emit(sequence, self._events(sequence, choice))
 
     def _take(self, sequence: _Sequence, logits: np.ndarray) -> list[EngineEvent]:
         """Sample the next token and turn it into events, as TVMEngine.generate does for one."""
         choice = sampling.sample(logits, sequence.params, sequence.rng, sequence.history)
+        return self._events(sequence, choice)
+
+    def _events(self, sequence: _Sequence, choice: sampling.SampledToken) -> list[EngineEvent]:
+        """The events a sampled token makes: its text (held back while it may start a stop
+        string), the finish when it ends the sequence."""
         token = choice.token_id
         sequence.history.append(token)
         sequence.generated += 1
@@ -309,7 +399,7 @@ class BatchScheduler:
             usage=Usage(prompt_tokens=len(sequence.prompt), completion_tokens=sequence.generated),
             timings=Timings(
                 ttft_ms=sequence.ttft_ms,
-                prefill_tok_s=sequence.prefilled / sequence.prefill_s if sequence.prefill_s > 0 else 0.0,
+                prefill_tok_s=(sequence.prefilled - sequence.shared) / sequence.prefill_s if sequence.prefill_s > 0 else 0.0,
                 decode_tok_s=sequence.decode_steps / sequence.decode_s if sequence.decode_s > 0 else 0.0,
             ),
         )
@@ -335,6 +425,7 @@ class BatchScheduler:
 
     def _shut_down(self) -> None:
         with self._wake:
+            self._drop_retained()
             state = self._state
             dropped = [*state.active, *state.waiting]
             state.active, state.waiting = [], deque()
@@ -344,3 +435,11 @@ class BatchScheduler:
             except EngineError:
                 pass  # shutting down: the cache goes with the scheduler
             self._emit(sequence, [SchedulerClosed()])
+
+
+def _common_prefix(first: list[int], second: list[int]) -> int:
+    """How many leading tokens the two lists share."""
+    size = min(len(first), len(second))
+    if first[:size] == second[:size]:
+        return size
+    return next(i for i in range(size) if first[i] != second[i])

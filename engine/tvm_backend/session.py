@@ -55,6 +55,7 @@ class KVBuiltins:
     end_forward: Any
     popn: Any
     reshape: Any
+    fork_sequence: Any
 
     @classmethod
     def lookup(cls) -> KVBuiltins:
@@ -66,6 +67,7 @@ class KVBuiltins:
             end_forward=ffi_runtime.global_func("vm.builtin.kv_state_end_forward"),
             popn=ffi_runtime.global_func("vm.builtin.kv_state_popn"),
             reshape=ffi_runtime.global_func("vm.builtin.reshape"),
+            fork_sequence=ffi_runtime.global_func("vm.builtin.kv_state_fork_sequence"),
         )
 
 

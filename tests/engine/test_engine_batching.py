@@ -142,6 +142,51 @@ def test_batched_greedy_output_equals_the_single_sequence_engine(nano, scheduler
         assert [t.logprob for t in batched.tokens] == pytest.approx([t.logprob for t in reference], abs=LOGPROB_TOLERANCE)
 
 
+SYSTEM = (
+    "You are the helper inside Tandem, a terminal assistant that keeps every conversation on this "
+    "machine. Answer in one or two plain sentences, and say so when you do not know."
+)
+
+
+def test_prompts_sharing_a_prefix_fork_it_and_still_match_the_single_sequence_engine(nano, scheduler):
+    from engine.tvm_backend.scheduler import MIN_SHARED_TOKENS
+
+    requests = [
+        GenerationRequest(
+            [{"role": "system", "content": SYSTEM}, {"role": "user", "content": p}], max_tokens=16, temperature=0.0
+        )
+        for p in PROMPTS[:4]
+    ]
+    before = scheduler.stats().shared_prompt_tokens
+    first = run_together(scheduler, requests[:1])  # its prompt stays in the cache
+    after_first = scheduler.stats().shared_prompt_tokens
+    rest = run_together(scheduler, requests[1:])  # these fork the system prompt's part
+    assert after_first == before
+    assert scheduler.stats().shared_prompt_tokens - after_first >= 3 * MIN_SHARED_TOKENS
+    for request, run in zip(requests, first + rest):
+        reference = [e for e in nano.generate(request) if isinstance(e, TokenEvent)]
+        assert [t.token_id for t in run.tokens] == [t.token_id for t in reference]
+        assert [t.logprob for t in run.tokens] == pytest.approx([t.logprob for t in reference], abs=LOGPROB_TOLERANCE)
+        assert run.finish.usage.prompt_tokens == len(nano.prompt_ids(request.messages))
+
+
+def test_a_request_that_needs_the_whole_cache_frees_the_retained_prompt(nano):
+    from engine.tvm_backend.scheduler import BatchScheduler
+
+    window = nano.context_window
+    tight = BatchScheduler(nano, max_sequences=2, max_waiting=4, kv_tokens=window)
+    try:
+        with_system = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPTS[0]}]
+        first = run_together(tight, [GenerationRequest(with_system, max_tokens=4, temperature=0.0)])[0]
+        assert first.finish.reason in ("stop", "length")
+        # Its prompt stays in the cache; this one reserves every position (prompt + the rest of
+        # the window), so it runs only once the retained prompt gives its pages back.
+        whole = GenerationRequest([{"role": "user", "content": PROMPTS[1]}], max_tokens=10 * window, temperature=0.0)
+        assert run_together(tight, [whole])[0].finish.reason in ("stop", "length")
+    finally:
+        tight.close()
+
+
 def test_each_sequence_keeps_its_own_sampling_and_stop_strings(scheduler):
     sampled = GenerationRequest([{"role": "user", "content": PROMPTS[0]}], max_tokens=16, temperature=0.9, seed=11)
     alone = run_together(scheduler, [sampled])[0]

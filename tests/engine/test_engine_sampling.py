@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.sampling import SamplingParams, log_softmax, make_rng, sample, top_alternatives
+from engine.sampling import SamplingParams, log_softmax, make_rng, sample, sample_rows, top_alternatives
 
 
 def random_logits(seed: int = 0, size: int = 300) -> np.ndarray:
@@ -35,7 +35,10 @@ def test_logprobs_come_from_raw_logits_whatever_the_temperature():
     for temperature in (0.3, 1.0, 2.5):
         result = sample(logits, SamplingParams(temperature=temperature), make_rng(5))
         assert result.logprob == pytest.approx(raw[result.token_id])
-        assert result.alternatives == top_alternatives(raw)
+        # The same tokens; float32 logits are normalised in float32 (summed in float64).
+        expected = top_alternatives(raw)
+        assert [t for t, _ in result.alternatives] == [t for t, _ in expected]
+        assert [lp for _, lp in result.alternatives] == pytest.approx([lp for _, lp in expected], abs=1e-6)
 
 
 def test_same_seed_same_tokens_different_seed_different_tokens():
@@ -175,3 +178,27 @@ def test_top_p_draws_what_sorting_the_whole_vocabulary_draws():
             logprobs = np.where(logprobs >= kth, logprobs, -np.inf)
         top_p = float(g.choice([0.5, 0.9, 0.99, 1.0]))
         assert _sample_top_p(logprobs, top_p, make_rng(seed)) == _top_p_by_full_sort(logprobs, top_p, make_rng(seed))
+
+
+def test_rows_sampled_together_equal_rows_sampled_one_at_a_time():
+    vocab = 49152  # a real vocabulary: the alternatives come from candidate blocks
+    logits = np.stack([random_logits(seed, vocab) for seed in range(5)])
+    logits[1, [7, 900, 40000]] = logits[1].max() + 1  # ties for the top: lower ids first
+    settings = [
+        SamplingParams(temperature=0.0),
+        SamplingParams(temperature=0.0),
+        SamplingParams(temperature=0.8, top_p=0.9),
+        SamplingParams(temperature=0.0, repetition_penalty=1.3),
+        SamplingParams(temperature=1.0, top_k=20, min_p=0.05, top_k_alternatives=3),
+    ]
+    history = [1, 2, 3, int(np.argmax(logits[3]))]
+    together = sample_rows(logits, settings, [make_rng(row) for row in range(5)], [history] * 5)
+    alone = [sample(logits[row], settings[row], make_rng(row), history) for row in range(5)]
+    assert together == alone
+    assert [t for t, _ in together[1].alternatives[:3]] == [7, 900, 40000]
+    for row, choice in enumerate(together):
+        raw = log_softmax(logits[row])
+        order = np.lexsort((np.arange(vocab), -raw))[: settings[row].top_k_alternatives]
+        assert [t for t, _ in choice.alternatives] == order.tolist()
+        assert choice.logprob == pytest.approx(raw[choice.token_id], abs=1e-6)
+    assert together[3].token_id != history[-1]  # the penalty applied to its row only

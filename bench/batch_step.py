@@ -1,0 +1,132 @@
+"""Where one batched decode step spends its time, at 1, 4, 8 and 16 rows (`--rows`): the whole
+step (BatchSession.decode: embed, the KV cache's begin/end, batch_decode, the logits' download),
+each compiled function the relax VM calls in it (attention runs inside the KV cache's builtins),
+and the scheduler's sampling of every row (engine.sampling.sample_rows, greedy). Model: SmolLM2's
+Q4_1 GGUF as it is (`--model smollm2`, the default), a SmolLM2-135M-shaped random q4f16_1 model
+(`--model 135m`: the int8 path on a CPU with AVX2 or VNNI), or a model directory. `--json` prints
+one JSON object as the last line: {"model", "rows": [...], "step_ms": [...], "agg_tok_s": [...],
+"sample_ms": [...], "functions": {rows: [[name, ms, calls], ...]}}."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONTEXT_TOKENS = 64
+"""Each sequence's prompt before the timed steps: the attention reads this much cache."""
+STEPS = 16
+TOP_FUNCTIONS = 8
+
+
+def model_dir_for(choice: str, scratch: Path) -> Path:
+    sys.path[0] = str(REPO_ROOT)
+    from bench.serve import model_dir_for as serve_model_dir
+
+    return serve_model_dir(choice, scratch)[0]
+
+
+def profile(batch, rows: int, vocab: int) -> dict:
+    import numpy as np
+
+    from engine import sampling
+
+    ids = list(range(rows))
+    rng = np.random.default_rng(rows)
+    for sequence in ids:
+        batch.add(sequence)
+        batch.prefill(sequence, rng.integers(0, vocab, CONTEXT_TOKENS).tolist())
+    tokens = rng.integers(0, vocab, rows).tolist()
+    batch.decode(ids, tokens)  # warm-up
+    steps, sampled = [], []
+    params = [sampling.SamplingParams(temperature=0.0)] * rows
+    rngs = [sampling.make_rng(0)] * rows
+    for _ in range(STEPS):
+        started = time.perf_counter()
+        logits = batch.decode(ids, tokens)
+        steps.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        choices = sampling.sample_rows(logits, params, rngs, [[]] * rows)
+        sampled.append(time.perf_counter() - started)
+        tokens = [c.token_id for c in choices]
+    functions = _functions(batch, ids, tokens)
+    for sequence in ids:
+        batch.remove(sequence)
+    step_ms = statistics.median(steps) * 1000
+    return {
+        "step_ms": round(step_ms, 2),
+        "agg_tok_s": round(rows * 1000 / step_ms, 1),
+        "sample_ms": round(statistics.median(sampled) * 1000, 2),
+        "functions": _top(functions),
+    }
+
+
+def _functions(batch, ids: list[int], tokens: list[int]) -> dict[str, list[float]]:
+    totals: dict[str, list[float]] = {}
+    started: list[float] = []
+
+    def instrument(func, symbol, before_run, ret_value, *args):
+        if before_run:
+            started.append(time.perf_counter())
+        else:
+            entry = totals.setdefault(str(symbol), [0.0, 0])
+            entry[0] += time.perf_counter() - started.pop()
+            entry[1] += 1
+        return 0
+
+    vm = batch._vm  # the benchmark looks inside the session; nothing else should
+    vm.set_instrument(instrument)
+    try:
+        for _ in range(4):
+            batch.decode(ids, tokens)
+    finally:
+        vm.set_instrument(None)
+    return {name: [seconds * 1000 / 4, calls // 4] for name, (seconds, calls) in totals.items()}
+
+
+def _top(functions: dict[str, list[float]]) -> list[list]:
+    ordered = sorted(functions.items(), key=lambda item: -item[1][0])
+    return [[name, round(ms, 3), int(calls)] for name, (ms, calls) in ordered[:TOP_FUNCTIONS]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2", help="smollm2 (default), 135m, a .gguf file or a model directory")
+    parser.add_argument("--rows", default="1,4,8,16", help="batch sizes, comma-separated")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    args = parser.parse_args()
+    rows_list = [int(n) for n in args.rows.split(",")]
+    with tempfile.TemporaryDirectory(prefix="tandem-bench-batch-") as scratch:
+        model_dir = model_dir_for(args.model, Path(scratch))
+        from engine.loader import open_engine
+        from engine.tvm_backend.batch_session import BatchSession
+
+        engine = open_engine(model_dir, backend="tvm")
+        try:
+            batch = BatchSession(engine.session, max(rows_list), max(rows_list) * 2 * CONTEXT_TOKENS, CONTEXT_TOKENS)
+            figures = {rows: profile(batch, rows, engine.session.vocab_rows) for rows in rows_list}
+        finally:
+            engine.close()
+    for rows, f in figures.items():
+        print(
+            f"{rows:3d} rows: step {f['step_ms']:7.2f} ms  {f['agg_tok_s']:7.1f} tok/s  "
+            f"sampling {f['sample_ms']:6.2f} ms  top: "
+            + ", ".join(f"{name} {ms:.2f} ms x{calls}" for name, ms, calls in f["functions"][:4])
+        )
+    if args.json:
+        result = {"model": args.model, "rows": rows_list}
+        for key in ("step_ms", "agg_tok_s", "sample_ms"):
+            result[key] = [figures[r][key] for r in rows_list]
+        result["functions"] = {str(r): figures[r]["functions"] for r in rows_list}
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    main()
