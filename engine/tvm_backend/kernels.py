@@ -115,18 +115,18 @@ class LinearShape:
         if self.kind == "q0":
             return {"weight": ((n_tiles, self.k_in, tile), "float32")}
         groups = q4_groups(self.k_in)
-        scales = ((n_tiles, groups, tile), scale_dtype(self.kind))
+        scales: tuple[tuple[int, ...], str] = ((n_tiles, groups, tile), scale_dtype(self.kind))
         if self.kind in CODE8_KINDS:
             scales = ((n_tiles, -(-self.k_in // weight_group(self.kind)), tile), scale_dtype(self.kind))
-            codes = ((n_tiles, groups * Q4_GROUP, tile), "int8")
+            codes: tuple[tuple[int, ...], str] = ((n_tiles, groups * Q4_GROUP, tile), "int8")
             if self.matmul == "int8":
                 codes = ((n_tiles, self.k_in // 4, tile, 4), "int8")
-            mins = {"q_min": scales} if has_min(self.kind) else {}
+            mins: dict[str, tuple[tuple[int, ...], str]] = {"q_min": scales} if has_min(self.kind) else {}
             return {"q_weight": codes, "q_scale": scales, **mins}
         if self.matmul == "int8":
-            codes = (n_tiles, groups, VNNI_CHUNKS, tile // VNNI_LANES, 4 * VNNI_LANES)
+            vnni = (n_tiles, groups, VNNI_CHUNKS, tile // VNNI_LANES, 4 * VNNI_LANES)
             mins = {"q_min": scales} if int8_zero_point(self.kind) is None else {}
-            return {"q_weight": (codes, "uint8"), "q_scale": scales, **mins}
+            return {"q_weight": (vnni, "uint8"), "q_scale": scales, **mins}
         words = ((n_tiles, groups * Q4_GROUP // Q4_PER_WORD, tile), "uint32")
         if has_min(self.kind):
             return {"q_weight": words, "q_scale": scales, "q_min": scales}

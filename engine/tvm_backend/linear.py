@@ -67,7 +67,8 @@ def linear_shape(kind: WeightKind, n_out: int, k_in: int) -> LinearShape:
     int8_rows = int8_tile(n_out)
     if _CPU_MATMUL.get() == "int8" and kind in INT8_KINDS and int8_rows is not None:
         return LinearShape(kind, n_out, k_in, int8_rows, "int8")
-    if _CPU_MATMUL.get() == "int8" and kind in CODE8_KINDS and q8_int8_supported(kind, n_out, k_in, int8_rows):
+    if (_CPU_MATMUL.get() == "int8" and kind in CODE8_KINDS and int8_rows is not None
+            and q8_int8_supported(kind, n_out, k_in, int8_rows)):
         return LinearShape(kind, n_out, k_in, int8_rows, "int8")
     return LinearShape(kind, n_out, k_in, output_tile(n_out))
 

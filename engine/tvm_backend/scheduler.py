@@ -240,7 +240,7 @@ class BatchScheduler:
         shared = 0
         if retained is not None:
             shared = min(_common_prefix(retained.tokens, sequence.prompt), len(sequence.prompt) - 1)
-        if shared >= MIN_SHARED_TOKENS:
+        if retained is not None and shared >= MIN_SHARED_TOKENS:
             self._batch.fork(retained.sequence_id, sequence.sequence_id, shared)
             sequence.prefilled = sequence.shared = shared
             with self._wake:
