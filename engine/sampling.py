@@ -120,7 +120,7 @@ def sample_rows(
             token_id = int(np.argmax(values))
         else:
             token_id = _pick(values.astype(np.float64), setting, rngs[row], previous_ids[row])
-        ids = candidates[row]
+        ids = _at_least_kth(values, candidates[row], setting.top_k_alternatives)
         logprobs = (values[ids].astype(np.float64) - np.float64(peak)) - normalizer
         best = np.lexsort((ids, -logprobs))[: min(setting.top_k_alternatives, ids.shape[0])]
         chosen.append(
@@ -131,6 +131,16 @@ def sample_rows(
             )
         )
     return chosen
+
+
+def _at_least_kth(values: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
+    """Of `ids`, those whose value is at least the k-th largest among them (ties included), so
+    that sorting the few left by (value, id) finds the k best in order."""
+    if k <= 0 or ids.shape[0] <= k:
+        return ids
+    chosen = values[ids]
+    kth = np.partition(chosen, ids.shape[0] - k)[ids.shape[0] - k]
+    return ids[chosen >= kth]
 
 
 _SCRATCH = threading.local()
