@@ -29,8 +29,12 @@ class ChatTemplateError(EngineError):
 class PromptFormat(Protocol):
     """How chat messages become a prompt: MLC's ConvTemplate or a model's JinjaChatTemplate."""
 
-    stop_str: tuple[str, ...]
-    stop_token_ids: tuple[int, ...]
+    # Read-only: the implementations are frozen dataclasses.
+    @property
+    def stop_str(self) -> tuple[str, ...]: ...
+
+    @property
+    def stop_token_ids(self) -> tuple[int, ...]: ...
 
     def render(self, messages: Sequence[Mapping[str, str]]) -> str: ...
 
@@ -175,6 +179,7 @@ def read_chat_template(model_dir: Path | str, model: str | None = None) -> Jinja
     config_path = folder / TOKENIZER_CONFIG_FILE
     config = _read_tokenizer_config(config_path)
     jinja_path = folder / CHAT_TEMPLATE_FILE
+    source: str | None
     if jinja_path.is_file():
         try:
             source, origin = jinja_path.read_text(encoding="utf-8"), str(jinja_path)

@@ -145,7 +145,7 @@ def read_chat_config(model_dir: Path | str) -> ChatConfig:
     source = str(path)
     model_type = _model_type(data, source)
     quantization = data.get("quantization")
-    if quantization not in QUANTIZATIONS and quantization != GGUF_QUANTIZATION:
+    if not isinstance(quantization, str) or (quantization not in QUANTIZATIONS and quantization != GGUF_QUANTIZATION):
         raise ModelFileError(
             f"{source}: quantization {quantization!r} is not supported; Tandem runs "
             f"{', '.join(QUANTIZATIONS)} and {GGUF_QUANTIZATION}. Re-convert the model with "
@@ -317,7 +317,8 @@ def _model_config(data: Mapping[str, Any], model_type: str, source: str) -> Mode
     if model_type == "llama" and (data.get("attention_bias") or data.get("mlp_bias")):
         raise ModelFileError(f"{source}: Llama models with attention_bias or mlp_bias are not supported.")
     # transformers 5 nests RoPE settings in rope_parameters; older configs keep them at the top.
-    rope = data.get("rope_parameters") if isinstance(data.get("rope_parameters"), Mapping) else {}
+    nested = data.get("rope_parameters")
+    rope: Mapping[str, Any] = nested if isinstance(nested, Mapping) else {}
     rope_theta = rope.get("rope_theta", data.get("rope_theta", data.get("position_embedding_base") or 10000.0))
     scaling = data.get("rope_scaling") if isinstance(data.get("rope_scaling"), Mapping) else rope
     return ModelConfig(

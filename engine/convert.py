@@ -112,8 +112,8 @@ def choose_template(checkpoint: HFCheckpoint, tokenizer: Tokenizer, name: str | 
             f"{template.name} template needs; choose another with --conv-template "
             f"({', '.join(BUILTIN_TEMPLATES)})."
         )
-    stop_ids = [tokenizer.token_to_id(s) for s in template.stop_str]
-    stop_ids = [i for i in stop_ids if i is not None] + list(_eos_token_ids(checkpoint, tokenizer))
+    found = [tokenizer.token_to_id(s) for s in template.stop_str]
+    stop_ids = [i for i in found if i is not None] + list(_eos_token_ids(checkpoint, tokenizer))
     prefix: list[int] = []
     if template.system_prefix_token_ids:
         bos = _bos_token_id(checkpoint, tokenizer)
@@ -196,8 +196,8 @@ def _eos_token_ids(checkpoint: HFCheckpoint, tokenizer: Tokenizer) -> tuple[int,
         value = source.get("eos_token_id")
         ids += value if isinstance(value, list) else [value] if isinstance(value, int) else []
     token = checkpoint.special_token("eos_token")
-    if token is not None and tokenizer.token_to_id(token) is not None:
-        ids.append(tokenizer.token_to_id(token))
+    if token is not None and (token_id := tokenizer.token_to_id(token)) is not None:
+        ids.append(token_id)
     return tuple(dict.fromkeys(ids))
 
 

@@ -113,7 +113,7 @@ class ConvTemplate:
                         "Merge it into the first message."
                     )
                 system_message = content
-            elif role in self.roles:
+            elif isinstance(role, str) and role in self.roles:
                 turns.append((role, content))
             else:
                 allowed = ", ".join(["system", *self.roles])

@@ -99,7 +99,8 @@ class ModelCalibration:
 
 
 def _calibration(data: Mapping[str, Any]) -> Calibration:
-    calibration = Calibration(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    calibration = Calibration(**fields)
     sizes = {len(calibration.names), len(calibration.mean), len(calibration.scale), len(calibration.weights)}
     if len(sizes) != 1:
         raise ValueError("names, mean, scale and weights differ in length")

@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -177,7 +178,8 @@ class Calibration:
     @classmethod
     def load(cls, path: Path = WEIGHTS_PATH) -> Calibration:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**fields)
 
 
 def _sigmoid(z: np.ndarray | float) -> np.ndarray | float:
@@ -218,7 +220,7 @@ def _newton_fit(z: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:
     penalty = np.eye(z.shape[1]) * l2
     penalty[-1, -1] = 0.0
     for _ in range(50):
-        p = _sigmoid(z @ theta)
+        p = np.asarray(_sigmoid(z @ theta))
         gradient = z.T @ (p - y) + penalty @ theta
         hessian = (z * (p * (1 - p))[:, None]).T @ z + penalty + np.eye(len(theta)) * 1e-9
         step = np.linalg.solve(hessian, gradient)

@@ -14,13 +14,17 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from engine import sampling
 from engine.stopping import StopChecker
 from offload.verifier import TOP_LOGPROBS, Scores, VerifierClient, VerifierError
+
+if TYPE_CHECKING:
+    from engine.api import Engine
+    from engine.tvm_backend.runtime import TVMEngine
 
 PROBE_TEXT = "Tandem's probe: naïve café, 12,345 tokens — ¿sí? 🙂 def f(x): return x**2\n"
 """Text both sides tokenize before the first round: words, digits, accents, emoji and code."""
@@ -141,10 +145,11 @@ def best_k(acceptance: float, round_s: float, draft_s: float, k_min: int = 1, k_
 class HybridDecoder:
     """Drafts on a TVMEngine's session (holding its lock while drafting) and verifies remotely."""
 
-    def __init__(self, engine: Any, verifier: VerifierClient, k: AdaptiveK | None = None) -> None:
+    def __init__(self, engine: Engine, verifier: VerifierClient, k: AdaptiveK | None = None) -> None:
         if getattr(engine, "session", None) is None or not hasattr(engine, "prompt_ids"):
             raise VerifierError("Hybrid decoding needs Tandem's own TVM runtime as the drafting model.")
-        self.engine = engine
+        # Checked just above by what it offers (a stand-in with a session and prompt_ids will do).
+        self.engine = cast("TVMEngine", engine)
         self.verifier = verifier
         self.k = k or AdaptiveK()
 
@@ -242,7 +247,7 @@ class HybridDecoder:
         draft: list[int] = []
         rows: list[np.ndarray] = []
         with engine._lock:  # the engine's own generate() holds it too
-            session = engine.session
+            session = engine._require_session()  # a closed engine says so (EngineError)
             logits, _ = session.prefill_reusing_cache(context)
             for step in range(k):
                 raw = sampling.log_softmax(logits)

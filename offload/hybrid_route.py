@@ -49,13 +49,13 @@ def run_hybrid(
     if redactor is not None:
         outgoing = redactor.redact_messages(outgoing)
     try:
-        prompt_ids = router.engine.prompt_ids(outgoing)
+        prompt_ids = decoder.engine.prompt_ids(outgoing)
     except ContextWindowExceeded:
         return
     if len(prompt_ids) + 2 > router.engine.info.context_window:
         return
     # What the verifier sees: this prompt (as token ids) and the drafts that follow it.
-    payload = router.engine.tokenizer.decode(prompt_ids, skip_special_tokens=False)
+    payload = decoder.engine.tokenizer.decode(prompt_ids, skip_special_tokens=False)
     # The body is the prompt as the verifier scores it (token ids, shown decoded); no chat
     # messages travel as such, so the preview lists none (it shows the body whole).
     request = OutgoingRequest(verifier.name, verifier.host, payload, model=verifier.model,

@@ -112,7 +112,7 @@ def listing(configured: Sequence[str] = ()) -> KeyListing:
         return KeyListing(rows)
     except KeyStoreError as problem:
         names = dict.fromkeys([*configured, *KNOWN_PROVIDERS])
-        from_env = {name: "env" if os.environ.get(env_var(name), "").strip() else None for name in names}
+        from_env: dict[str, Source | None] = {name: "env" if os.environ.get(env_var(name), "").strip() else None for name in names}
         rows = [(name, _where(name, source, "")) if source else (name, "keyring unavailable")
                 for name, source in from_env.items()]
         return KeyListing(rows, problem)

@@ -167,7 +167,9 @@ class Network:
         # httpx has no public hook for the socket layer; swapping its pool for one with our
         # network backend is the single place Tandem reaches inside it (httpx is pinned <0.29).
         transport._pool = httpcore.ConnectionPool(
-            ssl_context=context, network_backend=_GuardedBackend(self, wire or Wire())
+            # _GuardedBackend implements httpcore.NetworkBackend's methods without subclassing it:
+            # that would import httpcore with this module, which the TUI loads before its first paint.
+            ssl_context=context, network_backend=_GuardedBackend(self, wire or Wire()),  # type: ignore[arg-type]
         )
         return httpx.Client(transport=transport, timeout=timeout, trust_env=False, follow_redirects=False)
 

@@ -12,7 +12,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from engine.api import DEFAULT_MAX_TOKENS, Engine, FinishEvent, GenerationRequest, Message, TokenEvent
 from engine.errors import ContextWindowExceeded
@@ -255,7 +255,7 @@ class Router:
         self.calibration = calibration.calibration
         self._own_threshold = threshold is not None
         self.threshold = threshold or EscalationThreshold()
-        self.sampling = dict(sampling or {})
+        self.sampling: dict[str, Any] = dict(sampling or {})  # GenerationRequest sampling fields, by name
         self._notice_pending = calibration.notice
         self._redactors: dict[int, Redactor] = {}
         self.verifier = verifier
@@ -383,7 +383,7 @@ class Router:
         system messages and the new message stay."""
         window = self.engine.info.context_window
         budget = window - min(max_tokens, window // 2)  # room for at least a short reply
-        full = [dict(m) for m in messages]
+        full: list[Message] = [dict(m) for m in messages]
         if not full or self._count(full) <= budget:
             return _LocalPrompt(full, window=window)
         *earlier, current = full

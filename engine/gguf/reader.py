@@ -39,7 +39,7 @@ class GGUFFile:
         self.path = Path(path).resolve()
         self._map = _map(self.path)
         try:
-            header = parse_header(memoryview(self._map))
+            header = parse_header(self._map.data)
         except HeaderError as error:
             if str(error).startswith("it does not start"):
                 raise ModelFileError(f"{self.path} is not a GGUF file ({error}); give a .gguf model file.") from None

@@ -102,6 +102,7 @@ def _plan(gguf: GGUFFile, tensor: LogicalTensor) -> TensorPlan:
             )
     types = {source.type_name for source in sources}
     format: BlockFormat
+    route: Route
     if len(tensor.shape) == 1 or types <= set(FLOAT_TYPES):
         format, route = "f32", ("native" if types == {"F32"} else "widened")
     elif len(types) == 1 and next(iter(types)) in NATIVE_FORMATS:

@@ -134,7 +134,7 @@ def _byte_level(gguf: GGUFFile, tokens: list[str]) -> Any:
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=ignore_merges))
     if pre in ("qwen2", "deepseek-r1-qwen", "megrez"):
         tokenizer.normalizer = normalizers.NFC()  # Qwen2's own tokenizer.json normalizes first
-    steps = [pre_tokenizers.Digits(individual_digits=True)] if single_digits else []
+    steps: list[pre_tokenizers.PreTokenizer] = [pre_tokenizers.Digits(individual_digits=True)] if single_digits else []
     steps += [
         pre_tokenizers.Split(Regex(split), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
@@ -167,7 +167,7 @@ def _sentencepiece(gguf: GGUFFile, tokens: list[str], token_types: list[int]) ->
     unk_id = special_token_id(gguf, "unk")
     unk = tokens[unk_id] if unk_id is not None and 0 <= unk_id < len(tokens) else None
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=pairs, unk_token=unk, byte_fallback=True, fuse_unk=True))
-    steps = [normalizers.Replace(" ", "\u2581")]
+    steps: list[normalizers.Normalizer] = [normalizers.Replace(" ", "\u2581")]
     if gguf.get("tokenizer.ggml.add_space_prefix", True):
         steps.insert(0, normalizers.Prepend("\u2581"))
     tokenizer.normalizer = normalizers.Sequence(steps)

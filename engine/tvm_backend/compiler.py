@@ -21,7 +21,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.config import ModelConfig
 from engine.errors import EngineError
@@ -244,7 +244,7 @@ def _build_cpu(module: tvm.IRModule, target: HostTarget):
     builder = relax.ExecBuilder()
     module = vm_build._vmcodegen(builder, module, "bytecode")
     groups: dict[str, dict] = {}
-    others = {}
+    others: dict[Any, Any] = {}
     for global_var, function in module.functions.items():
         if isinstance(function, tirx.PrimFunc):
             group = function.attrs.get(KERNEL_ATTR) if function.attrs is not None else None

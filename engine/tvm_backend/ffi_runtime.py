@@ -32,7 +32,7 @@ def _import_tvm_ffi() -> Any:
         return tvm_ffi
     hidden = [name for name in _OPTIONAL_IMPORTS if name not in sys.modules]
     for name in hidden:
-        sys.modules[name] = None  # type: ignore[assignment]  (makes `import name` raise ImportError)
+        sys.modules[name] = None  # type: ignore[assignment]  # None makes `import name` raise ImportError
     try:
         import tvm_ffi
     finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Literal
 
 from tvm import te
 from tvm.relax.frontend.nn import Tensor, op
@@ -69,7 +70,7 @@ def linear_shape(kind: WeightKind, n_out: int, k_in: int) -> LinearShape:
 def linear(shape: LinearShape, x: Tensor, weights: Sequence[Tensor]) -> Tensor:
     """y[rows, n_out] = x[rows, k_in] @ W.T for the target in scope, W in the layout of `shape`."""
     rows = x.shape[0]
-    phase = "decode" if isinstance(rows, int) and rows == 1 else "prefill"
+    phase: Literal["decode", "prefill"] = "decode" if isinstance(rows, int) and rows == 1 else "prefill"
     name = f"{shape.kind}_{phase}_{shape.n_out}x{shape.k_in}"
     if compiling_for_gpu():
         return op.tensor_expr_op(lambda *args: plain_linear(shape, *args), name, args=[x, *weights])

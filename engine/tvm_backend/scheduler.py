@@ -9,6 +9,7 @@ import itertools
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -248,7 +249,7 @@ class BatchScheduler:
         if not ready:
             return
         started = time.perf_counter()
-        logits = self._batch.decode([s.sequence_id for s in ready], [s.pending for s in ready])
+        logits = self._batch.decode([s.sequence_id for s in ready], [s.pending for s in ready if s.pending is not None])
         elapsed = time.perf_counter() - started
         with self._wake:
             self._state.decode_steps += 1
@@ -313,7 +314,7 @@ class BatchScheduler:
             ),
         )
 
-    def _emit(self, sequence: _Sequence, events: list[EngineEvent | EngineError]) -> None:
+    def _emit(self, sequence: _Sequence, events: Sequence[EngineEvent | EngineError]) -> None:
         for event in events:
             try:
                 sequence.sink(event)

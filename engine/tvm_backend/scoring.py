@@ -48,6 +48,11 @@ class _Row:
     next_logprob: float | None = None
     """log p of the token that followed this position, once it is known."""
 
+    def scored(self) -> float:
+        """next_logprob of a position that has a next token (every row but the last, after _extend)."""
+        assert self.next_logprob is not None, "a position with a next token was left unscored"
+        return float(self.next_logprob)
+
 
 class PromptScorer:
     """Scores prompts on a TVMEngine's session; one at a time (it holds the engine's lock)."""
@@ -75,7 +80,7 @@ class PromptScorer:
             self._extend(ids)
             assert self._last is not None
             positions = [
-                PositionScore(ids[i], float(self._rows[i - 1].next_logprob), self._rows[i - 1].top[:k])
+                PositionScore(ids[i], self._rows[i - 1].scored(), self._rows[i - 1].top[:k])
                 for i in range(1, len(ids))
             ]
             return ScoredPrompt(positions, self._last)

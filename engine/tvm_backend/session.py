@@ -160,26 +160,28 @@ class ModelSession:
     def prefill_reusing_cache(self, token_ids: Sequence[int]) -> tuple[np.ndarray, int]:
         """Like reset() + prefill(token_ids), but keeps the cached prefix the two share.
         Returns the logits and how many tokens were actually computed."""
-        if self._tokens is None:
+        tokens = self._tokens
+        if tokens is None:  # a failed forward left the cache unknown: start over
             self.reset()
+            tokens = self._tokens = []
         shared = 0
-        limit = min(len(self._tokens), len(token_ids) - 1)  # at least one token to compute logits
-        while shared < limit and self._tokens[shared] == token_ids[shared]:
+        limit = min(len(tokens), len(token_ids) - 1)  # at least one token to compute logits
+        while shared < limit and tokens[shared] == token_ids[shared]:
             shared += 1
-        if shared < len(self._tokens):
+        if shared < len(tokens):
             with tvm_errors("rolling back the KV cache"):
-                self._kv_ops.popn(self._kv, SEQUENCE_ID, len(self._tokens) - shared)
-            del self._tokens[shared:]
+                self._kv_ops.popn(self._kv, SEQUENCE_ID, len(tokens) - shared)
+            del tokens[shared:]
         return self.prefill(token_ids[shared:]), len(token_ids) - shared
 
     def prefill(self, token_ids: Sequence[int]) -> np.ndarray:
         """Append tokens (in chunks of prefill_chunk); logits after the last one."""
         if not token_ids:
             raise EngineError("Nothing to prefill: the prompt encoded to no tokens.")
-        logits = None
-        for start in range(0, len(token_ids), self.prefill_chunk):
-            logits = self._forward(token_ids[start : start + self.prefill_chunk], self._prefill)
-        return logits
+        starts = range(0, len(token_ids), self.prefill_chunk)
+        for start in starts[:-1]:
+            self._forward(token_ids[start : start + self.prefill_chunk], self._prefill)
+        return self._forward(token_ids[starts[-1] :], self._prefill)
 
     @property
     def scores_rows(self) -> bool:
@@ -203,6 +205,7 @@ class ModelSession:
     def _forward(self, token_ids: Sequence[int], function) -> np.ndarray:
         ids = self._checked(token_ids)
         tokens, self._tokens = self._tokens, None  # stays None if the forward fails midway
+        assert tokens is not None  # _checked raised otherwise
         with tvm_errors("running the model"):
             embedded = self._embed(ffi_runtime.upload(ids, self.device), self._params)
             embedded = self._kv_ops.reshape(embedded, ffi_runtime.shape([1, len(ids), self.hidden_size]))

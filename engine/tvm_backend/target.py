@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import tvm
 
 from engine.errors import EngineError
 from engine.tvm_backend.kernels import CpuMatmul
+
+if TYPE_CHECKING:
+    from engine.tvm_backend.int8_kernels import Int8Isa
 
 DeviceKind = Literal["cpu", "cuda", "metal", "vulkan"]
 DEVICE_ENV = "TANDEM_DEVICE"
@@ -44,7 +47,7 @@ class HostTarget:
     kind: DeviceKind = "cpu"
     cpu_matmul: CpuMatmul = "float"
     """How the CPU kernels compute the 4-bit linear layers (see CPU_MATMUL_ENV)."""
-    int8_isa: str | None = None
+    int8_isa: Int8Isa | None = None
     """With int8: the instructions its kernels use (int8_kernels.Int8Isa)."""
 
     @property
@@ -62,10 +65,12 @@ def host_target(device: str | None = None, model_matmul: str | None = None) -> H
     the CPU). A forced device that is not usable raises EngineError saying why. model_matmul is
     the CPU matmul mode the model's config asks for (see cpu_matmul_mode)."""
     wanted = (device or os.environ.get(DEVICE_ENV) or "auto").strip().lower()
+    named = next((known for known in ("cpu", *GPU_KINDS) if known == wanted), None)
+    kind: DeviceKind
     if wanted == "auto":
         kind = next((gpu for gpu in GPU_KINDS if gpu_unavailable_reason(gpu) is None), "cpu")
-    elif wanted == "cpu" or wanted in GPU_KINDS:
-        kind = wanted
+    elif named is not None:
+        kind = named
     else:
         raise EngineError(
             f"Unknown device {wanted!r} (from {DEVICE_ENV} or the settings); "
@@ -94,7 +99,7 @@ def cpu_target(model_matmul: str | None = None) -> HostTarget:
     return HostTarget(target, tvm.cpu(), label, "cpu", matmul, isa)
 
 
-def cpu_int8_isa(target: tvm.target.Target) -> str | None:
+def cpu_int8_isa(target: tvm.target.Target) -> Int8Isa | None:
     """The int8 kernels' instructions on `target`: $TANDEM_INT8_ISA, else the fastest it has."""
     from engine.tvm_backend.int8_kernels import int8_isa
 

@@ -200,7 +200,7 @@ def write_entry(entry: Path, header: dict[str, Any], arrays: Iterable[np.ndarray
             file.write(_PREFIX.pack(_MAGIC, len(raw)) + raw)
             for array, (_, _, _, offset, _) in zip(arrays, header["arrays"], strict=True):
                 file.seek(offset)
-                file.write(memoryview(np.ascontiguousarray(array)).cast("B"))
+                file.write(np.ascontiguousarray(array).data.cast("B"))
             file.seek(header["size"] - _TRAILER_BYTES)
             file.write(_END_MARKER + hashlib.sha256(raw).digest())
         os.replace(staging, entry)
@@ -244,7 +244,8 @@ def _header(key: str, model_dir: Path, specs: Sequence[ParamSpec]) -> dict[str, 
     sizes = [int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize for _, shape, dtype in specs]
     data_start = _ALIGN
     while True:  # the header holds the offsets, and its own length decides where they start
-        arrays, offset = [], data_start
+        arrays: list[list[Any]] = []  # [name, shape, dtype, offset, nbytes], as the header stores them
+        offset = data_start
         for (name, shape, dtype), nbytes in zip(specs, sizes):
             arrays.append([name, list(shape), dtype, offset, nbytes])
             offset = _aligned(offset + nbytes)

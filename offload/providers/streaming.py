@@ -253,6 +253,7 @@ def _send_with_retries(client: httpx.Client, call: ChatCall, cancel: threading.E
 def _read_events(
     response: httpx.Response, call: ChatCall, decoder: StreamDecoder, cancel: threading.Event | None
 ) -> Iterator[str]:
+    assert isinstance(response.stream, httpx.SyncByteStream), "providers read through the synchronous client"
     response.stream = _CappedStream(response.stream, call.max_response_bytes, call.provider)
     try:
         events = EventSource(response).iter_sse()
