@@ -201,6 +201,17 @@ def test_a_new_conversation_is_titled_from_its_first_message(store, local_router
     assert store.get_conversation(conversation.id).title == "How do I reverse a list?"
 
 
+def test_a_typed_prefix_is_read_once_and_kept_out_of_the_title_and_the_store(store, local_router):
+    """The CLI's path (`tandem ask "/local ..."`): the runner titles the new conversation itself."""
+    conversation = store.create_conversation(title=NEW_TITLE)
+    spy = Spy(local_router)
+    TurnRunner(store, spy).run(conversation.id, "/local How do I reverse a list?")
+    assert store.get_conversation(conversation.id).title == "How do I reverse a list?"
+    assert store.messages(conversation.id)[0].content == "How do I reverse a list?"
+    [turn] = spy.turns
+    assert turn.force == "local" and turn.messages[-1]["content"] == "How do I reverse a list?"
+
+
 def test_an_empty_forced_message_is_refused(store, local_router):
     conversation = store.create_conversation(title="t")
     with pytest.raises(TurnError, match="empty"):
