@@ -129,7 +129,8 @@ class EngineInfo:
     device: str
     quantization: str
     refusal: str | None = None
-    """The sentence the model answers with when a request is beyond it (Tandem's own models), else None."""
+    """The sentence the model answers with when a request is beyond it (Tandem's own models);
+    None when it has none."""
     skills: tuple[str, ...] | None = None
     """The skills the model declares; None when it declares none (its confidence alone decides)."""
     chat_template: str = ""

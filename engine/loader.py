@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+
 from engine.api import BACKENDS, Backend, Engine
 from engine.errors import BackendUnavailable, EngineError
 
