@@ -43,6 +43,16 @@ ABORT_CHECKPOINTS = (4, 8, 16)
 ABORT_PRECISION = 0.9
 """An abort cutoff fires only where, on the calibrate half, at least this share of the prefixes
 scoring below it belonged to wrong answers: a right answer is rarely cut short."""
+ABORT_RIGHT_SHARE = 0.06
+"""...and where it stops at most this share of the right answers: on a model that is mostly wrong
+(SmolLM2-135M gets 3 in 10 right), 90% precision alone cut short 17% of its right answers, more
+than the whole budget for keeping them (KEEP_CORRECT). Measured on SmolLM2's held-out half: 0.03
+kept 92% of right answers, escalated 32% of wrong ones and saved 26% of their decode; 0.06:
+92%, 28%, 52%; 0.10: 90%, 39%, 84% (the threshold then at 0: the abort alone decides)."""
+SCORE_L2_GRID = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
+"""Penalties tried for the score's fit over the signals and probes (standardised); the one with the
+best cross-validated log-loss on the calibrate half wins. With probes, many signals say the same
+thing, and a strong penalty spreads the weight over them (on SmolLM2-135M: 30 to 100)."""
 MIN_EACH = 3
 """Right and wrong answers each needed, at least, before a fit means anything."""
 MAX_TOKENS = 32
@@ -148,17 +158,30 @@ def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float:
 
 
 def fit_rows(rows: Sequence[Mapping[str, float]], good: Sequence[bool], fitted_on: str,
-             names: Sequence[str] = PORTABLE_FEATURES) -> Calibration:
+             names: Sequence[str] = PORTABLE_FEATURES, l2: float = 1.0) -> Calibration:
     right = sum(good)
     if min(right, len(good) - right) < MIN_EACH:
         raise CalibrationFailed(
             f"of {len(good)} answers it could score (refusals aside), {right} were right and {len(good) - right} "
             f"wrong; a fit needs at least {MIN_EACH} of each. Use more prompts (a larger --limit, or none).")
-    return fit_calibration(rows, good, names=names, fitted_on=fitted_on)
+    return fit_calibration(rows, good, names=names, fitted_on=fitted_on, l2=l2)
+
+
+def choose_score_l2(rows: Sequence[Mapping[str, float]], good: Sequence[bool], names: Sequence[str],
+                    grid: Sequence[float] = SCORE_L2_GRID) -> float:
+    """The penalty whose cross-validated scores have the lowest log-loss."""
+    y = np.asarray(good, dtype=np.float64)
+    best, best_loss = 1.0, np.inf
+    for l2 in grid:
+        p = np.clip(cross_validated(rows, good, names=names, l2=l2), 1e-6, 1 - 1e-6)
+        loss = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+        if loss < best_loss:
+            best, best_loss = l2, loss
+    return best
 
 
 def cross_validated(rows: Sequence[Mapping[str, float]], good: Sequence[bool], folds: int = 5,
-                    names: Sequence[str] = PORTABLE_FEATURES) -> list[float]:
+                    names: Sequence[str] = PORTABLE_FEATURES, l2: float = 1.0) -> list[float]:
     """Each row scored by a fit that did not see it (for choosing the threshold honestly)."""
     order = list(range(len(rows)))
     random.Random(0).shuffle(order)
@@ -168,9 +191,9 @@ def cross_validated(rows: Sequence[Mapping[str, float]], good: Sequence[bool], f
         train = [i for i in order if i not in held]
         if len({good[i] for i in train}) < 2:
             continue
-        calibration = fit_calibration([rows[i] for i in train], [good[i] for i in train], names=names)
-        for i in held:
-            scores[i] = calibration.score(rows[i])
+        calibration = fit_calibration([rows[i] for i in train], [good[i] for i in train], names=names, l2=l2)
+        for i in held:  # as the router scores it, guesswork capped
+            scores[i] = answer_confidence(rows[i], False, calibration)
     return scores
 
 
@@ -206,12 +229,13 @@ def target_cutoff(scores: Sequence[float], good: Sequence[bool], keep: float = K
 def fit_abort(runs: Sequence[Run], checkpoints: Sequence[int] = ABORT_CHECKPOINTS) -> AbortRule | None:
     """A prefix score fitted on the first k tokens of each answer, and the highest cutoff whose
     aborts were (on these runs) almost all wrong answers; None if no cutoff is that safe."""
-    rows, good = [], []
-    for run in runs:
+    rows, good, owner = [], [], []
+    for n, run in enumerate(runs):
         for k in checkpoints:
             if len(run.tokens) > k:
                 rows.append(features(run.tokens[:k], prompt=run.prompt))
                 good.append(run.correct)
+                owner.append(n)
     if len(set(good)) < 2 or len(rows) < 20:
         return None
     # A prefix has no length of its own yet, nor an ending; the prompt's size the monitor does not see.
@@ -219,10 +243,15 @@ def fit_abort(runs: Sequence[Run], checkpoints: Sequence[int] = ABORT_CHECKPOINT
     calibration = fit_calibration(rows, good, names=names, fitted_on=f"{len(rows)} prefixes")
     scores = np.array([calibration.score(r) for r in rows])
     wrong = ~np.asarray(good, dtype=bool)
+    # A run is stopped at its lowest-scoring checkpoint prefix, if that is below the cutoff.
+    lowest = np.full(len(runs), np.inf)
+    np.minimum.at(lowest, np.asarray(owner), scores)
+    right = np.array([run.correct for run in runs], dtype=bool)
     cutoff = None
     for c in np.unique(scores):
         below = scores < c
-        if below.sum() >= 5 and wrong[below].mean() >= ABORT_PRECISION:
+        stopped_right = (lowest[right] < c).mean() if right.any() else 0.0
+        if below.sum() >= 5 and wrong[below].mean() >= ABORT_PRECISION and stopped_right <= ABORT_RIGHT_SHARE:
             cutoff = float(c)
     return None if cutoff is None else AbortRule(tuple(checkpoints), calibration, cutoff)
 
@@ -280,10 +309,12 @@ def calibrate(
     source = f"{len(kept)} calibrate prompts" + (f" + {len(extra)} feedback labels" if extra else "")
     probes = fit_probes(kept, rows, good)
     names = (*PORTABLE_FEATURES, *(p.feature for p in probes))
-    calibration = replace(fit_rows(rows, good, fitted_on=source, names=names), probes=probes)
+    fit_rows(rows, good, fitted_on=source, names=names)  # enough of each kind, or CalibrationFailed
+    l2 = choose_score_l2(rows, good, names)
+    calibration = replace(fit_rows(rows, good, fitted_on=f"{source}, l2 {l2:g}", names=names, l2=l2), probes=probes)
     abort = fit_abort(kept)
     aborted = [abort_point(abort, r, refusal) is not None for r in kept] + [False] * len(extra)
-    cutoff = target_cutoff(cross_validated(rows, good, names=names), good, escalated_anyway=aborted)
+    cutoff = target_cutoff(cross_validated(rows, good, names=names, l2=l2), good, escalated_anyway=aborted)
     stored = ModelCalibration(identity, calibration, cutoff, n_fit=len(rows), history_labels=len(extra),
                               abort=abort, created=created)
     if not heldout_runs:
@@ -307,7 +338,7 @@ def fit_probes(kept: Sequence[Run], rows: list[dict[str, float]], good: Sequence
         return ()
     probes = []
     for feature, state in probing.PROBE_STATES.items():
-        states = [np.asarray(getattr(r.hidden, state), dtype=np.float64) for r in kept]
+        states = [probing.state_vector(r.hidden, state) for r in kept]
         l2 = probing.choose_l2(states, labels)
         for row, logit in zip(rows, probing.out_of_fold(states, labels, l2)):
             row[feature] = float(logit)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from engine.api import HiddenStates, TokenEvent
-from offload.probe import PROBE_STATES, HiddenProbe
+from offload.probe import PROBE_STATES, HiddenProbe, state_vector
 
 WEIGHTS_PATH = Path(__file__).with_name("confidence_weights.json")
 FINAL_SPAN = 8
@@ -62,7 +62,7 @@ MONOTONE_SIGNS = {
     "p5_logprob": 1, "p10_logprob": 1, "p25_logprob": 1, "median_logprob": 1, "lowest3_logprob": 1,
     "first_logprob": 1, "early_min_logprob": 1, "final_mean_logprob": 1, "mean_margin": 1,
     "mean_entropy": -1, "low_share": -1, "repeat_share": -1,
-    "probe_prompt": 1, "probe_answer": 1,
+    "probe_prompt": 1, "probe_answer": 1, "probe_both": 1,
 }
 """The direction each feature may push the score: a surer token never lowers it. On a model that
 is confidently wrong more often than unsure, a free fit learns the opposite, and would then call
@@ -204,8 +204,8 @@ def probe_features(calibration: Calibration, hidden: HiddenStates | None) -> dic
     values = {}
     for probe in calibration.probes:
         try:
-            values[probe.feature] = probe.logit(getattr(hidden, probe.state))
-        except ValueError:  # a state of another width: not the model this was fitted for
+            values[probe.feature] = probe.logit(state_vector(hidden, probe.state))
+        except (ValueError, AttributeError):  # another width (another model) or an unknown state
             continue
     return values
 

@@ -1,8 +1,9 @@
 """A linear probe on the local model's final hidden state: what the model "knows" about whether it
-can answer, read at the end of the prompt (before any token) and at the end of its answer.
+can answer, read at the end of the prompt (before any token), at the end of its answer, and both.
 
-A ridge-regularised logistic regression in numpy, fitted per model on the calibrate half; its
-logit becomes one more feature of the confidence score (offload.confidence.Calibration)."""
+Ridge regression on the right/wrong label in numpy (closed form: a refit is instant), fitted per
+model on the calibrate half; its output becomes one more feature of the confidence score
+(offload.confidence.Calibration), whose logistic fit scales it."""
 
 from __future__ import annotations
 
@@ -13,16 +14,23 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-PROBE_STATES = {"probe_prompt": "prompt_end", "probe_answer": "answer_end"}
-"""Each probe feature and the hidden state (engine.api.HiddenStates field) it reads."""
-L2_GRID = (1.0, 10.0, 100.0, 1000.0)
-"""Penalties tried (on standardised states); the one with the best cross-validated log-loss wins."""
+PROBE_STATES = {"probe_prompt": "prompt_end", "probe_answer": "answer_end", "probe_both": "prompt_end+answer_end"}
+"""Each probe feature and the hidden states (engine.api.HiddenStates fields, "+" joins them) it reads."""
+L2_GRID = (100.0, 300.0, 1000.0, 3000.0, 10000.0, 30000.0)
+"""Penalties tried (on standardised states; a few hundred answers against hundreds of dimensions
+need strong ones: on SmolLM2-135M, 1000-3000 won); the best cross-validated squared error wins."""
 _LOGIT_LIMIT = 12.0
+
+
+def state_vector(hidden: object, state: str) -> np.ndarray:
+    """The probe's input from an engine.api.HiddenStates: one state, or several joined."""
+    return np.concatenate([np.asarray(getattr(hidden, part), dtype=np.float64) for part in state.split("+")])
 
 
 @dataclass(frozen=True)
 class HiddenProbe:
-    """logit = weights . (state - mean) / scale + bias; `feature` names the score's input."""
+    """output = weights . (state - mean) / scale + bias (about +1 right, -1 wrong); `feature`
+    names the score's input."""
 
     feature: str
     state: str
@@ -32,7 +40,7 @@ class HiddenProbe:
     bias: float
     l2: float = 0.0
 
-    def logit(self, vector: Sequence[float]) -> float:
+    def logit(self, vector: npt.ArrayLike) -> float:
         x = np.asarray(vector, dtype=np.float64)
         if x.shape != (len(self.weights),):
             raise ValueError(f"{self.feature}: a hidden state of {x.shape} for a probe of {len(self.weights)}")
@@ -46,21 +54,13 @@ def _standardised(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (x - mean) / scale, mean, scale
 
 
-def _ridge_logistic(z: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:
-    """Newton's method on the L2-penalised log-loss (the bias unpenalised); weights then bias."""
-    z1 = np.hstack([z, np.ones((len(z), 1))])
-    theta = np.zeros(z1.shape[1])
-    penalty = np.full(z1.shape[1], l2)
-    penalty[-1] = 0.0
-    for _ in range(30):
-        p = 1.0 / (1.0 + np.exp(-np.clip(z1 @ theta, -40, 40)))
-        gradient = z1.T @ (p - y) + penalty * theta
-        hessian = (z1 * (p * (1 - p))[:, None]).T @ z1 + np.diag(penalty + 1e-9)
-        step = np.linalg.solve(hessian, gradient)
-        theta -= step
-        if np.abs(step).max() < 1e-6:
-            break
-    return theta
+def _ridge(z: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:
+    """Ridge regression of +1 (right) / -1 (wrong) on standardised states, the bias unpenalised
+    (the centred target); weights then bias."""
+    target = 2.0 * y - 1.0
+    bias = float(target.mean())
+    weights = np.linalg.solve(z.T @ z + l2 * np.eye(z.shape[1]), z.T @ (target - bias))
+    return np.append(weights, bias)
 
 
 def _folds(n: int, folds: int, seed: int = 0) -> list[list[int]]:
@@ -71,7 +71,7 @@ def _folds(n: int, folds: int, seed: int = 0) -> list[list[int]]:
 
 def _fit_with(x: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     z, mean, scale = _standardised(x)
-    return _ridge_logistic(z, y, l2), mean, scale
+    return _ridge(z, y, l2), mean, scale
 
 
 def _logits(theta: np.ndarray, mean: np.ndarray, scale: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -79,8 +79,8 @@ def _logits(theta: np.ndarray, mean: np.ndarray, scale: np.ndarray, x: np.ndarra
 
 
 def out_of_fold(states: npt.ArrayLike, good: Sequence[bool], l2: float, folds: int = 5) -> np.ndarray:
-    """Each row's probe logit from a probe fitted without it: what the score's fit must learn
-    from (a probe's logits on its own training rows are far surer than on new answers)."""
+    """Each row's probe output from a probe fitted without it: what the score's fit must learn
+    from (a probe's outputs on its own training rows are far surer than on new answers)."""
     x, y = np.asarray(states, dtype=np.float64), np.asarray(good, dtype=np.float64)
     result = np.zeros(len(x))
     for held in _folds(len(x), folds):
@@ -93,12 +93,11 @@ def out_of_fold(states: npt.ArrayLike, good: Sequence[bool], l2: float, folds: i
 
 
 def choose_l2(states: npt.ArrayLike, good: Sequence[bool], grid: Sequence[float] = L2_GRID) -> float:
-    """The penalty whose out-of-fold logits give the lowest log-loss."""
-    y = np.asarray(good, dtype=np.float64)
+    """The penalty whose out-of-fold outputs have the lowest squared error."""
+    target = 2.0 * np.asarray(good, dtype=np.float64) - 1.0
     best, best_loss = grid[-1], np.inf
     for l2 in grid:
-        p = 1.0 / (1.0 + np.exp(-out_of_fold(states, good, l2)))
-        loss = -np.mean(y * np.log(p + 1e-9) + (1 - y) * np.log(1 - p + 1e-9))
+        loss = float(np.mean((out_of_fold(states, good, l2) - target) ** 2))
         if loss < best_loss:
             best, best_loss = l2, loss
     return best

