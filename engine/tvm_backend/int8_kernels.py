@@ -319,7 +319,7 @@ def _kernel(shape: LinearShape, rows, row_block: int, spec: IsaSpec) -> tirx.Pri
                                 )
                     for u in T.unroll(sub):
                         for i in T.unroll(row_block):
-                            # float(dot) * weight scale * activation scale (+ weight min * sum(x))
+                            # float(dot) * weight scale * activation scale (+ weight min * xs * sum(xq))
                             acc[i, T.ramp(u * lanes, 1, lanes)] = _with_min(
                                 stored_min,
                                 _lanes(acc, i, u * lanes, lanes=lanes)
