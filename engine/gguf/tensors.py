@@ -1,7 +1,7 @@
 """A GGUF's tensors -> BlockTensors under MLC's module names: q/k/v and gate/up fused by rows,
-llama's Q/K rows un-permuted, floats widened to f32, Q8_0/Q4_0/Q4_1/Q4_K kept as stored, and
-what the runtime has no kernel for re-quantized to q8_0 (Q5_K, Q6_K, fused parts of mixed
-types). The plan (which route each tensor takes) is made from metadata alone."""
+llama's Q/K rows un-permuted, floats widened to f32, Q8_0/Q4_0/Q4_1/Q4_K/Q5_K/Q6_K kept as
+stored, and what the runtime has no kernel for re-quantized to q8_0 (Q2_K, Q3_K, Q5_0, Q5_1,
+fused parts of mixed types). The plan (which route each tensor takes) is made from metadata alone."""
 
 from __future__ import annotations
 

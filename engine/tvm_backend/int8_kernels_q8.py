@@ -145,7 +145,6 @@ def _kernel(shape: LinearShape, rows, row_block: int, spec: IsaSpec) -> tirx.Pri
     scales = scale_dtype(kind)
     with_min = has_min(kind)
     scales_per_line = CACHE_LINE // (2 if scales == "float16" else 4)
-    scale_lines = -(-tile // scales_per_line) * (2 if with_min else 1)
     ahead = max(1, PREFETCH_AHEAD_BYTES // group_bytes)
     prefetching = isinstance(rows, int)  # decode streams the weights; prefill reuses each tile
     quantize_loop = T.serial if isinstance(rows, int) else T.parallel
