@@ -42,7 +42,7 @@ def gguf_weights_id(gguf: Any) -> str | None:
     if not isinstance(gguf, Mapping):
         return None
     types = gguf.get("tensor_types")
-    main = next(iter(types), "gguf") if isinstance(types, Mapping) and types else "gguf"
+    main = str(next(iter(types))).lower() if isinstance(types, Mapping) and types else "gguf"
     digest = gguf.get("sha256")
     if isinstance(digest, str) and digest:
         return f"{main}-{digest[:12]}"
