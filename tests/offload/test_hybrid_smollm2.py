@@ -36,7 +36,12 @@ def smollm2_dir(tmp_path_factory):
     return out
 
 
-def test_greedy_hybrid_on_smollm2_is_the_verifiers_own_output(smollm2_dir):
+def test_greedy_hybrid_on_smollm2_is_the_verifiers_own_output(smollm2_dir, monkeypatch):
+    # Token-for-token equality holds where scoring many rows and decoding one compute the same
+    # logits: the float kernels. On the int8 path the verifier's many-row kernel and its one-row
+    # decode kernel round differently, so a near-tie may go either way (as in any server whose
+    # batched and single-row kernels differ).
+    monkeypatch.setenv("TANDEM_CPU_MATMUL", "float")
     from app.server.runner import make_server
     from engine.loader import open_engine
 
