@@ -66,5 +66,5 @@ def test_calibrating_smollm2_on_a_slice_is_used_by_the_next_turn(smollm2, isolat
     assert stored["identity"]["quantization"].startswith("gguf-q4_1-")
     decision = [e for e in events if isinstance(e, Decision)][-1]  # the one with the score
     probes = [probe["feature"] for probe in stored["calibration"]["probes"]]
-    assert probes == ["probe_prompt", "probe_answer"]
+    assert probes == ["probe_prompt", "probe_answer", "probe_both"]
     assert all(name in decision.features for name in probes)
