@@ -136,6 +136,8 @@ class BatchScheduler:
             raise EngineError("This engine was closed; open the model again.")
         self._batch = BatchSession(engine.session, max_sequences, self.kv_tokens, chunk)
         self._ids = itertools.count()
+        self._held: list[tuple[_Sequence, EngineEvent | EngineError]] | None = None
+        """During a step, the finishing events it made, delivered once the step has retired them."""
         self._state = _State()
         self._wake = threading.Condition()
         self.closed = threading.Event()
@@ -284,6 +286,7 @@ class BatchScheduler:
 
     def _step(self) -> None:
         active = list(self._state.active)
+        self._held = []
         try:
             for sequence in active:
                 if sequence.cancel.is_set():
@@ -296,6 +299,9 @@ class BatchScheduler:
                     sequence.finished = True
                     self._emit(sequence, [error])
         self._retire()
+        held, self._held = self._held, None
+        for sequence, event in held:  # a client told it is done finds its slot already free
+            self._deliver(sequence, event)
 
     def _prefill_step(self) -> list[_Sequence]:
         """Prefill up to the step's token budget of prompt, every newcomer's chunk in one ragged
@@ -442,11 +448,18 @@ class BatchScheduler:
         )
 
     def _emit(self, sequence: _Sequence, events: Sequence[EngineEvent | EngineError]) -> None:
+        """Deliver events; during a step, a sequence's last one waits until its slot is freed."""
         for event in events:
-            try:
-                sequence.sink(event)
-            except Exception:  # noqa: BLE001  (a sink that fails has lost its client: stop the sequence)
-                sequence.cancel.set()
+            if self._held is not None and isinstance(event, (FinishEvent, EngineError)):
+                self._held.append((sequence, event))
+            else:
+                self._deliver(sequence, event)
+
+    def _deliver(self, sequence: _Sequence, event: EngineEvent | EngineError) -> None:
+        try:
+            sequence.sink(event)
+        except Exception:  # noqa: BLE001  (a sink that fails has lost its client: stop the sequence)
+            sequence.cancel.set()
 
     def _retire(self) -> None:
         """Free the slots and cache pages of finished sequences."""
