@@ -3,9 +3,11 @@ step (BatchSession.decode: embed, the KV cache's begin/end, batch_decode, the lo
 each compiled function the relax VM calls in it (attention runs inside the KV cache's builtins),
 and the scheduler's sampling of every row (engine.sampling.sample_rows, greedy). Model: SmolLM2's
 Q4_1 GGUF as it is (`--model smollm2`, the default), a SmolLM2-135M-shaped random q4f16_1 model
-(`--model 135m`: the int8 path on a CPU with AVX2 or VNNI), or a model directory. `--json` prints
-one JSON object as the last line: {"model", "rows": [...], "step_ms": [...], "agg_tok_s": [...],
-"sample_ms": [...], "functions": {rows: [[name, ms, calls], ...]}}."""
+(`--model 135m`: the int8 path on a CPU with AVX2 or VNNI), or a model directory. `--shared N`:
+every row forks the first N context tokens from one parent (served requests sharing a system
+prompt attend to those pages through the cache's paged-prefill kernel). `--json` prints one
+JSON object as the last line: {"model", "shared", "rows": [...], "step_ms": [...],
+"agg_tok_s": [...], "sample_ms": [...], "functions": {rows: [[name, ms, calls], ...]}}."""
 
 from __future__ import annotations
 
@@ -32,16 +34,27 @@ def model_dir_for(choice: str, scratch: Path) -> Path:
     return serve_model_dir(choice, scratch)[0]
 
 
-def profile(batch, rows: int, vocab: int) -> dict:
+def profile(batch, rows: int, vocab: int, shared: int = 0) -> dict:
+    """`shared` > 0: every row forks the first `shared` tokens of one parent's prompt (a burst of
+    requests with one system prompt), so the step attends to those shared pages too."""
     import numpy as np
 
     from engine import sampling
 
     ids = list(range(rows))
     rng = np.random.default_rng(rows)
+    parent = rows + 1
+    prompt = rng.integers(0, vocab, CONTEXT_TOKENS).tolist()
+    if shared:
+        batch.add(parent)
+        batch.prefill(parent, prompt)
     for sequence in ids:
-        batch.add(sequence)
-        batch.prefill(sequence, rng.integers(0, vocab, CONTEXT_TOKENS).tolist())
+        if shared:
+            batch.fork(parent, sequence, shared)
+            batch.prefill(sequence, rng.integers(0, vocab, CONTEXT_TOKENS - shared).tolist())
+        else:
+            batch.add(sequence)
+            batch.prefill(sequence, rng.integers(0, vocab, CONTEXT_TOKENS).tolist())
     tokens = rng.integers(0, vocab, rows).tolist()
     batch.decode(ids, tokens)  # warm-up
     steps, sampled = [], []
@@ -56,7 +69,7 @@ def profile(batch, rows: int, vocab: int) -> dict:
         sampled.append(time.perf_counter() - started)
         tokens = [c.token_id for c in choices]
     functions = _functions(batch, ids, tokens)
-    for sequence in ids:
+    for sequence in [*ids, parent]:
         batch.remove(sequence)
     step_ms = statistics.median(steps) * 1000
     return {
@@ -100,7 +113,15 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2", help="smollm2 (default), 135m, a .gguf file or a model directory")
     parser.add_argument("--rows", default="1,4,8,16", help="batch sizes, comma-separated")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument(
+        "--shared",
+        type=int,
+        default=0,
+        help=f"tokens of the {CONTEXT_TOKENS}-token context every row forks from one parent (default 0)",
+    )
     args = parser.parse_args()
+    if not 0 <= args.shared < CONTEXT_TOKENS:
+        raise SystemExit(f"--shared takes 0 to {CONTEXT_TOKENS - 1} tokens.")
     rows_list = [int(n) for n in args.rows.split(",")]
     with tempfile.TemporaryDirectory(prefix="tandem-bench-batch-") as scratch:
         model_dir = model_dir_for(args.model, Path(scratch))
@@ -110,7 +131,8 @@ def main() -> None:
         engine = open_engine(model_dir, backend="tvm")
         try:
             batch = BatchSession(engine.session, max(rows_list), max(rows_list) * 2 * CONTEXT_TOKENS, CONTEXT_TOKENS)
-            figures = {rows: profile(batch, rows, engine.session.vocab_rows) for rows in rows_list}
+            vocab = engine.session.vocab_rows
+            figures = {rows: profile(batch, rows, vocab, args.shared) for rows in rows_list}
         finally:
             engine.close()
     for rows, f in figures.items():
@@ -120,7 +142,7 @@ def main() -> None:
             + ", ".join(f"{name} {ms:.2f} ms x{calls}" for name, ms, calls in f["functions"][:4])
         )
     if args.json:
-        result = {"model": args.model, "rows": rows_list}
+        result = {"model": args.model, "shared": args.shared, "rows": rows_list}
         for key in ("step_ms", "agg_tok_s", "sample_ms"):
             result[key] = [figures[r][key] for r in rows_list]
         result["functions"] = {str(r): figures[r]["functions"] for r in rows_list}

@@ -205,6 +205,101 @@ def paged_decode_attention(h_kv: int, h_q: int, head_dim: int, page_size: int = 
     return paged_decode.with_attrs({"tirx.is_scheduled": True, KERNEL_ATTR: "attention"})
 
 
+PAGED_PREFILL_NAME = "batch_prefill_paged_kv_cpu"
+"""The cache's kernel for queries attending to cached pages beside a ragged prefill: a chunk
+appended to a sequence that already holds tokens, and the prefix that forked sequences share
+(a decode step then attends to it through this kernel, all the sharing rows at once)."""
+
+
+def paged_prefill_attention(h_kv: int, h_q: int, head_dim: int, page_size: int = 16):
+    """One task per query token and head, in parallel: an online softmax over its sequence's
+    cached keys (all of them, or with `causal` those up to the query's own position), page by
+    page, vectorised along the head dimension. apache-tvm's serial kernel walks every position
+    of the whole cache for every query, so a batch of forked sequences took ten times as long
+    to decode as the same batch unforked."""
+    group = h_q // h_kv
+    lanes = LANES
+    blocks = head_dim // lanes
+
+    # fmt: off
+    @T.prim_func(s_tir=True)
+    def paged_prefill(
+        var_q: T.handle, var_q_indptr: T.handle, var_pages: T.handle, var_page_indptr: T.handle,
+        var_page_values: T.handle, var_length_info: T.handle, var_k_rope_pos_offset: T.handle,
+        var_q_rope_position: T.handle, var_output: T.handle, var_lse: T.handle, causal: T.int32,
+        rotary_mode: T.int32, rope_scale: T.float32, rope_theta: T.float32, sm_scale: T.float32,
+    ):
+        batch_size = T.int32()
+        total_len = T.int32()
+        nnz_pages = T.int32()
+        max_num_pages = T.int32()
+        q_indptr_offset = T.int32()
+        page_indptr_offset = T.int32()
+        page_values_offset = T.int32()
+        k_rope_offset = T.int32()
+        q_rope_offset = T.int32()
+        length_info_offset = T.int32()
+        q = T.match_buffer(var_q, (total_len, h_q, head_dim), "float32")
+        q_indptr = T.match_buffer(var_q_indptr, (batch_size + 1,), "int32", elem_offset=q_indptr_offset)
+        pages = T.match_buffer(var_pages, (max_num_pages, 2, h_kv, page_size, head_dim), "float32")
+        page_indptr = T.match_buffer(var_page_indptr, (batch_size + 1,), "int32", elem_offset=page_indptr_offset)
+        page_values = T.match_buffer(var_page_values, (nnz_pages,), "int32", elem_offset=page_values_offset)
+        last_page_len = T.match_buffer(var_length_info, (batch_size,), "int32", elem_offset=length_info_offset)
+        k_rope_pos_offset = T.match_buffer(var_k_rope_pos_offset, (batch_size,), "int32", elem_offset=k_rope_offset)
+        q_rope_position = T.match_buffer(var_q_rope_position, (total_len,), "int32", elem_offset=q_rope_offset)
+        output = T.match_buffer(var_output, (total_len, h_q, head_dim), "float32")
+        lse = T.match_buffer(var_lse, (total_len, h_q), "float32")
+
+        for task in T.parallel(total_len * h_q):
+            token = T.meta_var(task // h_q)
+            head = T.meta_var(task % h_q)
+            with T.sblock("attend"):
+                acc = T.sblock_alloc_buffer((head_dim,), "float32")
+                partial = T.sblock_alloc_buffer((lanes,), "float32")
+                state = T.sblock_alloc_buffer((3,), "float32")  # running max, denominator, score/weight
+                where = T.sblock_alloc_buffer((2,), "int32")  # the query's sequence, keys it sees
+                where[0] = 0
+                for j in T.serial(batch_size):
+                    if q_indptr[j] <= token:
+                        where[0] = j
+                b = T.meta_var(where[0])
+                where[1] = T.if_then_else(page_indptr[b + 1] > page_indptr[b], (page_indptr[b + 1] - page_indptr[b] - 1) * page_size + last_page_len[b], 0)
+                if causal > 0:
+                    # Keys up to the query's position: kv_len - qo_len + its row in the chunk.
+                    where[1] = T.min(where[1], where[1] - (q_indptr[b + 1] - q_indptr[b]) + (token - q_indptr[b]) + 1)
+                for i in T.vectorized(head_dim):
+                    acc[i] = T.float32(0)
+                state[0] = T.float32(-5e4)
+                state[1] = T.float32(0)
+                for key in T.serial(T.max(where[1], 0)):
+                    for lane in T.vectorized(lanes):
+                        partial[lane] = T.float32(0)
+                    for block in T.serial(blocks):
+                        for lane in T.vectorized(lanes):
+                            partial[lane] = partial[lane] + q[token, head, block * lanes + lane] * pages[page_values[page_indptr[b] + key // page_size], 0, head // group, key % page_size, block * lanes + lane]
+                    for lane in T.vectorized(8):
+                        partial[lane] = partial[lane] + partial[lane + 8]
+                    for lane in T.vectorized(4):
+                        partial[lane] = partial[lane] + partial[lane + 4]
+                    for lane in T.vectorized(2):
+                        partial[lane] = partial[lane] + partial[lane + 2]
+                    state[2] = (partial[0] + partial[1]) * sm_scale * T.float32(LOG2_E)
+                    if state[2] > state[0]:
+                        for i in T.vectorized(head_dim):
+                            acc[i] = acc[i] * exp2(state[0] - state[2])
+                        state[1] = state[1] * exp2(state[0] - state[2])
+                        state[0] = state[2]
+                    state[2] = exp2(state[2] - state[0])
+                    for i in T.vectorized(head_dim):
+                        acc[i] = acc[i] + state[2] * pages[page_values[page_indptr[b] + key // page_size], 1, head // group, key % page_size, i]
+                    state[1] = state[1] + state[2]
+                for i in T.vectorized(head_dim):
+                    output[token, head, i] = T.if_then_else(state[1] > T.float32(0), acc[i] / state[1], T.float32(0))
+                lse[token, head] = T.if_then_else(state[1] > T.float32(0), state[0] + T.log2(state[1]), T.float32(-5e4))
+    # fmt: on
+    return paged_prefill.with_attrs({"tirx.is_scheduled": True, KERNEL_ATTR: "attention"})
+
+
 ROPE_NAME = "fused_rope"
 """The KV cache's function that splits the fused q/k/v and rotates q and k (apache-tvm 0.27)."""
 

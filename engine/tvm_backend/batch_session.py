@@ -98,6 +98,20 @@ class BatchSession:
         logits = self._forward([sequence_id], ids, [len(token_ids)], self._prefill)
         return logits.reshape(-1)
 
+    def prefill_many(self, sequence_ids: Sequence[int], chunks: Sequence[Sequence[int]]) -> None:
+        """Append a chunk to each of several sequences in one ragged call (prefill_chunk tokens
+        in all at most). No logits: callers feed each prompt's last token through decode, which
+        gives every row's logits, so newcomers join the batch in two calls, not two per prompt."""
+        total = sum(len(chunk) for chunk in chunks)
+        if len(sequence_ids) != len(chunks) or not sequence_ids or any(not chunk for chunk in chunks):
+            raise EngineError("A batched prefill takes one non-empty chunk for each of one or more sequences.")
+        if len(set(sequence_ids)) != len(sequence_ids):
+            raise EngineError("A batched prefill takes each sequence once.")
+        if total > self.prefill_chunk:
+            raise EngineError(f"A prefill call holds 1 to {self.prefill_chunk} tokens, not {total}.")
+        ids = vocabulary_ids([token for chunk in chunks for token in chunk], self.vocab_rows)
+        self._forward(sequence_ids, ids, [len(chunk) for chunk in chunks], self._prefill)
+
     def decode(self, sequence_ids: Sequence[int], token_ids: Sequence[int]) -> np.ndarray:
         """Append one token to each sequence, all in one step; logits [len(sequence_ids), vocab].
         A lone sequence takes the one-row decode kernels, as ModelSession does (faster than the

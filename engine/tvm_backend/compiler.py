@@ -153,8 +153,9 @@ def _export(config: ModelConfig, kind: WeightKinds, target: HostTarget):
 
 
 def _with_parallel_prefill_attention(module: tvm.IRModule, config: ModelConfig) -> tvm.IRModule:
-    """Swap the KV cache's serial ragged-prefill and decode attention for Tandem's parallel ones,
-    and its RoPE for one that computes each rotation once per token rather than per head."""
+    """Swap the KV cache's serial ragged-prefill, paged-prefill and decode attention for Tandem's
+    parallel ones, and its RoPE for one that computes each rotation once per token rather than
+    per head."""
     from engine.tvm_backend import attention
 
     if not attention.supports(config.head_dim):
@@ -163,6 +164,7 @@ def _with_parallel_prefill_attention(module: tvm.IRModule, config: ModelConfig) 
     kernels = {
         attention.RAGGED_PREFILL_NAME: attention.ragged_prefill_attention,
         attention.DECODE_NAME: attention.paged_decode_attention,
+        attention.PAGED_PREFILL_NAME: attention.paged_prefill_attention,
     }
     names = {global_var.name_hint: global_var for global_var in module.functions}
     for name, build in kernels.items():

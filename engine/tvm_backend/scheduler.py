@@ -1,6 +1,7 @@
 """Continuous batching on Tandem's TVM runtime: requests join the running batch between steps;
-each step prefills a bounded number of prompt tokens (so a long prompt does not stall the others)
-and decodes one token for every running sequence in a single batched call. Each sequence keeps
+each step prefills a bounded number of prompt tokens, every newcomer's in one ragged call (so a
+long prompt does not stall the others), then decodes in a single batched call one token for every
+running sequence and the last prompt token of each newcomer (whose logits give its first token). Each sequence keeps
 its own sampling settings, seed, stop strings and raw-logit logprobs. A recent prompt stays in
 the cache, and a request whose prompt begins the same way (the system prompt, the chat template)
 starts from a fork of it instead of prefilling those tokens again."""
@@ -135,6 +136,8 @@ class BatchScheduler:
             raise EngineError("This engine was closed; open the model again.")
         self._batch = BatchSession(engine.session, max_sequences, self.kv_tokens, chunk)
         self._ids = itertools.count()
+        self._held: list[tuple[_Sequence, EngineEvent | EngineError]] | None = None
+        """During a step, the finishing events it made, delivered once the step has retired them."""
         self._state = _State()
         self._wake = threading.Condition()
         self.closed = threading.Event()
@@ -283,55 +286,100 @@ class BatchScheduler:
 
     def _step(self) -> None:
         active = list(self._state.active)
+        self._held = []
         try:
             for sequence in active:
                 if sequence.cancel.is_set():
                     self._emit(sequence, [self._finish(sequence, "cancelled")])
-            self._prefill_step()
-            self._decode_step()
+            joining = self._prefill_step()
+            self._decode_step(joining)
         except EngineError as error:  # the batch's state is unknown: fail everything in it
             for sequence in self._state.active:
                 if not sequence.finished:
                     sequence.finished = True
                     self._emit(sequence, [error])
         self._retire()
+        held, self._held = self._held, None
+        for sequence, event in held:  # a client told it is done finds its slot already free
+            self._deliver(sequence, event)
 
-    def _prefill_step(self) -> None:
-        budget = self.prefill_step_tokens
+    def _prefill_step(self) -> list[_Sequence]:
+        """Prefill up to the step's token budget of prompt, every newcomer's chunk in one ragged
+        call, each prompt but its last token. Returns the sequences whose prompt is now cached
+        but for that token: it joins this step's decode, whose logits give their first tokens
+        (one batched call for all of them, not one prefill each)."""
+        budget = min(self.prefill_step_tokens, self._batch.prefill_chunk)
+        ids: list[int] = []
+        chunks: list[list[int]] = []
+        chunked: list[_Sequence] = []
         for sequence in self._state.active:
-            if not sequence.started and not sequence.finished:
-                # Started on its turn, not on admission: the prompts prefilled before it (in
-                # this step too) may have left a prefix it can fork.
+            if sequence.finished or budget <= 0:
+                continue
+            if not sequence.started:
+                if self._should_wait_to_fork(sequence):
+                    continue
                 self._start(sequence)
-            while not sequence.finished and sequence.prefilled < len(sequence.prompt) and budget > 0:
-                size = min(budget, self._batch.prefill_chunk, len(sequence.prompt) - sequence.prefilled)
-                chunk = sequence.prompt[sequence.prefilled : sequence.prefilled + size]
-                started = time.perf_counter()
-                logits = self._batch.prefill(sequence.sequence_id, chunk)
-                sequence.prefill_s += time.perf_counter() - started
-                sequence.prefilled += size
-                budget -= size
-                if sequence.prefilled == len(sequence.prompt):
-                    self._retain(sequence)
-                    self._emit(sequence, self._take(sequence, logits))
-            if budget <= 0:
-                break
+            size = min(budget, len(sequence.prompt) - 1 - sequence.prefilled)
+            if size <= 0:
+                continue
+            ids.append(sequence.sequence_id)
+            chunks.append(sequence.prompt[sequence.prefilled : sequence.prefilled + size])
+            chunked.append(sequence)
+            budget -= size
+        if ids:
+            started = time.perf_counter()
+            self._batch.prefill_many(ids, chunks)
+            elapsed = time.perf_counter() - started
+            for sequence, chunk in zip(chunked, chunks):
+                sequence.prefill_s += elapsed
+                sequence.prefilled += len(chunk)
+        return [
+            s
+            for s in self._state.active
+            if s.started and not s.finished and s.pending is None and s.prefilled == len(s.prompt) - 1
+        ]
 
-    def _decode_step(self) -> None:
+    def _should_wait_to_fork(self, sequence: _Sequence) -> bool:
+        """Whether to hold a newcomer back a step: it cannot fork the retained prompt, but a
+        prompt still being prefilled shares a prefix with it and will be retained once done
+        (a burst of requests with one system prompt prefills it once, not once each)."""
+        retained = self._state.retained
+        if retained is not None and _common_prefix(retained.tokens, sequence.prompt) >= MIN_SHARED_TOKENS:
+            return False
+        return any(
+            other.started
+            and not other.finished
+            and other.shared < MIN_SHARED_TOKENS
+            and other.prefilled < len(other.prompt)
+            and _common_prefix(other.prompt, sequence.prompt) >= MIN_SHARED_TOKENS
+            for other in self._state.active
+        )
+
+    def _decode_step(self, joining: list[_Sequence]) -> None:
+        """One batched call: a token for every running sequence, and the last prompt token of
+        every sequence whose prefill just finished."""
         ready = [s for s in self._state.active if not s.finished and s.pending is not None]
-        if not ready:
+        rows = ready + joining
+        if not rows:
             return
+        tokens = [s.pending for s in ready if s.pending is not None] + [s.prompt[-1] for s in joining]
         started = time.perf_counter()
-        logits = self._batch.decode([s.sequence_id for s in ready], [s.pending for s in ready if s.pending is not None])
+        logits = self._batch.decode([s.sequence_id for s in rows], tokens)
         elapsed = time.perf_counter() - started
         with self._wake:
-            self._state.decode_steps += 1
-            self._state.decoded_rows += len(ready)
-        live: list[tuple[int, _Sequence]] = []
-        for row, sequence in enumerate(ready):
+            if ready:
+                self._state.decode_steps += 1
+                self._state.decoded_rows += len(ready)
+        for sequence in ready:
             sequence.pending = None
             sequence.decode_s += elapsed
             sequence.decode_steps += 1
+        for sequence in joining:
+            sequence.prefill_s += elapsed
+            sequence.prefilled += 1
+            self._retain(sequence)
+        live: list[tuple[int, _Sequence]] = []
+        for row, sequence in enumerate(rows):
             if sequence.cancel.is_set():
                 self._emit(sequence, [self._finish(sequence, "cancelled")])
             else:
@@ -347,11 +395,6 @@ class BatchScheduler:
         )
         for (_, sequence), choice in zip(live, choices):
             self._emit(sequence, self._events(sequence, choice))
-
-    def _take(self, sequence: _Sequence, logits: np.ndarray) -> list[EngineEvent]:
-        """Sample the next token and turn it into events, as TVMEngine.generate does for one."""
-        choice = sampling.sample(logits, sequence.params, sequence.rng, sequence.history)
-        return self._events(sequence, choice)
 
     def _events(self, sequence: _Sequence, choice: sampling.SampledToken) -> list[EngineEvent]:
         """The events a sampled token makes: its text (held back while it may start a stop
@@ -405,11 +448,18 @@ class BatchScheduler:
         )
 
     def _emit(self, sequence: _Sequence, events: Sequence[EngineEvent | EngineError]) -> None:
+        """Deliver events; during a step, a sequence's last one waits until its slot is freed."""
         for event in events:
-            try:
-                sequence.sink(event)
-            except Exception:  # noqa: BLE001  (a sink that fails has lost its client: stop the sequence)
-                sequence.cancel.set()
+            if self._held is not None and isinstance(event, (FinishEvent, EngineError)):
+                self._held.append((sequence, event))
+            else:
+                self._deliver(sequence, event)
+
+    def _deliver(self, sequence: _Sequence, event: EngineEvent | EngineError) -> None:
+        try:
+            sequence.sink(event)
+        except Exception:  # noqa: BLE001  (a sink that fails has lost its client: stop the sequence)
+            sequence.cancel.set()
 
     def _retire(self) -> None:
         """Free the slots and cache pages of finished sequences."""

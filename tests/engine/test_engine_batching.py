@@ -313,3 +313,31 @@ def test_the_serial_scheduler_queues_one_engine_and_refuses_when_full(nano):
         assert [t.token_id for t in waiting.tokens] == alone
     finally:
         serial.close()
+
+
+def test_forked_sequences_decoded_together_match_the_same_sequences_unforked(nano):
+    """A batch whose rows share forked prefix pages attends to them through the paged-prefill
+    attention kernel (all sharing rows at once); unforked rows take the decode kernel alone."""
+    import numpy as np
+
+    from engine.tvm_backend.batch_session import BatchSession
+
+    batch = BatchSession(nano.session, 4, 1024, 64)
+    prefix = list(range(40, 80))
+    tails = [[100 + row, 7, 200 + row] for row in range(4)]
+    rows = list(range(4))
+    for row in rows:
+        batch.add(row)
+        batch.prefill(row, prefix + tails[row])
+    plain = [batch.decode(rows, [5, 6, 7, 8]), batch.decode(rows, [9, 10, 11, 12])]
+    for row in rows:
+        batch.remove(row)
+    batch.add(99)
+    batch.prefill(99, prefix)
+    forked = [10 + row for row in rows]
+    for row in rows:
+        batch.fork(99, forked[row], 35)  # mid-page: its part-filled last page is copied
+        batch.prefill(forked[row], prefix[35:] + tails[row])
+    shared = [batch.decode(forked, [5, 6, 7, 8]), batch.decode(forked, [9, 10, 11, 12])]
+    for before, after in zip(plain, shared):
+        np.testing.assert_allclose(after, before, atol=1e-4)
