@@ -32,14 +32,11 @@ class OutgoingRequest:
         return self.body
 
 
-@dataclass(frozen=True)
-class Exchange:
-    """What left the machine for one request, retries included: the request as sent and the bytes
-    measured on the wire (headers included)."""
+class CarriesRequest:
+    """Where a record that carries an OutgoingRequest says its provider, host and payload: read
+    from the request, never restated."""
 
     request: OutgoingRequest
-    bytes_sent: int
-    bytes_received: int
 
     @property
     def provider(self) -> str:
@@ -52,3 +49,13 @@ class Exchange:
     @property
     def payload(self) -> str:
         return self.request.body
+
+
+@dataclass(frozen=True)
+class Exchange(CarriesRequest):
+    """What left the machine for one request, retries included: the request as sent and the bytes
+    measured on the wire (headers included)."""
+
+    request: OutgoingRequest
+    bytes_sent: int
+    bytes_received: int

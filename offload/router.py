@@ -27,7 +27,7 @@ from offload.confidence import (
 )
 from offload.errors import OffloadError
 from offload.events import Decision, Discard, Egress, Notice, RouterEvent, Token, TurnDone
-from offload.outgoing import Exchange, OutgoingRequest
+from offload.outgoing import CarriesRequest, Exchange, OutgoingRequest
 from offload.privacy import (
     CloudShare,
     ConversationPolicy,
@@ -73,7 +73,7 @@ class Turn:
 
 
 @dataclass(frozen=True)
-class Preview:
+class Preview(CarriesRequest):
     """What would leave, and where, for the user to approve in ask mode: the very request the
     provider sends if the user agrees (and the same message sent alone, when it carries others)."""
 
@@ -84,18 +84,6 @@ class Preview:
     """Earlier messages the policy would send but that predate the conversation's opt-in."""
     alone: OutgoingRequest | None = None
     """The request with the new message alone (no earlier turns); None when there are none."""
-
-    @property
-    def provider(self) -> str:
-        return self.request.provider
-
-    @property
-    def host(self) -> str:
-        return self.request.host
-
-    @property
-    def payload(self) -> str:
-        return self.request.body
 
     @property
     def alone_payload(self) -> str | None:

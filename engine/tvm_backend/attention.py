@@ -130,14 +130,58 @@ def ragged_prefill_attention(h_kv: int, h_q: int, head_dim: int):
     return ragged_prefill.with_attrs({"tirx.is_scheduled": True, KERNEL_ATTR: "attention"})
 
 
+
+def _online_softmax(group: int, head_dim: int, page_size: int):
+    """What both paged kernels run for one query row and head: an online softmax over the first
+    `n_keys` cached keys of sequence `b`, page by page, vectorised along the head dimension,
+    writing the row's output and log-sum-exp."""
+    lanes = LANES
+    blocks = head_dim // lanes
+
+    # fmt: off
+    @T.macro
+    def attend(q, pages, page_values, page_indptr, output, lse, sm_scale, b, row, head, n_keys):
+        acc = T.sblock_alloc_buffer((head_dim,), "float32")
+        partial = T.sblock_alloc_buffer((lanes,), "float32")
+        state = T.sblock_alloc_buffer((3,), "float32")  # running max, denominator, score/weight
+        for i in T.vectorized(head_dim):
+            acc[i] = T.float32(0)
+        state[0] = T.float32(-5e4)
+        state[1] = T.float32(0)
+        for key in T.serial(n_keys):
+            for lane in T.vectorized(lanes):
+                partial[lane] = T.float32(0)
+            for block in T.serial(blocks):
+                for lane in T.vectorized(lanes):
+                    partial[lane] = partial[lane] + q[row, head, block * lanes + lane] * pages[page_values[page_indptr[b] + key // page_size], 0, head // group, key % page_size, block * lanes + lane]
+            for lane in T.vectorized(8):
+                partial[lane] = partial[lane] + partial[lane + 8]
+            for lane in T.vectorized(4):
+                partial[lane] = partial[lane] + partial[lane + 4]
+            for lane in T.vectorized(2):
+                partial[lane] = partial[lane] + partial[lane + 2]
+            state[2] = (partial[0] + partial[1]) * sm_scale * T.float32(LOG2_E)
+            if state[2] > state[0]:
+                for i in T.vectorized(head_dim):
+                    acc[i] = acc[i] * exp2(state[0] - state[2])
+                state[1] = state[1] * exp2(state[0] - state[2])
+                state[0] = state[2]
+            state[2] = exp2(state[2] - state[0])
+            for i in T.vectorized(head_dim):
+                acc[i] = acc[i] + state[2] * pages[page_values[page_indptr[b] + key // page_size], 1, head // group, key % page_size, i]
+            state[1] = state[1] + state[2]
+        for i in T.vectorized(head_dim):
+            output[row, head, i] = T.if_then_else(state[1] > T.float32(0), acc[i] / state[1], T.float32(0))
+        lse[row, head] = T.if_then_else(state[1] > T.float32(0), state[0] + T.log2(state[1]), T.float32(-5e4))
+    # fmt: on
+    return attend
+
 def paged_decode_attention(h_kv: int, h_q: int, head_dim: int, page_size: int = 16):
     """One task per sequence and query head, in parallel (a batched step is one fork-join, not
     one per sequence): an online softmax over the sequence's cached keys, page by page,
     vectorised along the head dimension (a multiple of 16: see supports). The serial kernel it
     replaces took about a quarter of a decode step at a few hundred tokens."""
-    group = h_q // h_kv
-    lanes = LANES
-    blocks = head_dim // lanes
+    attend = _online_softmax(h_q // h_kv, head_dim, page_size)
 
     # fmt: off
     @T.prim_func(s_tir=True)
@@ -169,38 +213,8 @@ def paged_decode_attention(h_kv: int, h_q: int, head_dim: int, page_size: int = 
             b = T.meta_var(task // h_q)
             head = T.meta_var(task % h_q)
             with T.sblock("attend"):
-                acc = T.sblock_alloc_buffer((head_dim,), "float32")
-                partial = T.sblock_alloc_buffer((lanes,), "float32")
-                state = T.sblock_alloc_buffer((3,), "float32")  # running max, denominator, score/weight
-                for i in T.vectorized(head_dim):
-                    acc[i] = T.float32(0)
-                state[0] = T.float32(-5e4)
-                state[1] = T.float32(0)
-                for key in T.serial(T.if_then_else(page_indptr[b + 1] > page_indptr[b], (page_indptr[b + 1] - page_indptr[b] - 1) * page_size + last_page_len[b], 0)):
-                    for lane in T.vectorized(lanes):
-                        partial[lane] = T.float32(0)
-                    for block in T.serial(blocks):
-                        for lane in T.vectorized(lanes):
-                            partial[lane] = partial[lane] + q[b, head, block * lanes + lane] * pages[page_values[page_indptr[b] + key // page_size], 0, head // group, key % page_size, block * lanes + lane]
-                    for lane in T.vectorized(8):
-                        partial[lane] = partial[lane] + partial[lane + 8]
-                    for lane in T.vectorized(4):
-                        partial[lane] = partial[lane] + partial[lane + 4]
-                    for lane in T.vectorized(2):
-                        partial[lane] = partial[lane] + partial[lane + 2]
-                    state[2] = (partial[0] + partial[1]) * sm_scale * T.float32(LOG2_E)
-                    if state[2] > state[0]:
-                        for i in T.vectorized(head_dim):
-                            acc[i] = acc[i] * exp2(state[0] - state[2])
-                        state[1] = state[1] * exp2(state[0] - state[2])
-                        state[0] = state[2]
-                    state[2] = exp2(state[2] - state[0])
-                    for i in T.vectorized(head_dim):
-                        acc[i] = acc[i] + state[2] * pages[page_values[page_indptr[b] + key // page_size], 1, head // group, key % page_size, i]
-                    state[1] = state[1] + state[2]
-                for i in T.vectorized(head_dim):
-                    output[b, head, i] = T.if_then_else(state[1] > T.float32(0), acc[i] / state[1], T.float32(0))
-                lse[b, head] = T.if_then_else(state[1] > T.float32(0), state[0] + T.log2(state[1]), T.float32(-5e4))
+                attend(q, pages, page_values, page_indptr, output, lse, sm_scale, b, b, head,
+                       T.if_then_else(page_indptr[b + 1] > page_indptr[b], (page_indptr[b + 1] - page_indptr[b] - 1) * page_size + last_page_len[b], 0))
     # fmt: on
     return paged_decode.with_attrs({"tirx.is_scheduled": True, KERNEL_ATTR: "attention"})
 
@@ -217,9 +231,7 @@ def paged_prefill_attention(h_kv: int, h_q: int, head_dim: int, page_size: int =
     page, vectorised along the head dimension. apache-tvm's serial kernel walks every position
     of the whole cache for every query, so a batch of forked sequences took ten times as long
     to decode as the same batch unforked."""
-    group = h_q // h_kv
-    lanes = LANES
-    blocks = head_dim // lanes
+    attend = _online_softmax(h_q // h_kv, head_dim, page_size)
 
     # fmt: off
     @T.prim_func(s_tir=True)
@@ -254,9 +266,6 @@ def paged_prefill_attention(h_kv: int, h_q: int, head_dim: int, page_size: int =
             token = T.meta_var(task // h_q)
             head = T.meta_var(task % h_q)
             with T.sblock("attend"):
-                acc = T.sblock_alloc_buffer((head_dim,), "float32")
-                partial = T.sblock_alloc_buffer((lanes,), "float32")
-                state = T.sblock_alloc_buffer((3,), "float32")  # running max, denominator, score/weight
                 where = T.sblock_alloc_buffer((2,), "int32")  # the query's sequence, keys it sees
                 where[0] = 0
                 for j in T.serial(batch_size):
@@ -267,35 +276,7 @@ def paged_prefill_attention(h_kv: int, h_q: int, head_dim: int, page_size: int =
                 if causal > 0:
                     # Keys up to the query's position: kv_len - qo_len + its row in the chunk.
                     where[1] = T.min(where[1], where[1] - (q_indptr[b + 1] - q_indptr[b]) + (token - q_indptr[b]) + 1)
-                for i in T.vectorized(head_dim):
-                    acc[i] = T.float32(0)
-                state[0] = T.float32(-5e4)
-                state[1] = T.float32(0)
-                for key in T.serial(T.max(where[1], 0)):
-                    for lane in T.vectorized(lanes):
-                        partial[lane] = T.float32(0)
-                    for block in T.serial(blocks):
-                        for lane in T.vectorized(lanes):
-                            partial[lane] = partial[lane] + q[token, head, block * lanes + lane] * pages[page_values[page_indptr[b] + key // page_size], 0, head // group, key % page_size, block * lanes + lane]
-                    for lane in T.vectorized(8):
-                        partial[lane] = partial[lane] + partial[lane + 8]
-                    for lane in T.vectorized(4):
-                        partial[lane] = partial[lane] + partial[lane + 4]
-                    for lane in T.vectorized(2):
-                        partial[lane] = partial[lane] + partial[lane + 2]
-                    state[2] = (partial[0] + partial[1]) * sm_scale * T.float32(LOG2_E)
-                    if state[2] > state[0]:
-                        for i in T.vectorized(head_dim):
-                            acc[i] = acc[i] * exp2(state[0] - state[2])
-                        state[1] = state[1] * exp2(state[0] - state[2])
-                        state[0] = state[2]
-                    state[2] = exp2(state[2] - state[0])
-                    for i in T.vectorized(head_dim):
-                        acc[i] = acc[i] + state[2] * pages[page_values[page_indptr[b] + key // page_size], 1, head // group, key % page_size, i]
-                    state[1] = state[1] + state[2]
-                for i in T.vectorized(head_dim):
-                    output[token, head, i] = T.if_then_else(state[1] > T.float32(0), acc[i] / state[1], T.float32(0))
-                lse[token, head] = T.if_then_else(state[1] > T.float32(0), state[0] + T.log2(state[1]), T.float32(-5e4))
+                attend(q, pages, page_values, page_indptr, output, lse, sm_scale, b, token, head, T.max(where[1], 0))
     # fmt: on
     return paged_prefill.with_attrs({"tirx.is_scheduled": True, KERNEL_ATTR: "attention"})
 
