@@ -65,6 +65,7 @@ def test_a_complete_local_draft_is_compared_with_the_cloud_answer(store, nano_en
         settings = UserSettings(mode="auto", provider="loop",
                                 providers=(ProviderSettings("loop", "openai-compatible", cloud.base_url, "m"),))
         router = default_router_factory(nano_engine, settings, offline=False)
+        router.sampling = {"temperature": 0.0}  # a greedy draft: the same answer on every run
         # A calibration whose threshold escalates everything: the draft is complete, then replaced.
         router.active = ActiveCalibration(Calibration.load(), True, cutoff=1.01)
         conversation = store.create_conversation("t", cloud_opt_in=True)
