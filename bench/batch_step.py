@@ -81,25 +81,13 @@ def profile(batch, rows: int, vocab: int, shared: int = 0) -> dict:
 
 
 def _functions(batch, ids: list[int], tokens: list[int]) -> dict[str, list[float]]:
-    totals: dict[str, list[float]] = {}
-    started: list[float] = []
+    sys.path[0] = str(REPO_ROOT)
+    from bench.engine import vm_call_times
 
-    def instrument(func, symbol, before_run, ret_value, *args):
-        if before_run:
-            started.append(time.perf_counter())
-        else:
-            entry = totals.setdefault(str(symbol), [0.0, 0])
-            entry[0] += time.perf_counter() - started.pop()
-            entry[1] += 1
-        return 0
-
-    vm = batch._vm  # the benchmark looks inside the session; nothing else should
-    vm.set_instrument(instrument)
-    try:
+    # the benchmark looks inside the session; nothing else should
+    with vm_call_times(batch._vm) as totals:
         for _ in range(4):
             batch.decode(ids, tokens)
-    finally:
-        vm.set_instrument(None)
     return {name: [seconds * 1000 / 4, calls // 4] for name, (seconds, calls) in totals.items()}
 
 

@@ -25,6 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -144,6 +146,24 @@ def kernel_profile(session, prompt: list[int]) -> dict[str, list[tuple[str, floa
     cache's builtin). The Python hook adds a few microseconds per call."""
     import numpy as np
 
+    phases = {}
+    # the benchmark looks inside the session; nothing else should
+    with vm_call_times(session._vm) as totals:
+        session.reset()
+        totals.clear()
+        token = int(np.argmax(session.prefill(prompt)))
+        phases["prefill"] = _per_pass(totals, 1)
+        totals.clear()
+        for _ in range(PROFILE_DECODE_STEPS):
+            token = int(np.argmax(session.decode(token)))
+        phases["decode"] = _per_pass(totals, PROFILE_DECODE_STEPS)
+    return phases
+
+
+@contextmanager
+def vm_call_times(vm) -> Iterator[dict[str, list[float]]]:
+    """While inside: {function: [seconds, calls]} for each call the relax VM makes (attention runs
+    inside the KV cache's builtin). The Python hook adds a few microseconds per call."""
     totals: dict[str, list[float]] = {}
     started: list[float] = []
 
@@ -156,21 +176,11 @@ def kernel_profile(session, prompt: list[int]) -> dict[str, list[tuple[str, floa
             entry[1] += 1
         return 0
 
-    vm = session._vm  # the benchmark looks inside the session; nothing else should
-    phases = {}
     vm.set_instrument(instrument)
     try:
-        session.reset()
-        totals.clear()
-        token = int(np.argmax(session.prefill(prompt)))
-        phases["prefill"] = _per_pass(totals, 1)
-        totals.clear()
-        for _ in range(PROFILE_DECODE_STEPS):
-            token = int(np.argmax(session.decode(token)))
-        phases["decode"] = _per_pass(totals, PROFILE_DECODE_STEPS)
+        yield totals
     finally:
         vm.set_instrument(None)
-    return phases
 
 
 def _per_pass(totals: dict[str, list[float]], passes: int) -> list[tuple[str, float, int]]:

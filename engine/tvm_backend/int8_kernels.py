@@ -24,7 +24,7 @@ layout is the same for every variant, so the weight cache serves them all.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -147,21 +147,33 @@ def int8_linear_kernel(
     `isa` (default: the scope's, see int8_isa_scope).
 
     decode: one row; prefill: a symbolic number of rows, in blocks of prefill_rows(tile)."""
+    return _int8_linear_kernel(shape, phase, isa_in_scope(isa))
+
+
+def isa_in_scope(isa: Int8Isa | None) -> Int8Isa:
+    """`isa`, else the one int8_isa_scope set, else the fastest the target in scope has."""
     chosen = isa or _CURRENT_ISA.get() or int8_isa(Target.current(allow_none=True))
     if chosen is None:
         raise ValueError("No int8 variant for the target in scope; build the float kernels instead.")
-    return _int8_linear_kernel(shape, phase, chosen)
+    return chosen
+
+
+def phase_kernel(build: Callable[..., tirx.PrimFunc], shape: LinearShape,
+                 phase: Literal["decode", "prefill"], isa: Int8Isa) -> tirx.PrimFunc:
+    """`build(shape, rows, row_block, spec)` for one phase (decode: one row; prefill: a symbolic
+    number in blocks of prefill_rows), marked as an opaque, already scheduled int8 linear kernel."""
+    spec = ISAS[isa]
+    if phase == "decode":
+        func = build(shape, 1, 1, spec)
+    else:
+        func = build(shape, tirx.Var("rows", "int64"), prefill_rows(shape.tile, spec.lanes), spec)
+    # Opaque: relax must neither fuse neighbours into this kernel nor re-schedule it.
+    return func.with_attrs({"tirx.is_scheduled": True, "op_pattern": 8, KERNEL_ATTR: "linear_int8"})
 
 
 @lru_cache(maxsize=None)
 def _int8_linear_kernel(shape: LinearShape, phase: Literal["decode", "prefill"], isa: Int8Isa) -> tirx.PrimFunc:
-    spec = ISAS[isa]
-    if phase == "decode":
-        func = _kernel(shape, 1, 1, spec)
-    else:
-        func = _kernel(shape, tirx.Var("rows", "int64"), prefill_rows(shape.tile, spec.lanes), spec)
-    # Opaque: relax must neither fuse neighbours into this kernel nor re-schedule it.
-    return func.with_attrs({"tirx.is_scheduled": True, "op_pattern": 8, KERNEL_ATTR: "linear_int8"})
+    return phase_kernel(_kernel, shape, phase, isa)
 
 
 def _dot_step(spec: IsaSpec, acc: tirx.PrimExpr, codes: tirx.PrimExpr, activations: tirx.PrimExpr) -> tirx.PrimExpr:

@@ -33,19 +33,16 @@ from typing import Literal
 
 from tvm import tirx
 from tvm.script import tirx as T
-from tvm.target import Target
 
 from engine.tvm_backend.int8_kernels import (
-    _CURRENT_ISA,
     CACHE_LINE,
-    ISAS,
     PREFETCH_AHEAD_BYTES,
     Int8Isa,
     IsaSpec,
-    int8_isa,
-    prefill_rows,
+    isa_in_scope,
+    phase_kernel,
 )
-from engine.tvm_backend.kernels import KERNEL_ATTR, Q4_GROUP, LinearShape, has_min, scale_dtype, weight_group
+from engine.tvm_backend.kernels import Q4_GROUP, LinearShape, has_min, scale_dtype, weight_group
 
 ACTIVATION_GROUP = Q4_GROUP
 """Activations are quantized per 32 inputs, whatever the weights' group (16 or 32)."""
@@ -67,9 +64,7 @@ def q8_linear_kernel(
     above, for `isa` (default: the scope's, see int8_kernels.int8_isa_scope).
 
     decode: one row; prefill: a symbolic number of rows, in blocks of prefill_rows(tile)."""
-    chosen = isa or _CURRENT_ISA.get() or int8_isa(Target.current(allow_none=True))
-    if chosen is None:
-        raise ValueError("No int8 variant for the target in scope; build the float kernels instead.")
+    chosen = isa_in_scope(isa)
     if not q8_int8_supported(shape.kind, shape.n_out, shape.k_in, shape.tile):
         raise ValueError(f"{shape} does not fit the 8-bit int8 kernels (k_in must be a multiple of 32).")
     return _q8_linear_kernel(shape, phase, chosen)
@@ -77,13 +72,7 @@ def q8_linear_kernel(
 
 @lru_cache(maxsize=None)
 def _q8_linear_kernel(shape: LinearShape, phase: Literal["decode", "prefill"], isa: Int8Isa) -> tirx.PrimFunc:
-    spec = ISAS[isa]
-    if phase == "decode":
-        func = _kernel(shape, 1, 1, spec)
-    else:
-        func = _kernel(shape, tirx.Var("rows", "int64"), prefill_rows(shape.tile, spec.lanes), spec)
-    # Opaque: relax must neither fuse neighbours into this kernel nor re-schedule it.
-    return func.with_attrs({"tirx.is_scheduled": True, "op_pattern": 8, KERNEL_ATTR: "linear_int8"})
+    return phase_kernel(_kernel, shape, phase, isa)
 
 
 def _dot_start(spec: IsaSpec, code_sum: tirx.PrimExpr) -> tirx.PrimExpr:

@@ -33,7 +33,7 @@ from offload.errors import (
     scrub,
 )
 from offload.network import NETWORK, Network, Wire
-from offload.outgoing import Exchange, OutgoingRequest
+from offload.outgoing import CarriesRequest, Exchange, OutgoingRequest
 from offload.providers.base import ProviderEvent, RetryPolicy, StreamEnd, TextDelta, Timeouts
 
 _ERROR_BODY_LIMIT = 64 * 1024
@@ -52,7 +52,7 @@ class StreamDecoder(Protocol):
 
 
 @dataclass(frozen=True)
-class ChatCall:
+class ChatCall(CarriesRequest):
     """One streaming request, fully described before anything is sent: the request as built (its
     body goes on the wire unchanged) and how to send it."""
 
@@ -65,18 +65,6 @@ class ChatCall:
     max_response_bytes: int
     secret: str | None = field(default=None, repr=False)
     """The API key, only so that `scrub` can keep it out of error messages."""
-
-    @property
-    def provider(self) -> str:
-        return self.request.provider
-
-    @property
-    def host(self) -> str:
-        return self.request.host
-
-    @property
-    def body(self) -> str:
-        return self.request.body
 
 
 DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
@@ -224,7 +212,7 @@ def _send_with_retries(client: httpx.Client, call: ChatCall, cancel: threading.E
             return None
         try:
             response = client.send(
-                client.build_request("POST", call.url, content=call.body.encode(), headers=dict(call.headers)),
+                client.build_request("POST", call.url, content=call.request.body.encode(), headers=dict(call.headers)),
                 stream=True,
             )
         except httpx.ConnectTimeout:
