@@ -71,9 +71,10 @@ def import_gguf_as(
     context_window: int | None = None,
     overwrite: bool = False,
     on_progress: Callable[[str, float], None] | None = None,
+    sha256: str | None = None,
 ) -> Installed:
     """Import `gguf_path` (referenced, never copied) as the model `name`. On any failure nothing
-    is left in the models folder."""
+    is left in the models folder. `sha256`: the file's digest, where it is already known."""
     gguf = check_gguf_file(gguf_path)
     final = destination(name, overwrite)
     import_gguf = importer()
@@ -85,6 +86,7 @@ def import_gguf_as(
             generation_defaults=dict(generation_defaults) if generation_defaults else None,
             system_prompt=system_prompt,
             on_progress=on_progress,
+            sha256=sha256,
         )
         if context_window:
             _limit_context(staging, context_window)
@@ -140,6 +142,7 @@ def import_source(
             context_window=found.context_window,
             overwrite=overwrite,
             on_progress=on_progress,
+            sha256=found.sha256,
         )
     path = check_gguf_file(Path(source).expanduser())
     return import_gguf_as(

@@ -243,7 +243,9 @@ def _install_gguf(
     downloaded.replace(kept)
     source = ModelSource("hub", f"hf:{plan.spec.repo}@{plan.commit}:{remote.name}", owned_files=(str(kept),))
     try:
-        installed = import_gguf_as(kept, target, source, overwrite=overwrite, on_progress=report.on_stage)
+        installed = import_gguf_as(
+            kept, target, source, overwrite=overwrite, on_progress=report.on_stage, sha256=remote.expected.sha256
+        )
     except BaseException:
         kept.replace(downloaded)  # back where the next attempt looks for it
         raise

@@ -40,6 +40,13 @@ class OllamaModel:
     context_window: int | None = None
     system_prompt: str | None = None
 
+    @property
+    def sha256(self) -> str | None:
+        """The blob's digest, read from its name: the store is content-addressed, and Ollama
+        checks each blob against its name when it pulls it."""
+        match = _DIGEST.match(self.gguf.name)
+        return match.group(1) if match else None
+
 
 def store_root() -> Path:
     override = os.environ.get("OLLAMA_MODELS")

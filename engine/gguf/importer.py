@@ -76,9 +76,12 @@ def import_gguf(
     system_prompt: str | None = None,
     overwrite: bool = False,
     on_progress: Progress | None = None,
+    sha256: str | None = None,
 ) -> ImportResult:
     """Check the whole file, then write the model directory. An empty `out_dir` (or any, with
-    `overwrite`) is replaced only once the new one is complete; on failure nothing is left."""
+    `overwrite`) is replaced only once the new one is complete; on failure nothing is left.
+    `sha256` is the file's digest where the caller already knows it (an Ollama blob is named by
+    it, a Hub download was just checked against it): reading gigabytes again is then skipped."""
     report = on_progress or (lambda stage, fraction: None)
     out = Path(out_dir)
     report("reading", 0.0)
@@ -99,7 +102,7 @@ def import_gguf(
     routes = tuple(_route(plan) for plan in plans)
     route = route_line(routes)
 
-    digest = _sha256(gguf.path)
+    digest = sha256.lower() if sha256 else _sha256(gguf.path)
     with staged_directory(out) as staging:
         report("writing", 0.5)
         tokenizer.save(str(staging / "tokenizer.json"))

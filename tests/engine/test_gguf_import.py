@@ -4,6 +4,7 @@ a failure leaves nothing half-written."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -18,6 +19,14 @@ from engine.tokenizer import Tokenizer
 
 def chat_config(model_dir):
     return json.loads((model_dir / "mlc-chat-config.json").read_text())
+
+
+def test_the_digest_is_computed_unless_the_caller_knows_it(tiny_gguf, tmp_path):
+    tiny = tiny_gguf(types="Q4_0")
+    computed = import_gguf(tiny.path, tmp_path / "computed").chat_config["tandem"]["gguf"]["sha256"]
+    assert computed == hashlib.sha256(tiny.path.read_bytes()).hexdigest()
+    given = import_gguf(tiny.path, tmp_path / "given", sha256="AB" * 32).chat_config["tandem"]["gguf"]["sha256"]
+    assert given == "ab" * 32  # taken as given (an Ollama blob's name, a checked Hub download)
 
 
 def test_import_writes_a_complete_directory_that_references_the_file(tiny_gguf, tmp_path):

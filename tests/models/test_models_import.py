@@ -163,6 +163,7 @@ def test_an_ollama_model_imports_by_reference_with_its_params_and_system_prompt(
     assert record.referenced == blob and record.quantization == "gguf"
     assert {p.name for p in record.path.iterdir()}.isdisjoint({"model.gguf", blob.name})  # referenced, not copied
     assert record.source.origin == "ollama:tiny:q8"
+    assert config["tandem"]["gguf"]["sha256"] == blob.name.removeprefix("sha256-")  # the blob's name, not re-read
     assert main(["models", "rm", "tiny-q8"]) == 0
     assert blob.is_file() and not record.path.exists()
 
