@@ -1,0 +1,193 @@
+"""The fused one-row int8 kernels (engine/tvm_backend/int8_decode.py): each fusion (RMSNorm before
+the linear layer, SwiGLU before it, the residual after) on each weight kind family (4-bit codes
+with and without a stored min, 8-bit codes), for each int8 variant this CPU can run, against the
+unfused kernel fed the same prologue computed in numpy; and whole models decoding fused against
+the same model with TANDEM_DECODE_FUSION=off, along the same tokens.
+
+The prologue's float rounding (a sum of squares in another order) can move an activation across
+an int8 rounding boundary, so the fused and unfused rows agree to within a small fraction of their
+largest value rather than bit for bit; end to end the logits stay within FUSION_LOGIT_TOLERANCE
+and every greedy token is the same."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm")
+gguf = pytest.importorskip("gguf")
+
+from engine.block_codes import BlockArrays  # noqa: E402
+from engine.block_tensors import BlockTensor  # noqa: E402
+from gguf_fixtures import tiny_gguf  # noqa: E402, F401
+from test_engine_int8_matmul import ALL_ISAS  # noqa: E402
+
+QTYPES = {
+    "q4_0": gguf.GGMLQuantizationType.Q4_0,
+    "q4_1": gguf.GGMLQuantizationType.Q4_1,
+    "q8_0": gguf.GGMLQuantizationType.Q8_0,
+}
+EPS = 1e-5
+ROW_TOLERANCE = 2e-3
+"""Fused against unfused rows, as a fraction of the row's largest |value|: an activation whose
+rounding flips moves y by one int8 step of its group times a weight, about 1e-3 of y here."""
+FUSION_LOGIT_TOLERANCE = 2e-2
+"""Fused against unfused logits on the tiny models (the int8 path's own tolerance against
+transformers, test_engine_int8_matmul.INT8_LOGIT_TOLERANCE): rounding flips, no systematic change."""
+
+
+@pytest.fixture(scope="module")
+def host_target():
+    return tvm.target.Target.from_device(tvm.cpu())
+
+
+@pytest.fixture(params=ALL_ISAS)
+def isa(request, host_target):
+    from engine.tvm_backend.int8_kernels import available_isas
+
+    if request.param not in available_isas(host_target):
+        pytest.skip(f"this CPU lacks the instructions of the {request.param} variant")
+    return request.param
+
+
+def int8_weights(kind: str, weight: np.ndarray):
+    """(LinearShape, the weights in its int8 layout) for a [n_out, k_in] float matrix."""
+    from engine.tvm_backend.int8_kernels import int8_tile
+    from engine.tvm_backend.kernels import LinearShape
+    from engine.tvm_backend.repack import repacked_params
+
+    n_out, k_in = weight.shape
+    tensor = BlockTensor(kind, weight.shape, gguf.quants.quantize(weight, QTYPES[kind]))
+    shape = LinearShape(kind, n_out, k_in, int8_tile(n_out), "int8")
+    wanted = [(f"w.{suffix}", spec, dtype) for suffix, (spec, dtype) in shape.weight_shapes().items()]
+    return shape, list(repacked_params(BlockArrays({"w.weight": tensor}), wanted, tied=False))
+
+
+def run(target, kernel, *arrays: np.ndarray, n_out: int) -> np.ndarray:
+    library = tvm.tirx.build(tvm.IRModule({"k": kernel.with_attr("global_symbol", "k")}), target=target)
+    out = tvm.runtime.tensor(np.zeros((1, n_out), np.float32))
+    library["k"](*(tvm.runtime.tensor(a) for a in arrays), out)
+    return out.numpy()
+
+
+def rms_norm(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    return (x * (1 / np.sqrt(np.mean(x * x) + np.float32(EPS))) * weight).astype(np.float32)
+
+
+def swiglu(gate_up: np.ndarray) -> np.ndarray:
+    gate, up = np.split(gate_up.astype(np.float64), 2, axis=1)
+    return (gate / (1 + np.exp(-gate)) * up).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", list(QTYPES))
+@pytest.mark.parametrize("prologue", ["rms_norm", "swiglu", "none"])
+def test_fused_kernel_matches_the_unfused_kernel_on_the_same_row(host_target, isa, kind, prologue):
+    from engine.tvm_backend.int8_decode import DecodeFusion, fused_decode_kernel
+    from engine.tvm_backend.int8_kernels import int8_linear_kernel
+    from engine.tvm_backend.int8_kernels_q8 import q8_linear_kernel
+
+    rng = np.random.default_rng(len(kind) + len(prologue))
+    n_out, k_in = 64, 96
+    weight = rng.normal(0, 0.05, (n_out, k_in)).astype(np.float32)
+    weight[:, :32] += 0.04  # an off-centre block: q4_1's min differs from -8 * scale
+    shape, weights = int8_weights(kind, weight)
+    fusion = DecodeFusion(prologue, residual=prologue != "rms_norm", eps=EPS)
+    x = rng.normal(0, 1, (1, fusion.input_width(k_in))).astype(np.float32)
+    x[0, 40] = 30.0  # an outlier sets its group's activation scale
+    norm = rng.normal(1, 0.2, k_in).astype(np.float32)
+    residual = rng.normal(0, 1, (1, n_out)).astype(np.float32)
+    row = {"rms_norm": lambda: rms_norm(x, norm), "swiglu": lambda: swiglu(x), "none": lambda: x}[prologue]()
+
+    inputs = [x, *([norm] if prologue == "rms_norm" else []), *weights, *([residual] if fusion.residual else [])]
+    fused = run(host_target, fused_decode_kernel(shape, fusion, isa), *inputs, n_out=n_out)
+
+    unfused_kernel = (q8_linear_kernel if kind == "q8_0" else int8_linear_kernel)(shape, "decode", isa)
+    expected = run(host_target, unfused_kernel, row, *weights, n_out=n_out) + (residual if fusion.residual else 0)
+    np.testing.assert_allclose(fused, expected, rtol=0, atol=ROW_TOLERANCE * np.abs(expected).max())
+    if prologue == "none":  # nothing before the dots: only the residual add, the same float add
+        np.testing.assert_array_equal(fused, expected)
+
+
+def test_a_fusion_without_whole_groups_is_refused():
+    from engine.tvm_backend.int8_decode import DecodeFusion, fused_decode_kernel, fusable
+    from engine.tvm_backend.kernels import LinearShape
+
+    ragged = LinearShape("q4", 64, 80, 32, "int8")
+    assert not fusable(ragged) and not fusable(LinearShape("q4_1", 64, 96, 32))  # float layout
+    with pytest.raises(ValueError, match="whole groups of 32"):
+        fused_decode_kernel(ragged, DecodeFusion("rms_norm"), "avx2")
+
+
+def decode_calls(session, prompt: list[int], steps: int) -> set[str]:
+    """The functions the VM calls while decoding `steps` tokens after `prompt`."""
+    from bench.engine import vm_call_times
+
+    session.reset()
+    token = int(np.argmax(session.prefill(prompt)))
+    with vm_call_times(session._vm) as totals:
+        for _ in range(steps):
+            token = int(np.argmax(session.decode(token)))
+    return set(totals)
+
+
+def fused_and_unfused(monkeypatch, model_dir, isa: str, prompt_text: str, steps: int):
+    """Greedy tokens and logits of the fused decode, the unfused logits along the same tokens,
+    and the functions the fused decode called."""
+    from engine.loader import open_engine
+    from engine.scoring import forced_logits, greedy_run
+
+    monkeypatch.setenv("TANDEM_CPU_MATMUL", "int8")
+    monkeypatch.setenv("TANDEM_INT8_ISA", isa)
+    monkeypatch.setenv("TANDEM_DEVICE", "cpu")
+    monkeypatch.setenv("TANDEM_DECODE_FUSION", "on")
+    fused_engine = open_engine(model_dir, backend="tvm")
+    prompt = fused_engine.tokenizer.encode(prompt_text)
+    tokens, fused = greedy_run(fused_engine.session, prompt, steps)
+    calls = decode_calls(fused_engine.session, prompt, 2)
+    fused_engine.close()
+    monkeypatch.setenv("TANDEM_DECODE_FUSION", "off")
+    plain_engine = open_engine(model_dir, backend="tvm")
+    plain = forced_logits(plain_engine.session, prompt, tokens[len(prompt) :])
+    plain_calls = decode_calls(plain_engine.session, prompt, 2)
+    plain_engine.close()
+    return prompt, tokens, fused, plain, calls, plain_calls
+
+
+def assert_same_decode(prompt, tokens, fused, plain):
+    np.testing.assert_array_equal(fused[0], plain[0])  # the prefill is not fused: the same graph
+    worst = max(float(np.abs(a - b).max()) for a, b in zip(fused, plain, strict=True))
+    assert worst < FUSION_LOGIT_TOLERANCE
+    assert [int(np.argmax(row)) for row in plain[:-1]] == tokens[len(prompt) :]
+
+
+def fusions(calls: set[str]) -> set[str]:
+    """The prologues of the fused kernels among `calls` (fused_linear names them)."""
+    return {prologue for name in calls for prologue in ("rms_norm", "none", "swiglu") if f"_decode_{prologue}_" in name}
+
+
+def test_q4_model_decodes_fused_as_it_does_unfused(monkeypatch, isa, tiny_mlc_model):
+    mlc_dir = tiny_mlc_model("q4f16_1", model_type="llama", tie=True)
+    prompt, tokens, fused, plain, calls, plain_calls = fused_and_unfused(
+        monkeypatch, mlc_dir, isa, "The quick brown fox jumps over the lazy dog.", 12
+    )
+    assert_same_decode(prompt, tokens, fused, plain)
+    assert fusions(calls) == {"rms_norm", "none", "swiglu"} and not fusions(plain_calls)
+    # the residual adds and the SwiGLU run inside the kernels
+    assert not any("add" in name or "silu" in name for name in calls), calls
+    assert any("silu" in name for name in plain_calls)
+
+
+def test_gguf_q4_1_with_a_q8_0_head_decodes_fused_as_it_does_unfused(monkeypatch, isa, tiny_gguf, tmp_path):  # noqa: F811
+    from engine.gguf.importer import import_gguf
+
+    matrices = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+    built = tiny_gguf(types={"token_embd": "Q8_0", **{name: "Q4_1" for name in matrices}})
+    import_gguf(built.path, tmp_path / "model")
+    prompt, tokens, fused, plain, calls, plain_calls = fused_and_unfused(
+        monkeypatch, tmp_path / "model", isa, "hello tandem, hello world", 12
+    )
+    assert_same_decode(prompt, tokens, fused, plain)
+    assert fusions({name for name in calls if name.startswith("q4_1_")}) == {"rms_norm", "none", "swiglu"}
+    assert not fusions(plain_calls)
+    vocab = fused[0].shape[-1]
+    assert f"q8_0_decode_{vocab}x256" in calls  # the tied q8_0 head: the unfused 8-bit-code kernel
