@@ -102,7 +102,8 @@ def cpu_target(model_matmul: str | None = None) -> HostTarget:
     matmul = cpu_matmul_mode(target, model_matmul)
     isa = cpu_int8_isa(target) if matmul == "int8" else None
     label = f"cpu ({mcpu}, {threads} threads{f', int8 matmul ({isa})' if isa else ''})"
-    return HostTarget(target, tvm.cpu(), label, "cpu", matmul, isa, matmul == "int8" and decode_fusion_wanted())
+    fused = decode_fusion_wanted()  # read (and checked) whatever the matmul mode
+    return HostTarget(target, tvm.cpu(), label, "cpu", matmul, isa, matmul == "int8" and fused)
 
 
 def decode_fusion_wanted() -> bool:

@@ -191,3 +191,26 @@ def test_gguf_q4_1_with_a_q8_0_head_decodes_fused_as_it_does_unfused(monkeypatch
     assert not fusions(plain_calls)
     vocab = fused[0].shape[-1]
     assert f"q8_0_decode_{vocab}x256" in calls  # the tied q8_0 head: the unfused 8-bit-code kernel
+
+
+def test_the_fusion_setting_keys_the_library_and_rejects_unknown_values(monkeypatch):
+    from engine.errors import EngineError
+    from engine.tvm_backend.int8_kernels import supports_int8
+    from engine.tvm_backend.target import cpu_target
+
+    monkeypatch.setenv("TANDEM_DEVICE", "cpu")
+    monkeypatch.setenv("TANDEM_CPU_MATMUL", "int8")
+    if not supports_int8(cpu_target().target):
+        pytest.skip("this CPU has none of the int8 kernels' instruction sets")
+    monkeypatch.delenv("TANDEM_DECODE_FUSION", raising=False)
+    default = cpu_target()
+    monkeypatch.setenv("TANDEM_DECODE_FUSION", "off")
+    off = cpu_target()
+    assert default.decode_fusion and not off.decode_fusion
+    assert default.cache_key != off.cache_key
+    monkeypatch.setenv("TANDEM_CPU_MATMUL", "float")  # float has no fused decode, whatever the setting
+    monkeypatch.setenv("TANDEM_DECODE_FUSION", "on")
+    assert not cpu_target().decode_fusion
+    monkeypatch.setenv("TANDEM_DECODE_FUSION", "sometimes")
+    with pytest.raises(EngineError, match="TANDEM_DECODE_FUSION"):
+        cpu_target()
