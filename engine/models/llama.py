@@ -133,7 +133,7 @@ class DecoderLayer(nn.Module):
         return [getattr(attention, attention.qkv_name), attention.o_proj, self.mlp.gate_up_proj, self.mlp.down_proj]
 
     def fusable(self) -> bool:
-        """Whether decode_step can run this layer: every linear layer fusable, no bias."""
+        """Whether fused_decode can run this layer: every linear layer fusable, no bias."""
         return all(fusable(layer.shape) and layer.bias is None for layer in self.linears())
 
     def fused_decode(self, hidden: Tensor, kv_cache: PagedKVCache, layer_id: int) -> Tensor:
@@ -181,7 +181,7 @@ class LlamaForCausalLM(nn.Module):
         self.model = LlamaModel(config, kinds)
         self.lm_head = Linear(config.hidden_size, config.vocab_size, kind_for(kinds, HEAD_MODULE))
         # Chosen while the compiler's scopes (target, matmul mode, fusion) are entered.
-        self.fused_decode = decode_fusion_enabled() and all(layer.fusable() for layer in self.model.layers)
+        self.decode_is_fused = decode_fusion_enabled() and all(layer.fusable() for layer in self.model.layers)
 
     def embed(self, input_ids: Tensor) -> Tensor:
         return self.model.embed_tokens(input_ids)
@@ -202,7 +202,7 @@ class LlamaForCausalLM(nn.Module):
         return self.lm_head(self.model(input_embed, kv_cache)), kv_cache
 
     def decode(self, input_embed: Tensor, kv_cache: PagedKVCache):
-        if self.fused_decode:
+        if self.decode_is_fused:
             return self._fused_decode(input_embed, kv_cache)
         hidden = self.model(input_embed, kv_cache)
         return self.lm_head(hidden), hidden, kv_cache
