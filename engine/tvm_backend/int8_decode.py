@@ -14,7 +14,6 @@ build the dot products; the model (engine/models/llama.py) decides where fusion 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -33,7 +32,6 @@ if TYPE_CHECKING:
 
 Prologue = Literal["none", "rms_norm", "swiglu"]
 _LANES = 16
-_LOG2_E = 1 / math.log(2)
 _ENABLED: ContextVar[bool] = ContextVar("tandem_decode_fusion", default=False)
 
 
@@ -101,21 +99,16 @@ def write_prologue(fusion: DecodeFusion, k_in: int):
         return rms_norm
     if fusion.prologue == "swiglu":
 
+        from engine.tvm_backend.pipeline import silu_value  # the unfused graph's SiLU
+
         @T.macro
         def swiglu(x, norm, xf):
             for c in range(vectors):
                 for lane in T.vectorized(_LANES):
-                    xf[0, c * _LANES + lane] = _silu(x[0, c * _LANES + lane]) * x[0, k_in + c * _LANES + lane]
+                    xf[0, c * _LANES + lane] = silu_value(x[0, c * _LANES + lane]) * x[0, k_in + c * _LANES + lane]
 
         return swiglu
     return None
-
-
-def _silu(x: tirx.PrimExpr) -> tirx.PrimExpr:
-    """The CPU pipeline's SiLU (pipeline._silu): x / (1 + 2^(-x log2 e)) with the inline exp2."""
-    from engine.tvm_backend.attention import exp2
-
-    return x / (tirx.const(1.0, "float32") + exp2(x * tirx.const(-_LOG2_E, "float32")))
 
 
 def keep_params(func: tirx.PrimFunc, keep: Sequence[bool]) -> tirx.PrimFunc:

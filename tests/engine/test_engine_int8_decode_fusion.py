@@ -69,7 +69,7 @@ def unfused_prologue(target, prologue: str, x: np.ndarray, norm: np.ndarray) -> 
     nn.RMSNorm legalizes to), or split + the CPU pipeline's SiLU (pipeline._silu) * up."""
     from tvm import te, topi
 
-    from engine.tvm_backend.int8_decode import _silu
+    from engine.tvm_backend.pipeline import silu_value
 
     rows, width = x.shape
     x_in = te.placeholder((rows, width), "float32", name="x")
@@ -79,7 +79,7 @@ def unfused_prologue(target, prologue: str, x: np.ndarray, norm: np.ndarray) -> 
         arrays = [x, norm]
     else:
         half = width // 2
-        args = [x_in, te.compute((rows, half), lambda m, k: _silu(x_in[m, k]) * x_in[m, half + k], name="swiglu")]
+        args = [x_in, te.compute((rows, half), lambda m, k: silu_value(x_in[m, k]) * x_in[m, half + k], name="swiglu")]
         arrays = [x]
     func = te.create_prim_func(args).with_attr("global_symbol", "prologue")
     library = tvm.tirx.build(tvm.IRModule({"prologue": func}), target=target)
