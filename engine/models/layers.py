@@ -35,7 +35,8 @@ class Linear(nn.Module):
             setattr(self, name, nn.Parameter(shape, dtype))
         self.bias = nn.Parameter((out_features,), "float32") if bias else None
 
-    def _weights(self) -> list[Tensor]:
+    def weights(self) -> list[Tensor]:
+        """The weight parameters in the order the linear kernels take them."""
         return [getattr(self, name) for name in self.shape.weight_shapes()]
 
     def forward(self, x: Tensor) -> Tensor:
@@ -43,7 +44,7 @@ class Linear(nn.Module):
         rows = 1
         for dim in lead:
             rows = rows * dim
-        y = linear(self.shape, op.reshape(x, (rows, k_in)), self._weights())
+        y = linear(self.shape, op.reshape(x, (rows, k_in)), self.weights())
         if self.bias is not None:
             y = y + self.bias
         return op.reshape(y, (*lead, self.shape.n_out))

@@ -17,7 +17,9 @@ from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode, TIRPagedK
 from tvm.target import Target
 
 from engine.models.layers import Embedding, Linear
+from engine.tvm_backend.int8_decode import DecodeFusion, decode_fusion_enabled, fusable, fused_linear
 from engine.tvm_backend.kernels import WeightKind
+from engine.tvm_backend.linear import linear
 
 if TYPE_CHECKING:
     from engine.config import ModelConfig
@@ -95,6 +97,23 @@ class Attention(nn.Module):
         )
         return self.o_proj(op.reshape(attended, (batch, seq_len, self.num_q_heads * self.head_dim)))
 
+    def decode_attention(self, qkv: Tensor, kv_cache: PagedKVCache, layer_id: int) -> Tensor:
+        """One token's attention on its fused q/k/v row [1, heads * dim] -> [1, q_heads * dim]:
+        the KV cache's builtin called on [1, heads, dim] directly (attention_with_fused_qkv
+        wraps the same call in reshapes to and from [batch, seq_len, ...])."""
+        heads = self.num_q_heads + 2 * self.num_kv_heads
+        rows = op.reshape(qkv, (1, heads, self.head_dim))
+        attended = Tensor(
+            _expr=relax.BlockBuilder.current().emit(
+                relax.call_dps_packed(
+                    "vm.builtin.attention_kv_cache_attention_with_fused_qkv",
+                    [kv_cache._expr, relax.prim_value(layer_id), relax.prim_value(self.head_dim**-0.5), rows._expr],
+                    out_ty=relax.TensorType((1, self.num_q_heads, self.head_dim), "float32"),
+                )
+            )
+        )
+        return op.reshape(attended, (1, self.num_q_heads * self.head_dim))
+
 
 class DecoderLayer(nn.Module):
     def __init__(self, config: ModelConfig, kinds: WeightKinds, layer: int):
@@ -108,6 +127,28 @@ class DecoderLayer(nn.Module):
     def forward(self, hidden: Tensor, kv_cache: PagedKVCache, layer_id: int) -> Tensor:
         hidden = hidden + self.self_attn(self.input_layernorm(hidden), kv_cache, layer_id)
         return hidden + self.mlp(self.post_attention_layernorm(hidden))
+
+    def linears(self) -> list[Linear]:
+        attention = self.self_attn
+        return [getattr(attention, attention.qkv_name), attention.o_proj, self.mlp.gate_up_proj, self.mlp.down_proj]
+
+    def fusable(self) -> bool:
+        """Whether fused_decode can run this layer: every linear layer fusable, no bias."""
+        return all(fusable(layer.shape) and layer.bias is None for layer in self.linears())
+
+    def fused_decode(self, hidden: Tensor, kv_cache: PagedKVCache, layer_id: int) -> Tensor:
+        """forward for one token's row [1, hidden] in four fused int8 kernels and attention:
+        norm + qkv, o_proj + residual, norm + gate_up, SwiGLU + down_proj + residual."""
+        qkv, o_proj, gate_up, down = self.linears()
+        before_attention = DecodeFusion("rms_norm", eps=self.input_layernorm.epsilon)
+        before_mlp = DecodeFusion("rms_norm", eps=self.post_attention_layernorm.epsilon)
+        rows = fused_linear(qkv.shape, qkv.weights(), before_attention, hidden, norm=self.input_layernorm.weight)
+        attended = self.self_attn.decode_attention(rows, kv_cache, layer_id)
+        hidden = fused_linear(o_proj.shape, o_proj.weights(), DecodeFusion(residual=True), attended, residual=hidden)
+        gate_up_rows = fused_linear(
+            gate_up.shape, gate_up.weights(), before_mlp, hidden, norm=self.post_attention_layernorm.weight
+        )
+        return fused_linear(down.shape, down.weights(), DecodeFusion("swiglu", residual=True), gate_up_rows, residual=hidden)
 
 
 class LlamaModel(nn.Module):
@@ -139,6 +180,8 @@ class LlamaForCausalLM(nn.Module):
         self.target = target
         self.model = LlamaModel(config, kinds)
         self.lm_head = Linear(config.hidden_size, config.vocab_size, kind_for(kinds, HEAD_MODULE))
+        # Chosen while the compiler's scopes (target, matmul mode, fusion) are entered.
+        self.decode_is_fused = decode_fusion_enabled() and all(layer.fusable() for layer in self.model.layers)
 
     def embed(self, input_ids: Tensor) -> Tensor:
         return self.model.embed_tokens(input_ids)
@@ -159,8 +202,20 @@ class LlamaForCausalLM(nn.Module):
         return self.lm_head(self.model(input_embed, kv_cache)), kv_cache
 
     def decode(self, input_embed: Tensor, kv_cache: PagedKVCache):
+        if self.decode_is_fused:
+            return self._fused_decode(input_embed, kv_cache)
         hidden = self.model(input_embed, kv_cache)
         return self.lm_head(hidden), hidden, kv_cache
+
+    def _fused_decode(self, input_embed: Tensor, kv_cache: PagedKVCache):
+        """decode through the fused int8 kernels, the hidden state [1, hidden] throughout."""
+        size = self.config.hidden_size
+        hidden = op.reshape(input_embed, (1, size))
+        for layer_id, layer in enumerate(self.model.layers):
+            hidden = layer.fused_decode(hidden, kv_cache, layer_id)
+        normed = self.model.norm(hidden)
+        logits = linear(self.lm_head.shape, normed, self.lm_head.weights())
+        return op.reshape(logits, (1, 1, self.config.vocab_size)), op.reshape(normed, (1, 1, size)), kv_cache
 
     def batch_decode(self, input_embed: Tensor, kv_cache: PagedKVCache):
         """One token for each of several sequences: [batch, 1, hidden] in the order of the

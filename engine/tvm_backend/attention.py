@@ -310,6 +310,26 @@ def fused_rope(h_q: int, h_kv: int, head_dim: int, theta: float, scale: float, r
         return expr
 
     # fmt: off
+    @T.macro
+    def rotate(qkv, position_map, q, k, v, apply_rope, s):
+        with T.sblock("rope"):
+            cos = T.sblock_alloc_buffer((half,), "float32")
+            sin = T.sblock_alloc_buffer((half,), "float32")
+            for i in T.serial(half):
+                cos[i] = T.if_then_else(apply_rope > 0, rotation(position_map[s], i, 0), T.float32(1))
+                sin[i] = T.if_then_else(apply_rope > 0, rotation(position_map[s], i, 1), T.float32(0))
+            for h in T.serial(h_q + h_kv):
+                for i in T.vectorized(half):
+                    if h < h_q:
+                        q[s, h, i] = cos[i] * qkv[s, h, i] + sin[i] * (T.float32(0) - qkv[s, h, i + half])
+                        q[s, h, i + half] = cos[i] * qkv[s, h, i + half] + sin[i] * qkv[s, h, i]
+                    else:
+                        k[s, h - h_q, i] = cos[i] * qkv[s, h, i] + sin[i] * (T.float32(0) - qkv[s, h, i + half])
+                        k[s, h - h_q, i + half] = cos[i] * qkv[s, h, i + half] + sin[i] * qkv[s, h, i]
+            for h in T.serial(h_kv):
+                for i in T.vectorized(head_dim):
+                    v[s, h, i] = qkv[s, h_q + h_kv + h, i]
+
     @T.prim_func(s_tir=True)
     def rope(var_qkv: T.handle, var_position_map: T.handle, var_q: T.handle, var_k: T.handle, var_v: T.handle, apply_rope: T.int64):
         seq_len = T.int32()
@@ -319,23 +339,13 @@ def fused_rope(h_q: int, h_kv: int, head_dim: int, theta: float, scale: float, r
         k = T.match_buffer(var_k, (seq_len, h_kv, head_dim), "float32")
         v = T.match_buffer(var_v, (seq_len, h_kv, head_dim), "float32")
         position_map = T.match_buffer(var_position_map, (seq_len,), "int32", elem_offset=position_map_offset)
-        for s in T.parallel(seq_len):
-            with T.sblock("rope"):
-                cos = T.sblock_alloc_buffer((half,), "float32")
-                sin = T.sblock_alloc_buffer((half,), "float32")
-                for i in T.serial(half):
-                    cos[i] = T.if_then_else(apply_rope > 0, rotation(position_map[s], i, 0), T.float32(1))
-                    sin[i] = T.if_then_else(apply_rope > 0, rotation(position_map[s], i, 1), T.float32(0))
-                for h in T.serial(h_q + h_kv):
-                    for i in T.vectorized(half):
-                        if h < h_q:
-                            q[s, h, i] = cos[i] * qkv[s, h, i] + sin[i] * (T.float32(0) - qkv[s, h, i + half])
-                            q[s, h, i + half] = cos[i] * qkv[s, h, i + half] + sin[i] * qkv[s, h, i]
-                        else:
-                            k[s, h - h_q, i] = cos[i] * qkv[s, h, i] + sin[i] * (T.float32(0) - qkv[s, h, i + half])
-                            k[s, h - h_q, i + half] = cos[i] * qkv[s, h, i + half] + sin[i] * qkv[s, h, i]
-                for h in T.serial(h_kv):
-                    for i in T.vectorized(head_dim):
-                        v[s, h, i] = qkv[s, h_q + h_kv + h, i]
+        # One decode token (or a batch of one) runs serially: a parallel launch of one task
+        # still wakes the thread pool.
+        if seq_len > 1:
+            for s in T.parallel(seq_len):
+                rotate(qkv, position_map, q, k, v, apply_rope, s)
+        else:
+            for s in T.serial(seq_len):
+                rotate(qkv, position_map, q, k, v, apply_rope, s)
     # fmt: on
     return rope.with_attrs({"tirx.is_scheduled": True, "op_pattern": 8, KERNEL_ATTR: "attention"})

@@ -43,6 +43,7 @@ _SOURCES = (
     "tvm_backend/kernels.py",
     "tvm_backend/int8_kernels.py",
     "tvm_backend/int8_kernels_q8.py",
+    "tvm_backend/int8_decode.py",
     "tvm_backend/linear.py",
     "tvm_backend/compiler.py",
     "tvm_backend/pipeline.py",
@@ -137,11 +138,14 @@ def build_executable(
 def _export(config: ModelConfig, kind: WeightKinds, target: HostTarget):
     from engine.models.llama import LlamaForCausalLM
 
+    from engine.tvm_backend.int8_decode import decode_fusion
     from engine.tvm_backend.int8_kernels import int8_isa_scope
     from engine.tvm_backend.linear import cpu_matmul
 
-    # The target and its matmul mode pick the linear layers' form (linear.py) and layouts.
-    with target.target, cpu_matmul(target.cpu_matmul), int8_isa_scope(target.int8_isa):
+    # The target and its matmul mode pick the linear layers' form (linear.py) and layouts, and
+    # whether decode runs the fused int8 kernels (int8_decode.py).
+    with (target.target, cpu_matmul(target.cpu_matmul), int8_isa_scope(target.int8_isa),
+          decode_fusion(target.decode_fusion)):
         model = LlamaForCausalLM(config, kind, target.target)
         module, named_params = model.export_tvm(spec=model.export_spec())
     if not target.is_gpu:

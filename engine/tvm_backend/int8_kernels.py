@@ -36,6 +36,7 @@ from tvm.script import tirx as T
 from tvm.target import Target
 from tvm.target.codegen import target_has_features
 
+from engine.tvm_backend.int8_decode import DecodeFusion, keep_params, write_prologue
 from engine.tvm_backend.kernels import (
     KERNEL_ATTR,
     Q4_GROUP,
@@ -246,8 +247,14 @@ def _group_half(x: tirx.Buffer, m, g, half: int, k_in: int) -> tirx.PrimExpr:
     return tirx.if_then_else(g < k_in // Q4_GROUP, contiguous, masked)
 
 
-def _kernel(shape: LinearShape, rows, row_block: int, spec: IsaSpec) -> tirx.PrimFunc:
+def _kernel(shape: LinearShape, rows, row_block: int, spec: IsaSpec, fusion: DecodeFusion | None = None) -> tirx.PrimFunc:
+    """The kernel of `shape`; with `fusion` (one row only, see int8_decode) its prologue before
+    the quantization and its residual after the dot products."""
     k_in, n_out, tile = shape.k_in, shape.n_out, shape.tile
+    fusion = fusion or DecodeFusion()
+    prologue = write_prologue(fusion, k_in)
+    add_residual = fusion.residual
+    x_width = fusion.input_width(k_in)
     groups = q4_groups(k_in)
     lanes = spec.lanes
     sub = tile // lanes  # registers per tile row
@@ -269,21 +276,13 @@ def _kernel(shape: LinearShape, rows, row_block: int, spec: IsaSpec) -> tirx.Pri
     quantize_loop = T.serial if isinstance(rows, int) else T.parallel
 
     @T.macro
-    def body(x, w, s, low, y):
-        w_flat = T.decl_buffer((n_tiles * groups * group_bytes,), "uint8", data=w.data)
-        s_flat = T.decl_buffer((n_tiles * groups * tile,), scales, data=s.data)
-        low_flat = T.decl_buffer((n_tiles * groups * tile,), scales, data=low.data)
-        xq = T.alloc_buffer((rows_padded, groups * Q4_GROUP // 4), "int32")  # 4 int8 per word
-        xq8 = T.decl_buffer((rows_padded, groups * Q4_GROUP), "int8", data=xq.data)
-        xs = T.alloc_buffer((rows_padded, groups), "float32")
-        zero_point_sum = T.alloc_buffer((rows_padded, groups), "int32")  # -zp * sum(xq)
-        x_sum = T.alloc_buffer((rows_padded, groups), "float32")  # xs * sum(xq), for a stored min
+    def quantize(source, xq, xq8, xs, zero_point_sum, x_sum):
         # Padding rows stay unquantized: their sums are computed but never stored.
         for m in quantize_loop(rows):
             scale = T.alloc_buffer((2,), "float32", scope="local")  # max |x|, then 127 / max |x|
             for g in range(groups):
-                half_low = _group_half(x, m, g, 0, k_in)
-                half_high = _group_half(x, m, g, 1, k_in)
+                half_low = _group_half(source, m, g, 0, k_in)
+                half_high = _group_half(source, m, g, 1, k_in)
                 scale[0] = T.call_llvm_pure_intrin(
                     "float32", "llvm.vector.reduce.fmax", T.max(T.fabs(half_low), T.fabs(half_high))
                 )
@@ -295,6 +294,23 @@ def _kernel(shape: LinearShape, rows, row_block: int, spec: IsaSpec) -> tirx.Pri
                     x_sum[m, g] = xs[m, g] * T.Cast("float32", _xq_sum(xq8, m, g))
                 else:
                     zero_point_sum[m, g] = -zero_point * _xq_sum(xq8, m, g)
+
+    @T.macro
+    def body(x, norm, w, s, low, residual, y):
+        w_flat = T.decl_buffer((n_tiles * groups * group_bytes,), "uint8", data=w.data)
+        s_flat = T.decl_buffer((n_tiles * groups * tile,), scales, data=s.data)
+        low_flat = T.decl_buffer((n_tiles * groups * tile,), scales, data=low.data)
+        xq = T.alloc_buffer((rows_padded, groups * Q4_GROUP // 4), "int32")  # 4 int8 per word
+        xq8 = T.decl_buffer((rows_padded, groups * Q4_GROUP), "int8", data=xq.data)
+        xs = T.alloc_buffer((rows_padded, groups), "float32")
+        zero_point_sum = T.alloc_buffer((rows_padded, groups), "int32")  # -zp * sum(xq)
+        x_sum = T.alloc_buffer((rows_padded, groups), "float32")  # xs * sum(xq), for a stored min
+        if prologue is None:
+            quantize(x, xq, xq8, xs, zero_point_sum, x_sum)
+        else:  # a fused decode kernel: the row the linear layer takes, then as above
+            xf = T.alloc_buffer((1, k_in), "float32")
+            prologue(x, norm, xf)
+            quantize(xf, xq, xq8, xs, zero_point_sum, x_sum)
         for t in T.parallel(n_tiles):
             acc = T.alloc_buffer((row_block, tile), "float32", scope="local")
             dot = T.alloc_buffer((row_block, sub, acc_lanes), acc_dtype, scope="local")
@@ -347,34 +363,29 @@ def _kernel(shape: LinearShape, rows, row_block: int, spec: IsaSpec) -> tirx.Pri
                 for i in T.unroll(row_block):
                     if b * row_block + i < rows:
                         for n in T.vectorized(tile):
-                            y[b * row_block + i, t * tile + n] = acc[i, n]
-
-    if stored_min:
-
-        @T.prim_func(private=True)
-        def kernel_with_min(
-            x: T.Buffer((rows, k_in), "float32"),
-            w: T.Buffer(weight_shape, "uint8"),
-            s: T.Buffer((n_tiles, groups, tile), scales),
-            low: T.Buffer((n_tiles, groups, tile), scales),
-            y: T.Buffer((rows, n_out), "float32"),
-        ):
-            T.func_attr({"tirx.noalias": True})
-            body(x, w, s, low, y)
-
-        return kernel_with_min
+                            if add_residual:
+                                y[b * row_block + i, t * tile + n] = acc[i, n] + residual[b * row_block + i, t * tile + n]
+                            else:
+                                y[b * row_block + i, t * tile + n] = acc[i, n]
 
     @T.prim_func(private=True)
     def kernel(
-        x: T.Buffer((rows, k_in), "float32"),
+        x: T.Buffer((rows, x_width), "float32"),
+        norm: T.Buffer((k_in,), "float32"),
         w: T.Buffer(weight_shape, "uint8"),
         s: T.Buffer((n_tiles, groups, tile), scales),
+        low: T.Buffer((n_tiles, groups, tile), scales),
+        residual: T.Buffer((rows, n_out), "float32"),
         y: T.Buffer((rows, n_out), "float32"),
     ):
         T.func_attr({"tirx.noalias": True})
-        body(x, w, s, s, y)  # no min: its reads are never generated
+        if stored_min:
+            body(x, norm, w, s, low, residual, y)
+        else:
+            body(x, norm, w, s, s, residual, y)  # no min: its reads are never generated
 
-    return kernel
+    # Written once with every input; each variant keeps those its body reads.
+    return keep_params(kernel, [True, fusion.prologue == "rms_norm", True, True, stored_min, add_residual, True])
 
 
 def _with_min(

@@ -34,6 +34,7 @@ from typing import Literal
 from tvm import tirx
 from tvm.script import tirx as T
 
+from engine.tvm_backend.int8_decode import DecodeFusion, keep_params, write_prologue
 from engine.tvm_backend.int8_kernels import (
     CACHE_LINE,
     PREFETCH_AHEAD_BYTES,
@@ -115,8 +116,14 @@ def _prefetch(flat: tirx.Buffer, offset) -> tirx.PrimExpr:
     return T.call_llvm_intrin("void", "llvm.prefetch.p0", address, 0, 3, 1)
 
 
-def _kernel(shape: LinearShape, rows, row_block: int, spec: IsaSpec) -> tirx.PrimFunc:
+def _kernel(shape: LinearShape, rows, row_block: int, spec: IsaSpec, fusion: DecodeFusion | None = None) -> tirx.PrimFunc:
+    """The kernel of `shape`; with `fusion` (one row only, see int8_decode) its prologue before
+    the quantization and its residual after the dot products."""
     k_in, n_out, tile, kind = shape.k_in, shape.n_out, shape.tile, shape.kind
+    fusion = fusion or DecodeFusion()
+    prologue = write_prologue(fusion, k_in)
+    add_residual = fusion.residual
+    x_width = fusion.input_width(k_in)
     group = weight_group(kind)
     halves = ACTIVATION_GROUP // 16  # 16-wide float vectors per activation group
     per_activation = ACTIVATION_GROUP // group  # weight groups per activation group (1 or 2)
@@ -140,14 +147,7 @@ def _kernel(shape: LinearShape, rows, row_block: int, spec: IsaSpec) -> tirx.Pri
     min_shape = specs["q_min"][0] if with_min else (1, 1, tile)
 
     @T.macro
-    def body(x, w, s, low, y):
-        w_flat = T.decl_buffer((n_tiles * w_groups * group_bytes,), "int8", data=w.data)
-        s_flat = T.decl_buffer((n_tiles * w_groups * tile,), scales, data=s.data)
-        xq = T.alloc_buffer((rows_padded, k_in // 4), "int32")  # 4 int8 per word
-        xq8 = T.decl_buffer((rows_padded, k_in), "int8", data=xq.data)
-        xs = T.alloc_buffer((rows_padded, a_groups), "float32")
-        code_sum = T.alloc_buffer((rows_padded, w_groups), "int32")  # sum(xq) per weight group
-        x_sum = T.alloc_buffer((rows_padded, w_groups), "float32")  # xs * sum(xq) per weight group
+    def quantize(source, xq8, xs, code_sum, x_sum):
         for m in quantize_loop(rows):
             scale = T.alloc_buffer((2,), "float32", scope="local")  # max |x|, then 127 / max |x|
             for a in range(a_groups):
@@ -156,14 +156,14 @@ def _kernel(shape: LinearShape, rows, row_block: int, spec: IsaSpec) -> tirx.Pri
                     scale[0] = T.max(
                         scale[0],
                         T.call_llvm_pure_intrin(
-                            "float32", "llvm.vector.reduce.fmax", T.fabs(_lanes(x, m, a * ACTIVATION_GROUP + h * 16, lanes=16))
+                            "float32", "llvm.vector.reduce.fmax", T.fabs(_lanes(source, m, a * ACTIVATION_GROUP + h * 16, lanes=16))
                         ),
                     )
                 xs[m, a] = scale[0] / T.float32(127)
                 scale[1] = T.if_then_else(scale[0] > T.float32(0), T.float32(127) / scale[0], T.float32(0))
                 for h in range(halves):
                     xq8[m, T.ramp(a * ACTIVATION_GROUP + h * 16, 1, 16)] = T.Cast(
-                        "int8x16", T.nearbyint(_lanes(x, m, a * ACTIVATION_GROUP + h * 16, lanes=16) * scale[1])
+                        "int8x16", T.nearbyint(_lanes(source, m, a * ACTIVATION_GROUP + h * 16, lanes=16) * scale[1])
                     )
                 for p in range(per_activation):
                     code_sum[m, a * per_activation + p] = T.int32(0)
@@ -174,6 +174,22 @@ def _kernel(shape: LinearShape, rows, row_block: int, spec: IsaSpec) -> tirx.Pri
                             T.Cast("int32x16", _lanes(xq8, m, a * ACTIVATION_GROUP + (p * halves // per_activation + h) * 16, lanes=16)),
                         )
                     x_sum[m, a * per_activation + p] = T.Cast("float32", code_sum[m, a * per_activation + p]) * xs[m, a]
+
+    @T.macro
+    def body(x, norm, w, s, low, residual, y):
+        w_flat = T.decl_buffer((n_tiles * w_groups * group_bytes,), "int8", data=w.data)
+        s_flat = T.decl_buffer((n_tiles * w_groups * tile,), scales, data=s.data)
+        xq = T.alloc_buffer((rows_padded, k_in // 4), "int32")  # 4 int8 per word
+        xq8 = T.decl_buffer((rows_padded, k_in), "int8", data=xq.data)
+        xs = T.alloc_buffer((rows_padded, a_groups), "float32")
+        code_sum = T.alloc_buffer((rows_padded, w_groups), "int32")  # sum(xq) per weight group
+        x_sum = T.alloc_buffer((rows_padded, w_groups), "float32")  # xs * sum(xq) per weight group
+        if prologue is None:
+            quantize(x, xq8, xs, code_sum, x_sum)
+        else:  # a fused decode kernel: the row the linear layer takes, then as above
+            xf = T.alloc_buffer((1, k_in), "float32")
+            prologue(x, norm, xf)
+            quantize(xf, xq8, xs, code_sum, x_sum)
         for t in T.parallel(n_tiles):
             acc = T.alloc_buffer((row_block, tile), "float32", scope="local")
             dot = T.alloc_buffer((row_block, sub, lanes), "int32", scope="local")
@@ -218,34 +234,29 @@ def _kernel(shape: LinearShape, rows, row_block: int, spec: IsaSpec) -> tirx.Pri
                 for i in T.unroll(row_block):
                     if b * row_block + i < rows:
                         for n in T.vectorized(tile):
-                            y[b * row_block + i, t * tile + n] = acc[i, n]
-
-    if with_min:
-
-        @T.prim_func(private=True)
-        def kernel_with_min(
-            x: T.Buffer((rows, k_in), "float32"),
-            w: T.Buffer(weight_shape, "int8"),
-            s: T.Buffer((n_tiles, w_groups, tile), scales),
-            low: T.Buffer(min_shape, scales),
-            y: T.Buffer((rows, n_out), "float32"),
-        ):
-            T.func_attr({"tirx.noalias": True})
-            body(x, w, s, low, y)
-
-        return kernel_with_min
+                            if add_residual:
+                                y[b * row_block + i, t * tile + n] = acc[i, n] + residual[b * row_block + i, t * tile + n]
+                            else:
+                                y[b * row_block + i, t * tile + n] = acc[i, n]
 
     @T.prim_func(private=True)
     def kernel(
-        x: T.Buffer((rows, k_in), "float32"),
+        x: T.Buffer((rows, x_width), "float32"),
+        norm: T.Buffer((k_in,), "float32"),
         w: T.Buffer(weight_shape, "int8"),
         s: T.Buffer((n_tiles, w_groups, tile), scales),
+        low: T.Buffer(min_shape, scales),
+        residual: T.Buffer((rows, n_out), "float32"),
         y: T.Buffer((rows, n_out), "float32"),
     ):
         T.func_attr({"tirx.noalias": True})
-        body(x, w, s, None, y)
+        if with_min:
+            body(x, norm, w, s, low, residual, y)
+        else:
+            body(x, norm, w, s, None, residual, y)
 
-    return kernel
+    # Written once with every input; each variant keeps those its body reads.
+    return keep_params(kernel, [True, fusion.prologue == "rms_norm", True, True, with_min, add_residual, True])
 
 
 def _with_min(with_min: bool, value, low: tirx.Buffer, t, g, start, lanes: int, x_sum) -> tirx.PrimExpr:

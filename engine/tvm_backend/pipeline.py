@@ -66,14 +66,17 @@ class Elementwise(CPUScheduleRule):
         return sch
 
 
-def _silu(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
-    """x * sigmoid(x) with an inline exp2: TVM's sigmoid calls expf once per element."""
+def silu_value(x: tirx.PrimExpr) -> tirx.PrimExpr:
+    """x * sigmoid(x) as x / (1 + 2^(-x log2 e)) with the inline exp2: TVM's sigmoid calls expf
+    once per element. The fused decode kernels (int8_decode.py) compute the same expression."""
     from engine.tvm_backend.attention import exp2
 
-    log2_e = tirx.const(1 / math.log(2), "float32")
+    return x / (1 + exp2(x * -tirx.const(1 / math.log(2), "float32")))
 
+
+def _silu(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
     def silu(x: te.Tensor) -> te.Tensor:
-        return te.compute(x.shape, lambda *i: x(*i) / (1 + exp2(x(*i) * -log2_e)), name="silu")
+        return te.compute(x.shape, lambda *i: silu_value(x(*i)), name="silu")
 
     return bb.call_te(silu, call.args[0])
 

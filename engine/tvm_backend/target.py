@@ -30,6 +30,9 @@ CPU_MATMUL_ENV = "TANDEM_CPU_MATMUL"
 for the 4-bit linear layers, on CPUs with AVX512-VNNI, AVX-VNNI, AVX2 or ARM's dotprod
 (elsewhere float is used)."""
 CPU_MATMUL_MODES: tuple[CpuMatmul, ...] = ("float", "int8")
+DECODE_FUSION_ENV = "TANDEM_DECODE_FUSION"
+"""on (the default) or off: with int8, each linear layer of a decode step is one kernel with the
+norm, SwiGLU and residual add around it (int8_decode.py); off keeps them apart, to compare."""
 _BUILD_FLAGS = {"cuda": "USE_CUDA", "metal": "USE_METAL", "vulkan": "USE_VULKAN"}
 _RUNTIME_NEEDS = {
     "cuda": "the NVIDIA driver's libcuda.so.1 or CUDA 13's libcudart.so.13",
@@ -49,6 +52,8 @@ class HostTarget:
     """How the CPU kernels compute the 4-bit linear layers (see CPU_MATMUL_ENV)."""
     int8_isa: Int8Isa | None = None
     """With int8: the instructions its kernels use (int8_kernels.Int8Isa)."""
+    decode_fusion: bool = False
+    """With int8: whether decode runs the fused one-row kernels (see DECODE_FUSION_ENV)."""
 
     @property
     def is_gpu(self) -> bool:
@@ -57,7 +62,8 @@ class HostTarget:
     @property
     def cache_key(self) -> str:
         isa = f":{self.int8_isa}" if self.cpu_matmul == "int8" else ""
-        return f"{self.kind}:{self.target}:{self.cpu_matmul}{isa}"
+        fused = ":fused-decode" if self.decode_fusion else ""
+        return f"{self.kind}:{self.target}:{self.cpu_matmul}{isa}{fused}"
 
 
 def host_target(device: str | None = None, model_matmul: str | None = None) -> HostTarget:
@@ -96,7 +102,18 @@ def cpu_target(model_matmul: str | None = None) -> HostTarget:
     matmul = cpu_matmul_mode(target, model_matmul)
     isa = cpu_int8_isa(target) if matmul == "int8" else None
     label = f"cpu ({mcpu}, {threads} threads{f', int8 matmul ({isa})' if isa else ''})"
-    return HostTarget(target, tvm.cpu(), label, "cpu", matmul, isa)
+    fused = decode_fusion_wanted()  # read (and checked) whatever the matmul mode
+    return HostTarget(target, tvm.cpu(), label, "cpu", matmul, isa, matmul == "int8" and fused)
+
+
+def decode_fusion_wanted() -> bool:
+    """$TANDEM_DECODE_FUSION: on unless it says off (or 0, false, no)."""
+    wanted = os.environ.get(DECODE_FUSION_ENV, "on").strip().lower()
+    if wanted in ("on", "1", "true", "yes", ""):
+        return True
+    if wanted in ("off", "0", "false", "no"):
+        return False
+    raise EngineError(f"Unknown value {wanted!r} in {DECODE_FUSION_ENV}; use on or off.")
 
 
 def cpu_int8_isa(target: tvm.target.Target) -> Int8Isa | None:

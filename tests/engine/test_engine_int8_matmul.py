@@ -278,7 +278,7 @@ def test_a_forced_variant_the_cpu_lacks_names_what_it_has(monkeypatch, int8_targ
     forced = cpu_target()
     monkeypatch.delenv("TANDEM_INT8_ISA")
     assert cpu_target().int8_isa == available_isas(int8_target)[0]
-    assert (forced.int8_isa, forced.cache_key.endswith(":int8:avx2")) == ("avx2", True)
+    assert (forced.int8_isa, ":int8:avx2" in forced.cache_key) == ("avx2", True)
 
 
 def test_int8_is_the_default_unless_the_model_or_the_user_says_float(monkeypatch):
