@@ -3,10 +3,10 @@ vendored in llama-cpp-python's sdist of the installed version: the server and ll
 (bench/engine.py's peer) then run one llama.cpp commit.
 
 The sdist comes from PyPI (`pip download --no-binary :all: --no-deps`); cmake + ninja build only
-the `llama-server` target, CPU only, statically linked, with 2 jobs, into
-.cache/bench/llama-server-<version>/ (about 10 minutes on 2 cores, once: a later call reuses the
-binary). The flags are those llama-cpp-python's own build would get on this CPU (see README's
-peer section: native, except on AMX CPUs), plus `CMAKE_ARGS` when set, as pip's build reads it.
+the `llama-server` target, CPU only, llama.cpp linked in statically, with 2 jobs, into
+.cache/bench/llama-server-<version>/ (10-30 minutes on 2 cores, once: a later call reuses the
+binary). The build is native (-march=native) except on AMX CPUs, which get README's peer-section
+flags; `CMAKE_ARGS`, when set, is passed on last, as pip's build of llama-cpp-python reads it.
 
     python bench/llama_server_build.py [--rebuild]"""
 
@@ -156,7 +156,7 @@ def ensure_llama_server(version: str | None = None, rebuild: bool = False) -> Ll
     root = build_root(version)
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     flags = cmake_flags(cpu_flags(cpuinfo), os.environ.get("CMAKE_ARGS", ""))
-    print(f"building llama-server from {PACKAGE} {version}'s llama.cpp ({JOBS} jobs, about 10 minutes) ...", flush=True)
+    print(f"building llama-server from {PACKAGE} {version}'s llama.cpp ({JOBS} jobs, 10-30 minutes on 2 cores) ...", flush=True)
     started = time.perf_counter()
     sources = _vendored_sources(_fetch_sdist(version, root / "sdist"), root / "src")
     build = root / "build"
