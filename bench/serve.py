@@ -1,6 +1,9 @@
 """Benchmark `tandem serve` under concurrent load: 1, 4, 8, 16 and 32 streams at once, each
 asking for STREAM_TOKENS tokens (`--tokens`), against a `tandem serve` process on 127.0.0.1, and
-with `--peer llamacpp` against llama.cpp's server on the same GGUF (bench/llamacpp_server.py).
+with `--peer llamacpp` against llama.cpp's own `llama-server` on the same GGUF, with one slot per
+stream (`--parallel` = `--batch`) and the same 2 threads (bench/llamacpp_server.py; it is built
+once from the llama.cpp that llama-cpp-python vendors, bench/llama_server_build.py), or with
+`--peer-server llama-cpp-python` against llama-cpp-python's server, which has no slots.
 
 Per level: aggregate tok/s (completion tokens of all streams over the wall time from the first
 request to the last [DONE]), the median time to first token, and how many streams failed (a
@@ -10,7 +13,7 @@ every reply runs to STREAM_TOKENS), SmolLM2-135M-Instruct's Q4_1 GGUF (`--model 
 it is; the default with `--peer llamacpp`), a .gguf file, or an MLC model directory. `--json`
 prints one JSON object as the last line:
 {"concurrency": [...], "tandem": {"agg_tok_s": [...], "p50_ttft_ms": [...], "errors": [...]},
- "llamacpp": {...the same keys...}}"""
+ "llamacpp": {...the same keys...}, "peer": {"server", "binary", "commit", "slots", "threads", ...}}"""
 
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+USER_OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")
+"""The user's choice, read before main sets PASSIVE for tandem serve: llama.cpp gets it, else ACTIVE."""
 LEVELS = (1, 4, 8, 16, 32)
 STREAM_TOKENS = 32
 TOKEN = "bench-serve-token"
@@ -163,6 +168,12 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=STREAM_TOKENS, help=f"tokens per stream (default {STREAM_TOKENS})")
     parser.add_argument("--levels", default=",".join(map(str, LEVELS)), help="concurrent streams, comma-separated")
     parser.add_argument("--peer", choices=["llamacpp"], help="also measure llama.cpp's server on the same GGUF")
+    parser.add_argument(
+        "--peer-server",
+        choices=["llama-server", "llama-cpp-python"],
+        default="llama-server",
+        help="llama.cpp's own server with --parallel slots (the default; built on first use), or llama-cpp-python's",
+    )
     args = parser.parse_args()
     sys.path[0] = str(REPO_ROOT)  # run as a script, bench/ would come first and shadow `engine`
     levels = tuple(int(n) for n in args.levels.split(","))
@@ -170,9 +181,13 @@ def main() -> None:
     if args.peer:
         from bench.llamacpp_server import missing_server_packages
 
-        missing = missing_server_packages()
+        missing = missing_server_packages(args.peer_server)
         if missing:
             raise SystemExit(f"--peer llamacpp needs {', '.join(missing)}: pip install -e '.[peer]'")
+        if args.peer_server == "llama-server":
+            from bench.llama_server_build import ensure_llama_server
+
+            ensure_llama_server()  # before Tandem's figures: the first build takes minutes
     with tempfile.TemporaryDirectory(prefix="tandem-bench-serve-") as scratch:
         model_dir, gguf_path = model_dir_for(model, Path(scratch))
         if args.peer and gguf_path is None:
@@ -184,13 +199,14 @@ def main() -> None:
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(timeout=60)
-        peer = None
+        peer, peer_info = None, {}
         if args.peer:
             from bench.llamacpp_server import llamacpp_server
 
-            print(f"starting llama.cpp's server on {gguf_path.name} ...", flush=True)
-            with llamacpp_server(gguf_path, max(levels)) as (peer_url, peer_info):
-                peer = {**measure(Target(peer_url, {}, logprobs=False), levels, args.tokens), **peer_info}
+            print(f"starting {args.peer_server} on {gguf_path.name} ...", flush=True)
+            server = llamacpp_server(gguf_path, args.batch, args.tokens, USER_OMP_WAIT_POLICY, args.peer_server)
+            with server as (peer_url, peer_info):
+                peer = measure(Target(peer_url, {}, logprobs=False), levels, args.tokens)
     result: dict = {
         "concurrency": list(levels),
         "model": model,
@@ -199,6 +215,7 @@ def main() -> None:
     }
     if peer is not None:
         result["llamacpp"] = peer
+        result["peer"] = peer_info
     print_rows("tandem", levels, tandem)
     if peer is not None:
         print_rows("llama.cpp", levels, peer)
