@@ -218,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=0, help="with --model: about N prompts of each half")
     parser.add_argument("--save", action="store_true", help="with --model: store the fit for the router")
     parser.add_argument("--reuse", action="store_true", help="with --model: reuse the last run's answers")
+    parser.add_argument("--samples", type=int, default=0,
+                        help="with --model: extra answers drawn per prompt for the sample-consistency signal")
+    parser.add_argument("--sample-temperature", type=float, default=None,
+                        help="with --samples: their temperature (default offload.consistency's; below 0: the model's own)")
     args = parser.parse_args(argv)
     if args.model is not None:
         return general_main(args)
@@ -349,6 +353,10 @@ def general_main(args: argparse.Namespace) -> int:
         held = fitting.run_prompts(engine, prompts("heldout"), max_tokens=max_tokens, progress=progress("held-out"))
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_bytes(pickle.dumps((fit_runs, held)))
+    without = None
+    if args.samples:
+        without = fitting.calibrate(identity, fit_runs, held, refusal=engine.info.refusal)[1]
+        _add_samples(engine, args, identity.key, max_tokens, fit_runs, held, progress)
     refusal = engine.info.refusal
     engine.close()
     stored, report = fitting.calibrate(identity, fit_runs, held, refusal=refusal)
@@ -383,9 +391,34 @@ def general_main(args: argparse.Namespace) -> int:
     for name, value in result.items():
         if name != "model":
             print(f"  {name}: {value}")
+    if without is not None:
+        print(f"  without samples: auroc {_figure(without.auroc)}, kept_local_correct "
+              f"{_figure(without.kept_local_correct)}, escalated_wrong {_figure(without.escalated_wrong)}")
     if args.json:
         print(json.dumps(result))
     return 0
+
+
+def _add_samples(engine, args: argparse.Namespace, key: str, max_tokens: int, fit_runs: list, held: list,
+                 progress) -> None:
+    """Draws --samples extra answers per prompt into the runs (kept beside the runs' cache, so a
+    --reuse refits without drawing them again)."""
+    from offload import calibrate as fitting
+    from offload.consistency import SAMPLE_TEMPERATURE
+
+    temperature = SAMPLE_TEMPERATURE if args.sample_temperature is None else args.sample_temperature
+    temperature = None if temperature < 0 else temperature
+    cache = REPO / ".cache" / "bench" / (f"router-samples-v1-{key}-{args.limit}-{max_tokens}-"
+                                         f"{args.samples}-{temperature}.pkl")
+    if args.reuse and cache.exists():
+        drawn = pickle.loads(cache.read_bytes())
+        for runs, samples in zip((fit_runs, held), drawn):
+            for run, sample in zip(runs, samples):
+                run.samples = sample
+        return
+    for runs, stage in ((fit_runs, "samples calibrate"), (held, "samples held-out")):
+        fitting.add_samples(engine, runs, args.samples, temperature=temperature, progress=progress(stage))
+    cache.write_bytes(pickle.dumps(([r.samples for r in fit_runs], [r.samples for r in held])))
 
 
 if __name__ == "__main__":
