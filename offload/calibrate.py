@@ -151,11 +151,13 @@ def run_prompts(engine: Engine, prompts: Sequence[Prompt], *, max_tokens: int = 
 
 def add_samples(engine: Engine, runs: Sequence[Run], n: int, *, temperature: float | None = SAMPLE_TEMPERATURE,
                 progress: Progress | None = None, sampling: Mapping[str, Any] | None = None) -> None:
-    """Draws `n` extra answers to each run's prompt into its `samples` (refusals too: a refusal is
+    """Tops each run's `samples` up to `n` extra answers to its prompt (refusals too: a refusal is
     gated before the score, but the router cannot know it will be one before it is)."""
     for k, run in enumerate(runs, start=1):
-        run.samples = tuple(draw_samples(engine, [{"role": "user", "content": run.prompt}], n, seed=k,
-                                         temperature=temperature, sampling=sampling))
+        have = len(run.samples)
+        run.samples = run.samples[:n] + tuple(draw_samples(
+            engine, [{"role": "user", "content": run.prompt}], max(n - have, 0), seed=k, skip=have,
+            temperature=temperature, sampling=sampling))
         if progress is not None:
             progress(k, len(runs))
 

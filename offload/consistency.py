@@ -73,14 +73,15 @@ def could_flip(values: Mapping[str, float], calibration: Calibration, cutoff: fl
     return low < cutoff <= high
 
 
-def draw_samples(engine: Engine, messages: Sequence[Message], n: int, *, seed: int = 0,
+def draw_samples(engine: Engine, messages: Sequence[Message], n: int, *, seed: int = 0, skip: int = 0,
                  max_tokens: int = SAMPLE_MAX_TOKENS, temperature: float | None = SAMPLE_TEMPERATURE,
                  sampling: Mapping[str, Any] | None = None) -> list[str]:
-    """`n` extra answers to the conversation, each drawn with its own seed (from `seed` on) at
-    `temperature` (None: the model's own), the other settings the model's own or `sampling`'s."""
+    """`n` extra answers to the conversation, each drawn with its own seed (from `seed` on, past the
+    first `skip` draws: a top-up draws new ones) at `temperature` (None: the model's own), the other
+    settings the model's own or `sampling`'s."""
     settings = {**dict(sampling or {}), **({} if temperature is None else {"temperature": temperature})}
     answers = []
-    for k in range(n):
+    for k in range(skip, skip + n):
         request = GenerationRequest(messages=list(messages), max_tokens=max_tokens,
                                     seed=seed * 1000 + k + 1, **settings)
         answers.append(_text(engine.generate(request)))

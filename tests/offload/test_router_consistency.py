@@ -83,3 +83,14 @@ def test_no_samples_are_drawn_where_they_could_not_change_the_route(recording_se
     active = agreement_only(0.0)  # nothing scores below 0: the answer stays local whatever the draws say
     assert not could_flip({}, active.calibration, 0.0)
     assert route_of(engine, active, recording_server) == "local" and engine.drawn == 0
+
+
+def test_a_top_up_keeps_the_draws_made_and_draws_only_the_rest() -> None:
+    from offload.calibrate import Run, add_samples
+
+    engine = DrawingEngine("Paris.", ["Lyon.", "Paris is it."])
+    run = Run("Paris.", [], 5, True, False, 0.0, prompt="What is the capital of France?", samples=("Paris.",) * 2)
+    add_samples(engine, [run], 3)
+    assert run.samples == ("Paris.", "Paris.", "Lyon.") and engine.drawn == 1
+    add_samples(engine, [run], 2)
+    assert run.samples == ("Paris.", "Paris.") and engine.drawn == 1
