@@ -216,8 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fit", action="store_true", help=f"write fitted weights to {WEIGHTS_PATH.name}")
     parser.add_argument("--png", type=Path, default=REPO / ".cache" / "bench" / "router-deferral.png")
     parser.add_argument("--limit", type=int, default=0, help="with --model: about N prompts of each half")
+    parser.add_argument("--fit-limit", type=int, default=None,
+                        help="with --model: about N prompts of the calibrate half (default --limit; 0: all)")
     parser.add_argument("--save", action="store_true", help="with --model: store the fit for the router")
     parser.add_argument("--reuse", action="store_true", help="with --model: reuse the last run's answers")
+    parser.add_argument("--samples", type=int, default=0,
+                        help="with --model: extra answers drawn per prompt for the sample-consistency signal")
+    parser.add_argument("--sample-temperature", type=float, default=None,
+                        help="with --samples: their temperature (default offload.consistency's; below 0: the model's own)")
     args = parser.parse_args(argv)
     if args.model is not None:
         return general_main(args)
@@ -325,9 +331,11 @@ def general_main(args: argparse.Namespace) -> int:
     engine = _open_general_model(args.model)
     identity = ModelIdentity.of(engine.info)
 
+    limits = {"calibrate": args.limit if args.fit_limit is None else args.fit_limit, "heldout": args.limit}
+
     def prompts(split: str) -> list:
         items = general.load(split)
-        items = general.stratified_slice(items, args.limit) if args.limit else items
+        items = general.stratified_slice(items, limits[split]) if limits[split] else items
         return [fitting.Prompt(i.prompt, lambda a, i=i: is_correct(a, i.accept, i.choices), i.kind) for i in items]
 
     def progress(stage: str):
@@ -335,20 +343,13 @@ def general_main(args: argparse.Namespace) -> int:
             if done % 25 == 0 or done == total else None
 
     max_tokens = min(args.max_tokens, fitting.MAX_TOKENS)
-    # Own sampling settings and hidden states (v2): runs from before either are not reused.
-    cache = REPO / ".cache" / "bench" / f"router-runs-v2-{identity.key}-{args.limit}-{max_tokens}.pkl"
-    if args.reuse and cache.exists():  # the same model, slice and length: refit without decoding again
-        fit_runs, held = pickle.loads(cache.read_bytes())
-        for runs, split in ((fit_runs, "calibrate"), (held, "heldout")):
-            for run, prompt in zip(runs, prompts(split)):  # runs saved before these fields existed
-                run.prompt = run.prompt or prompt.text
-                run.truncated = run.truncated or len(run.tokens) >= max_tokens
-    else:
-        fit_runs = fitting.run_prompts(engine, prompts("calibrate"), max_tokens=max_tokens,
-                                       progress=progress("calibrate"))
-        held = fitting.run_prompts(engine, prompts("heldout"), max_tokens=max_tokens, progress=progress("held-out"))
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_bytes(pickle.dumps((fit_runs, held)))
+    fit_runs, held = (_split_runs(engine, args, identity.key, split, limits[split], max_tokens, prompts(split),
+                                  progress) for split in ("calibrate", "heldout"))
+    without = None
+    if args.samples:
+        without = fitting.calibrate(identity, fit_runs, held, refusal=engine.info.refusal)[1]
+        for split, runs in (("calibrate", fit_runs), ("heldout", held)):
+            _add_samples(engine, args, f"{identity.key}-{split}-{limits[split]}", max_tokens, runs, progress)
     refusal = engine.info.refusal
     engine.close()
     stored, report = fitting.calibrate(identity, fit_runs, held, refusal=refusal)
@@ -383,9 +384,58 @@ def general_main(args: argparse.Namespace) -> int:
     for name, value in result.items():
         if name != "model":
             print(f"  {name}: {value}")
+    if args.samples:
+        print(f"  sampled_share (answers the router would draw for): {_figure(report.sampled_share)}")
+    if without is not None:
+        print(f"  without samples: auroc {_figure(without.auroc)}, kept_local_correct "
+              f"{_figure(without.kept_local_correct)}, escalated_wrong {_figure(without.escalated_wrong)}")
     if args.json:
         print(json.dumps(result))
     return 0
+
+
+def _split_runs(engine, args: argparse.Namespace, key: str, split: str, limit: int, max_tokens: int,
+                prompts: list, progress) -> list:
+    """One half's runs, from the cache where --reuse finds the same model, half, slice and length
+    (refits then skip decoding); each half is cached on its own, so a larger calibrate slice
+    leaves the held-out runs as they were."""
+    from offload import calibrate as fitting
+
+    # Own sampling settings and hidden states (v2): runs from before either are not reused.
+    cache = REPO / ".cache" / "bench" / f"router-runs-v2-{key}-{split}-{limit}-{max_tokens}.pkl"
+    if args.reuse and cache.exists():
+        runs: list = pickle.loads(cache.read_bytes())
+        for run, prompt in zip(runs, prompts):  # runs saved before these fields existed
+            run.prompt = run.prompt or prompt.text
+            run.truncated = run.truncated or len(run.tokens) >= max_tokens
+        return runs
+    runs = fitting.run_prompts(engine, prompts, max_tokens=max_tokens, progress=progress(split))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_bytes(pickle.dumps(runs))
+    return runs
+
+
+def _add_samples(engine, args: argparse.Namespace, key: str, max_tokens: int, runs: list, progress) -> None:
+    """Draws --samples extra answers per prompt into one half's runs (kept beside the runs' cache,
+    so a --reuse refits without drawing them again, and a larger --samples draws only the rest)."""
+    from offload import calibrate as fitting
+    from offload.consistency import SAMPLE_TEMPERATURE
+
+    temperature = SAMPLE_TEMPERATURE if args.sample_temperature is None else args.sample_temperature
+    temperature = None if temperature < 0 else temperature
+
+    def cache(n: int) -> Path:
+        return REPO / ".cache" / "bench" / f"router-samples-v2-{key}-{max_tokens}-{n}-{temperature}.pkl"
+
+    if args.reuse:  # the most draws cached up to --samples (their first --samples); more are drawn on top
+        found = next((n for n in range(max(args.samples, 64), 0, -1) if cache(n).exists()), None)
+        if found is not None:
+            for run, sample in zip(runs, pickle.loads(cache(found).read_bytes())):
+                run.samples = tuple(sample[: args.samples])
+            if found >= args.samples:
+                return
+    fitting.add_samples(engine, runs, args.samples, temperature=temperature, progress=progress("samples"))
+    cache(args.samples).write_bytes(pickle.dumps([r.samples for r in runs]))
 
 
 if __name__ == "__main__":

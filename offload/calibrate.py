@@ -19,6 +19,13 @@ import numpy as np
 
 from engine.api import Engine, FinishEvent, GenerationRequest, HiddenStates, TokenEvent
 from offload import probe as probing
+from offload.consistency import (
+    SAMPLE_FEATURES,
+    SAMPLE_TEMPERATURE,
+    consistency_features,
+    could_flip,
+    draw_samples,
+)
 from offload.calibrations import ModelCalibration, ModelIdentity
 from offload.confidence import (
     AbortRule,
@@ -92,11 +99,15 @@ class Run:
     """It ran out of tokens rather than ending."""
     hidden: HiddenStates | None = None
     """The model's final hidden states at the end of the prompt and of the answer, where exported."""
+    samples: tuple[str, ...] = ()
+    """Extra answers drawn to the same prompt (offload.consistency), where drawn."""
 
     @property
     def features(self) -> dict[str, float]:
-        """The token and text signals (the probes' logits come from a fit: see `scored`)."""
-        return features(self.tokens, self.prompt_tokens, prompt=self.prompt, truncated=self.truncated)
+        """The token, text and sample-consistency signals (the probes' logits come from a fit: see
+        `scored`)."""
+        return {**features(self.tokens, self.prompt_tokens, prompt=self.prompt, truncated=self.truncated),
+                **consistency_features(self.answer, self.samples, self.prompt)}
 
     def scored(self, calibration: Calibration) -> dict[str, float]:
         """What the router would score: the signals plus the calibration's probe logits."""
@@ -136,6 +147,19 @@ def run_prompts(engine: Engine, prompts: Sequence[Prompt], *, max_tokens: int = 
         if progress is not None:
             progress(n, len(prompts))
     return runs
+
+
+def add_samples(engine: Engine, runs: Sequence[Run], n: int, *, temperature: float | None = SAMPLE_TEMPERATURE,
+                progress: Progress | None = None, sampling: Mapping[str, Any] | None = None) -> None:
+    """Tops each run's `samples` up to `n` extra answers to its prompt (refusals too: a refusal is
+    gated before the score, but the router cannot know it will be one before it is)."""
+    for k, run in enumerate(runs, start=1):
+        have = len(run.samples)
+        run.samples = run.samples[:n] + tuple(draw_samples(
+            engine, [{"role": "user", "content": run.prompt}], max(n - have, 0), seed=k, skip=have,
+            temperature=temperature, sampling=sampling))
+        if progress is not None:
+            progress(k, len(runs))
 
 
 def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float:
@@ -264,6 +288,8 @@ class HeldOutReport:
     kept_local_correct: float
     escalated_wrong: float
     early_abort_saved: float
+    sampled_share: float = 0.0
+    """Answers whose route the sample draws could flip, so the router would draw them."""
 
 
 def evaluate(stored: ModelCalibration, runs: Sequence[Run], refusal: str | None = None) -> HeldOutReport:
@@ -275,6 +301,10 @@ def evaluate(stored: ModelCalibration, runs: Sequence[Run], refusal: str | None 
     escalate = [stop is not None or s < stored.cutoff for s, stop in zip(scores, stops)]
     right = [i for i, g in enumerate(good) if g]
     wrong = [i for i, g in enumerate(good) if not g]
+    sampled = [stop is None and not r.refused and could_flip({k: v for k, v in r.scored(stored.calibration).items()
+                                                             if k not in SAMPLE_FEATURES},
+                                                            stored.calibration, stored.cutoff)
+               for r, stop in zip(runs, stops)]
     total = sum(r.decode_s for r, e in zip(runs, escalate) if e and r.tokens)
     saved = sum(r.decode_s * (1 - stop / len(r.tokens)) for r, e, stop in zip(runs, escalate, stops)
                 if e and r.tokens and stop is not None)
@@ -285,6 +315,7 @@ def evaluate(stored: ModelCalibration, runs: Sequence[Run], refusal: str | None 
         kept_local_correct=sum(not escalate[i] for i in right) / len(right) if right else float("nan"),
         escalated_wrong=sum(escalate[i] for i in wrong) / len(wrong) if wrong else float("nan"),
         early_abort_saved=saved / total if total else 0.0,
+        sampled_share=sum(sampled) / len(runs) if runs else 0.0,
     )
 
 
@@ -300,30 +331,45 @@ def abort_point(rule: AbortRule | None, run: Run, refusal: str | None) -> int | 
 def calibrate(
     identity: ModelIdentity, fit_runs: Sequence[Run], heldout_runs: Sequence[Run],
     extra: Sequence[tuple[Mapping[str, float], bool]] = (), refusal: str | None = None, created: str = "",
+    sample_temperature: float | None = SAMPLE_TEMPERATURE,
 ) -> tuple[ModelCalibration, HeldOutReport | None]:
     """The model's calibration from its calibrate-half runs (plus `extra` labelled feature rows
-    from the user's feedback), and its report on the held-out runs."""
+    from the user's feedback), and its report on the held-out runs. Where the runs carry sample
+    draws (`add_samples`, at `sample_temperature`), their agreement joins the score."""
     kept = [r for r in fit_runs if not r.refused]  # a refusal is gated before the score
-    rows = [r.features for r in kept] + [dict(f) for f, _ in extra]
+    rows = [r.features for r in kept] + _neutral_samples([dict(f) for f, _ in extra], kept)
     good = [r.correct for r in kept] + [bool(g) for _, g in extra]
     source = f"{len(kept)} calibrate prompts" + (f" + {len(extra)} feedback labels" if extra else "")
     probes = fit_probes(kept, rows, good)
-    names = (*PORTABLE_FEATURES, *(p.feature for p in probes))
+    sampled = SAMPLE_FEATURES if kept and all(r.samples for r in kept) else ()
+    names = (*PORTABLE_FEATURES, *sampled, *(p.feature for p in probes))
     fit_rows(rows, good, fitted_on=source, names=names)  # enough of each kind, or CalibrationFailed
     l2 = choose_score_l2(rows, good, names)
     calibration = replace(fit_rows(rows, good, fitted_on=f"{source}, l2 {l2:g}", names=names, l2=l2), probes=probes)
     abort = fit_abort(kept)
     aborted = [abort_point(abort, r, refusal) is not None for r in kept] + [False] * len(extra)
     cutoff = target_cutoff(cross_validated(rows, good, names=names, l2=l2), good, escalated_anyway=aborted)
+    draws = len(kept[0].samples) if sampled else 0
     stored = ModelCalibration(identity, calibration, cutoff, n_fit=len(rows), history_labels=len(extra),
-                              abort=abort, created=created)
+                              abort=abort, created=created, samples=draws,
+                              sample_temperature=sample_temperature if draws else None)
     if not heldout_runs:
         return stored, None
     report = evaluate(stored, heldout_runs, refusal)
-    stored = ModelCalibration(stored.identity, stored.calibration, stored.cutoff, _finite(report.auroc),
-                              report.accuracy, stored.n_fit, report.n, stored.history_labels, stored.abort,
-                              stored.created)
+    stored = replace(stored, heldout_auroc=_finite(report.auroc), heldout_accuracy=report.accuracy,
+                     n_heldout=report.n)
     return stored, report
+
+
+def _neutral_samples(rows: list[dict[str, float]], kept: Sequence[Run]) -> list[dict[str, float]]:
+    """Feedback rows recorded without sample draws (the router draws them only near the cutoff)
+    get the calibrate half's mean agreement: neutral, rather than the 0 that would read as
+    "every draw disagreed"."""
+    drawn = [r.features for r in kept if r.samples]
+    if not drawn:
+        return rows
+    means = {name: float(np.mean([f[name] for f in drawn])) for name in SAMPLE_FEATURES}
+    return [{**means, **row} for row in rows]
 
 
 def fit_probes(kept: Sequence[Run], rows: list[dict[str, float]], good: Sequence[bool]) -> tuple[probing.HiddenProbe, ...]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.api import EngineInfo
-from offload.confidence import FEATURE_NAMES, AbortRule, Calibration
+from offload.confidence import FEATURE_NAMES, SAMPLE_FEATURES, AbortRule, Calibration
 
 MODEL_FOLDER_FILE = "tandem-calibration.json"
 """A calibration shipped inside a model's folder (the same format as the data dir's files)."""
@@ -65,6 +65,10 @@ class ModelCalibration:
     """Feedback labels from the user's history that joined the fit (--from-history)."""
     abort: AbortRule | None = None
     created: str = ""
+    samples: int = 0
+    """Extra answers drawn per prompt for the sample-agreement features (0: the fit does not use them)."""
+    sample_temperature: float | None = None
+    """...at this temperature (None: the model's own)."""
 
     def to_json(self) -> str:
         data: dict[str, Any] = {"version": FORMAT_VERSION, **asdict(self)}
@@ -90,12 +94,14 @@ class ModelCalibration:
                     tuple(int(c) for c in abort["checkpoints"]), _calibration(abort["calibration"]),
                     float(abort["cutoff"])),
                 created=str(data.get("created", "")),
+                samples=int(data.get("samples", 0)),
+                sample_temperature=_optional_float(data.get("sample_temperature")),
             )
         except CalibrationFileError:
             raise
         except (ValueError, TypeError, KeyError, AttributeError) as error:
             raise CalibrationFileError(f"{source} is not a readable calibration ({type(error).__name__}: {error})") from error
-        known = (*FEATURE_NAMES, *(probe.feature for probe in stored.calibration.probes))
+        known = (*FEATURE_NAMES, *SAMPLE_FEATURES, *(probe.feature for probe in stored.calibration.probes))
         unknown = [n for n in stored.calibration.names if n not in known]
         if unknown:
             raise CalibrationFileError(f"{source} uses features this Tandem does not compute: {', '.join(unknown)}")
@@ -128,6 +134,9 @@ class ActiveCalibration:
     abort: AbortRule | None = None
     heldout_auroc: float | None = None
     identity: ModelIdentity | None = field(default=None, compare=False)
+    samples: int = 0
+    """Extra answers the router draws where they could flip the route (offload.consistency)."""
+    sample_temperature: float | None = None
 
 
 def model_agnostic_default() -> Calibration:
@@ -182,7 +191,7 @@ def resolve(identity: ModelIdentity, candidates: Sequence[Path], shipped: Calibr
             problems.append(f"{path} was fitted for {stored.identity}, not {identity}")
             continue
         return ActiveCalibration(stored.calibration, True, stored.cutoff, str(path), None, stored.abort,
-                                 stored.heldout_auroc, identity)
+                                 stored.heldout_auroc, identity, stored.samples, stored.sample_temperature)
     if shipped is not None:
         notice = f"Ignoring a calibration: {'; '.join(problems)}." if problems else None
         return ActiveCalibration(shipped, True, None, "shipped with the model", notice, None, None, identity)

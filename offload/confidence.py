@@ -25,6 +25,9 @@ FINAL_SPAN = 8
 """Tokens at the end of an answer whose confidence is scored on its own (where it trails off)."""
 
 _Z_LIMIT = 4.0
+SAMPLE_FEATURES = ("sample_agreement", "sample_overlap")
+"""How far extra sampled answers to the same prompt agree with the answer (offload.consistency)."""
+_NEUTRAL_WHEN_MISSING = frozenset(PROBE_STATES) | frozenset(SAMPLE_FEATURES)
 GUESSING_MEAN_LOGPROB = -2.0
 """An answer whose tokens average below this logprob (a geometric-mean token probability under
 14%) is guesswork whatever the fit says: the fit saw the embedded model, which is rarely unsure,
@@ -62,7 +65,7 @@ MONOTONE_SIGNS = {
     "p5_logprob": 1, "p10_logprob": 1, "p25_logprob": 1, "median_logprob": 1, "lowest3_logprob": 1,
     "first_logprob": 1, "early_min_logprob": 1, "final_mean_logprob": 1, "mean_margin": 1,
     "mean_entropy": -1, "low_share": -1, "repeat_share": -1,
-    "probe_prompt": 1, "probe_answer": 1, "probe_both": 1,
+    "probe_prompt": 1, "probe_answer": 1, "probe_both": 1, "sample_agreement": 1, "sample_overlap": 1,
 }
 """The direction each feature may push the score: a surer token never lowers it. On a model that
 is confidently wrong more often than unsure, a free fit learns the opposite, and would then call
@@ -171,8 +174,9 @@ class Calibration:
     """Probes on the model's hidden state whose logits are features (probe_prompt, probe_answer)."""
 
     def score(self, values: Mapping[str, float]) -> float:
-        # A probe feature without a hidden state (a backend that does not export it) is neutral.
-        x = np.array([values.get(name, m if name in PROBE_STATES else 0.0) for name, m in zip(self.names, self.mean)],
+        # A probe feature without a hidden state (a backend that does not export it), or a sample
+        # feature where no extra answers were drawn, is neutral.
+        x = np.array([values.get(name, m if name in _NEUTRAL_WHEN_MISSING else 0.0) for name, m in zip(self.names, self.mean)],
                      dtype=np.float64)
         # Clipped: an answer far outside what the fit saw must not ride a linear extrapolation.
         z = np.clip((x - np.array(self.mean)) / np.array(self.scale), -_Z_LIMIT, _Z_LIMIT)

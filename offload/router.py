@@ -22,6 +22,7 @@ from offload.confidence import (
     Calibration,
     EscalationThreshold,
     StreamMonitor,
+    answer_confidence,
     assess,
     is_refusal,
 )
@@ -328,6 +329,8 @@ class Router:
         assessment = assess(draft.tokens, self.engine.info.refusal, self.calibration,
                             draft.prompt_tokens, prompt=question, truncated=truncated,
                             hidden=draft.finish.hidden if draft.finish is not None else None)
+        if can_escalate and need is None and draft.aborted is None:
+            assessment = self._with_samples(assessment, local.messages, draft, question)
         shortfall = need or self._confidence_shortfall(draft, assessment)
         if shortfall is None:
             reason = "forced local (/local)" if force == "local" else self._tag("the local model is confident")
@@ -408,6 +411,21 @@ class Router:
         if assessment.confidence < cutoff:
             return self._tag(f"low confidence ({assessment.confidence:.2f} < {cutoff:.2f})")
         return None
+
+    def _with_samples(self, assessment: Assessment, messages: Sequence[Message], draft: _LocalDraft,
+                      question: str) -> Assessment:
+        """The assessment with sample agreement, where the calibration weighs it and the draws
+        could flip the route; else as it was (the score then takes agreement as neutral)."""
+        from offload.consistency import consistency_features, could_flip, draw_samples
+
+        if assessment.refused or not self.active.samples or not could_flip(assessment.features, self.calibration,
+                                                                          self.cutoff):
+            return assessment
+        samples = draw_samples(self.engine, messages, self.active.samples,
+                               temperature=self.active.sample_temperature, sampling=self.sampling)
+        answer = "".join(t.text for t in draft.tokens)
+        values = {**assessment.features, **consistency_features(answer, samples, question)}
+        return Assessment(answer_confidence(values, False, self.calibration), False, values)
 
     # -- the local leg --------------------------------------------------------------------
 

@@ -30,6 +30,10 @@ def register(actions: argparse._SubParsersAction) -> None:
                         help="use about N prompts of each half, spread over every kind (quicker, coarser)")
     parser.add_argument("--max-tokens", type=int, metavar="N", default=None,
                         help="tokens per answer (default 32: short answers are decided early)")
+    parser.add_argument("--samples", type=int, metavar="N", default=0,
+                        help="draw N extra answers per prompt and weigh how far they agree with the answer "
+                             "(slower: N+1 answers per prompt; the router then draws N where they could flip "
+                             "its decision)")
     parser.set_defaults(handler=calibrate_model)
 
 
@@ -117,6 +121,11 @@ def _calibrate(engine: Any, model: Any, args: argparse.Namespace) -> int:
                                    progress=_progress("calibrate"), sampling=sampling)
     heldout_runs = fitting.run_prompts(engine, prompts("heldout"), max_tokens=max_tokens,
                                        progress=_progress("held-out "), sampling=sampling)
+    if args.samples > 0:
+        fitting.add_samples(engine, fit_runs, args.samples, progress=_progress("samples calibrate"),
+                            sampling=sampling)
+        fitting.add_samples(engine, heldout_runs, args.samples, progress=_progress("samples held-out "),
+                            sampling=sampling)
     refusal = engine.info.refusal
     try:
         stored, report = fitting.calibrate(identity, fit_runs, heldout_runs, extra, refusal, to_text(now()))
