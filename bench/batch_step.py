@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CONTEXT_TOKENS = 64
 """Each sequence's prompt before the timed steps: the attention reads this much cache."""
 STEPS = 16
-TOP_FUNCTIONS = 8
+TOP_FUNCTIONS = 16
 
 
 def model_dir_for(choice: str, scratch: Path) -> Path:
