@@ -6,8 +6,10 @@ Q4_1 GGUF as it is (`--model smollm2`, the default), a SmolLM2-135M-shaped rando
 (`--model 135m`: the int8 path on a CPU with AVX2 or VNNI), or a model directory. `--shared N`:
 every row forks the first N context tokens from one parent (served requests sharing a system
 prompt attend to those pages through the cache's paged-prefill kernel). `--json` prints one
-JSON object as the last line: {"model", "shared", "rows": [...], "step_ms": [...],
-"agg_tok_s": [...], "sample_ms": [...], "functions": {rows: [[name, ms, calls], ...]}}."""
+JSON object as the last line (cpu_ms: the process's CPU time per step, which other processes on a
+busy machine do not inflate; with TVM_NUM_THREADS=1 it is the step's work, with more threads it also
+counts the pool's spinning): {"model", "shared", "rows": [...], "step_ms": [...],
+"cpu_ms": [...], "agg_tok_s": [...], "sample_ms": [...], "functions": {rows: [[name, ms, calls], ...]}}."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CONTEXT_TOKENS = 64
 """Each sequence's prompt before the timed steps: the attention reads this much cache."""
 STEPS = 16
-TOP_FUNCTIONS = 8
+TOP_FUNCTIONS = 16
 
 
 def model_dir_for(choice: str, scratch: Path) -> Path:
@@ -34,7 +36,7 @@ def model_dir_for(choice: str, scratch: Path) -> Path:
     return serve_model_dir(choice, scratch)[0]
 
 
-def profile(batch, rows: int, vocab: int, shared: int = 0) -> dict:
+def profile(batch, rows: int, vocab: int, shared: int = 0, cpu_clock: bool = False) -> dict:
     """`shared` > 0: every row forks the first `shared` tokens of one parent's prompt (a burst of
     requests with one system prompt), so the step attends to those shared pages too."""
     import numpy as np
@@ -57,35 +59,37 @@ def profile(batch, rows: int, vocab: int, shared: int = 0) -> dict:
             batch.prefill(sequence, rng.integers(0, vocab, CONTEXT_TOKENS).tolist())
     tokens = rng.integers(0, vocab, rows).tolist()
     batch.decode(ids, tokens)  # warm-up
-    steps, sampled = [], []
+    steps, cpu, sampled = [], [], []
     params = [sampling.SamplingParams(temperature=0.0)] * rows
     rngs = [sampling.make_rng(0)] * rows
     for _ in range(STEPS):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         logits = batch.decode(ids, tokens)
         steps.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - cpu_started)
         started = time.perf_counter()
         choices = sampling.sample_rows(logits, params, rngs, [[]] * rows)
         sampled.append(time.perf_counter() - started)
         tokens = [c.token_id for c in choices]
-    functions = _functions(batch, ids, tokens)
+    functions = _functions(batch, ids, tokens, time.process_time if cpu_clock else time.perf_counter)
     for sequence in [*ids, parent]:
         batch.remove(sequence)
     step_ms = statistics.median(steps) * 1000
     return {
         "step_ms": round(step_ms, 2),
         "agg_tok_s": round(rows * 1000 / step_ms, 1),
+        "cpu_ms": round(statistics.median(cpu) * 1000, 2),
         "sample_ms": round(statistics.median(sampled) * 1000, 2),
         "functions": _top(functions),
     }
 
 
-def _functions(batch, ids: list[int], tokens: list[int]) -> dict[str, list[float]]:
+def _functions(batch, ids: list[int], tokens: list[int], clock) -> dict[str, list[float]]:
     sys.path[0] = str(REPO_ROOT)
     from bench.engine import vm_call_times
 
     # the benchmark looks inside the session; nothing else should
-    with vm_call_times(batch._vm) as totals:
+    with vm_call_times(batch._vm, clock) as totals:
         for _ in range(4):
             batch.decode(ids, tokens)
     return {name: [seconds * 1000 / 4, calls // 4] for name, (seconds, calls) in totals.items()}
@@ -107,6 +111,11 @@ def main() -> None:
         default=0,
         help=f"tokens of the {CONTEXT_TOKENS}-token context every row forks from one parent (default 0)",
     )
+    parser.add_argument(
+        "--cpu-clock",
+        action="store_true",
+        help="time each function in CPU time, not wall time (on a busy machine; run with TVM_NUM_THREADS=1)",
+    )
     args = parser.parse_args()
     if not 0 <= args.shared < CONTEXT_TOKENS:
         raise SystemExit(f"--shared takes 0 to {CONTEXT_TOKENS - 1} tokens.")
@@ -120,18 +129,18 @@ def main() -> None:
         try:
             batch = BatchSession(engine.session, max(rows_list), max(rows_list) * 2 * CONTEXT_TOKENS, CONTEXT_TOKENS)
             vocab = engine.session.vocab_rows
-            figures = {rows: profile(batch, rows, vocab, args.shared) for rows in rows_list}
+            figures = {rows: profile(batch, rows, vocab, args.shared, args.cpu_clock) for rows in rows_list}
         finally:
             engine.close()
     for rows, f in figures.items():
         print(
-            f"{rows:3d} rows: step {f['step_ms']:7.2f} ms  {f['agg_tok_s']:7.1f} tok/s  "
+            f"{rows:3d} rows: step {f['step_ms']:7.2f} ms  cpu {f['cpu_ms']:7.2f} ms  {f['agg_tok_s']:7.1f} tok/s  "
             f"sampling {f['sample_ms']:6.2f} ms  top: "
             + ", ".join(f"{name} {ms:.2f} ms x{calls}" for name, ms, calls in f["functions"][:4])
         )
     if args.json:
         result = {"model": args.model, "shared": args.shared, "rows": rows_list}
-        for key in ("step_ms", "agg_tok_s", "sample_ms"):
+        for key in ("step_ms", "cpu_ms", "agg_tok_s", "sample_ms"):
             result[key] = [figures[r][key] for r in rows_list]
         result["functions"] = {str(r): figures[r]["functions"] for r in rows_list}
         print(json.dumps(result))

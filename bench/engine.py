@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -161,18 +161,20 @@ def kernel_profile(session, prompt: list[int]) -> dict[str, list[tuple[str, floa
 
 
 @contextmanager
-def vm_call_times(vm) -> Iterator[dict[str, list[float]]]:
+def vm_call_times(vm, clock: Callable[[], float] = time.perf_counter) -> Iterator[dict[str, list[float]]]:
     """While inside: {function: [seconds, calls]} for each call the relax VM makes (attention runs
-    inside the KV cache's builtin). The Python hook adds a few microseconds per call."""
+    inside the KV cache's builtin). The Python hook adds a few microseconds per call. `clock`:
+    wall time by default; time.process_time counts only this process's CPU time (on a busy
+    machine, with TVM_NUM_THREADS=1, what each function costs whatever else runs)."""
     totals: dict[str, list[float]] = {}
     started: list[float] = []
 
     def instrument(func, symbol, before_run, ret_value, *args):
         if before_run:
-            started.append(time.perf_counter())
+            started.append(clock())
         else:
             entry = totals.setdefault(str(symbol), [0.0, 0])
-            entry[0] += time.perf_counter() - started.pop()
+            entry[0] += clock() - started.pop()
             entry[1] += 1
         return 0
 

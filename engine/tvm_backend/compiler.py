@@ -44,6 +44,7 @@ _SOURCES = (
     "tvm_backend/int8_kernels.py",
     "tvm_backend/int8_kernels_q8.py",
     "tvm_backend/int8_decode.py",
+    "tvm_backend/int8_rows.py",
     "tvm_backend/linear.py",
     "tvm_backend/compiler.py",
     "tvm_backend/pipeline.py",

@@ -16,6 +16,7 @@ from tvm.target import Target
 
 from engine.tvm_backend.int8_kernels import int8_linear_kernel, int8_tile
 from engine.tvm_backend.int8_kernels_q8 import q8_int8_supported, q8_linear_kernel
+from engine.tvm_backend.int8_rows import rows_linear_kernel
 from engine.tvm_backend.kernels import (
     CODE8_KINDS,
     Q4_GROUP,
@@ -80,7 +81,11 @@ def linear(shape: LinearShape, x: Tensor, weights: Sequence[Tensor]) -> Tensor:
     name = f"{shape.kind}_{phase}_{shape.n_out}x{shape.k_in}"
     if compiling_for_gpu():
         return op.tensor_expr_op(lambda *args: plain_linear(shape, *args), name, args=[x, *weights])
-    if shape.matmul == "int8":
+    if shape.matmul == "int8" and phase == "prefill":
+        # Many rows (a batched decode step, a prompt chunk): the kernels that unpack each weight
+        # register once for a block of rows (int8_rows.py).
+        kernel = rows_linear_kernel(shape)
+    elif shape.matmul == "int8":
         kernel = q8_linear_kernel(shape, phase) if shape.kind in CODE8_KINDS else int8_linear_kernel(shape, phase)
     else:
         kernel = linear_kernel(shape, phase)
