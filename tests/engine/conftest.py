@@ -263,3 +263,24 @@ def _split_rows(array, cuts):
     import numpy as np
 
     return np.split(array, list(cuts), axis=0)
+
+
+INT8_ISAS = ["avx512-vnni", "avx-vnni", "avx2"]
+"""The x86 int8 kernel variants; the `isa` fixture runs a test once for each the host has."""
+
+
+@pytest.fixture(scope="session")
+def host_target():
+    import tvm
+
+    return tvm.target.Target.from_device(tvm.cpu())
+
+
+@pytest.fixture(params=INT8_ISAS)
+def isa(request, host_target):
+    """Each int8 variant this CPU can run."""
+    from engine.tvm_backend.int8_kernels import available_isas
+
+    if request.param not in available_isas(host_target):
+        pytest.skip(f"this CPU lacks the instructions of the {request.param} variant")
+    return request.param

@@ -20,7 +20,6 @@ gguf = pytest.importorskip("gguf")
 from engine.block_codes import BlockArrays  # noqa: E402
 from engine.block_tensors import BlockTensor  # noqa: E402
 from gguf_fixtures import tiny_gguf  # noqa: E402, F401
-from test_engine_int8_matmul import ALL_ISAS  # noqa: E402
 
 QTYPES = {
     "q4_0": gguf.GGMLQuantizationType.Q4_0,
@@ -28,20 +27,6 @@ QTYPES = {
     "q8_0": gguf.GGMLQuantizationType.Q8_0,
 }
 EPS = 1e-5
-
-
-@pytest.fixture(scope="module")
-def host_target():
-    return tvm.target.Target.from_device(tvm.cpu())
-
-
-@pytest.fixture(params=ALL_ISAS)
-def isa(request, host_target):
-    from engine.tvm_backend.int8_kernels import available_isas
-
-    if request.param not in available_isas(host_target):
-        pytest.skip(f"this CPU lacks the instructions of the {request.param} variant")
-    return request.param
 
 
 def int8_weights(kind: str, weight: np.ndarray):

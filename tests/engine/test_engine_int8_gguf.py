@@ -16,25 +16,11 @@ gguf = pytest.importorskip("gguf")
 
 from engine.block_codes import BlockArrays  # noqa: E402
 from engine.block_tensors import BlockTensor  # noqa: E402
-from test_engine_int8_matmul import ALL_ISAS, BUILD_ONLY  # noqa: E402
+from test_engine_int8_matmul import BUILD_ONLY  # noqa: E402
 
 QTYPES = {"q4_0": gguf.GGMLQuantizationType.Q4_0, "q4_1": gguf.GGMLQuantizationType.Q4_1}
 FLOAT_TOLERANCE = 0.02
 """int8 rounding of x moves y by at most about 1% of its largest value on these shapes."""
-
-
-@pytest.fixture(scope="module")
-def host_target():
-    return tvm.target.Target.from_device(tvm.cpu())
-
-
-@pytest.fixture(params=ALL_ISAS)
-def isa(request, host_target):
-    from engine.tvm_backend.int8_kernels import available_isas
-
-    if request.param not in available_isas(host_target):
-        pytest.skip(f"this CPU lacks the instructions of the {request.param} variant")
-    return request.param
 
 
 def block_tensor(kind: str, weight: np.ndarray) -> BlockTensor:

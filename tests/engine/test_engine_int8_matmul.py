@@ -22,7 +22,6 @@ PROMPT = "The quick brown fox jumps over the lazy dog. Tandem keeps every conver
 DECODE_STEPS = 16
 
 
-ALL_ISAS = ["avx512-vnni", "avx-vnni", "avx2"]
 """The variants an x86 host may run; each test skips those this CPU lacks."""
 BUILD_ONLY = {
     "avx512-vnni": ({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "cascadelake"}, [r"vpdpbusd\s+%zmm"]),
@@ -37,23 +36,6 @@ BUILD_ONLY = {
     ),
 }
 """A CPU of each variant's kind, and what its kernels' assembly must contain (regexes)."""
-
-
-@pytest.fixture(scope="module")
-def host_target():
-    import tvm
-
-    return tvm.target.Target.from_device(tvm.cpu())
-
-
-@pytest.fixture(params=ALL_ISAS)
-def isa(request, host_target):
-    """Each int8 variant this CPU can run."""
-    from engine.tvm_backend.int8_kernels import available_isas
-
-    if request.param not in available_isas(host_target):
-        pytest.skip(f"this CPU lacks the instructions of the {request.param} variant")
-    return request.param
 
 
 @pytest.fixture(scope="module")

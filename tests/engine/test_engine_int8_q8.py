@@ -18,7 +18,6 @@ from engine.block_tensors import BlockTensor  # noqa: E402
 from engine.tvm_backend.kernels import LinearShape, has_min, weight_group  # noqa: E402
 from engine.tvm_backend.repack import repacked_params  # noqa: E402
 
-ALL_ISAS = ["avx512-vnni", "avx-vnni", "avx2"]
 BUILD_ONLY = {
     "avx512-vnni": ({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "cascadelake"}, [r"vpdpbusd\s+%zmm"]),
     "avx-vnni": ({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "alderlake"}, [r"\{vex\}\s+vpdpbusd\s+%ymm"]),
@@ -39,20 +38,6 @@ QTYPES = {
 }
 SHAPES = [(64, 256), (48, 512), (32, 256)]
 """(n_out, k_in): a 32-row tile, 16-row tiles, one tile; k in whole K-quant super-blocks."""
-
-
-@pytest.fixture(scope="module")
-def host_target():
-    return tvm.target.Target.from_device(tvm.cpu())
-
-
-@pytest.fixture(params=ALL_ISAS)
-def isa(request, host_target):
-    from engine.tvm_backend.int8_kernels import available_isas
-
-    if request.param not in available_isas(host_target):
-        pytest.skip(f"this CPU lacks the instructions of the {request.param} variant")
-    return request.param
 
 
 def int8_reference(x: np.ndarray, codes: np.ndarray, scale: np.ndarray, low: np.ndarray | None) -> np.ndarray:

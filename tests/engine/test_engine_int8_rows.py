@@ -20,7 +20,7 @@ from engine.block_tensors import BlockTensor  # noqa: E402
 from engine.quantization import quantize_q4  # noqa: E402
 from test_engine_int8_gguf import block_tensor, dequantized  # noqa: E402
 from test_engine_int8_gguf import int8_reference as gguf_reference  # noqa: E402
-from test_engine_int8_matmul import ALL_ISAS, BUILD_ONLY  # noqa: E402
+from test_engine_int8_matmul import BUILD_ONLY  # noqa: E402
 from test_engine_int8_matmul import int8_reference as mlc_reference  # noqa: E402
 from test_engine_int8_q8 import BUILD_ONLY as Q8_BUILD_ONLY  # noqa: E402
 from test_engine_int8_q8 import block_tensor as q8_block_tensor  # noqa: E402
@@ -29,20 +29,6 @@ from test_engine_int8_q8 import stored  # noqa: E402
 
 ROWS = [1, 2, 5, 8, 9, 17]
 """Around the row blocks (4 with AVX2, 8 with AVX-512): whole blocks and a partly filled last one."""
-
-
-@pytest.fixture(scope="module")
-def host_target():
-    return tvm.target.Target.from_device(tvm.cpu())
-
-
-@pytest.fixture(params=ALL_ISAS)
-def isa(request, host_target):
-    from engine.tvm_backend.int8_kernels import available_isas
-
-    if request.param not in available_isas(host_target):
-        pytest.skip(f"this CPU lacks the instructions of the {request.param} variant")
-    return request.param
 
 
 def build(target, kernel):
