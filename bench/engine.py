@@ -1,8 +1,9 @@
 """Benchmark the local engine on a SmolLM2-135M-shaped model with random weights (or the
 Llama-3.2-1B shape with `--shape 1b`).
 
-Tandem (tvm backend, q4f16_1): decode tok/s (median over 128 tokens), prefill tok/s on a
-256-token prompt (each the best of three rounds, for every engine), time to first token,
+Tandem (tvm backend, q4f16_1): decode tok/s (median step over 128 tokens), prefill tok/s on a
+256-token prompt (each the median of `--rounds` rounds; Tandem and llama.cpp take their rounds in
+turns, each in a worker process of its own, see bench/rounds.py), time to first token,
 compile seconds, first and cached load seconds (a fresh process with a cold, then a warm cache)
 and peak RSS; the measured memory bandwidth, the bytes of weights read per decoded token and
 decode as a fraction of that bound. transformers (torch fp32) on the same weights, in the same
@@ -10,7 +11,8 @@ run, and with `--peer llamacpp` llama.cpp (Q4_0, 2 threads). `--profile` prints 
 prefill spend their time, per compiled function. `--cpu-matmul int8` measures the int8-activation
 kernels (TANDEM_CPU_MATMUL). `--gguf PATH` runs that GGUF file instead, as it is (imported by
 engine.gguf, each tensor in its own block format; transformers and llama.cpp read the same file)
-and adds "gguf": {"file", "tensor_types"} to the JSON. `--quant q4_k_m` writes the random
+and adds "gguf": {"file", "tensor_types"} to the JSON. With `--peer`, "vs_llamacpp" holds the
+median of the per-round ratios and their range. `--quant q4_k_m` writes the random
 weights as a Q4_K_M GGUF with llama.cpp's own quantizer (the peer extra) and runs that file as
 `--gguf` does. `--json` prints one JSON object as the last line."""
 
@@ -28,6 +30,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.rounds import Round, Worker
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Before torch loads: with OpenMP's default busy-waiting, torch decodes about 10x slower on a
@@ -64,7 +70,9 @@ PROFILE_DECODE_STEPS = 32
 PROMPT_TOKENS = 256
 DECODE_TOKENS = 128
 QUANTIZATION = "q4f16_1"
-ROUNDS = 3
+ROUNDS = 7
+"""Rounds per engine by default (--rounds); transformers, far slower, takes REFERENCE_ROUNDS."""
+REFERENCE_ROUNDS = 3
 
 
 def prompt_ids(vocab_size: int) -> list[int]:
@@ -96,22 +104,28 @@ def build_checkpoint(folder: Path, shape: dict) -> None:
     transformers.LlamaForCausalLM(config).eval().save_pretrained(folder)
 
 
-def measure_tandem(model_dir: Path, profile: bool) -> dict:
-    """Runs in a child process so its peak RSS and start-up are Tandem's alone."""
+def tandem_child(model_dir: Path, profile: bool, cold: bool) -> None:
+    """A child process, so that its peak RSS and start-up are Tandem's alone. Cold: open the
+    model (compiling it) and report; else serve rounds (bench.rounds) until told to finish."""
     import numpy as np
 
     import tvm  # noqa: F401  (imported before the clock starts: opening is what is timed)
+    from bench.bandwidth import measure_read_gb_s
+    from bench.rounds import Round, serve_rounds
     from engine.loader import open_engine
 
     started = time.perf_counter()
     engine = open_engine(model_dir, backend="tvm")
-    open_s = time.perf_counter() - started
+    opened = {"open_s": time.perf_counter() - started, "compile_s": engine.compile_s, "device": engine.info.device}
+    if cold:
+        print(json.dumps({**opened, "bandwidth_gb_s": measure_read_gb_s()}))
+        return
     session = engine.session
     prompt = prompt_ids(engine.chat_config.model_config.vocab_size)
     session.reset()
     session.prefill(prompt[:16])  # warm-up: first calls allocate workspaces
 
-    def one_round() -> tuple[float, float]:
+    def one_round() -> Round:
         session.reset()
         started = time.perf_counter()
         token = int(np.argmax(session.prefill(prompt)))
@@ -121,23 +135,15 @@ def measure_tandem(model_dir: Path, profile: bool) -> dict:
             step_started = time.perf_counter()
             token = int(np.argmax(session.decode(token)))
             steps.append(time.perf_counter() - step_started)
-        return prefill_s, statistics.median(steps)
+        return Round(prefill_s, statistics.median(steps))
 
-    prefill_s, step_s = best_of_rounds(one_round)
-    figures = {
-        "open_s": open_s,
-        "compile_s": engine.compile_s,
-        "decode_tok_s": 1.0 / step_s,
-        "prefill_tok_s": PROMPT_TOKENS / prefill_s,
-        "ttft_ms": prefill_s * 1000,
-        "peak_rss_mb": peak_rss_mb(),
-    }
-    if profile:
-        figures["profile"] = kernel_profile(session, prompt)
-    from bench.bandwidth import measure_read_gb_s
+    def finish() -> dict:
+        figures = {"peak_rss_mb": peak_rss_mb(), "bandwidth_gb_s": measure_read_gb_s()}
+        if profile:
+            figures["profile"] = kernel_profile(session, prompt)
+        return figures
 
-    figures["bandwidth_gb_s"] = measure_read_gb_s()
-    return figures
+    serve_rounds(one_round, opened, finish)
 
 
 def kernel_profile(session, prompt: list[int]) -> dict[str, list[tuple[str, float, int]]]:
@@ -203,13 +209,6 @@ def weight_bytes_per_token(cache: Path) -> int:
     return total
 
 
-def best_of_rounds(one_round) -> tuple[float, float]:
-    """(prefill seconds, median decode step seconds), each the best of ROUNDS rounds: on a
-    shared machine the best round is the one least disturbed by other processes."""
-    rounds = [one_round() for _ in range(ROUNDS)]
-    return min(r[0] for r in rounds), min(r[1] for r in rounds)
-
-
 def peak_rss_mb() -> float:
     """This process's peak resident set. VmHWM belongs to the process image; ru_maxrss would
     report the forking parent's peak when that was larger."""
@@ -227,6 +226,8 @@ def measure_transformers(source: Path) -> dict[str, float]:
     import torch
     import transformers
 
+    from bench.rounds import Round, median_round
+
     if source.suffix == ".gguf":
         loaded = transformers.AutoModelForCausalLM.from_pretrained(
             source.parent, gguf_file=source.name, dtype=torch.float32
@@ -236,7 +237,7 @@ def measure_transformers(source: Path) -> dict[str, float]:
     model = loaded.eval()
     prompt = torch.tensor([prompt_ids(model.config.vocab_size)])
 
-    def one_round() -> tuple[float, float]:
+    def one_round() -> Round:
         started = time.perf_counter()
         out = model(prompt, use_cache=True)
         prefill_s = time.perf_counter() - started
@@ -247,34 +248,45 @@ def measure_transformers(source: Path) -> dict[str, float]:
             out = model(token, past_key_values=past, use_cache=True)
             past, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
             steps.append(time.perf_counter() - step_started)
-        return prefill_s, statistics.median(steps)
+        return Round(prefill_s, statistics.median(steps))
 
     with torch.inference_mode():
         model(prompt[:, :16])  # warm-up
-        prefill_s, step_s = best_of_rounds(one_round)
-    return {"decode_tok_s": 1.0 / step_s, "prefill_tok_s": PROMPT_TOKENS / prefill_s}
+        median = median_round([one_round() for _ in range(REFERENCE_ROUNDS)])
+    return {"decode_tok_s": 1.0 / median.step_s, "prefill_tok_s": PROMPT_TOKENS / median.prefill_s}
 
 
-def run_child(what: str, *arguments: str, cache: Path | None = None, passive_omp: bool = True) -> dict:
-    """One measurement in a fresh process (`what` names it in an error): peak RSS, thread
-    pools and start-up stay its own. llama.cpp's OpenMP threads spin (ACTIVE, unless the user
-    chose a policy): let sleep between its hundreds of ops per token, it decoded 2-3x slower here."""
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+def child_env(cache: Path | None = None, passive_omp: bool = True) -> dict[str, str]:
+    """A child's environment: peak RSS, thread pools and start-up stay its own. llama.cpp's
+    OpenMP threads spin (ACTIVE, unless the user chose a policy): let sleep between its hundreds
+    of ops per token, it decoded 2-3x slower here."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     if not passive_omp:
         env["OMP_WAIT_POLICY"] = USER_OMP_WAIT_POLICY or "ACTIVE"
     if cache is not None:
         env["TANDEM_CACHE_DIR"] = str(cache)
+    return env
+
+
+def run_child(what: str, *arguments: str, cache: Path | None = None) -> dict:
+    """One measurement in a fresh process (`what` names it in an error)."""
     result = subprocess.run(
-        [sys.executable, __file__, *arguments], env=env, capture_output=True, text=True, check=False
+        [sys.executable, __file__, *arguments], env=child_env(cache), capture_output=True, text=True, check=False
     )
     if result.returncode:
         sys.exit(f"The {what} measurement failed:\n{result.stderr[-4000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def measure_peer(hf_dir: Path | None, scratch: Path, gguf_path: Path | None = None, vocab: int = 0):
-    """llama.cpp on the same weights (the random checkpoint written as Q4_0, or `gguf_path` as
-    it is), or None (saying how to install it) when it is absent."""
+def start_worker(what: str, *arguments: str, cache: Path | None = None, passive_omp: bool = True) -> Worker:
+    from bench.rounds import Worker
+
+    return Worker(what, [sys.executable, __file__, *arguments], child_env(cache, passive_omp))
+
+
+def start_peer(hf_dir: Path | None, scratch: Path, gguf_path: Path | None = None, vocab: int = 0) -> Worker | None:
+    """llama.cpp's worker on the same weights (the random checkpoint written as Q4_0, or
+    `gguf_path` as it is), or None (saying how to install it) when it is absent."""
     from bench import llamacpp_peer
 
     missing = llamacpp_peer.missing_packages()
@@ -284,14 +296,14 @@ def measure_peer(hf_dir: Path | None, scratch: Path, gguf_path: Path | None = No
         return None
     if gguf_path is None:
         assert hf_dir is not None
-        print("llama.cpp Q4_0: writing the GGUF and measuring ...", flush=True)
+        print("llama.cpp Q4_0: writing the GGUF and loading it ...", flush=True)
         gguf_path = scratch / "model-q4_0.gguf"
         llamacpp_peer.write_gguf(hf_dir, gguf_path)
         vocab = _vocab_size(hf_dir)
     else:
-        print(f"llama.cpp: measuring {gguf_path.name} ...", flush=True)
+        print(f"llama.cpp: loading {gguf_path.name} ...", flush=True)
     arguments = ("--peer-child", str(gguf_path), "--vocab", str(vocab))
-    return run_child("llama.cpp", *arguments, passive_omp=False)
+    return start_worker("llama.cpp", *arguments, passive_omp=False)
 
 
 def import_gguf_for_bench(gguf_path: Path, scratch: Path) -> tuple[Path, dict]:
@@ -352,10 +364,16 @@ def main() -> None:
         choices=["q4_k_m"],
         help="write the random weights as a GGUF of this type with llama.cpp's quantizer and run it as --gguf does",
     )
+    parser.add_argument(
+        "--rounds", type=int, default=ROUNDS, help=f"rounds per engine, taken in turns (default {ROUNDS})"
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--cold", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--peer-child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--vocab", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if args.quant and args.gguf:
         parser.error("--quant writes its own GGUF of the random weights; leave out --gguf, or --quant to run a file")
     if args.cpu_matmul:
@@ -363,14 +381,16 @@ def main() -> None:
     # Run as a script, bench/ comes first on sys.path and this file would shadow the engine package.
     sys.path[0] = str(REPO_ROOT)
     if args.child:
-        print(json.dumps(measure_tandem(args.child, args.profile)))
+        tandem_child(args.child, args.profile, args.cold)
         return
     if args.peer_child:
         from bench import llamacpp_peer
+        from bench.rounds import serve_rounds
 
-        figures = llamacpp_peer.measure(args.peer_child, prompt_ids(args.vocab), DECODE_TOKENS, best_of_rounds)
-        print(json.dumps(figures))
+        one_round = llamacpp_peer.round_runner(args.peer_child, prompt_ids(args.vocab), DECODE_TOKENS)
+        serve_rounds(one_round, {}, dict)
         return
+    from bench.rounds import alternate, median_round, paired_ratios
 
     from engine.convert import convert_hf_checkpoint
 
@@ -394,29 +414,35 @@ def main() -> None:
             build_checkpoint(hf_dir, SHAPES[args.shape])
             convert_hf_checkpoint(hf_dir, mlc_dir, QUANTIZATION)
         print(f"Tandem {quantization}: compiling (cold cache) ...", flush=True)
-        cold = run_child("Tandem", "--child", str(mlc_dir), cache=cache)
-        print("Tandem: measuring in a fresh process with the cache warm ...", flush=True)
+        cold = run_child("Tandem", "--child", str(mlc_dir), "--cold", cache=cache)
+        print("Tandem: loading in a fresh process with the cache warm ...", flush=True)
         warm_arguments = ("--child", str(mlc_dir), *(["--profile"] if args.profile else []))
-        warm = run_child("Tandem", *warm_arguments, cache=cache)
+        workers = {"tandem": start_worker("Tandem", *warm_arguments, cache=cache)}
         bytes_per_token = weight_bytes_per_token(cache)
-        if args.gguf:
+        if args.peer:
             vocab = json.loads((mlc_dir / "mlc-chat-config.json").read_text())["vocab_size"]
-            peer = measure_peer(None, scratch, gguf_path, vocab) if args.peer else None
-        else:
-            peer = measure_peer(hf_dir, scratch) if args.peer else None
+            peer = start_peer(None, scratch, gguf_path, vocab) if args.gguf else start_peer(hf_dir, scratch)
+            if peer is not None:
+                workers["llamacpp"] = peer
+        print(f"{args.rounds} rounds of {' and '.join(workers)}, in turns ...", flush=True)
+        rounds = alternate(workers, args.rounds)
+        finished = {name: worker.finish() for name, worker in workers.items()}
         print("transformers fp32: measuring ...", flush=True)
         reference = measure_transformers(gguf_path if args.gguf else hf_dir)
 
+    warm = {**workers["tandem"].ready, **finished["tandem"]}
+    median = median_round(rounds["tandem"])
     tandem = {
-        "decode_tok_s": round(warm["decode_tok_s"], 1),
-        "prefill_tok_s": round(warm["prefill_tok_s"], 1),
-        "ttft_ms": round(warm["ttft_ms"], 1),
+        "decode_tok_s": round(1.0 / median.step_s, 1),
+        "prefill_tok_s": round(PROMPT_TOKENS / median.prefill_s, 1),
+        "ttft_ms": round(median.prefill_s * 1000, 1),
         "compile_s": round(cold["compile_s"], 2),
         "cold_load_s": round(cold["open_s"], 3),
         "load_s": round(warm["open_s"], 3),
         "peak_rss_mb": round(warm["peak_rss_mb"], 1),
     }
     transformers_figures = {key: round(value, 1) for key, value in reference.items()}
+    on_cpu = str(warm["device"]).startswith("cpu")
     bandwidth = max(cold["bandwidth_gb_s"], warm["bandwidth_gb_s"])
     bound_tok_s = bandwidth * 1e9 / bytes_per_token
     roofline = {
@@ -433,37 +459,57 @@ def main() -> None:
     print()
     if gguf_entry is not None:
         types = ", ".join(f"{count} {name}" for name, count in gguf_entry["tensor_types"].items())
-        print(f"{gguf_entry['file']} ({types}), the same file in every engine, 2 threads, Tandem CPU matmul: {matmul}")
+        print(f"{gguf_entry['file']} ({types}), the same file in every engine")
     else:
-        print(f"shape {args.shape}, {QUANTIZATION} (llama.cpp: Q4_0), 2 threads, Tandem CPU matmul: {matmul}")
+        print(f"shape {args.shape}, {QUANTIZATION} (llama.cpp: Q4_0)")
+    print(f"Tandem on {warm['device']}; medians of {args.rounds} rounds")
     print(f"{'':14}{'decode tok/s':>14}{'prefill tok/s':>15}")
     tandem_label = "Tandem gguf" if gguf_entry is not None else "Tandem q4"
     print(f"{tandem_label:14}{tandem['decode_tok_s']:>14}{tandem['prefill_tok_s']:>15}")
     print(f"{'transformers':14}{transformers_figures['decode_tok_s']:>14}{transformers_figures['prefill_tok_s']:>15}")
     result = {
         "shape": "gguf" if gguf_entry is not None else args.shape,
+        "device": warm["device"],
         "cpu_matmul": matmul,
+        "rounds": args.rounds,
         "tandem": tandem,
         "transformers": transformers_figures,
-        "roofline": roofline,
     }
+    if on_cpu:
+        result["roofline"] = roofline
     if gguf_entry is not None:
         result["gguf"] = gguf_entry
-    if peer is not None:
-        result["llamacpp"] = {key: round(value, 1) for key, value in peer.items()}
+    if "llamacpp" in rounds:
+        from bench.llamacpp_peer import THREADS
+
+        peer_median = median_round(rounds["llamacpp"])
+        result["llamacpp"] = {
+            "decode_tok_s": round(1.0 / peer_median.step_s, 1),
+            "prefill_tok_s": round(PROMPT_TOKENS / peer_median.prefill_s, 1),
+            "threads": THREADS,
+        }
+        ratios = paired_ratios(rounds["tandem"], rounds["llamacpp"])
+        result["vs_llamacpp"] = {
+            "decode": round(ratios.decode, 3),
+            "prefill": round(ratios.prefill, 3),
+            "decode_range": [round(value, 3) for value in ratios.decode_range],
+            "prefill_range": [round(value, 3) for value in ratios.prefill_range],
+        }
         peer_label = "llama.cpp" if gguf_entry is not None else "llama.cpp Q4_0"
         print(f"{peer_label:14}{result['llamacpp']['decode_tok_s']:>14}{result['llamacpp']['prefill_tok_s']:>15}")
         print(
-            f"vs llama.cpp: decode {tandem['decode_tok_s'] / peer['decode_tok_s']:.2f}x, "
-            f"prefill {tandem['prefill_tok_s'] / peer['prefill_tok_s']:.2f}x (bar: 1.0x)"
+            f"vs llama.cpp ({THREADS} threads), median of the rounds' ratios: decode {ratios.decode:.2f}x "
+            f"({ratios.decode_range[0]:.2f}-{ratios.decode_range[1]:.2f}), prefill {ratios.prefill:.2f}x "
+            f"({ratios.prefill_range[0]:.2f}-{ratios.prefill_range[1]:.2f}) (bar: 1.0x)"
         )
     ratio = tandem["decode_tok_s"] / transformers_figures["decode_tok_s"]
     print(f"decode vs transformers: {ratio:.2f}x (bar: 2x)")
-    print(
-        f"memory bandwidth {roofline['bandwidth_gb_s']} GB/s (2 threads), {roofline['weight_mb_per_token']} MB "
-        f"of weights per token: bound {roofline['bound_tok_s']} tok/s, Tandem decode at "
-        f"{100 * roofline['decode_fraction_of_bound']:.0f}% of it"
-    )
+    if on_cpu:
+        print(
+            f"memory bandwidth {roofline['bandwidth_gb_s']} GB/s, {roofline['weight_mb_per_token']} MB "
+            f"of weights per token: bound {roofline['bound_tok_s']} tok/s, Tandem decode at "
+            f"{100 * roofline['decode_fraction_of_bound']:.0f}% of it"
+        )
     print(
         f"TTFT {tandem['ttft_ms']} ms for {PROMPT_TOKENS} tokens, compile {tandem['compile_s']} s, "
         f"first load {tandem['cold_load_s']} s (compile, verify, repack), cached load {tandem['load_s']} s, "

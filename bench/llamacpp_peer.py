@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from bench.rounds import Round
+
 INSTALL_HINT = (
     'CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON '
     "-DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF "
@@ -150,13 +152,9 @@ def _rotary_interleaved(weight, heads: int):
     return weight.reshape(heads, 2, rows // heads // 2, cols).swapaxes(1, 2).reshape(rows, cols)
 
 
-def measure(
-    gguf_path: Path,
-    prompt: Sequence[int],
-    decode_tokens: int,
-    best_of_rounds: Callable[[Callable[[], tuple[float, float]]], tuple[float, float]],
-) -> dict[str, float]:
-    """decode tok/s (median step over `decode_tokens`) and prefill tok/s on `prompt`."""
+def round_runner(gguf_path: Path, prompt: Sequence[int], decode_tokens: int) -> Callable[[], Round]:
+    """The file loaded and warmed up, and one round of it: prefill `prompt`, then decode
+    `decode_tokens` greedy tokens (bench.rounds.Round: prefill seconds, median step seconds)."""
     import llama_cpp
     import numpy as np
 
@@ -178,7 +176,7 @@ def measure(
         logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(model.ctx, -1), shape=(vocab,))
         return int(np.argmax(logits.copy()))
 
-    def one_round() -> tuple[float, float]:
+    def one_round() -> Round:
         model.reset()
         started = time.perf_counter()
         model.eval(list(prompt))
@@ -190,7 +188,6 @@ def measure(
             model.eval([token])
             token = next_token()
             steps.append(time.perf_counter() - step_started)
-        return prefill_s, statistics.median(steps)
+        return Round(prefill_s, statistics.median(steps))
 
-    prefill_s, step_s = best_of_rounds(one_round)
-    return {"decode_tok_s": 1.0 / step_s, "prefill_tok_s": len(prompt) / prefill_s}
+    return one_round
