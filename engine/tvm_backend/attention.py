@@ -133,8 +133,12 @@ def ragged_prefill_attention(h_kv: int, h_q: int, head_dim: int):
 
 def _online_softmax(group: int, head_dim: int, page_size: int):
     """What both paged kernels run for one query row and head: an online softmax over the first
-    `n_keys` cached keys of sequence `b`, page by page, vectorised along the head dimension,
-    writing the row's output and log-sum-exp."""
+    `n_keys` cached keys of sequence `b`, a page at a time, writing the row's output and
+    log-sum-exp. Within a page the dot products are independent of each other (the core
+    overlaps them), and the softmax rescales once per page with one vector of exp2 for its keys,
+    where a key at a time chained every dot product, exp2 and rescale behind the last one: a
+    SmolLM2 layer's decode attention at 320 tokens took 49 us that way, 34 us this way, near
+    the time its float32 keys and values (490 KB) take to stream in from memory."""
     lanes = LANES
     blocks = head_dim // lanes
 
@@ -142,39 +146,52 @@ def _online_softmax(group: int, head_dim: int, page_size: int):
     @T.macro
     def attend(q, pages, page_values, page_indptr, output, lse, sm_scale, b, row, head, n_keys):
         acc = T.sblock_alloc_buffer((head_dim,), "float32")
+        query = T.sblock_alloc_buffer((head_dim,), "float32")  # q in log2 units: scores need no scaling
         partial = T.sblock_alloc_buffer((lanes,), "float32")
-        state = T.sblock_alloc_buffer((3,), "float32")  # running max, denominator, score/weight
+        weight = T.sblock_alloc_buffer((page_size,), "float32")
+        state = T.sblock_alloc_buffer((3,), "float32")  # running max, denominator, the page's max
         for i in T.vectorized(head_dim):
             acc[i] = T.float32(0)
+            query[i] = q[row, head, i] * sm_scale * T.float32(LOG2_E)
         state[0] = T.float32(-5e4)
         state[1] = T.float32(0)
-        for key in T.serial(n_keys):
-            for lane in T.vectorized(lanes):
-                partial[lane] = T.float32(0)
-            for block in T.serial(blocks):
+        for page in T.serial((n_keys + page_size - 1) // page_size):
+            page_id = T.meta_var(page_values[page_indptr[b] + page])
+            count = T.meta_var(T.min(page_size, n_keys - page * page_size))
+            for key in T.serial(count):
                 for lane in T.vectorized(lanes):
-                    partial[lane] = partial[lane] + q[row, head, block * lanes + lane] * pages[page_values[page_indptr[b] + key // page_size], 0, head // group, key % page_size, block * lanes + lane]
-            for lane in T.vectorized(8):
-                partial[lane] = partial[lane] + partial[lane + 8]
-            for lane in T.vectorized(4):
-                partial[lane] = partial[lane] + partial[lane + 4]
-            for lane in T.vectorized(2):
-                partial[lane] = partial[lane] + partial[lane + 2]
-            state[2] = (partial[0] + partial[1]) * sm_scale * T.float32(LOG2_E)
+                    partial[lane] = query[lane] * pages[page_id, 0, head // group, key, lane]
+                for block in T.unroll(1, blocks):
+                    for lane in T.vectorized(lanes):
+                        partial[lane] = partial[lane] + query[block * lanes + lane] * pages[page_id, 0, head // group, key, block * lanes + lane]
+                for lane in T.vectorized(8):
+                    partial[lane] = partial[lane] + partial[lane + 8]
+                for lane in T.vectorized(4):
+                    partial[lane] = partial[lane] + partial[lane + 4]
+                for lane in T.vectorized(2):
+                    partial[lane] = partial[lane] + partial[lane + 2]
+                weight[key] = partial[0] + partial[1]
+            state[2] = state[0]
+            for key in T.serial(count):
+                state[2] = T.max(state[2], weight[key])
             if state[2] > state[0]:
+                acc_scale = T.meta_var(exp2(state[0] - state[2]))
                 for i in T.vectorized(head_dim):
-                    acc[i] = acc[i] * exp2(state[0] - state[2])
-                state[1] = state[1] * exp2(state[0] - state[2])
+                    acc[i] = acc[i] * acc_scale
+                state[1] = state[1] * acc_scale
                 state[0] = state[2]
-            state[2] = exp2(state[2] - state[0])
-            for i in T.vectorized(head_dim):
-                acc[i] = acc[i] + state[2] * pages[page_values[page_indptr[b] + key // page_size], 1, head // group, key % page_size, i]
-            state[1] = state[1] + state[2]
+            for key in T.vectorized(page_size):
+                weight[key] = T.if_then_else(key < count, exp2(weight[key] - state[0]), T.float32(0))
+            for key in T.serial(count):
+                state[1] = state[1] + weight[key]
+                for i in T.vectorized(head_dim):
+                    acc[i] = acc[i] + weight[key] * pages[page_id, 1, head // group, key, i]
         for i in T.vectorized(head_dim):
             output[row, head, i] = T.if_then_else(state[1] > T.float32(0), acc[i] / state[1], T.float32(0))
         lse[row, head] = T.if_then_else(state[1] > T.float32(0), state[0] + T.log2(state[1]), T.float32(-5e4))
     # fmt: on
     return attend
+
 
 def paged_decode_attention(h_kv: int, h_q: int, head_dim: int, page_size: int = 16):
     """One task per sequence and query head, in parallel (a batched step is one fork-join, not
