@@ -43,6 +43,7 @@ from engine.tvm_backend import warm_start
 from engine.tvm_backend.compiler import CompiledModel, compiled_model, discard, read_entry
 from engine.tvm_backend.gguf_weights import GGUFWeights, open_gguf_weights
 from engine.tvm_backend.session import ModelSession, tvm_errors
+from engine.tvm_backend.threads import use_cpu_threads
 from engine.tvm_backend.weight_cache import load_weights, read_entry as read_weights_entry
 
 if TYPE_CHECKING:
@@ -101,6 +102,7 @@ class TVMEngine:
         self.session: ModelSession | None
         # A GGUF directory's warm start keys on its file too (size, times, inode): an unchanged
         # file is not read again at all.
+        use_cpu_threads()  # before TVM's thread pool starts: it reads the count once
         self.session, label = self._start_warm(device, report, sources)
         if self.session is None:
             from engine.tvm_backend.target import host_target  # imports all of TVM

@@ -16,6 +16,7 @@ import tvm
 
 from engine.errors import EngineError
 from engine.tvm_backend.kernels import CpuMatmul
+from engine.tvm_backend.threads import cpu_threads
 
 if TYPE_CHECKING:
     from engine.tvm_backend.int8_kernels import Int8Isa
@@ -98,10 +99,11 @@ def host_target(device: str | None = None, model_matmul: str | None = None) -> H
 def cpu_target(model_matmul: str | None = None) -> HostTarget:
     target = _cpu_target()
     mcpu = target.attrs.get("mcpu", "generic")
-    threads = os.environ.get("TVM_NUM_THREADS") or str(os.cpu_count() or 1)
+    threads = cpu_threads()
     matmul = cpu_matmul_mode(target, model_matmul)
     isa = cpu_int8_isa(target) if matmul == "int8" else None
-    label = f"cpu ({mcpu}, {threads} threads{f', int8 matmul ({isa})' if isa else ''})"
+    count = f"{threads} threads" if threads else "TVM's default threads"
+    label = f"cpu ({mcpu}, {count}{f', int8 matmul ({isa})' if isa else ''})"
     fused = decode_fusion_wanted()  # read (and checked) whatever the matmul mode
     return HostTarget(target, tvm.cpu(), label, "cpu", matmul, isa, matmul == "int8" and fused)
 
