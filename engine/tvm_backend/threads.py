@@ -4,7 +4,7 @@ else one per physical core this process may run on.
 TVM's own default halves the count of logical CPUs on x86, on the assumption that every core runs
 two hardware threads. On a machine without SMT (a cloud VM's vCPUs are often whole cores) that
 left half the cores idle: on a 2-core VM TVM ran one thread, and SmolLM2's decode went from 95 to
-165 tok/s with two. TVM's thread pool reads TVM_NUM_THREADS once, when its first parallel kernel
+191 tok/s with two. TVM's thread pool reads TVM_NUM_THREADS once, when its first parallel kernel
 runs, so use_cpu_threads() sets it before the engine runs anything."""
 
 from __future__ import annotations
