@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bench.rounds import Round, Worker
+    from bench.rounds import Worker
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Before torch loads: with OpenMP's default busy-waiting, torch decodes about 10x slower on a

@@ -42,6 +42,7 @@ from engine.tvm_backend.int8_kernels import (
     isa_in_scope,
 )
 from engine.tvm_backend import int8_kernels_q8 as q8
+from engine.tvm_backend.int8_decode import keep_params
 from engine.tvm_backend.kernels import (
     CODE8_KINDS,
     Q4_GROUP,
@@ -184,32 +185,21 @@ def _kernel(shape: LinearShape, rows, block: int, spec: IsaSpec) -> tirx.PrimFun
                         if b * block + i < rows:
                             y[b * block + i, T.ramp(t * tile + u * lanes, 1, lanes)] = _lanes(acc, i, 0, lanes=lanes)
 
-    if stored_min:
-
-        @T.prim_func(private=True)
-        def kernel_with_min(
-            x: T.Buffer((rows, k_in), "float32"),
-            w: T.Buffer(weight_shape, "uint8"),
-            s: T.Buffer((n_tiles, groups, tile), scales),
-            low: T.Buffer((n_tiles, groups, tile), scales),
-            y: T.Buffer((rows, n_out), "float32"),
-        ):
-            T.func_attr({"tirx.noalias": True})
-            body(x, w, s, low, y)
-
-        return kernel_with_min
-
     @T.prim_func(private=True)
     def kernel(
         x: T.Buffer((rows, k_in), "float32"),
         w: T.Buffer(weight_shape, "uint8"),
         s: T.Buffer((n_tiles, groups, tile), scales),
+        low: T.Buffer((n_tiles, groups, tile), scales),
         y: T.Buffer((rows, n_out), "float32"),
     ):
         T.func_attr({"tirx.noalias": True})
-        body(x, w, s, s, y)  # no min: its reads are never generated
+        if stored_min:
+            body(x, w, s, low, y)
+        else:
+            body(x, w, s, s, y)  # no min: its reads are never generated
 
-    return kernel
+    return keep_params(kernel, [True, True, True, stored_min, True])
 
 
 def _code8_kernel(shape: LinearShape, rows, block: int, spec: IsaSpec) -> tirx.PrimFunc:
@@ -316,29 +306,18 @@ def _code8_kernel(shape: LinearShape, rows, block: int, spec: IsaSpec) -> tirx.P
                         if b * block + i < rows:
                             y[b * block + i, T.ramp(t * tile + u * lanes, 1, lanes)] = _lanes(acc, i, 0, lanes=lanes)
 
-    if with_min:
-
-        @T.prim_func(private=True)
-        def kernel_with_min(
-            x: T.Buffer((rows, k_in), "float32"),
-            w: T.Buffer(weight_shape, "int8"),
-            s: T.Buffer((n_tiles, w_groups, tile), scales),
-            low: T.Buffer(min_shape, scales),
-            y: T.Buffer((rows, n_out), "float32"),
-        ):
-            T.func_attr({"tirx.noalias": True})
-            body(x, w, s, low, y)
-
-        return kernel_with_min
-
     @T.prim_func(private=True)
     def kernel(
         x: T.Buffer((rows, k_in), "float32"),
         w: T.Buffer(weight_shape, "int8"),
         s: T.Buffer((n_tiles, w_groups, tile), scales),
+        low: T.Buffer(min_shape, scales),
         y: T.Buffer((rows, n_out), "float32"),
     ):
         T.func_attr({"tirx.noalias": True})
-        body(x, w, s, None, y)
+        if with_min:
+            body(x, w, s, low, y)
+        else:
+            body(x, w, s, None, y)
 
-    return kernel
+    return keep_params(kernel, [True, True, True, with_min, True])

@@ -18,14 +18,8 @@ tvm = pytest.importorskip("tvm")
 gguf = pytest.importorskip("gguf")
 
 from engine.block_codes import BlockArrays  # noqa: E402
-from engine.block_tensors import BlockTensor  # noqa: E402
 from gguf_fixtures import tiny_gguf  # noqa: E402, F401
-
-QTYPES = {
-    "q4_0": gguf.GGMLQuantizationType.Q4_0,
-    "q4_1": gguf.GGMLQuantizationType.Q4_1,
-    "q8_0": gguf.GGMLQuantizationType.Q8_0,
-}
+from test_engine_gguf_kernels import QTYPES, block_tensor  # noqa: E402
 EPS = 1e-5
 
 
@@ -36,7 +30,7 @@ def int8_weights(kind: str, weight: np.ndarray):
     from engine.tvm_backend.repack import repacked_params
 
     n_out, k_in = weight.shape
-    tensor = BlockTensor(kind, weight.shape, gguf.quants.quantize(weight, QTYPES[kind]))
+    tensor = block_tensor(kind, weight)
     shape = LinearShape(kind, n_out, k_in, int8_tile(n_out), "int8")
     wanted = [(f"w.{suffix}", spec, dtype) for suffix, (spec, dtype) in shape.weight_shapes().items()]
     return shape, list(repacked_params(BlockArrays({"w.weight": tensor}), wanted, tied=False))

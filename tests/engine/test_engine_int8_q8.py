@@ -125,18 +125,24 @@ def test_kernel_matches_the_int8_math_and_numpy_dequantization(host_target, isa,
     assert np.abs(y - exact).max() < 0.03 * np.abs(exact).max()
 
 
+def extreme_code8_case(rows: int, n_out: int = 32, k_in: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, codes, scale) where every int16 pair of vpmaddubsw reaches its bound: codes -128 and
+    127 against xq of +-127; even rows all -3 (xq = -127: with code -128 each pair is +32512),
+    odd rows all +3."""
+    codes = np.full((n_out, k_in), -128, np.int8)
+    codes[1::2] = 127
+    codes[2::4, ::3] = -127
+    x = np.where(np.arange(rows) % 2 == 0, -3.0, 3.0).astype(np.float32)[:, None].repeat(k_in, axis=1)
+    return x, codes, np.ones((n_out, k_in // 32), np.float16)
+
+
 @pytest.mark.parametrize("rows", [1, 5], ids=["decode", "prefill"])
 def test_extreme_codes_and_activations_never_saturate(host_target, isa, rows):
     """Codes -128 and 127 against xq of +-127 of either sign: vpmaddubsw's int16 pairs reach
     2 * 128 * 127 = 32512, the most the sign trick allows; any saturation would change y."""
-    n_out, k_in = 32, 64
-    codes = np.full((n_out, k_in), -128, np.int8)
-    codes[1::2] = 127
-    codes[2::4, ::3] = -127
-    # Even rows all -3 (xq = -127: with code -128 each pair is +32512), odd rows all +3.
-    x = np.where(np.arange(rows) % 2 == 0, -3.0, 3.0).astype(np.float32)[:, None].repeat(k_in, axis=1)
-    scale = np.ones((n_out, k_in // 32), np.float16)
+    x, codes, scale = extreme_code8_case(rows)
     arrays = {"w.q_weight": codes, "w.q_scale": scale}
+    k_in = x.shape[1]
 
     y = run_kernel(host_target, isa, "q8_0", x, arrays)
 

@@ -24,6 +24,7 @@ from test_engine_int8_matmul import BUILD_ONLY  # noqa: E402
 from test_engine_int8_matmul import int8_reference as mlc_reference  # noqa: E402
 from test_engine_int8_q8 import BUILD_ONLY as Q8_BUILD_ONLY  # noqa: E402
 from test_engine_int8_q8 import block_tensor as q8_block_tensor  # noqa: E402
+from test_engine_int8_q8 import extreme_code8_case  # noqa: E402
 from test_engine_int8_q8 import int8_reference as q8_reference  # noqa: E402
 from test_engine_int8_q8 import stored  # noqa: E402
 
@@ -114,12 +115,8 @@ def test_extreme_8bit_codes_never_saturate(host_target, isa, rows):
     from engine.tvm_backend.kernels import LinearShape
     from engine.tvm_backend.repack import repacked_params
 
-    n_out, k_in = 32, 64
-    codes = np.full((n_out, k_in), -128, np.int8)
-    codes[1::2] = 127
-    codes[2::4, ::3] = -127
-    x = np.where(np.arange(rows) % 2 == 0, -3.0, 3.0).astype(np.float32)[:, None].repeat(k_in, axis=1)
-    scale = np.ones((n_out, k_in // 32), np.float16)
+    x, codes, scale = extreme_code8_case(rows)
+    n_out, k_in = codes.shape
     shape = LinearShape("q8_0", n_out, k_in, 32, "int8")
     wanted = [(f"w.{suffix}", spec, dtype) for suffix, (spec, dtype) in shape.weight_shapes().items()]
     weights = list(repacked_params({"w.q_weight": codes, "w.q_scale": scale}, wanted, tied=False))
