@@ -17,10 +17,8 @@ import argparse
 import json
 import pickle
 import random
-import struct
 import sys
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,29 +180,36 @@ def _figure(value: float) -> float | None:
     return None if value != value else round(value, 4)
 
 
-def write_png(path: Path, curves: dict[str, list[tuple[float, float]]], size: int = 320) -> None:
-    """A plain line chart on a white square, axes 0..1, written with zlib alone."""
-    canvas = np.full((size, size, 3), 255, dtype=np.uint8)
-    margin = 24
-    span = size - 2 * margin
-    canvas[size - margin, margin : size - margin] = 0
-    canvas[margin : size - margin, margin] = 0
-    colours = [(200, 30, 30), (30, 90, 200), (30, 150, 60), (120, 120, 120)]
-    for (name, points), colour in zip(curves.items(), colours):
-        xs = np.interp(np.linspace(0, 1, span * 4), *zip(*points)) if points else []
-        for t, y in zip(np.linspace(0, 1, span * 4), xs):
-            px = margin + int(t * (span - 1))
-            py = size - margin - int(y * (span - 1))
-            canvas[max(py - 1, 0) : py + 1, px : px + 2] = colour
-    raw = b"".join(b"\x00" + row.tobytes() for row in canvas)
+DEFERRAL_LABELS = {
+    "router": "router (calibrated score)",
+    "mean_logprob": "mean token logprob",
+    "random": "random order",
+}
+
+
+def write_plot(path: Path, curves: dict[str, list[tuple[float, float]]], title: str) -> None:
+    """The deferral curves as a PNG (matplotlib, no display needed): quality against the share
+    of turns escalated, one line per score."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(5.5, 4.2), dpi=120)
+    for name, points in curves.items():
+        shares, quality = zip(*points)
+        axes.plot(shares, quality, marker="." if len(points) > 2 else None, label=DEFERRAL_LABELS.get(name, name))
+    axes.set_xlabel("share of turns escalated to the cloud (least confident first)")
+    axes.set_ylabel("share answered well")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1.02)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right")
+    axes.set_title(title)
+    figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-                     + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+    figure.savefig(path)
+    pyplot.close(figure)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -275,9 +280,15 @@ def main(argv: list[str] | None = None) -> int:
     early_abort_saved = saved / decode_total if decode_total else 0.0
 
     curve = deferral_curve(scores, runs)
-    write_png(args.png, {"router": curve,
-                         "mean_logprob": deferral_curve([r.features["mean_logprob"] for r in runs], runs),
-                         "random": [(0.0, curve[0][1]), (1.0, 1.0)]})
+    write_plot(
+        args.png,
+        {
+            "router": curve,
+            "mean_logprob": deferral_curve([r.features["mean_logprob"] for r in runs], runs),
+            "random": [(0.0, curve[0][1]), (1.0, 1.0)],
+        },
+        f"Router deferral on {source}",
+    )
     result = {
         "auroc": _figure(auroc(scores, answerable_label)),
         "auroc_correct": _figure(auroc(scores, good)),
