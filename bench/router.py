@@ -412,8 +412,9 @@ def _split_runs(engine, args: argparse.Namespace, key: str, split: str, limit: i
     leaves the held-out runs as they were."""
     from offload import calibrate as fitting
 
-    # Own sampling settings and hidden states (v2): runs from before either are not reused.
-    cache = REPO / ".cache" / "bench" / f"router-runs-v2-{key}-{split}-{limit}-{max_tokens}.pkl"
+    # Own sampling settings and hidden states (v2), middle states and the prompt's states on the
+    # first token (v3): runs from before any of these are not reused.
+    cache = REPO / ".cache" / "bench" / f"router-runs-v3-{key}-{split}-{limit}-{max_tokens}.pkl"
     if args.reuse and cache.exists():
         runs: list = pickle.loads(cache.read_bytes())
         for run, prompt in zip(runs, prompts):  # runs saved before these fields existed

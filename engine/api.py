@@ -76,6 +76,20 @@ class Alternative:
 
 
 @dataclass(frozen=True)
+class HiddenStates:
+    """What the model's hidden states say about a turn (float32 vectors of hidden_size): its
+    final state (after the last norm) at the prompt's last token, before any answer, and at the
+    answer's last computed token; and its residual stream two thirds of the way through the
+    model at the prompt's last token and averaged over the answer's computed tokens (empty
+    where a backend exports no such state)."""
+
+    prompt_end: Sequence[float]
+    answer_end: Sequence[float]
+    prompt_middle: Sequence[float] = ()
+    answer_middle: Sequence[float] = ()
+
+
+@dataclass(frozen=True)
 class TokenEvent:
     """One generated token: its text delta and its log-probability under the raw logits."""
 
@@ -83,6 +97,10 @@ class TokenEvent:
     token_id: int
     logprob: float
     top: tuple[Alternative, ...] = ()
+    prompt_hidden: HiddenStates | None = field(default=None, compare=False, repr=False)
+    """On an answer's first event, where the backend exports it (Tandem's TVM runtime): the
+    states at the prompt's end (HiddenStates' answer fields empty), so that the router can judge
+    the question before the answer goes on."""
 
 
 @dataclass(frozen=True)
@@ -96,15 +114,6 @@ class Timings:
     ttft_ms: float
     prefill_tok_s: float
     decode_tok_s: float
-
-
-@dataclass(frozen=True)
-class HiddenStates:
-    """The model's final hidden state (after its last norm, float32 vectors of hidden_size):
-    at the prompt's last token, before any answer, and at the answer's last computed token."""
-
-    prompt_end: Sequence[float]
-    answer_end: Sequence[float]
 
 
 @dataclass(frozen=True)

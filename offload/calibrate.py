@@ -46,16 +46,12 @@ PORTABLE_FEATURES = (
 )
 """What a model's own fit may use: token logprobs and their alternatives, the answer's and the
 prompt's text, and whether the answer ran out of tokens."""
-ABORT_CHECKPOINTS = (4, 8, 16)
+ABORT_CHECKPOINTS = (1, 4, 8, 16)
+"""Tokens after which the stream monitor scores a draft. The first token brings the states at the
+prompt's end, so the probe on the middle one can stop a question the model does not know there."""
 ABORT_PRECISION = 0.9
 """An abort cutoff fires only where, on the calibrate half, at least this share of the prefixes
 scoring below it belonged to wrong answers: a right answer is rarely cut short."""
-ABORT_RIGHT_SHARE = 0.06
-"""...and where it stops at most this share of the right answers: on a model that is mostly wrong
-(SmolLM2-135M gets 3 in 10 right), 90% precision alone cut short 17% of its right answers, more
-than the whole budget for keeping them (KEEP_CORRECT). Measured on SmolLM2's held-out half: 0.03
-kept 92% of right answers, escalated 32% of wrong ones and saved 26% of their decode; 0.06:
-92%, 28%, 52%; 0.10: 90%, 39%, 84% (the threshold then at 0: the abort alone decides)."""
 SCORE_L2_GRID = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
 """Penalties tried for the score's fit over the signals and probes (standardised); the one with the
 best cross-validated log-loss on the calibrate half wins. With probes, many signals say the same
@@ -68,6 +64,13 @@ KEEP_CORRECT = 0.92
 """The threshold keeps at least this share of right answers local on the calibrate half (the
 issue's target is 90% on new prompts; the margin covers the held-out half's spread), and, within
 that, escalates as many wrong ones as it can."""
+ABORT_RIGHT_SHARE = round(1 - KEEP_CORRECT, 2)
+"""An abort cutoff also stops at most this share of the right answers: the threshold's whole
+budget for them, so that a draft the model will get wrong stops at a checkpoint rather than at its end.
+On a model that is mostly wrong (SmolLM2-135M gets 3 in 10 right), 90% precision alone cut short
+17% of its right answers. Measured on SmolLM2's held-out half with the probe on the prompt's
+middle state in the rule: a share of 0.06 kept 90% of right answers, escalated 51% of wrong ones
+and saved 48% of their decode; 0.08: 93%, 52%, 66%; 0.10: 92%, 53%, 72%."""
 
 
 class CalibrationFailed(Exception):
@@ -250,21 +253,28 @@ def target_cutoff(scores: Sequence[float], good: Sequence[bool], keep: float = K
     return best
 
 
-def fit_abort(runs: Sequence[Run], checkpoints: Sequence[int] = ABORT_CHECKPOINTS) -> AbortRule | None:
-    """A prefix score fitted on the first k tokens of each answer, and the highest cutoff whose
+def fit_abort(runs: Sequence[Run], checkpoints: Sequence[int] = ABORT_CHECKPOINTS,
+              prompt_probe: probing.HiddenProbe | None = None, probe_logits: Sequence[float] = ()) -> AbortRule | None:
+    """A prefix score fitted on the first k tokens of each answer (with `prompt_probe`, also on
+    its logit for each run's prompt: `probe_logits`, out of fold), and the highest cutoff whose
     aborts were (on these runs) almost all wrong answers; None if no cutoff is that safe."""
     rows, good, owner = [], [], []
     for n, run in enumerate(runs):
         for k in checkpoints:
             if len(run.tokens) > k:
-                rows.append(features(run.tokens[:k], prompt=run.prompt))
+                prefix = features(run.tokens[:k], prompt=run.prompt)
+                rows.append(prefix if prompt_probe is None else {**prefix, prompt_probe.feature: probe_logits[n]})
                 good.append(run.correct)
                 owner.append(n)
     if len(set(good)) < 2 or len(rows) < 20:
         return None
     # A prefix has no length of its own yet, nor an ending; the prompt's size the monitor does not see.
     names = tuple(n for n in PORTABLE_FEATURES if n not in ("log_answer_tokens", "truncated", "log_prompt_tokens"))
+    if prompt_probe is not None:
+        names = (*names, prompt_probe.feature)
     calibration = fit_calibration(rows, good, names=names, fitted_on=f"{len(rows)} prefixes")
+    if prompt_probe is not None:
+        calibration = replace(calibration, probes=(prompt_probe,))
     scores = np.array([calibration.score(r) for r in rows])
     wrong = ~np.asarray(good, dtype=bool)
     # A run is stopped at its lowest-scoring checkpoint prefix, if that is below the cutoff.
@@ -346,7 +356,8 @@ def calibrate(
     fit_rows(rows, good, fitted_on=source, names=names)  # enough of each kind, or CalibrationFailed
     l2 = choose_score_l2(rows, good, names)
     calibration = replace(fit_rows(rows, good, fitted_on=f"{source}, l2 {l2:g}", names=names, l2=l2), probes=probes)
-    abort = fit_abort(kept)
+    prompt_probe = next((p for p in probes if p.feature == "probe_prompt"), None)
+    abort = fit_abort(kept, prompt_probe=prompt_probe, probe_logits=[row.get("probe_prompt", 0.0) for row in rows])
     aborted = [abort_point(abort, r, refusal) is not None for r in kept] + [False] * len(extra)
     cutoff = target_cutoff(cross_validated(rows, good, names=names, l2=l2), good, escalated_anyway=aborted)
     draws = len(kept[0].samples) if sampled else 0
@@ -377,7 +388,7 @@ def fit_probes(kept: Sequence[Run], rows: list[dict[str, float]], good: Sequence
     calibrate row gets its probe logit from a probe fitted without it (written into `rows`), so
     the score learns how far to trust a probe on answers it has not seen; rows past the runs
     (feedback labels) keep the logit the router recorded, or none."""
-    if not kept or any(r.hidden is None for r in kept):
+    if not kept or not all(probing.has_states(r.hidden) for r in kept):
         return ()
     labels = list(good[: len(kept)])
     if min(sum(labels), len(labels) - sum(labels)) < MIN_EACH:

@@ -269,8 +269,10 @@ def _floats(values: np.ndarray) -> tuple[float, ...]:
 @dataclass(frozen=True)
 class AbortRule:
     """Early abort from calibrated signals: when the draft reaches a checkpoint (tokens so far),
-    a score of that prefix below `cutoff` stops it. Fitted on prefixes of that length, so the
-    cutoff only fires where a prefix that low was almost always a wrong answer."""
+    a score of that prefix (and of the probe on the prompt's states, where the calibration has
+    one: the model's own sense, before it answers, of whether it knows) below `cutoff` stops it.
+    Fitted on prefixes of that length, so the cutoff only fires where a prefix that low was
+    almost always a wrong answer."""
 
     checkpoints: tuple[int, ...]
     calibration: Calibration
@@ -294,9 +296,13 @@ class StreamMonitor:
     _text: str = field(default="", init=False)
     _run: int = field(default=0, init=False)
     _tokens: list[TokenEvent] = field(default_factory=list, init=False)
+    _probes: dict[str, float] = field(default_factory=dict, init=False)
+    """The abort rule's probe on the prompt's states, read from the answer's first event."""
 
     def observe(self, event: TokenEvent) -> str | None:
         """The reason to abort now, or None to go on."""
+        if self.abort is not None and event.prompt_hidden is not None:
+            self._probes = probe_features(self.abort.calibration, event.prompt_hidden)
         self._text += event.text
         self._run = self._run + 1 if event.logprob < self.low_logprob else 0
         said = _normalise(self._text)
@@ -307,9 +313,10 @@ class StreamMonitor:
             return f"the local model was guessing ({self._run} tokens in a row below p={math.exp(self.low_logprob):.2f})"
         self._tokens.append(event)
         if self.abort is not None and len(self._tokens) in self.abort.checkpoints:
-            score = self.abort.calibration.score(features(self._tokens, prompt=self.prompt))
+            score = self.abort.calibration.score({**features(self._tokens, prompt=self.prompt), **self._probes})
             if score < self.abort.cutoff:
-                return f"the local draft looks wrong (confidence {score:.2f} after {len(self._tokens)} tokens)"
+                count = len(self._tokens)
+                return f"the local draft looks wrong (confidence {score:.2f} after {count} token{'s' if count > 1 else ''})"
         return None
 
 

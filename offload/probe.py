@@ -1,5 +1,9 @@
-"""A linear probe on the local model's final hidden state: what the model "knows" about whether it
-can answer, read at the end of the prompt (before any token), at the end of its answer, and both.
+"""Linear probes on the local model's hidden states: what the model "knows" about whether its
+answer is right, read two thirds of the way through the model (engine.api.HiddenStates' middle
+states) at the end of the prompt (before any token), averaged over its answer, and both.
+On SmolLM2-135M's general eval set, the same answers scored both ways, the confidence score
+with these probes reached a held-out AUROC of 0.85, with probes on the final hidden state (at
+the prompt's and the answer's end) 0.80.
 
 Ridge regression on the right/wrong label in numpy (closed form: a refit is instant), fitted per
 model on the calibrate half; its output becomes one more feature of the confidence score
@@ -14,12 +18,25 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-PROBE_STATES = {"probe_prompt": "prompt_end", "probe_answer": "answer_end", "probe_both": "prompt_end+answer_end"}
-"""Each probe feature and the hidden states (engine.api.HiddenStates fields, "+" joins them) it reads."""
+PROBE_STATES = {
+    "probe_prompt": "prompt_middle",
+    "probe_answer": "answer_middle",
+    "probe_both": "prompt_middle+answer_middle",
+}
+"""Each probe feature and the hidden states (engine.api.HiddenStates fields, "+" joins them) it
+reads. A calibration stored before carries its own state names (prompt_end, answer_end) and
+keeps reading those."""
 L2_GRID = (100.0, 300.0, 1000.0, 3000.0, 10000.0, 30000.0)
 """Penalties tried (on standardised states; a few hundred answers against hundreds of dimensions
 need strong ones: on SmolLM2-135M, 1000-3000 won); the best cross-validated squared error wins."""
 _LOGIT_LIMIT = 12.0
+
+
+def has_states(hidden: object | None) -> bool:
+    """Whether `hidden` (an engine.api.HiddenStates or None) holds every state the probes read."""
+    return hidden is not None and all(
+        len(getattr(hidden, part)) > 0 for state in PROBE_STATES.values() for part in state.split("+")
+    )
 
 
 def state_vector(hidden: object, state: str) -> np.ndarray:

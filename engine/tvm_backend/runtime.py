@@ -13,8 +13,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from engine import sampling
 from engine.api import (
@@ -248,7 +251,9 @@ class TVMEngine:
             started = time.perf_counter()
             logits, computed = session.prefill_reusing_cache(prompt)
             prefill_s = time.perf_counter() - started
-            prompt_hidden = session.last_hidden()
+            prompt_states = session.last_states()
+            answer_middle = _RunningMean()
+            first_sent = False
             ttft_ms = 0.0
             decode_s = 0.0
             decode_steps = 0
@@ -272,7 +277,11 @@ class TVMEngine:
                 if generated == 1:
                     ttft_ms = (time.perf_counter() - started) * 1000
                 if text or not stops.stopped:
-                    yield self._token_event(choice, text)
+                    event = self._token_event(choice, text)
+                    if prompt_states is not None and not first_sent:
+                        event = replace(event, prompt_hidden=_prompt_states(prompt_states))
+                    first_sent = True
+                    yield event
                 if stops.stopped:
                     reason = "stop"
                     break
@@ -281,9 +290,12 @@ class TVMEngine:
                     logits = session.decode(token)
                     decode_s += time.perf_counter() - step_started
                     decode_steps += 1
+                    answer_states = session.last_states()
+                    if answer_states is not None:
+                        answer_middle.add(answer_states[1])
             if ttft_ms == 0.0:
                 ttft_ms = (time.perf_counter() - started) * 1000
-            answer_hidden = session.last_hidden() if decode_steps else prompt_hidden
+            answer_states = session.last_states() if decode_steps else prompt_states
             yield FinishEvent(
                 reason=reason,
                 usage=Usage(prompt_tokens=len(prompt), completion_tokens=generated),
@@ -292,8 +304,7 @@ class TVMEngine:
                     prefill_tok_s=computed / prefill_s if prefill_s > 0 else 0.0,
                     decode_tok_s=decode_steps / decode_s if decode_s > 0 else 0.0,
                 ),
-                hidden=None if prompt_hidden is None or answer_hidden is None
-                else HiddenStates(prompt_hidden.tolist(), answer_hidden.tolist()),
+                hidden=_hidden_states(prompt_states, answer_states, answer_middle),
             )
 
     def _token_event(self, choice: sampling.SampledToken, text: str) -> TokenEvent:
@@ -315,3 +326,38 @@ class TVMEngine:
 
 def _scaled(report: ProgressCallback, low: float, high: float) -> ProgressCallback:
     return lambda stage, fraction: report(stage, low + (high - low) * fraction)
+
+
+class _RunningMean:
+    """The mean of the vectors added so far, kept as a sum (an answer may run to thousands of
+    tokens)."""
+
+    def __init__(self) -> None:
+        self.total: np.ndarray | None = None
+        self.count = 0
+
+    def add(self, vector: np.ndarray) -> None:
+        self.total = vector.astype(np.float64) if self.total is None else self.total + vector
+        self.count += 1
+
+    def mean(self) -> np.ndarray | None:
+        return None if self.total is None else (self.total / self.count).astype(np.float32)
+
+
+def _prompt_states(prompt: np.ndarray) -> HiddenStates:
+    """The states at the prompt's end alone, for an answer's first event."""
+    return HiddenStates(prompt_end=prompt[0].tolist(), answer_end=(), prompt_middle=prompt[1].tolist())
+
+
+def _hidden_states(prompt: np.ndarray | None, answer: np.ndarray | None, answer_middle: _RunningMean) -> HiddenStates | None:
+    """The FinishEvent's states from [2, hidden] probe states at the prompt's end and the
+    answer's; an answer with no computed token reads as its prompt's end."""
+    if prompt is None or answer is None:
+        return None
+    middle = answer_middle.mean()
+    return HiddenStates(
+        prompt_end=prompt[0].tolist(),
+        answer_end=answer[0].tolist(),
+        prompt_middle=prompt[1].tolist(),
+        answer_middle=(prompt[1] if middle is None else middle).tolist(),
+    )

@@ -131,8 +131,8 @@ class ModelSession:
         """What the cache holds; None before the first reset or after a failed forward."""
         self._has_sequence = False
         """Whether the KV cache holds SEQUENCE_ID (added by reset)."""
-        self._hidden: Any = None
-        """The final hidden state after the last prefill or decode, on the device."""
+        self._states: Any = None
+        """The probe states after the last prefill or decode, [1, 2, hidden] on the device."""
 
     @property
     def params(self) -> list[Any]:
@@ -209,16 +209,22 @@ class ModelSession:
     def last_hidden(self) -> np.ndarray | None:
         """The model's final hidden state (after its last norm) at the last token the latest
         prefill or decode appended, [hidden_size] float32; None after prefill_rows or a failure."""
-        if self._hidden is None:
+        states = self.last_states()
+        return None if states is None else states[0]
+
+    def last_states(self) -> np.ndarray | None:
+        """[2, hidden_size] float32 at the same token: the final hidden state, then the residual
+        stream two thirds of the way through the model (engine.models.llama.middle_depth)."""
+        if self._states is None:
             return None
         with tvm_errors("reading the hidden state"):
-            return ffi_runtime.download(self._hidden).reshape(-1).astype(np.float32)
+            return ffi_runtime.download(self._states).reshape(2, self.hidden_size).astype(np.float32)
 
     def _forward(self, token_ids: Sequence[int], function) -> np.ndarray:
         ids = self._checked(token_ids)
         tokens, self._tokens = self._tokens, None  # stays None if the forward fails midway
         assert tokens is not None  # _checked raised otherwise
-        self._hidden = None
+        self._states = None
         with tvm_errors("running the model"):
             embedded = self._embed(ffi_runtime.upload(ids, self.device), self._params)
             embedded = self._kv_ops.reshape(embedded, ffi_runtime.shape([1, len(ids), self.hidden_size]))
@@ -226,9 +232,9 @@ class ModelSession:
             outputs = function(embedded, self._kv, self._params)
             self._kv_ops.end_forward(self._kv)
             logits = outputs[0]
-            # prefill and decode return (logits, final hidden state, cache): kept on the device
-            # until someone asks (the router's probe reads it once per turn, not per token).
-            self._hidden = outputs[1] if len(outputs) == 3 else None
+            # prefill and decode return (logits, probe states, cache): kept on the device until
+            # someone asks (the router's probes read them).
+            self._states = outputs[1] if len(outputs) == 3 else None
             result = ffi_runtime.download(logits).reshape(-1)
         tokens.extend(int(i) for i in ids)
         self._tokens = tokens

@@ -116,9 +116,18 @@ def decode_calls(session, prompt: list[int], steps: int) -> set[str]:
     return set(totals)
 
 
+def decoded_states(session, prompt: list[int], tokens: list[int]):
+    """The router's probe states ([2, hidden]) after decoding `tokens` one at a time after `prompt`."""
+    session.reset()
+    session.prefill(prompt)
+    for token in tokens:
+        session.decode(token)
+    return session.last_states()
+
+
 def fused_and_unfused(monkeypatch, model_dir, isa: str, prompt_text: str, steps: int):
     """Greedy tokens and logits of the fused decode, the unfused logits along the same tokens,
-    and the functions the fused decode called."""
+    the functions each decode called, and the probe states each decode exports at its end."""
     from engine.loader import open_engine
     from engine.scoring import forced_logits, greedy_run
 
@@ -130,18 +139,24 @@ def fused_and_unfused(monkeypatch, model_dir, isa: str, prompt_text: str, steps:
     prompt = fused_engine.tokenizer.encode(prompt_text)
     tokens, fused = greedy_run(fused_engine.session, prompt, steps)
     calls = decode_calls(fused_engine.session, prompt, 2)
+    answer = tokens[len(prompt) :]
+    fused_states = decoded_states(fused_engine.session, prompt, answer)
     fused_engine.close()
     monkeypatch.setenv("TANDEM_DECODE_FUSION", "off")
     plain_engine = open_engine(model_dir, backend="tvm")
     plain = forced_logits(plain_engine.session, prompt, tokens[len(prompt) :])
     plain_calls = decode_calls(plain_engine.session, prompt, 2)
+    plain_states = decoded_states(plain_engine.session, prompt, answer)
     plain_engine.close()
-    return prompt, tokens, fused, plain, calls, plain_calls
+    return prompt, tokens, fused, plain, calls, plain_calls, (fused_states, plain_states)
 
 
-def assert_same_decode(prompt, tokens, fused, plain):
+def assert_same_decode(prompt, tokens, fused, plain, states):
     for fused_row, plain_row in zip(fused, plain, strict=True):
         np.testing.assert_array_equal(fused_row, plain_row)
+    fused_states, plain_states = states
+    assert fused_states.shape == plain_states.shape == (2, fused_states.shape[1])
+    np.testing.assert_allclose(fused_states, plain_states, rtol=1e-5, atol=1e-5)
 
 
 def fusions(calls: set[str]) -> set[str]:
@@ -151,10 +166,10 @@ def fusions(calls: set[str]) -> set[str]:
 
 def test_q4_model_decodes_fused_as_it_does_unfused(monkeypatch, isa, tiny_mlc_model):
     mlc_dir = tiny_mlc_model("q4f16_1", model_type="llama", tie=True)
-    prompt, tokens, fused, plain, calls, plain_calls = fused_and_unfused(
+    prompt, tokens, fused, plain, calls, plain_calls, states = fused_and_unfused(
         monkeypatch, mlc_dir, isa, "The quick brown fox jumps over the lazy dog.", 12
     )
-    assert_same_decode(prompt, tokens, fused, plain)
+    assert_same_decode(prompt, tokens, fused, plain, states)
     assert fusions(calls) == {"rms_norm", "none", "swiglu"} and not fusions(plain_calls)
     # the residual adds and the SwiGLU run inside the kernels
     assert not any("add" in name or "silu" in name for name in calls), calls
@@ -167,10 +182,10 @@ def test_gguf_q4_1_with_a_q8_0_head_decodes_fused_as_it_does_unfused(monkeypatch
     matrices = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
     built = tiny_gguf(types={"token_embd": "Q8_0", **{name: "Q4_1" for name in matrices}})
     import_gguf(built.path, tmp_path / "model")
-    prompt, tokens, fused, plain, calls, plain_calls = fused_and_unfused(
+    prompt, tokens, fused, plain, calls, plain_calls, states = fused_and_unfused(
         monkeypatch, tmp_path / "model", isa, "hello tandem, hello world", 12
     )
-    assert_same_decode(prompt, tokens, fused, plain)
+    assert_same_decode(prompt, tokens, fused, plain, states)
     assert fusions({name for name in calls if name.startswith("q4_1_")}) == {"rms_norm", "none", "swiglu"}
     assert not fusions(plain_calls)
     vocab = fused[0].shape[-1]

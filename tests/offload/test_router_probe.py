@@ -1,9 +1,12 @@
 """The hidden-state probe and what the calibration builds on it: the probe recovers a known
-direction, its feature keeps its known sign, the calibrate step fits probes on the runs' hidden
-states and stores them, the router's assessment reads them from the FinishEvent's states, the
+direction, its feature keeps its known sign, the calibrate step fits probes on the runs' middle
+states and stores them (none without them), the router's assessment reads them from the
+FinishEvent's states, a calibration stored with final-state probes keeps reading those, the
 threshold keeps the targeted share of right answers, and a GGUF's calibration is keyed on its file."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,9 +15,10 @@ from conftest_router import token_events
 from engine.api import EngineInfo, HiddenStates
 from engine.model_facts import declared_facts, gguf_weights_id
 from offload import calibrate as fitting
+from offload import probe as probing
 from offload.calibrate import Run, auroc, target_cutoff
 from offload.calibrations import ModelCalibration, ModelIdentity, data_dir_path, read, resolve, save
-from offload.confidence import MONOTONE_SIGNS, assess, fit_calibration
+from offload.confidence import MONOTONE_SIGNS, StreamMonitor, assess, fit_calibration
 from offload.probe import choose_l2, fit_probe, out_of_fold
 
 WIDTH = 24
@@ -66,15 +70,16 @@ def test_a_probe_feature_keeps_its_sign() -> None:
 
 
 def synthetic_runs(n: int, seed: int, direction: np.ndarray | None = None) -> tuple[list[Run], np.ndarray]:
-    """Runs whose token signals say nothing (every answer equally sure) and whose prompt-end
-    state says whether the model knows the answer."""
+    """Runs whose token signals say nothing (every answer equally sure) and whose middle state at
+    the prompt's end says whether the model knows the answer (the final states are noise)."""
     x, good, direction = hidden_set(n, seed, direction)
     rng = np.random.default_rng(seed + 100)
     runs = []
     for state, right in zip(x, good):
         tokens = token_events([("Paris", -0.2 - 0.1 * rng.random()), (".", -0.05)])
+        noise = rng.standard_normal((3, WIDTH))
         runs.append(Run("Paris.", tokens, 12, right, False, 0.01, "fact", "What is the capital?", False,
-                        HiddenStates(state, rng.standard_normal(WIDTH))))
+                        HiddenStates(noise[0], noise[1], prompt_middle=state, answer_middle=noise[2])))
     return runs, direction
 
 
@@ -98,13 +103,35 @@ def test_calibration_fits_probes_stores_them_and_the_router_reads_them(tmp_path)
 
     sure, unsure = (np.asarray(direction) * 6 + 0.5), (np.asarray(direction) * -6 + 0.5)
     tokens = fit_runs[0].tokens
+    zero = np.zeros(WIDTH)
     scores = [assess(tokens, None, active.calibration, 12, prompt="What is the capital?",
-                     hidden=HiddenStates(state, np.zeros(WIDTH))).confidence for state in (sure, unsure)]
+                     hidden=HiddenStates(zero, zero, state, zero)).confidence for state in (sure, unsure)]
     assert scores[0] > 0.8 > 0.2 > scores[1]
     # Without hidden states (a backend that does not export them) the probes are neutral.
     neutral = assess(tokens, None, active.calibration, 12, prompt="What is the capital?")
     assert scores[1] < neutral.confidence < scores[0]
     assert "probe_prompt" not in neutral.features
+    # Nor do final states alone (a backend without the middle ones) feed a middle-state probe.
+    final_only = assess(tokens, None, active.calibration, 12, prompt="What is the capital?",
+                        hidden=HiddenStates(sure, zero))
+    assert final_only.confidence == neutral.confidence
+
+
+def test_runs_without_middle_states_fit_no_probes() -> None:
+    runs, _ = synthetic_runs(200, seed=7)
+    final_only = [replace(run, hidden=HiddenStates(run.hidden.prompt_end, run.hidden.answer_end)) for run in runs]
+    stored, _ = fitting.calibrate(ModelIdentity("probe-model", "gguf-q4_1-abc"), final_only, final_only[:50])
+    assert stored.calibration.probes == ()
+
+
+def test_a_calibration_stored_with_final_state_probes_keeps_reading_them() -> None:
+    """Calibrations fitted before the middle states read prompt_end / answer_end: still valid."""
+    x, good, direction = hidden_set(400, 8)
+    old = probing.fit_probe("probe_prompt", x, list(good), 1000.0)
+    old = replace(old, state="prompt_end")
+    zero = np.zeros(WIDTH)
+    sure, unsure = (HiddenStates(direction * 6, zero, zero, zero), HiddenStates(direction * -6, zero, zero, zero))
+    assert old.logit(probing.state_vector(sure, old.state)) > 0 > old.logit(probing.state_vector(unsure, old.state))
 
 
 def test_the_threshold_keeps_the_targeted_share_of_right_answers() -> None:
@@ -137,3 +164,27 @@ def test_a_gguf_calibration_is_keyed_on_the_file_and_a_replaced_file_is_stale(tm
     path = save(stale, tmp_path / "tandem-calibration.json")
     active = resolve(new, [path])
     assert not active.calibrated and "uncalibrated" in active.notice and "aaaaaaaaaaaa" in active.notice
+
+
+def test_the_abort_rule_reads_the_prompt_probe_from_the_first_token() -> None:
+    """Token signals that say nothing, a middle state that decides: the stored abort rule stops
+    a draft whose question the model does not know at its first token (the engine sends the
+    prompt's states with it), and lets the same tokens run for a question it knows."""
+    fit_runs, direction = synthetic_runs(400, seed=9)
+    stored, _ = fitting.calibrate(ModelIdentity("probe-model", "gguf-q4_1-abc"), fit_runs, [])
+    rule = stored.abort
+    assert rule is not None and 1 in rule.checkpoints
+    assert [p.feature for p in rule.calibration.probes] == ["probe_prompt"]
+    zero = np.zeros(WIDTH)
+
+    def first_stop(state: np.ndarray) -> int | None:
+        events = list(fit_runs[0].tokens)
+        events[0] = replace(events[0], prompt_hidden=HiddenStates(zero, (), prompt_middle=state))
+        monitor = StreamMonitor(None, abort=rule, prompt="What is the capital?")
+        return next((n for n, event in enumerate(events, start=1) if monitor.observe(event)), None)
+
+    assert first_stop(np.asarray(direction) * -6 + 0.5) == 1
+    assert first_stop(np.asarray(direction) * 6 + 0.5) is None
+    # Without the prompt's states (another backend) the probe is neutral: these tokens go on.
+    monitor = StreamMonitor(None, abort=rule, prompt="What is the capital?")
+    assert not any(monitor.observe(event) for event in fit_runs[0].tokens)
