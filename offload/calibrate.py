@@ -66,8 +66,8 @@ issue's target is 90% on new prompts; the margin covers the held-out half's spre
 that, escalates as many wrong ones as it can."""
 ABORT_RIGHT_SHARE = round(1 - KEEP_CORRECT, 2)
 """An abort cutoff also stops at most this share of the right answers: the threshold's whole
-budget for them, so that a draft the model will get wrong stops at a checkpoint rather than at its end.
-On a model that is mostly wrong (SmolLM2-135M gets 3 in 10 right), 90% precision alone cut short
+budget for them, so that a draft the model will get wrong stops at a checkpoint rather than at
+its end. On a model that is mostly wrong (SmolLM2-135M gets 3 in 10 right), 90% precision alone cut short
 17% of its right answers. Measured on SmolLM2's held-out half with the probe on the prompt's
 middle state in the rule: a share of 0.06 kept 90% of right answers, escalated 51% of wrong ones
 and saved 48% of their decode; 0.08: 93%, 52%, 66%; 0.10: 92%, 53%, 72%."""

@@ -316,7 +316,8 @@ class StreamMonitor:
             score = self.abort.calibration.score({**features(self._tokens, prompt=self.prompt), **self._probes})
             if score < self.abort.cutoff:
                 count = len(self._tokens)
-                return f"the local draft looks wrong (confidence {score:.2f} after {count} token{'s' if count > 1 else ''})"
+                tokens = "token" if count == 1 else "tokens"
+                return f"the local draft looks wrong (confidence {score:.2f} after {count} {tokens})"
         return None
 
 

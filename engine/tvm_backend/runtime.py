@@ -349,7 +349,9 @@ def _prompt_states(prompt: np.ndarray) -> HiddenStates:
     return HiddenStates(prompt_end=prompt[0].tolist(), answer_end=(), prompt_middle=prompt[1].tolist())
 
 
-def _hidden_states(prompt: np.ndarray | None, answer: np.ndarray | None, answer_middle: _RunningMean) -> HiddenStates | None:
+def _hidden_states(
+    prompt: np.ndarray | None, answer: np.ndarray | None, answer_middle: _RunningMean
+) -> HiddenStates | None:
     """The FinishEvent's states from [2, hidden] probe states at the prompt's end and the
     answer's; an answer with no computed token reads as its prompt's end."""
     if prompt is None or answer is None:
