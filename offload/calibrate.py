@@ -101,7 +101,7 @@ class Run:
     truncated: bool = False
     """It ran out of tokens rather than ending."""
     hidden: HiddenStates | None = None
-    """The model's final hidden states at the end of the prompt and of the answer, where exported."""
+    """The model's hidden states for this answer (engine.api.HiddenStates), where exported."""
     samples: tuple[str, ...] = ()
     """Extra answers drawn to the same prompt (offload.consistency), where drawn."""
 

@@ -349,7 +349,7 @@ def assess(
     prompt_tokens: int = 0, *, prompt: str = "", truncated: bool = False, hidden: HiddenStates | None = None,
 ) -> Assessment:
     """The calibrated confidence of a finished (or aborted) local answer; `hidden` (the engine's
-    final hidden states, where it exports them) feeds the calibration's probes."""
+    hidden states, where it exports them) feeds the calibration's probes."""
     text = "".join(t.text for t in tokens)
     values = features(tokens, prompt_tokens, prompt=prompt, truncated=truncated)
     values.update(probe_features(calibration, hidden))
