@@ -274,7 +274,9 @@ def run_child(what: str, *arguments: str, cache: Path | None = None) -> dict:
         [sys.executable, __file__, *arguments], env=child_env(cache), capture_output=True, text=True, check=False
     )
     if result.returncode:
-        sys.exit(f"The {what} measurement failed:\n{result.stderr[-4000:]}")
+        from bench.rounds import process_ending
+
+        sys.exit(f"The {what} measurement failed ({process_ending(result.returncode)}):\n{result.stderr[-4000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 

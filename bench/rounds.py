@@ -90,9 +90,10 @@ class Worker:
         for line in self._process.stdout:
             if line.startswith(MARK):
                 return json.loads(line[len(MARK) :])
-        self._process.wait()
+        code = self._process.wait()
         self._stderr.seek(0)
-        sys.exit(f"The {self.what} measurement failed:\n{self._stderr.read()[-4000:]}")
+        said = self._stderr.read()[-4000:]
+        sys.exit(f"The {self.what} measurement failed ({process_ending(code)}):\n{said}")
 
     def _pause(self) -> None:
         if hasattr(signal, "SIGSTOP"):
@@ -138,3 +139,13 @@ def paired_ratios(ours: Sequence[Round], theirs: Sequence[Round]) -> Ratios:
         (min(decode), max(decode)),
         (min(prefill), max(prefill)),
     )
+
+
+def process_ending(code: int) -> str:
+    """How a worker process ended, in words: a crash in native code leaves no traceback, only its signal."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"

@@ -61,5 +61,14 @@ def test_ratios_are_per_pair_so_a_slow_phase_of_the_host_cancels():
 def test_a_worker_that_dies_names_the_measurement(tmp_path):
     script = tmp_path / "broken.py"
     script.write_text("import sys\nsys.exit('no model here')\n")
-    with pytest.raises(SystemExit, match="The llama.cpp measurement failed:\nno model here"):
+    with pytest.raises(SystemExit, match=r"The llama.cpp measurement failed \(exit status 1\):\nno model here"):
+        Worker("llama.cpp", [sys.executable, str(script)], dict(os.environ))
+
+
+@pytest.mark.skipif(not hasattr(os, "kill"), reason="signals are POSIX")
+def test_a_worker_that_crashes_says_which_signal(tmp_path):
+    """A segfault in native code (llama.cpp's, say) prints nothing: the signal is all there is to say."""
+    script = tmp_path / "crashing.py"
+    script.write_text("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
+    with pytest.raises(SystemExit, match=r"The llama.cpp measurement failed \(killed by SIGSEGV\)"):
         Worker("llama.cpp", [sys.executable, str(script)], dict(os.environ))
