@@ -252,8 +252,10 @@ class TVMEngine:
             logits, computed = session.prefill_reusing_cache(prompt)
             prefill_s = time.perf_counter() - started
             prompt_states = session.last_states()
-            answer_middle = _RunningMean()
+            # Sent with the first event, then completed by the answer's states in FinishEvent.
+            prompt_hidden = None if prompt_states is None else _prompt_states(prompt_states)
             first_sent = False
+            answer_states, middle_sum = prompt_states, None
             ttft_ms = 0.0
             decode_s = 0.0
             decode_steps = 0
@@ -278,8 +280,8 @@ class TVMEngine:
                     ttft_ms = (time.perf_counter() - started) * 1000
                 if text or not stops.stopped:
                     event = self._token_event(choice, text)
-                    if prompt_states is not None and not first_sent:
-                        event = replace(event, prompt_hidden=_prompt_states(prompt_states))
+                    if prompt_hidden is not None and not first_sent:
+                        event = replace(event, prompt_hidden=prompt_hidden)
                     first_sent = True
                     yield event
                 if stops.stopped:
@@ -290,12 +292,12 @@ class TVMEngine:
                     logits = session.decode(token)
                     decode_s += time.perf_counter() - step_started
                     decode_steps += 1
-                    answer_states = session.last_states()
-                    if answer_states is not None:
-                        answer_middle.add(answer_states[1])
+                    states = session.last_states() if prompt_hidden is not None else None
+                    if states is not None:  # read once a token, only from a library that exports them
+                        answer_states, middle = states, states[1].astype(np.float64)
+                        middle_sum = middle if middle_sum is None else middle_sum + middle
             if ttft_ms == 0.0:
                 ttft_ms = (time.perf_counter() - started) * 1000
-            answer_states = session.last_states() if decode_steps else prompt_states
             yield FinishEvent(
                 reason=reason,
                 usage=Usage(prompt_tokens=len(prompt), completion_tokens=generated),
@@ -304,7 +306,7 @@ class TVMEngine:
                     prefill_tok_s=computed / prefill_s if prefill_s > 0 else 0.0,
                     decode_tok_s=decode_steps / decode_s if decode_s > 0 else 0.0,
                 ),
-                hidden=_hidden_states(prompt_states, answer_states, answer_middle),
+                hidden=_finished_states(prompt_hidden, answer_states, middle_sum, decode_steps),
             )
 
     def _token_event(self, choice: sampling.SampledToken, text: str) -> TokenEvent:
@@ -328,38 +330,18 @@ def _scaled(report: ProgressCallback, low: float, high: float) -> ProgressCallba
     return lambda stage, fraction: report(stage, low + (high - low) * fraction)
 
 
-class _RunningMean:
-    """The mean of the vectors added so far, kept as a sum (an answer may run to thousands of
-    tokens)."""
-
-    def __init__(self) -> None:
-        self.total: np.ndarray | None = None
-        self.count = 0
-
-    def add(self, vector: np.ndarray) -> None:
-        self.total = vector.astype(np.float64) if self.total is None else self.total + vector
-        self.count += 1
-
-    def mean(self) -> np.ndarray | None:
-        return None if self.total is None else (self.total / self.count).astype(np.float32)
-
-
 def _prompt_states(prompt: np.ndarray) -> HiddenStates:
-    """The states at the prompt's end alone, for an answer's first event."""
+    """The states at the prompt's end alone ([2, hidden] probe states), for an answer's first event."""
     return HiddenStates(prompt_end=prompt[0].tolist(), answer_end=(), prompt_middle=prompt[1].tolist())
 
 
-def _hidden_states(
-    prompt: np.ndarray | None, answer: np.ndarray | None, answer_middle: _RunningMean
+def _finished_states(
+    prompt: HiddenStates | None, answer: np.ndarray | None, middle_sum: np.ndarray | None, steps: int
 ) -> HiddenStates | None:
-    """The FinishEvent's states from [2, hidden] probe states at the prompt's end and the
-    answer's; an answer with no computed token reads as its prompt's end."""
+    """The FinishEvent's states: the prompt's, the answer's last ([2, hidden]) and the mean of the
+    middle state over the `steps` decoded tokens; an answer with no computed token reads as its
+    prompt's end."""
     if prompt is None or answer is None:
         return None
-    middle = answer_middle.mean()
-    return HiddenStates(
-        prompt_end=prompt[0].tolist(),
-        answer_end=answer[0].tolist(),
-        prompt_middle=prompt[1].tolist(),
-        answer_middle=(prompt[1] if middle is None else middle).tolist(),
-    )
+    middle = prompt.prompt_middle if middle_sum is None else (middle_sum / steps).astype(np.float32).tolist()
+    return replace(prompt, answer_end=answer[0].tolist(), answer_middle=middle)
