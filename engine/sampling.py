@@ -99,8 +99,8 @@ def sample_rows(
     previous_ids: Sequence[Iterable[int]],
 ) -> list[SampledToken]:
     """sample() for each row of logits [rows, vocab] with its own settings, generator and history.
-    A plain greedy row (no penalty) costs a max, an argmax and one exp pass over the vocabulary,
-    in the logits' precision (a model's float32: its sum in float64 is within about 1e-7 of
+    A plain greedy row (no penalty) costs a max, an argmax and one exp pass over the vocabulary
+    (each one call over every row), in the logits' precision (a model's float32: its sum in float64 is within about 1e-7 of
     log_softmax's float64 figure) into a reused buffer; the alternatives come from a few
     candidate blocks rather than a partition of the whole row. No vocabulary-wide temporaries:
     each one page-faults its memory in anew."""
@@ -109,24 +109,26 @@ def sample_rows(
         rows = rows.astype(np.float64)
     widest = max(p.top_k_alternatives for p in params)
     candidates = _top_candidates(rows, widest)
-    buffer = _scratch(rows.shape[1], rows.dtype)
+    # Vocabulary-wide passes over all rows at once (one numpy call each, not one per row).
+    peaks = rows.max(axis=1)
+    greedy = rows.argmax(axis=1)
+    shifted = _scratch(rows.shape, rows.dtype)
+    np.subtract(rows, peaks[:, None], out=shifted)
+    normalizers = np.log(np.exp(shifted, out=shifted).sum(axis=1, dtype=np.float64))
     chosen: list[SampledToken] = []
     for row, setting in enumerate(params):
-        values = rows[row]
-        peak = values.max()
-        np.subtract(values, peak, out=buffer)
-        normalizer = np.log(np.exp(buffer, out=buffer).sum(dtype=np.float64))
+        values, peak, normalizer = rows[row], np.float64(peaks[row]), normalizers[row]
         if setting.temperature <= 0 and setting.repetition_penalty == 1.0:
-            token_id = int(np.argmax(values))
+            token_id = int(greedy[row])
         else:
             token_id = _pick(values.astype(np.float64), setting, rngs[row], previous_ids[row])
         ids = _at_least_kth(values, candidates[row], setting.top_k_alternatives)
-        logprobs = (values[ids].astype(np.float64) - np.float64(peak)) - normalizer
+        logprobs = (values[ids].astype(np.float64) - peak) - normalizer
         best = np.lexsort((ids, -logprobs))[: min(setting.top_k_alternatives, ids.shape[0])]
         chosen.append(
             SampledToken(
                 token_id=token_id,
-                logprob=float((np.float64(values[token_id]) - np.float64(peak)) - normalizer),
+                logprob=float((np.float64(values[token_id]) - peak) - normalizer),
                 alternatives=tuple((int(ids[i]), float(logprobs[i])) for i in best),
             )
         )
@@ -146,12 +148,14 @@ def _at_least_kth(values: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
 _SCRATCH = threading.local()
 
 
-def _scratch(size: int, dtype: np.dtype) -> np.ndarray:
-    """A buffer of `size` and `dtype`, kept per thread for the next call."""
+def _scratch(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A buffer of `shape` and `dtype`, kept per thread for the next call (a larger one is cut
+    down to size: a batch's row count changes from step to step)."""
+    size = int(np.prod(shape))
     buffer = getattr(_SCRATCH, "buffer", None)
-    if buffer is None or buffer.shape[0] != size or buffer.dtype != dtype:
+    if buffer is None or buffer.shape[0] < size or buffer.dtype != dtype:
         buffer = _SCRATCH.buffer = np.empty(size, dtype)
-    return buffer
+    return buffer[:size].reshape(shape)
 
 
 def _pick(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator, previous_ids: Iterable[int]) -> int:

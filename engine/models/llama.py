@@ -98,21 +98,22 @@ class Attention(nn.Module):
         return self.o_proj(op.reshape(attended, (batch, seq_len, self.num_q_heads * self.head_dim)))
 
     def decode_attention(self, qkv: Tensor, kv_cache: PagedKVCache, layer_id: int) -> Tensor:
-        """One token's attention on its fused q/k/v row [1, heads * dim] -> [1, q_heads * dim]:
-        the KV cache's builtin called on [1, heads, dim] directly (attention_with_fused_qkv
-        wraps the same call in reshapes to and from [batch, seq_len, ...])."""
+        """Attention for one token of each sequence, on their fused q/k/v rows [rows, heads * dim]
+        -> [rows, q_heads * dim]: the KV cache's builtin called on [rows, heads, dim] directly
+        (attention_with_fused_qkv wraps the same call in reshapes to and from [batch, seq_len, ...])."""
         heads = self.num_q_heads + 2 * self.num_kv_heads
-        rows = op.reshape(qkv, (1, heads, self.head_dim))
+        count = qkv.shape[0]
+        rows = op.reshape(qkv, (count, heads, self.head_dim))
         attended = Tensor(
             _expr=relax.BlockBuilder.current().emit(
                 relax.call_dps_packed(
                     "vm.builtin.attention_kv_cache_attention_with_fused_qkv",
                     [kv_cache._expr, relax.prim_value(layer_id), relax.prim_value(self.head_dim**-0.5), rows._expr],
-                    out_ty=relax.TensorType((1, self.num_q_heads, self.head_dim), "float32"),
+                    out_ty=relax.TensorType((count, self.num_q_heads, self.head_dim), "float32"),
                 )
             )
         )
-        return op.reshape(attended, (1, self.num_q_heads * self.head_dim))
+        return op.reshape(attended, (count, self.num_q_heads * self.head_dim))
 
 
 class DecoderLayer(nn.Module):
@@ -137,8 +138,9 @@ class DecoderLayer(nn.Module):
         return all(fusable(layer.shape) and layer.bias is None for layer in self.linears())
 
     def fused_decode(self, hidden: Tensor, kv_cache: PagedKVCache, layer_id: int) -> Tensor:
-        """forward for one token's row [1, hidden] in four fused int8 kernels and attention:
-        norm + qkv, o_proj + residual, norm + gate_up, SwiGLU + down_proj + residual."""
+        """forward for one token of each sequence, rows [rows, hidden] (one in a decode step, a
+        symbolic number in a batched one), in four fused int8 kernels and attention: norm + qkv,
+        o_proj + residual, norm + gate_up, SwiGLU + down_proj + residual."""
         qkv, o_proj, gate_up, down = self.linears()
         before_attention = DecodeFusion("rms_norm", eps=self.input_layernorm.epsilon)
         before_mlp = DecodeFusion("rms_norm", eps=self.post_attention_layernorm.epsilon)
@@ -225,25 +227,42 @@ class LlamaForCausalLM(nn.Module):
         hidden, middle = self.model.forward_with_middle(input_embed, kv_cache)
         return self.lm_head(hidden), op.concat([hidden, middle], dim=1), kv_cache
 
-    def _fused_decode(self, input_embed: Tensor, kv_cache: PagedKVCache):
-        """decode through the fused int8 kernels, the hidden state [1, hidden] throughout."""
-        size = self.config.hidden_size
-        hidden = op.reshape(input_embed, (1, size))
+    def _fused_layers(self, input_embed: Tensor, kv_cache: PagedKVCache) -> tuple[Tensor, Tensor]:
+        """The decoder blocks through the fused int8 kernels on [rows, hidden] throughout: (the
+        last block's output, not yet normed; the state after `middle` blocks)."""
+        hidden = op.reshape(input_embed, (input_embed.shape[0], self.config.hidden_size))
         middle = hidden
         for layer_id, layer in enumerate(self.model.layers):
             hidden = layer.fused_decode(hidden, kv_cache, layer_id)
             if layer_id + 1 == self.model.middle:
                 middle = hidden
+        return hidden, middle
+
+    def _fused_decode(self, input_embed: Tensor, kv_cache: PagedKVCache):
+        """decode through the fused int8 kernels, the hidden state [1, hidden] throughout."""
+        hidden, middle = self._fused_layers(input_embed, kv_cache)
         normed = self.model.norm(hidden)
         logits = linear(self.lm_head.shape, normed, self.lm_head.weights())
-        states = op.reshape(op.concat([normed, middle], dim=0), (1, 2, size))
+        states = op.reshape(op.concat([normed, middle], dim=0), (1, 2, self.config.hidden_size))
         return op.reshape(logits, (1, 1, self.config.vocab_size)), states, kv_cache
 
     def batch_decode(self, input_embed: Tensor, kv_cache: PagedKVCache):
         """One token for each of several sequences: [batch, 1, hidden] in the order of the
         sequence ids given to kv_state_begin_forward; logits [batch, 1, vocab]. A symbolic
-        batch makes the linear layers take their prefill-shaped (many-row) kernels."""
-        return self.lm_head(self.model(input_embed, kv_cache)), kv_cache
+        batch makes the linear layers take their many-row kernels; where decode is fused, so is
+        this step (the same four kernels per layer, the final norm inside the output head's
+        where it can be), which spares the VM a dozen calls per layer."""
+        if not self.decode_is_fused:
+            return self.lm_head(self.model(input_embed, kv_cache)), kv_cache
+        batch = input_embed.shape[0]
+        hidden, _ = self._fused_layers(input_embed, kv_cache)
+        head, norm = self.lm_head, self.model.norm
+        if fusable(head.shape) and head.bias is None:
+            final = DecodeFusion("rms_norm", eps=norm.epsilon)
+            logits = fused_linear(head.shape, head.weights(), final, hidden, norm=norm.weight)
+        else:
+            logits = linear(head.shape, norm(hidden), head.weights())
+        return op.reshape(logits, (batch, 1, self.config.vocab_size)), kv_cache
 
     def create_tir_paged_kv_cache(
         self,

@@ -72,14 +72,14 @@ def fusable(shape: LinearShape) -> bool:
 
 
 def write_prologue(fusion: DecodeFusion, k_in: int):
-    """A macro (x, norm, xf) writing the linear layer's float input row xf[0, :k_in] from the
-    kernel's inputs; None when the kernel reads x as it is."""
+    """A macro (x, norm, xf, m) writing the linear layer's float input row xf[m, :k_in] from row m
+    of the kernel's inputs; None when the kernel reads x as it is."""
     vectors = k_in // _LANES
     eps = fusion.eps
     if fusion.prologue == "rms_norm":
 
         @T.macro
-        def rms_norm(x, norm, xf):
+        def rms_norm(x, norm, xf, m):
             # relax's rms_norm step for step (squares stored, then one serial sum, then
             # (rsqrt * x) * weight), so the row is bit-identical to the unfused graph's: a sum in
             # another order moves it by an ulp, and the int8 rounding after turned an ulp into
@@ -87,14 +87,14 @@ def write_prologue(fusion: DecodeFusion, k_in: int):
             squares = T.alloc_buffer((k_in,), "float32")
             total = T.alloc_buffer((1,), "float32", scope="local")
             for i in range(k_in):
-                squares[i] = x[0, i] * x[0, i]
+                squares[i] = x[m, i] * x[m, i]
             total[0] = T.float32(0)
             for i in range(k_in):
                 total[0] = total[0] + squares[i]
             total[0] = T.rsqrt(total[0] / T.float32(k_in) + T.float32(eps))
             for c in range(vectors):
                 for lane in T.vectorized(_LANES):
-                    xf[0, c * _LANES + lane] = total[0] * x[0, c * _LANES + lane] * norm[c * _LANES + lane]
+                    xf[m, c * _LANES + lane] = total[0] * x[m, c * _LANES + lane] * norm[c * _LANES + lane]
 
         return rms_norm
     if fusion.prologue == "swiglu":
@@ -102,10 +102,10 @@ def write_prologue(fusion: DecodeFusion, k_in: int):
         from engine.tvm_backend.pipeline import silu_value  # the unfused graph's SiLU
 
         @T.macro
-        def swiglu(x, norm, xf):
+        def swiglu(x, norm, xf, m):
             for c in range(vectors):
                 for lane in T.vectorized(_LANES):
-                    xf[0, c * _LANES + lane] = silu_value(x[0, c * _LANES + lane]) * x[0, k_in + c * _LANES + lane]
+                    xf[m, c * _LANES + lane] = silu_value(x[m, c * _LANES + lane]) * x[m, k_in + c * _LANES + lane]
 
         return swiglu
     return None
@@ -148,12 +148,20 @@ def fused_linear(
     norm: Tensor | None = None,
     residual: Tensor | None = None,
 ) -> Tensor:
-    """[1, n_out]: the fused decode kernel on one row x ([1, k_in], or [1, 2 * k_in] for swiglu)."""
+    """[rows, n_out]: `fusion` around the linear layer on x ([rows, k_in], or [rows, 2 * k_in]
+    for swiglu). One row takes the fused decode kernel; a symbolic number of rows (a batched
+    decode step) the many-row kernel with the same fusion (int8_rows.py)."""
+    from engine.tvm_backend.int8_rows import rows_linear_kernel
+
     if (norm is not None) != (fusion.prologue == "rms_norm") or (residual is not None) != fusion.residual:
         raise ValueError(f"{fusion} takes {'a' if fusion.prologue == 'rms_norm' else 'no'} norm weight "
                          f"and {'a' if fusion.residual else 'no'} residual.")
-    name = f"{shape.kind}_decode_{fusion.prologue}{'_residual' if fusion.residual else ''}_{shape.n_out}x{shape.k_in}"
+    if not fusable(shape):
+        raise ValueError(f"{shape} has no fused kernel (it needs an int8 layout over whole groups of 32).")
+    rows = x.shape[0]
+    one_row = isinstance(rows, int) and rows == 1
+    phase = "decode" if one_row else "rows"
+    name = f"{shape.kind}_{phase}_{fusion.prologue}{'_residual' if fusion.residual else ''}_{shape.n_out}x{shape.k_in}"
+    kernel = fused_decode_kernel(shape, fusion) if one_row else rows_linear_kernel(shape, fusion=fusion)
     args = [x, *([norm] if norm is not None else []), *weights, *([residual] if residual is not None else [])]
-    return op.tensor_ir_op(
-        fused_decode_kernel(shape, fusion), name, args=args, out=Tensor.placeholder((1, shape.n_out), "float32")
-    )
+    return op.tensor_ir_op(kernel, name, args=args, out=Tensor.placeholder((rows, shape.n_out), "float32"))

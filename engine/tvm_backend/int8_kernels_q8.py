@@ -188,7 +188,7 @@ def _kernel(shape: LinearShape, rows, row_block: int, spec: IsaSpec, fusion: Dec
             quantize(x, xq8, xs, code_sum, x_sum)
         else:  # a fused decode kernel: the row the linear layer takes, then as above
             xf = T.alloc_buffer((1, k_in), "float32")
-            prologue(x, norm, xf)
+            prologue(x, norm, xf, 0)
             quantize(xf, xq8, xs, code_sum, x_sum)
         for t in T.parallel(n_tiles):
             acc = T.alloc_buffer((row_block, tile), "float32", scope="local")

@@ -42,7 +42,7 @@ from engine.tvm_backend.int8_kernels import (
     isa_in_scope,
 )
 from engine.tvm_backend import int8_kernels_q8 as q8
-from engine.tvm_backend.int8_decode import keep_params
+from engine.tvm_backend.int8_decode import DecodeFusion, keep_params, write_prologue
 from engine.tvm_backend.kernels import (
     CODE8_KINDS,
     Q4_GROUP,
@@ -66,26 +66,33 @@ def row_block(spec: IsaSpec) -> int:
     return ROW_BLOCK[spec.lanes]
 
 
-def rows_linear_kernel(shape: LinearShape, isa: Int8Isa | None = None) -> tirx.PrimFunc:
+def rows_linear_kernel(
+    shape: LinearShape, isa: Int8Isa | None = None, fusion: DecodeFusion | None = None
+) -> tirx.PrimFunc:
     """The many-row kernel for `shape` (a 4-bit kind in the VNNI layout, or an 8-bit-code kind in
     int8_kernels_q8's) and `isa` (default: the scope's, see int8_kernels.int8_isa_scope), marked
-    opaque and already scheduled."""
-    return _rows_linear_kernel(shape, isa_in_scope(isa))
+    opaque and already scheduled. With `fusion` (int8_decode.DecodeFusion) each row gets the
+    fused decode kernels' prologue before its quantization and the residual after: a batched
+    decode step then runs the one-row step's four kernels per layer. Parameters: x, norm
+    (rms_norm only), the layer's weights, residual (when fused), y."""
+    return _rows_linear_kernel(shape, isa_in_scope(isa), fusion or DecodeFusion())
 
 
 @lru_cache(maxsize=None)
-def _rows_linear_kernel(shape: LinearShape, isa: Int8Isa) -> tirx.PrimFunc:
+def _rows_linear_kernel(shape: LinearShape, isa: Int8Isa, fusion: DecodeFusion) -> tirx.PrimFunc:
     spec = ISAS[isa]
     build = _code8_kernel if shape.kind in CODE8_KINDS else _kernel
-    func = build(shape, tirx.Var("rows", "int64"), row_block(spec), spec)
+    func = build(shape, tirx.Var("rows", "int64"), row_block(spec), spec, fusion)
     # Opaque: relax must neither fuse neighbours into this kernel nor re-schedule it.
     return func.with_attrs({"tirx.is_scheduled": True, "op_pattern": 8, KERNEL_ATTR: "linear_int8"})
 
 
-def _kernel(shape: LinearShape, rows, block: int, spec: IsaSpec) -> tirx.PrimFunc:
+def _kernel(shape: LinearShape, rows, block: int, spec: IsaSpec, fusion: DecodeFusion) -> tirx.PrimFunc:
     k_in, n_out, tile = shape.k_in, shape.n_out, shape.tile
+    prologue = write_prologue(fusion, k_in)
     groups = q4_groups(k_in)
     lanes = spec.lanes
+    store = _store(fusion.residual, lanes)
     sub = tile // lanes  # registers per tile row
     chunk_bytes = 4 * tile
     acc_dtype, acc_lanes = ("int16", 2 * lanes) if spec.dot == "maddubs" else ("int32", lanes)
@@ -101,7 +108,25 @@ def _kernel(shape: LinearShape, rows, block: int, spec: IsaSpec) -> tirx.PrimFun
     ahead = PREFETCH_AHEAD_BYTES // group_bytes
 
     @T.macro
-    def body(x, w, s, low, y):
+    def quantize(source, xq, xq8, xs, zero_point_sum, x_sum, m):
+        scale = T.alloc_buffer((2,), "float32")  # max |x|, then 127 / max |x|
+        for g in range(groups):
+            half_low = T.meta_var(_group_half(source, m, g, 0, k_in))
+            half_high = T.meta_var(_group_half(source, m, g, 1, k_in))
+            scale[0] = T.call_llvm_pure_intrin(
+                "float32", "llvm.vector.reduce.fmax", T.max(T.fabs(half_low), T.fabs(half_high))
+            )
+            xs[m, g] = scale[0] / T.float32(127)
+            scale[1] = T.if_then_else(scale[0] > T.float32(0), T.float32(127) / scale[0], T.float32(0))
+            xq8[m, T.ramp(g * Q4_GROUP, 1, 16)] = T.Cast("int8x16", T.nearbyint(half_low * scale[1]))
+            xq8[m, T.ramp(g * Q4_GROUP + 16, 1, 16)] = T.Cast("int8x16", T.nearbyint(half_high * scale[1]))
+            if stored_min:
+                x_sum[m, g] = xs[m, g] * T.Cast("float32", _xq_sum(xq8, m, g))
+            else:
+                zero_point_sum[m, g] = -zero_point * _xq_sum(xq8, m, g)
+
+    @T.macro
+    def body(x, norm, w, s, low, residual, y):
         w_flat = T.decl_buffer((n_tiles * groups * group_bytes,), "uint8", data=w.data)
         s_flat = T.decl_buffer((n_tiles * groups * tile,), scales, data=s.data)
         low_flat = T.decl_buffer((n_tiles * groups * tile,), scales, data=low.data)
@@ -110,22 +135,14 @@ def _kernel(shape: LinearShape, rows, block: int, spec: IsaSpec) -> tirx.PrimFun
         xs = T.alloc_buffer((rows, groups), "float32")
         zero_point_sum = T.alloc_buffer((rows, groups), "int32")  # -zp * sum(xq)
         x_sum = T.alloc_buffer((rows, groups), "float32")  # xs * sum(xq), for a stored min
-        for m in T.parallel(rows):
-            scale = T.alloc_buffer((2,), "float32")  # max |x|, then 127 / max |x|
-            for g in range(groups):
-                half_low = T.meta_var(_group_half(x, m, g, 0, k_in))
-                half_high = T.meta_var(_group_half(x, m, g, 1, k_in))
-                scale[0] = T.call_llvm_pure_intrin(
-                    "float32", "llvm.vector.reduce.fmax", T.max(T.fabs(half_low), T.fabs(half_high))
-                )
-                xs[m, g] = scale[0] / T.float32(127)
-                scale[1] = T.if_then_else(scale[0] > T.float32(0), T.float32(127) / scale[0], T.float32(0))
-                xq8[m, T.ramp(g * Q4_GROUP, 1, 16)] = T.Cast("int8x16", T.nearbyint(half_low * scale[1]))
-                xq8[m, T.ramp(g * Q4_GROUP + 16, 1, 16)] = T.Cast("int8x16", T.nearbyint(half_high * scale[1]))
-                if stored_min:
-                    x_sum[m, g] = xs[m, g] * T.Cast("float32", _xq_sum(xq8, m, g))
-                else:
-                    zero_point_sum[m, g] = -zero_point * _xq_sum(xq8, m, g)
+        if prologue is None:
+            for m in T.parallel(rows):
+                quantize(x, xq, xq8, xs, zero_point_sum, x_sum, m)
+        else:  # fused: each row as the linear layer takes it, then as above
+            xf = T.alloc_buffer((rows, k_in), "float32")
+            for m in T.parallel(rows):
+                prologue(x, norm, xf, m)
+                quantize(xf, xq, xq8, xs, zero_point_sum, x_sum, m)
         for t in T.parallel(n_tiles):
             # Global scope and under 1 KiB: stack arrays LLVM keeps in registers ("local"
             # buffers become heap workspaces, every access a load or a store).
@@ -183,34 +200,58 @@ def _kernel(shape: LinearShape, rows, block: int, spec: IsaSpec) -> tirx.PrimFun
                             )
                     for i in T.unroll(block):
                         if b * block + i < rows:
-                            y[b * block + i, T.ramp(t * tile + u * lanes, 1, lanes)] = _lanes(acc, i, 0, lanes=lanes)
+                            store(acc, residual, y, b * block + i, i, t * tile + u * lanes)
+
 
     @T.prim_func(private=True)
     def kernel(
-        x: T.Buffer((rows, k_in), "float32"),
+        x: T.Buffer((rows, fusion.input_width(k_in)), "float32"),
+        norm: T.Buffer((k_in,), "float32"),
         w: T.Buffer(weight_shape, "uint8"),
         s: T.Buffer((n_tiles, groups, tile), scales),
         low: T.Buffer((n_tiles, groups, tile), scales),
+        residual: T.Buffer((rows, n_out), "float32"),
         y: T.Buffer((rows, n_out), "float32"),
     ):
         T.func_attr({"tirx.noalias": True})
         if stored_min:
-            body(x, w, s, low, y)
+            body(x, norm, w, s, low, residual, y)
         else:
-            body(x, w, s, s, y)  # no min: its reads are never generated
+            body(x, norm, w, s, s, residual, y)  # no min: its reads are never generated
 
-    return keep_params(kernel, [True, True, True, stored_min, True])
+    return keep_params(kernel, _kept(fusion, stored_min))
 
 
-def _code8_kernel(shape: LinearShape, rows, block: int, spec: IsaSpec) -> tirx.PrimFunc:
+def _store(add_residual: bool, lanes: int):
+    """A macro (acc, residual, y, row, i, column) storing one register of outputs of `row` (the
+    block's i-th), plus the residual's when fused (the unfused graph's add, same sum)."""
+
+    @T.macro
+    def store(acc, residual, y, row, i, column):
+        if add_residual:
+            y[row, T.ramp(column, 1, lanes)] = _lanes(acc, i, 0, lanes=lanes) + _lanes(residual, row, column, lanes=lanes)
+        else:
+            y[row, T.ramp(column, 1, lanes)] = _lanes(acc, i, 0, lanes=lanes)
+
+    return store
+
+
+def _kept(fusion: DecodeFusion, with_min: bool) -> list[bool]:
+    """Which of (x, norm, w, s, low, residual, y) a kernel's variant takes."""
+    return [True, fusion.prologue == "rms_norm", True, True, with_min, fusion.residual, True]
+
+
+def _code8_kernel(shape: LinearShape, rows, block: int, spec: IsaSpec, fusion: DecodeFusion) -> tirx.PrimFunc:
     """The same loop order over int8_kernels_q8's layout: per weight group (16 or 32 k), group / 4
     chunks of one code byte per output and k; activations quantized per 32 k."""
     k_in, n_out, tile, kind = shape.k_in, shape.n_out, shape.tile, shape.kind
+    prologue = write_prologue(fusion, k_in)
     group = weight_group(kind)
     per_activation = q8.ACTIVATION_GROUP // group  # weight groups per activation group (1 or 2)
     a_groups, w_groups = k_in // q8.ACTIVATION_GROUP, k_in // group
     chunks = group // 4
     lanes = spec.lanes
+    store = _store(fusion.residual, lanes)
     sub = tile // lanes
     chunk_bytes = 4 * tile
     group_bytes = chunks * chunk_bytes
@@ -225,7 +266,35 @@ def _code8_kernel(shape: LinearShape, rows, block: int, spec: IsaSpec) -> tirx.P
     min_shape = specs["q_min"][0] if with_min else (1, 1, tile)
 
     @T.macro
-    def body(x, w, s, low, y):
+    def quantize(source, xq8, xs, code_sum, x_sum, m):
+        scale = T.alloc_buffer((2,), "float32")  # max |x|, then 127 / max |x|
+        for a in range(a_groups):
+            scale[0] = T.float32(0)
+            for h in range(2):
+                scale[0] = T.max(
+                    scale[0],
+                    T.call_llvm_pure_intrin(
+                        "float32", "llvm.vector.reduce.fmax", T.fabs(_lanes(source, m, a * q8.ACTIVATION_GROUP + h * 16, lanes=16))
+                    ),
+                )
+            xs[m, a] = scale[0] / T.float32(127)
+            scale[1] = T.if_then_else(scale[0] > T.float32(0), T.float32(127) / scale[0], T.float32(0))
+            for h in range(2):
+                xq8[m, T.ramp(a * q8.ACTIVATION_GROUP + h * 16, 1, 16)] = T.Cast(
+                    "int8x16", T.nearbyint(_lanes(source, m, a * q8.ACTIVATION_GROUP + h * 16, lanes=16) * scale[1])
+                )
+            for p in range(per_activation):
+                code_sum[m, a * per_activation + p] = T.int32(0)
+                for h in range(2 // per_activation):
+                    code_sum[m, a * per_activation + p] = code_sum[m, a * per_activation + p] + T.call_llvm_pure_intrin(
+                        "int32",
+                        "llvm.vector.reduce.add",
+                        T.Cast("int32x16", _lanes(xq8, m, a * q8.ACTIVATION_GROUP + (p * 2 // per_activation + h) * 16, lanes=16)),
+                    )
+                x_sum[m, a * per_activation + p] = T.Cast("float32", code_sum[m, a * per_activation + p]) * xs[m, a]
+
+    @T.macro
+    def body(x, norm, w, s, low, residual, y):
         w_flat = T.decl_buffer((n_tiles * w_groups * group_bytes,), "int8", data=w.data)
         s_flat = T.decl_buffer((n_tiles * w_groups * tile,), scales, data=s.data)
         xq = T.alloc_buffer((rows, k_in // 4), "int32")  # 4 int8 per word
@@ -233,32 +302,14 @@ def _code8_kernel(shape: LinearShape, rows, block: int, spec: IsaSpec) -> tirx.P
         xs = T.alloc_buffer((rows, a_groups), "float32")
         code_sum = T.alloc_buffer((rows, w_groups), "int32")  # sum(xq) per weight group
         x_sum = T.alloc_buffer((rows, w_groups), "float32")  # xs * sum(xq) per weight group
-        for m in T.parallel(rows):
-            scale = T.alloc_buffer((2,), "float32")  # max |x|, then 127 / max |x|
-            for a in range(a_groups):
-                scale[0] = T.float32(0)
-                for h in range(2):
-                    scale[0] = T.max(
-                        scale[0],
-                        T.call_llvm_pure_intrin(
-                            "float32", "llvm.vector.reduce.fmax", T.fabs(_lanes(x, m, a * q8.ACTIVATION_GROUP + h * 16, lanes=16))
-                        ),
-                    )
-                xs[m, a] = scale[0] / T.float32(127)
-                scale[1] = T.if_then_else(scale[0] > T.float32(0), T.float32(127) / scale[0], T.float32(0))
-                for h in range(2):
-                    xq8[m, T.ramp(a * q8.ACTIVATION_GROUP + h * 16, 1, 16)] = T.Cast(
-                        "int8x16", T.nearbyint(_lanes(x, m, a * q8.ACTIVATION_GROUP + h * 16, lanes=16) * scale[1])
-                    )
-                for p in range(per_activation):
-                    code_sum[m, a * per_activation + p] = T.int32(0)
-                    for h in range(2 // per_activation):
-                        code_sum[m, a * per_activation + p] = code_sum[m, a * per_activation + p] + T.call_llvm_pure_intrin(
-                            "int32",
-                            "llvm.vector.reduce.add",
-                            T.Cast("int32x16", _lanes(xq8, m, a * q8.ACTIVATION_GROUP + (p * 2 // per_activation + h) * 16, lanes=16)),
-                        )
-                    x_sum[m, a * per_activation + p] = T.Cast("float32", code_sum[m, a * per_activation + p]) * xs[m, a]
+        if prologue is None:
+            for m in T.parallel(rows):
+                quantize(x, xq8, xs, code_sum, x_sum, m)
+        else:  # fused: each row as the linear layer takes it, then as above
+            xf = T.alloc_buffer((rows, k_in), "float32")
+            for m in T.parallel(rows):
+                prologue(x, norm, xf, m)
+                quantize(xf, xq8, xs, code_sum, x_sum, m)
         for t in T.parallel(n_tiles):
             acc = T.alloc_buffer((block, lanes), "float32")
             dot = T.alloc_buffer((block, lanes), "int32")
@@ -304,20 +355,23 @@ def _code8_kernel(shape: LinearShape, rows, block: int, spec: IsaSpec) -> tirx.P
                             )
                     for i in T.unroll(block):
                         if b * block + i < rows:
-                            y[b * block + i, T.ramp(t * tile + u * lanes, 1, lanes)] = _lanes(acc, i, 0, lanes=lanes)
+                            store(acc, residual, y, b * block + i, i, t * tile + u * lanes)
+
 
     @T.prim_func(private=True)
     def kernel(
-        x: T.Buffer((rows, k_in), "float32"),
+        x: T.Buffer((rows, fusion.input_width(k_in)), "float32"),
+        norm: T.Buffer((k_in,), "float32"),
         w: T.Buffer(weight_shape, "int8"),
         s: T.Buffer((n_tiles, w_groups, tile), scales),
         low: T.Buffer(min_shape, scales),
+        residual: T.Buffer((rows, n_out), "float32"),
         y: T.Buffer((rows, n_out), "float32"),
     ):
         T.func_attr({"tirx.noalias": True})
         if with_min:
-            body(x, w, s, low, y)
+            body(x, norm, w, s, low, residual, y)
         else:
-            body(x, w, s, None, y)
+            body(x, norm, w, s, None, residual, y)
 
-    return keep_params(kernel, [True, True, True, with_min, True])
+    return keep_params(kernel, _kept(fusion, with_min))

@@ -1,9 +1,9 @@
-"""The fused one-row int8 kernels (engine/tvm_backend/int8_decode.py): each fusion (RMSNorm before
-the linear layer, SwiGLU before it, the residual after) on each weight kind family (4-bit codes
-with and without a stored min, 8-bit codes), for each int8 variant this CPU can run, against the
-unfused kernel fed the same prologue as the unfused graph computes it (topi's rms_norm, the CPU
-pipeline's SiLU); and whole models decoding fused against the same model with
-TANDEM_DECODE_FUSION=off, along the same tokens.
+"""The fused int8 kernels (engine/tvm_backend/int8_decode.py, and int8_rows.py for many rows):
+each fusion (RMSNorm before the linear layer, SwiGLU before it, the residual after) on each weight
+kind family (4-bit codes with and without a stored min, 8-bit codes), for each int8 variant this
+CPU can run, against the unfused kernel fed the same prologue as the unfused graph computes it
+(topi's rms_norm, the CPU pipeline's SiLU); and whole models decoding fused, one sequence and a
+batch of them, against the same model with TANDEM_DECODE_FUSION=off, along the same tokens.
 
 Both must be bit-identical: the int8 rounding of the activations turns a one-ulp change of the
 row (an RMSNorm summed in another order) into logit changes of up to 0.8 on SmolLM2, so the
@@ -36,9 +36,9 @@ def int8_weights(kind: str, weight: np.ndarray):
     return shape, list(repacked_params(BlockArrays({"w.weight": tensor}), wanted, tied=False))
 
 
-def run(target, kernel, *arrays: np.ndarray, n_out: int) -> np.ndarray:
+def run(target, kernel, *arrays: np.ndarray, n_out: int, rows: int = 1) -> np.ndarray:
     library = tvm.tirx.build(tvm.IRModule({"k": kernel.with_attr("global_symbol", "k")}), target=target)
-    out = tvm.runtime.tensor(np.zeros((1, n_out), np.float32))
+    out = tvm.runtime.tensor(np.zeros((rows, n_out), np.float32))
     library["k"](*(tvm.runtime.tensor(a) for a in arrays), out)
     return out.numpy()
 
@@ -92,6 +92,32 @@ def test_fused_kernel_matches_the_unfused_kernel_on_the_same_row(host_target, is
     unfused_kernel = (q8_linear_kernel if kind == "q8_0" else int8_linear_kernel)(shape, "decode", isa)
     expected = run(host_target, unfused_kernel, row, *weights, n_out=n_out) + (residual if fusion.residual else 0)
     np.testing.assert_array_equal(fused, expected)
+
+
+@pytest.mark.parametrize("kind", list(QTYPES))
+@pytest.mark.parametrize("prologue", ["rms_norm", "swiglu", "none"])
+def test_many_row_fused_kernel_matches_the_unfused_many_row_kernel(host_target, isa, kind, prologue):
+    """A batched decode step's kernels: every row's prologue as the unfused graph computes it, the
+    many-row kernel's integer math, the residual added after, at row counts around the row block."""
+    from engine.tvm_backend.int8_decode import DecodeFusion
+    from engine.tvm_backend.int8_rows import rows_linear_kernel
+
+    rng = np.random.default_rng(len(kind) * len(prologue))
+    n_out, k_in = 64, 576
+    weight = rng.normal(0, 0.05, (n_out, k_in)).astype(np.float32)
+    weight[:, :32] += 0.04
+    shape, weights = int8_weights(kind, weight)
+    fusion = DecodeFusion(prologue, residual=prologue != "rms_norm", eps=EPS)
+    norm = rng.normal(1, 0.2, k_in).astype(np.float32)
+    for rows in (3, 9):
+        x = rng.normal(0, 1, (rows, fusion.input_width(k_in))).astype(np.float32)
+        x[-1, 40] = 300.0
+        residual = rng.normal(0, 1, (rows, n_out)).astype(np.float32)
+        row_inputs = x if prologue == "none" else unfused_prologue(host_target, prologue, x, norm)
+        inputs = [x, *([norm] if prologue == "rms_norm" else []), *weights, *([residual] if fusion.residual else [])]
+        fused = run(host_target, rows_linear_kernel(shape, isa, fusion), *inputs, n_out=n_out, rows=rows)
+        unfused = run(host_target, rows_linear_kernel(shape, isa), row_inputs, *weights, n_out=n_out, rows=rows)
+        np.testing.assert_array_equal(fused, unfused + (residual if fusion.residual else 0), err_msg=f"{rows} rows")
 
 
 def test_a_fusion_without_whole_groups_is_refused():
@@ -190,6 +216,54 @@ def test_gguf_q4_1_with_a_q8_0_head_decodes_fused_as_it_does_unfused(monkeypatch
     assert not fusions(plain_calls)
     vocab = fused[0].shape[-1]
     assert f"q8_0_decode_{vocab}x256" in calls  # the tied q8_0 head: the unfused 8-bit-code kernel
+
+
+def batched_decode(monkeypatch, model_dir, isa: str, fusion: str, prompts: list[str], tokens=None, steps: int = 6):
+    """Logits of `steps` batched decode steps (one row per prompt; greedy, or along `tokens`),
+    the tokens fed, and the functions a batched step called."""
+    from bench.engine import vm_call_times
+    from engine.loader import open_engine
+    from engine.tvm_backend.batch_session import BatchSession
+
+    monkeypatch.setenv("TANDEM_CPU_MATMUL", "int8")
+    monkeypatch.setenv("TANDEM_INT8_ISA", isa)
+    monkeypatch.setenv("TANDEM_DEVICE", "cpu")
+    monkeypatch.setenv("TANDEM_DECODE_FUSION", fusion)
+    engine = open_engine(model_dir, backend="tvm")
+    try:
+        batch = BatchSession(engine.session, len(prompts), 512, 64)
+        ids = list(range(len(prompts)))
+        fed: list[list[int]] = []
+        for sequence, text in zip(ids, prompts):
+            prompt = engine.tokenizer.encode(text)
+            batch.add(sequence)
+            batch.prefill(sequence, prompt[:-1])
+            fed.append(prompt[-1:])
+        logits = []
+        for step in range(steps):
+            with vm_call_times(batch._vm) as calls:
+                rows = batch.decode(ids, [each[-1] for each in fed])
+            logits.append(rows)
+            chosen = rows.argmax(axis=1).tolist() if tokens is None else tokens[step + 1]
+            for each, token in zip(fed, chosen):
+                each.append(int(token))
+        return logits, [[each[i] for each in fed] for i in range(steps + 1)], set(calls)
+    finally:
+        engine.close()
+
+
+def test_a_batched_decode_step_runs_fused_as_it_does_unfused(monkeypatch, isa, tiny_mlc_model):
+    mlc_dir = tiny_mlc_model("q4f16_1", model_type="llama", tie=True)
+    prompts = ["The quick brown fox", "jumps over the lazy dog.", "hello tandem", "a b c d e f g"]
+    fused, tokens, calls = batched_decode(monkeypatch, mlc_dir, isa, "on", prompts)
+    plain, _, plain_calls = batched_decode(monkeypatch, mlc_dir, isa, "off", prompts, tokens)
+    for step, (fused_rows, plain_rows) in enumerate(zip(fused, plain, strict=True)):
+        np.testing.assert_array_equal(fused_rows, plain_rows, err_msg=f"step {step}")
+    names = {prologue for name in calls for prologue in ("rms_norm", "none", "swiglu") if f"_rows_{prologue}_" in name}
+    assert names == {"rms_norm", "none", "swiglu"}, calls
+    # the norms, residual adds and the SwiGLU run inside the many-row kernels
+    assert not any(name in ("rms_norm", "add") or "silu" in name for name in calls), calls
+    assert any("silu" in name for name in plain_calls) and "rms_norm" in plain_calls
 
 
 def test_the_fusion_setting_keys_the_library_and_rejects_unknown_values(monkeypatch):
