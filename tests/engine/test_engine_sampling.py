@@ -202,3 +202,41 @@ def test_rows_sampled_together_equal_rows_sampled_one_at_a_time():
         assert [t for t, _ in choice.alternatives] == order.tolist()
         assert choice.logprob == pytest.approx(raw[choice.token_id], abs=1e-6)
     assert together[3].token_id != history[-1]  # the penalty applied to its row only
+
+
+def _full_vocabulary_pick(logits: np.ndarray, params: SamplingParams, rng, previous_ids) -> int:
+    """The whole-vocabulary pipeline: penalty, softmax over every token, top-k, min-p, top-p."""
+    from engine.sampling import _keep_min_p, _keep_top_k, _penalise, _sample_top_p
+
+    logprobs = log_softmax(_penalise(logits.astype(np.float64), params.repetition_penalty, previous_ids) / params.temperature)
+    return _sample_top_p(_keep_min_p(_keep_top_k(logprobs, params.top_k), params.min_p), params.top_p, rng)
+
+
+def test_a_top_k_draw_over_the_k_most_likely_equals_the_whole_vocabulary_draw():
+    """With a top-k the sampler only softmaxes the k most likely tokens (and those tied with the
+    k-th): the same tokens for the same seeds as the whole vocabulary's pipeline, penalties too.
+    Where many logits are exactly equal a nucleus edge can fall on a rounding boundary (the two
+    sum in different orders: 7 draws in 500 moved there), so tied rows only stay in the top k."""
+    for seed in range(400):
+        g = np.random.default_rng(seed)
+        vocab = int(g.integers(2_000, 50_000))
+        logits = g.normal(0, g.uniform(0.5, 6), vocab).astype(np.float32)
+        tied = seed % 4 == 0
+        if tied:
+            logits = np.round(logits)
+        params = SamplingParams(
+            temperature=float(g.choice([0.3, 0.8, 1.5])),
+            top_k=int(g.choice([1, 5, 40, 100])),
+            top_p=float(g.choice([0.5, 0.95, 1.0])),
+            min_p=float(g.choice([0.0, 0.05])),
+            repetition_penalty=float(g.choice([1.0, 1.3])),
+        )
+        history = g.integers(0, vocab, 30).tolist()
+        chosen = sample(logits, params, make_rng(seed), history).token_id
+        if not tied:
+            assert chosen == _full_vocabulary_pick(logits, params, make_rng(seed), history), (seed, params)
+        else:
+            from engine.sampling import _penalise
+
+            adjusted = _penalise(logits.astype(np.float64), params.repetition_penalty, history)
+            assert adjusted[chosen] >= np.sort(adjusted)[-params.top_k], (seed, params)
