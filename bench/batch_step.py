@@ -1,5 +1,6 @@
 """Where one batched decode step spends its time, at 1, 4, 8 and 16 rows (`--rows`): the whole
-step (BatchSession.decode: embed, the KV cache's begin/end, batch_decode, the logits' download),
+step (BatchSession.decode_for_sampling: embed, the KV cache's begin/end, batch_decode, the
+logits' block statistics and download),
 each compiled function the relax VM calls in it (attention runs inside the KV cache's builtins),
 and the scheduler's sampling of every row (engine.sampling.sample_rows, greedy). Model: SmolLM2's
 Q4_1 GGUF as it is (`--model smollm2`, the default), a SmolLM2-135M-shaped random q4f16_1 model
@@ -64,11 +65,11 @@ def profile(batch, rows: int, vocab: int, shared: int = 0, cpu_clock: bool = Fal
     rngs = [sampling.make_rng(0)] * rows
     for _ in range(STEPS):
         started, cpu_started = time.perf_counter(), time.process_time()
-        logits = batch.decode(ids, tokens)
+        logits, stats = batch.decode_for_sampling(ids, tokens)
         steps.append(time.perf_counter() - started)
         cpu.append(time.process_time() - cpu_started)
         started = time.perf_counter()
-        choices = sampling.sample_rows(logits, params, rngs, [[]] * rows)
+        choices = sampling.sample_rows(logits, params, rngs, [[]] * rows, stats)
         sampled.append(time.perf_counter() - started)
         tokens = [c.token_id for c in choices]
     functions = _functions(batch, ids, tokens, time.process_time if cpu_clock else time.perf_counter)

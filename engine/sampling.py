@@ -60,6 +60,21 @@ class SampledToken:
     """The most likely (token_id, logprob) pairs under the raw logits, best first."""
 
 
+@dataclass(frozen=True)
+class BlockStats:
+    """What the engine computed beside a step's logits (engine/tvm_backend/logit_stats.py): per
+    row and block of `block` vocabulary ids (the last one may be ragged), the maximum and the
+    sum of exp(logit - maximum), [rows, blocks] float32 each."""
+
+    maxima: np.ndarray
+    sums: np.ndarray
+    block: int
+
+    def rows(self, chosen: Sequence[int]) -> BlockStats:
+        """The statistics of the rows `chosen`, in that order."""
+        return BlockStats(self.maxima[chosen], self.sums[chosen], self.block)
+
+
 def make_rng(seed: int | None) -> np.random.Generator:
     """A generator: seeded for reproducible sampling, else from fresh entropy."""
     return np.random.default_rng(seed)
@@ -85,11 +100,13 @@ def sample(
     params: SamplingParams,
     rng: np.random.Generator,
     previous_ids: Iterable[int] = (),
+    stats: BlockStats | None = None,
 ) -> SampledToken:
     """Pick the next token. Greedy when temperature is 0 (or the filters keep a single token).
 
-    previous_ids: the sequence so far (prompt and generated), for the repetition penalty."""
-    return sample_rows(np.asarray(logits).reshape(1, -1), [params], [rng], [previous_ids])[0]
+    previous_ids: the sequence so far (prompt and generated), for the repetition penalty.
+    stats: the engine's block statistics of these logits, when it computed them."""
+    return sample_rows(np.asarray(logits).reshape(1, -1), [params], [rng], [previous_ids], stats)[0]
 
 
 def sample_rows(
@@ -97,24 +114,33 @@ def sample_rows(
     params: Sequence[SamplingParams],
     rngs: Sequence[np.random.Generator],
     previous_ids: Sequence[Iterable[int]],
+    stats: BlockStats | None = None,
 ) -> list[SampledToken]:
     """sample() for each row of logits [rows, vocab] with its own settings, generator and history.
     A plain greedy row (no penalty) costs a max, an argmax and one exp pass over the vocabulary
     (each one numpy call over every row), in the logits' precision (a model's float32: its sum
     in float64 is within about 1e-7 of log_softmax's float64 figure) into a reused buffer; the
     alternatives come from a few candidate blocks rather than a partition of the whole row. No
-    vocabulary-wide temporaries: each one page-faults its memory in anew."""
+    vocabulary-wide temporaries: each one page-faults its memory in anew. With the engine's
+    `stats` for these rows none of those passes runs here."""
     rows = np.asarray(logits).reshape(len(params), -1)
     if rows.dtype not in (np.float32, np.float64):  # float64 logits (a reference) stay exact
         rows = rows.astype(np.float64)
     widest = max(p.top_k_alternatives for p in params)
-    candidates = _top_candidates(rows, widest)
-    # Vocabulary-wide passes over all rows at once (one numpy call each, not one per row).
-    peaks = rows.max(axis=1)
-    greedy = rows.argmax(axis=1)
-    shifted = _scratch(rows.shape, rows.dtype)
-    np.subtract(rows, peaks[:, None], out=shifted)
-    normalizers = np.log(np.exp(shifted, out=shifted).sum(axis=1, dtype=np.float64))
+    usable = stats is not None and stats.maxima.shape[0] == rows.shape[0] and (
+        stats.block == _candidate_block(rows.shape[1], widest)
+    )
+    if usable:
+        assert stats is not None
+        peaks, greedy, normalizers, candidates = _from_block_stats(rows, stats, widest)
+    else:
+        # Vocabulary-wide passes over all rows at once (one numpy call each, not one per row).
+        candidates = _top_candidates(rows, widest)
+        peaks = rows.max(axis=1)
+        greedy = rows.argmax(axis=1)
+        shifted = _scratch(rows.shape, rows.dtype)
+        np.subtract(rows, peaks[:, None], out=shifted)
+        normalizers = np.log(np.exp(shifted, out=shifted).sum(axis=1, dtype=np.float64))
     chosen: list[SampledToken] = []
     for row, setting in enumerate(params):
         values, peak, normalizer = rows[row], np.float64(peaks[row]), normalizers[row]
@@ -133,6 +159,23 @@ def sample_rows(
             )
         )
     return chosen
+
+
+def _from_block_stats(rows: np.ndarray, stats: BlockStats, k: int):
+    """(maxima, argmaxes, log-sum-exps, candidate ids for the k best) of each row from its
+    blocks' statistics: the argmax is searched in the first block holding the row's maximum
+    only, and the candidates are the blocks whose maxima lead."""
+    maxima = stats.maxima.astype(np.float64)
+    peaks = maxima.max(axis=1)
+    normalizers = np.log((stats.sums * np.exp(maxima - peaks[:, None])).sum(axis=1))
+    leading = np.argmax(maxima == peaks[:, None], axis=1) * stats.block
+    greedy = np.array([start + np.argmax(row[start : start + stats.block]) for row, start in zip(rows, leading)])
+    vocab = rows.shape[1]
+    if k <= 0 or maxima.shape[1] <= k:
+        candidates = [np.arange(vocab)] * rows.shape[0]
+    else:
+        candidates = _leading_blocks(maxima, k, stats.block, vocab)
+    return peaks.astype(rows.dtype), greedy, normalizers, candidates
 
 
 def _at_least_kth(values: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
@@ -200,28 +243,40 @@ _CANDIDATE_SHARE = 8
 candidates are at most about an eighth of the vocabulary."""
 
 
-def _top_candidates(values: np.ndarray, k: int) -> list[np.ndarray]:
-    """Per row, ids that surely hold its k largest values (ties included): the blocks of ids
-    (_CANDIDATE_BLOCK, or smaller for a large k) whose maxima are among the row's k largest
-    block maxima, and the ragged tail. Any other value lies below k block maxima, so it cannot
-    be among the k largest. Reads the vocabulary once, instead of the several passes an
-    argpartition takes."""
-    rows, vocab = values.shape
+def _candidate_block(vocab: int, k: int) -> int:
+    """Ids per candidate block for the k largest: _CANDIDATE_BLOCK, halved while the blocks
+    number under _CANDIDATE_SHARE * k."""
     block = _CANDIDATE_BLOCK
     while block > 16 and vocab // block < _CANDIDATE_SHARE * k:
         block //= 2
+    return block
+
+
+def _top_candidates(values: np.ndarray, k: int) -> list[np.ndarray]:
+    """Per row, ids that surely hold its k largest values (ties included): the blocks of ids
+    (_candidate_block) whose maxima are among the row's k largest block maxima, and the ragged
+    tail. Any other value lies below k block maxima, so it cannot be among the k largest. Reads
+    the vocabulary once, instead of the several passes an argpartition takes."""
+    rows, vocab = values.shape
+    block = _candidate_block(vocab, k)
     blocks = vocab // block
     if k <= 0 or blocks <= k:
         return [np.arange(vocab)] * rows
     body = blocks * block
     block_max = values[:, :body].reshape(rows, blocks, block).max(axis=2)
+    tail = np.arange(body, vocab)
+    return [np.concatenate((ids, tail)) for ids in _leading_blocks(block_max, k, block, vocab)]
+
+
+def _leading_blocks(block_max: np.ndarray, k: int, block: int, vocab: int) -> list[np.ndarray]:
+    """Per row, the ids (below vocab) of the blocks whose maxima are among its k largest."""
+    blocks = block_max.shape[1]
     kth = np.partition(block_max, blocks - k, axis=1)[:, blocks - k]
     offsets = np.arange(block)
-    tail = np.arange(body, vocab)
     result = []
-    for row in range(rows):
-        starts = np.flatnonzero(block_max[row] >= kth[row]) * block
-        result.append(np.concatenate(((starts[:, None] + offsets).ravel(), tail)))
+    for row in range(block_max.shape[0]):
+        ids = (np.flatnonzero(block_max[row] >= kth[row])[:, None] * block + offsets).ravel()
+        result.append(ids[ids < vocab])
     return result
 
 

@@ -20,6 +20,9 @@ from engine.models.layers import Embedding, Linear
 from engine.tvm_backend.int8_decode import DecodeFusion, decode_fusion_enabled, fusable, fused_linear
 from engine.tvm_backend.kernels import WeightKind
 from engine.tvm_backend.linear import linear
+from engine.tvm_backend.logit_stats import FUNCTION as LOGIT_STATS
+from engine.tvm_backend.logit_stats import block_stats_kernel
+from engine.tvm_backend.logit_stats import blocks as logit_blocks
 
 if TYPE_CHECKING:
     from engine.config import ModelConfig
@@ -184,8 +187,8 @@ class LlamaModel(nn.Module):
 class LlamaForCausalLM(nn.Module):
     """The exported functions: embed, prefill (last-token logits and final hidden state),
     prefill_all_logits (every row's logits, for scoring a prompt), decode (logits and final
-    hidden state), batch_decode (one token for each of several sequences),
-    create_tir_paged_kv_cache.
+    hidden state), batch_decode (one token for each of several sequences), logit_stats (the
+    sampler's per-block statistics of logits; CPU libraries), create_tir_paged_kv_cache.
 
     prefill and decode also return the states the router's probes read, [1, 2, hidden] at the
     last token: row 0 the final hidden state (after the last norm), row 1 the residual stream at
@@ -264,6 +267,13 @@ class LlamaForCausalLM(nn.Module):
             logits = linear(head.shape, norm(hidden), head.weights())
         return op.reshape(logits, (batch, 1, self.config.vocab_size)), kv_cache
 
+    def logit_stats(self, logits: Tensor):
+        """Per-block maxima and sums of exp of logits [rows, vocab] (logit_stats.py): what the
+        sampler needs from the whole vocabulary, computed in parallel before the download."""
+        kernel = block_stats_kernel(self.config.vocab_size)
+        shape = (logits.shape[0], logit_blocks(self.config.vocab_size), 2)
+        return op.tensor_ir_op(kernel, LOGIT_STATS, args=[logits], out=Tensor.placeholder(shape, "float32"))
+
     def create_tir_paged_kv_cache(
         self,
         max_batch_size: tirx.Var,
@@ -325,6 +335,7 @@ class LlamaForCausalLM(nn.Module):
                 "kv_cache": nn.spec.Object(object_type=PagedKVCache),
                 "$": packed,
             },
+            **self._cpu_only_spec(),
             "create_tir_paged_kv_cache": {
                 "max_batch_size": int,
                 "max_total_seq_len": int,
@@ -335,3 +346,11 @@ class LlamaForCausalLM(nn.Module):
             },
         }
         return nn.spec.ModuleSpec.from_raw(spec, self)
+
+    def _cpu_only_spec(self) -> dict[str, Any]:
+        """logit_stats is a parallel CPU kernel: a GPU library leaves it out (its sessions sample
+        from the logits alone)."""
+        if "gpu" in self.target.keys:
+            return {}
+        rows = nn.spec.Tensor(["rows", self.config.vocab_size], "float32")
+        return {LOGIT_STATS: {"logits": rows, "$": {"param_mode": "none", "effect_mode": "none"}}}

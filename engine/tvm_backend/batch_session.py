@@ -12,9 +12,11 @@ import numpy as np
 
 from engine.errors import EngineError
 from engine.tvm_backend import ffi_runtime
+from engine import sampling
 from engine.tvm_backend.session import (
     PAGE_SIZE,
     KVBuiltins,
+    LogitReader,
     ModelSession,
     create_paged_kv_cache,
     tvm_errors,
@@ -54,6 +56,7 @@ class BatchSession:
             slack = (max_sequences + RETAINED) * PAGE_SIZE
             self._kv = create_paged_kv_cache(vm, max_sequences, kv_tokens + slack, prefill_chunk)
             self._kv_ops = KVBuiltins.lookup()
+            self._logits = LogitReader(vm, self.vocab_rows)
 
     def length(self, sequence_id: int) -> int:
         """Tokens cached for a sequence."""
@@ -95,7 +98,7 @@ class BatchSession:
         if not 0 < len(token_ids) <= self.prefill_chunk:
             raise EngineError(f"A prefill chunk holds 1 to {self.prefill_chunk} tokens, not {len(token_ids)}.")
         ids = vocabulary_ids(token_ids, self.vocab_rows)
-        logits = self._forward([sequence_id], ids, [len(token_ids)], self._prefill)
+        logits, _ = self._forward([sequence_id], ids, [len(token_ids)], self._prefill)
         return logits.reshape(-1)
 
     def prefill_many(self, sequence_ids: Sequence[int], chunks: Sequence[Sequence[int]]) -> None:
@@ -116,14 +119,22 @@ class BatchSession:
         """Append one token to each sequence, all in one step; logits [len(sequence_ids), vocab].
         A lone sequence takes the one-row decode kernels, as ModelSession does (faster than the
         many-row ones for a single row; the logits agree to about 1e-5)."""
+        return self.decode_for_sampling(sequence_ids, token_ids, stats=False)[0]
+
+    def decode_for_sampling(
+        self, sequence_ids: Sequence[int], token_ids: Sequence[int], stats: bool = True
+    ) -> tuple[np.ndarray, sampling.BlockStats | None]:
+        """decode(), with the logits' block statistics where the library computes them (for
+        sampling.sample_rows' `stats`)."""
         if len(sequence_ids) != len(token_ids) or not sequence_ids:
             raise EngineError("A batched decode takes one token for each of one or more sequences.")
         function = self._decode if len(sequence_ids) == 1 else self._batch_decode
         ids = vocabulary_ids(token_ids, self.vocab_rows)
-        logits = self._forward(sequence_ids, ids, [1] * len(token_ids), function)
-        return logits.reshape(len(sequence_ids), -1)
+        return self._forward(sequence_ids, ids, [1] * len(token_ids), function, stats)
 
-    def _forward(self, sequence_ids: Sequence[int], ids: np.ndarray, lengths: Sequence[int], function) -> np.ndarray:
+    def _forward(
+        self, sequence_ids: Sequence[int], ids: np.ndarray, lengths: Sequence[int], function, stats: bool = False
+    ) -> tuple[np.ndarray, sampling.BlockStats | None]:
         unknown = [s for s in sequence_ids if s not in self._lengths]
         if unknown:
             raise EngineError(f"Sequence {unknown[0]} is not in the batch; add it first.")
@@ -138,7 +149,7 @@ class BatchSession:
             # prefill and decode also return the final hidden state; batch_decode does not.
             logits = function(embedded, self._kv, self._params)[0]
             self._kv_ops.end_forward(self._kv)
-            result = ffi_runtime.download(logits)
+            result = self._logits.read(logits, rows if function is self._batch_decode else 1, stats)
         for sequence_id, length in zip(sequence_ids, lengths):
             self._lengths[sequence_id] += length
         return result

@@ -49,6 +49,7 @@ _SOURCES = (
     "tvm_backend/compiler.py",
     "tvm_backend/pipeline.py",
     "tvm_backend/attention.py",
+    "tvm_backend/logit_stats.py",
 )
 
 

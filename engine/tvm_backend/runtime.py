@@ -250,6 +250,7 @@ class TVMEngine:
             budget = min(request.max_tokens, self.context_window - len(prompt))
             started = time.perf_counter()
             logits, computed = session.prefill_reusing_cache(prompt)
+            stats: sampling.BlockStats | None = None
             prefill_s = time.perf_counter() - started
             prompt_states = session.last_states()
             # Sent with the first event, then completed by the answer's states in FinishEvent.
@@ -265,7 +266,7 @@ class TVMEngine:
                 if cancel.is_set():
                     reason = "cancelled"
                     break
-                choice = sampling.sample(logits, params, rng, history)
+                choice = sampling.sample(logits, params, rng, history, stats)
                 token = choice.token_id
                 history.append(token)
                 generated += 1
@@ -289,7 +290,7 @@ class TVMEngine:
                     break
                 if generated < budget:
                     step_started = time.perf_counter()
-                    logits = session.decode(token)
+                    logits, stats = session.decode_for_sampling(token)
                     decode_s += time.perf_counter() - step_started
                     decode_steps += 1
                     states = session.last_states() if prompt_hidden is not None else None

@@ -364,7 +364,7 @@ class BatchScheduler:
             return
         tokens = [s.pending for s in ready if s.pending is not None] + [s.prompt[-1] for s in joining]
         started = time.perf_counter()
-        logits = self._batch.decode([s.sequence_id for s in rows], tokens)
+        logits, stats = self._batch.decode_for_sampling([s.sequence_id for s in rows], tokens)
         elapsed = time.perf_counter() - started
         with self._wake:
             if ready:
@@ -387,11 +387,13 @@ class BatchScheduler:
         if not live:
             return
         # One call samples every row: the vocabulary-wide work is done without per-row Python.
+        chosen = [row for row, _ in live]
         choices = sampling.sample_rows(
-            logits[[row for row, _ in live]],
+            logits[chosen],
             [s.params for _, s in live],
             [s.rng for _, s in live],
             [s.history for _, s in live],
+            None if stats is None else stats.rows(chosen),
         )
         for (_, sequence), choice in zip(live, choices):
             self._emit(sequence, self._events(sequence, choice))

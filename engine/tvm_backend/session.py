@@ -13,9 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from engine import sampling
 from engine.errors import EngineError
 from engine.tvm_backend import ffi_runtime
 from engine.tvm_backend.compiler import CompiledModel
+from engine.tvm_backend.logit_stats import BLOCK as STATS_BLOCK
+from engine.tvm_backend.logit_stats import FUNCTION as LOGIT_STATS
 
 PAGE_SIZE = 16
 SCORE_CHUNK = 64
@@ -96,6 +99,23 @@ def vocabulary_ids(token_ids: Sequence[int], vocab_rows: int) -> np.ndarray:
     return ids.astype(np.int32)
 
 
+class LogitReader:
+    """Brings a step's logits [rows, vocab] to the host and, where the library has logit_stats
+    (CPU libraries), their per-block statistics for the sampler, computed before the download."""
+
+    def __init__(self, vm: Any, vocab_rows: int) -> None:
+        self.vocab_rows = vocab_rows
+        self._stats = _optional(vm, LOGIT_STATS)
+        self._reshape = KVBuiltins.lookup().reshape
+
+    def read(self, logits: Any, rows: int, stats: bool) -> tuple[np.ndarray, sampling.BlockStats | None]:
+        result = ffi_runtime.download(logits).reshape(rows, -1)
+        if not stats or self._stats is None:
+            return result, None
+        blocks = ffi_runtime.download(self._stats(self._reshape(logits, ffi_runtime.shape([rows, self.vocab_rows]))))
+        return result, sampling.BlockStats(blocks[..., 0], blocks[..., 1], STATS_BLOCK)
+
+
 class ModelSession:
     """One sequence in a paged KV cache of `max_tokens` positions. It remembers the tokens it
     holds, so a prompt that extends the previous one (the next turn of a chat) only prefills
@@ -127,6 +147,7 @@ class ModelSession:
             self._prefill_all = _optional(self._vm, "prefill_all_logits")
             self._kv = create_paged_kv_cache(self._vm, 1, max_tokens, prefill_chunk)
             self._kv_ops = KVBuiltins.lookup()
+            self._logits = LogitReader(self._vm, vocab_rows)
         self._tokens: list[int] | None = None
         """What the cache holds; None before the first reset or after a failed forward."""
         self._has_sequence = False
@@ -185,7 +206,7 @@ class ModelSession:
         starts = range(0, len(token_ids), self.prefill_chunk)
         for start in starts[:-1]:
             self._forward(token_ids[start : start + self.prefill_chunk], self._prefill)
-        return self._forward(token_ids[starts[-1] :], self._prefill)
+        return self._forward(token_ids[starts[-1] :], self._prefill)[0]
 
     @property
     def scores_rows(self) -> bool:
@@ -199,12 +220,18 @@ class ModelSession:
         rows = []
         for start in range(0, len(token_ids), min(SCORE_CHUNK, self.prefill_chunk)):
             chunk = token_ids[start : start + min(SCORE_CHUNK, self.prefill_chunk)]
-            rows.append(self._forward(chunk, self._prefill_all).reshape(len(chunk), -1))
+            rows.append(self._forward(chunk, self._prefill_all)[0].reshape(len(chunk), -1))
         return np.concatenate(rows)
 
     def decode(self, token_id: int) -> np.ndarray:
         """Append one token; the logits that follow it."""
-        return self._forward([token_id], self._decode)
+        return self._forward([token_id], self._decode)[0]
+
+    def decode_for_sampling(self, token_id: int) -> tuple[np.ndarray, sampling.BlockStats | None]:
+        """decode(), with the logits' block statistics where the library computes them (for
+        sampling.sample's `stats`)."""
+        logits, stats = self._forward([token_id], self._decode, stats=True)
+        return logits, stats
 
     def last_hidden(self) -> np.ndarray | None:
         """The model's final hidden state (after its last norm) at the last token the latest
@@ -220,7 +247,7 @@ class ModelSession:
         with tvm_errors("reading the hidden state"):
             return ffi_runtime.download(self._states).reshape(2, self.hidden_size).astype(np.float32)
 
-    def _forward(self, token_ids: Sequence[int], function) -> np.ndarray:
+    def _forward(self, token_ids: Sequence[int], function, stats: bool = False) -> tuple[np.ndarray, sampling.BlockStats | None]:
         ids = self._checked(token_ids)
         tokens, self._tokens = self._tokens, None  # stays None if the forward fails midway
         assert tokens is not None  # _checked raised otherwise
@@ -235,10 +262,10 @@ class ModelSession:
             # prefill and decode return (logits, probe states, cache): kept on the device until
             # someone asks (the router's probes read them).
             self._states = outputs[1] if len(outputs) == 3 else None
-            result = ffi_runtime.download(logits).reshape(-1)
+            result, block_stats = self._logits.read(logits, 1, stats)
         tokens.extend(int(i) for i in ids)
         self._tokens = tokens
-        return result
+        return result.reshape(-1), block_stats
 
     def _checked(self, token_ids: Sequence[int]) -> np.ndarray:
         if self._tokens is None:
