@@ -3,6 +3,7 @@ chat action (the bindings and palette entries) and runs each turn in a thread wo
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Static
 
 from app.route_labels import describe_reply, describe_result
+from app.tui.reply_pacing import PacedEvents
 from app.tui.widgets.prompt import PromptInput
 from app.tui.widgets.sidebar import Sidebar
 from app.tui.widgets.status_bar import StatusBar
@@ -39,12 +41,8 @@ SHOWN_MESSAGES = 60
 """Messages mounted when a conversation opens; a button above them shows the earlier ones."""
 
 
-class TurnEvent(Message):
-    """A RouterEvent, posted from the turn worker thread."""
-
-    def __init__(self, event: RouterEvent) -> None:
-        self.event = event
-        super().__init__()
+class RepliesQueued(Message):
+    """The turn worker queued events in the screen's PacedEvents (posted from its thread)."""
 
 
 class TurnFinished(Message):
@@ -102,6 +100,8 @@ class ChatScreen(Screen[None]):
         self.show_archived = False
         self.cancel_event: threading.Event | None = None
         self.reply_view: MessageView | None = None
+        self.reply_events: PacedEvents | None = None
+        """The streaming reply's events on their way from the worker, paced for the screen."""
         self._hidden: list[StoredMessage] = []
 
     @property
@@ -506,17 +506,15 @@ class ChatScreen(Screen[None]):
             self.post_message(TurnFinished(None, problem))  # nothing was saved: the reply says why
             return
         self.cancel_event = threading.Event()
+        self.reply_events = PacedEvents(lambda: self.post_message(RepliesQueued()))
         self.refresh_bindings()  # Esc now cancels: the footer shows it
-        self.run_turn(pending, self.cancel_event)
+        self.run_turn(pending, self.cancel_event, self.reply_events)
 
     @work(thread=True, exclusive=True, group="turn")
-    def run_turn(self, pending: PendingTurn, cancel: threading.Event) -> None:
+    def run_turn(self, pending: PendingTurn, cancel: threading.Event, events: PacedEvents) -> None:
         try:
             result = self.tandem.turn_runner().answer(
-                pending,
-                approve=self._approve_from_worker,
-                cancel=cancel,
-                on_event=lambda event: self.post_message(TurnEvent(event)),
+                pending, approve=self._approve_from_worker, cancel=cancel, on_event=events.push
             )
         except TurnError as error:
             self.post_message(TurnFinished(None, str(error)))
@@ -545,10 +543,24 @@ class ChatScreen(Screen[None]):
                 return False
         return answer[0]
 
-    async def on_turn_event(self, message: TurnEvent) -> None:
+    async def on_replies_queued(self, message: RepliesQueued) -> None:
+        await self._show_queued_events()
+
+    async def _show_queued_events(self) -> None:
+        """What the worker queued, a frame at most after the last (PacedEvents keeps the pace)."""
+        events = self.reply_events
+        if events is None:
+            return
+        wait = events.wait_s()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        for event in events.take():
+            await self._show(event)
+
+    async def _show(self, event: RouterEvent) -> None:
         from offload.events import Decision, Discard, Notice, Token
 
-        view, event = self.reply_view, message.event
+        view = self.reply_view
         if view is None:
             return
         if isinstance(event, Token):
@@ -563,6 +575,8 @@ class ChatScreen(Screen[None]):
             view.add_note(event.text)
 
     async def on_turn_finished(self, message: TurnFinished) -> None:
+        await self._show_queued_events()  # nothing the worker queued is left behind
+        self.reply_events = None
         view, self.reply_view, self.cancel_event = self.reply_view, None, None
         self.refresh_bindings()  # nothing to cancel now: "esc Cancel" leaves the footer
         if view is None:
