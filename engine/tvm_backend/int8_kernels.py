@@ -275,25 +275,13 @@ def _kernel(shape: LinearShape, rows, row_block: int, spec: IsaSpec, fusion: Dec
     # One decode row is too little work to share between threads.
     quantize_loop = T.serial if isinstance(rows, int) else T.parallel
 
+    quantize_row = quantize_row_macro(k_in, zero_point, scale_scope="local")
+
     @T.macro
-    def quantize(source, xq, xq8, xs, zero_point_sum, x_sum):
+    def quantize(source, xq8, xs, zero_point_sum, x_sum):
         # Padding rows stay unquantized: their sums are computed but never stored.
         for m in quantize_loop(rows):
-            scale = T.alloc_buffer((2,), "float32", scope="local")  # max |x|, then 127 / max |x|
-            for g in range(groups):
-                half_low = _group_half(source, m, g, 0, k_in)
-                half_high = _group_half(source, m, g, 1, k_in)
-                scale[0] = T.call_llvm_pure_intrin(
-                    "float32", "llvm.vector.reduce.fmax", T.max(T.fabs(half_low), T.fabs(half_high))
-                )
-                xs[m, g] = scale[0] / T.float32(127)
-                scale[1] = T.if_then_else(scale[0] > T.float32(0), T.float32(127) / scale[0], T.float32(0))
-                xq8[m, T.ramp(g * Q4_GROUP, 1, LANES)] = T.Cast("int8x16", T.nearbyint(half_low * scale[1]))
-                xq8[m, T.ramp(g * Q4_GROUP + LANES, 1, LANES)] = T.Cast("int8x16", T.nearbyint(half_high * scale[1]))
-                if stored_min:
-                    x_sum[m, g] = xs[m, g] * T.Cast("float32", _xq_sum(xq8, m, g))
-                else:
-                    zero_point_sum[m, g] = -zero_point * _xq_sum(xq8, m, g)
+            quantize_row(source, xq8, xs, zero_point_sum, x_sum, m)
 
     @T.macro
     def body(x, norm, w, s, low, residual, y):
@@ -306,11 +294,11 @@ def _kernel(shape: LinearShape, rows, row_block: int, spec: IsaSpec, fusion: Dec
         zero_point_sum = T.alloc_buffer((rows_padded, groups), "int32")  # -zp * sum(xq)
         x_sum = T.alloc_buffer((rows_padded, groups), "float32")  # xs * sum(xq), for a stored min
         if prologue is None:
-            quantize(x, xq, xq8, xs, zero_point_sum, x_sum)
+            quantize(x, xq8, xs, zero_point_sum, x_sum)
         else:  # a fused decode kernel: the row the linear layer takes, then as above
             xf = T.alloc_buffer((1, k_in), "float32")
             prologue(x, norm, xf, 0)
-            quantize(xf, xq, xq8, xs, zero_point_sum, x_sum)
+            quantize(xf, xq8, xs, zero_point_sum, x_sum)
         for t in T.parallel(n_tiles):
             acc = T.alloc_buffer((row_block, tile), "float32", scope="local")
             dot = T.alloc_buffer((row_block, sub, acc_lanes), acc_dtype, scope="local")
@@ -395,6 +383,35 @@ def _with_min(
     if not stored_min:
         return updated
     return updated + T.Cast(f"float32x{lanes}", mins) * x_sum
+
+
+def quantize_row_macro(k_in: int, zero_point: int | None, scale_scope: str):
+    """A macro (source, xq8, xs, zero_point_sum, x_sum, m) quantizing row m of `source` to int8
+    per group of 32 (scale max |x| / 127, in xs), with each group's code sum as the kernel needs
+    it: xs * sum(xq) in x_sum where the weight's min is stored (zero_point None), else -zp *
+    sum(xq) in zero_point_sum. The one-row kernels keep the row's scale pair in registers
+    (scale_scope "local"); the many-row kernels, one row per parallel task, on the stack."""
+    groups = q4_groups(k_in)
+
+    @T.macro
+    def quantize_row(source, xq8, xs, zero_point_sum, x_sum, m):
+        scale = T.alloc_buffer((2,), "float32", scope=scale_scope)  # max |x|, then 127 / max |x|
+        for g in range(groups):
+            half_low = _group_half(source, m, g, 0, k_in)
+            half_high = _group_half(source, m, g, 1, k_in)
+            scale[0] = T.call_llvm_pure_intrin(
+                "float32", "llvm.vector.reduce.fmax", T.max(T.fabs(half_low), T.fabs(half_high))
+            )
+            xs[m, g] = scale[0] / T.float32(127)
+            scale[1] = T.if_then_else(scale[0] > T.float32(0), T.float32(127) / scale[0], T.float32(0))
+            xq8[m, T.ramp(g * Q4_GROUP, 1, LANES)] = T.Cast("int8x16", T.nearbyint(half_low * scale[1]))
+            xq8[m, T.ramp(g * Q4_GROUP + LANES, 1, LANES)] = T.Cast("int8x16", T.nearbyint(half_high * scale[1]))
+            if zero_point is None:
+                x_sum[m, g] = xs[m, g] * T.Cast("float32", _xq_sum(xq8, m, g))
+            else:
+                zero_point_sum[m, g] = -zero_point * _xq_sum(xq8, m, g)
+
+    return quantize_row
 
 
 def _xq_sum(xq8: tirx.Buffer, m, g) -> tirx.PrimExpr:

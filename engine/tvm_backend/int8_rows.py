@@ -31,15 +31,14 @@ from engine.tvm_backend.int8_kernels import (
     _dot_finish,
     _dot_start,
     _dot_step,
-    _group_half,
     _lanes,
     _nibbles,
     _prefetch,
     _quad,
     _start_sum,
     _with_min,
-    _xq_sum,
     isa_in_scope,
+    quantize_row_macro,
 )
 from engine.tvm_backend import int8_kernels_q8 as q8
 from engine.tvm_backend.int8_decode import DecodeFusion, keep_params, write_prologue
@@ -107,23 +106,7 @@ def _kernel(shape: LinearShape, rows, block: int, spec: IsaSpec, fusion: DecodeF
     scale_lines = -(-tile // scales_per_line)
     ahead = PREFETCH_AHEAD_BYTES // group_bytes
 
-    @T.macro
-    def quantize(source, xq, xq8, xs, zero_point_sum, x_sum, m):
-        scale = T.alloc_buffer((2,), "float32")  # max |x|, then 127 / max |x|
-        for g in range(groups):
-            half_low = T.meta_var(_group_half(source, m, g, 0, k_in))
-            half_high = T.meta_var(_group_half(source, m, g, 1, k_in))
-            scale[0] = T.call_llvm_pure_intrin(
-                "float32", "llvm.vector.reduce.fmax", T.max(T.fabs(half_low), T.fabs(half_high))
-            )
-            xs[m, g] = scale[0] / T.float32(127)
-            scale[1] = T.if_then_else(scale[0] > T.float32(0), T.float32(127) / scale[0], T.float32(0))
-            xq8[m, T.ramp(g * Q4_GROUP, 1, 16)] = T.Cast("int8x16", T.nearbyint(half_low * scale[1]))
-            xq8[m, T.ramp(g * Q4_GROUP + 16, 1, 16)] = T.Cast("int8x16", T.nearbyint(half_high * scale[1]))
-            if stored_min:
-                x_sum[m, g] = xs[m, g] * T.Cast("float32", _xq_sum(xq8, m, g))
-            else:
-                zero_point_sum[m, g] = -zero_point * _xq_sum(xq8, m, g)
+    quantize = quantize_row_macro(k_in, zero_point, scale_scope="global")
 
     @T.macro
     def body(x, norm, w, s, low, residual, y):
@@ -137,12 +120,12 @@ def _kernel(shape: LinearShape, rows, block: int, spec: IsaSpec, fusion: DecodeF
         x_sum = T.alloc_buffer((rows, groups), "float32")  # xs * sum(xq), for a stored min
         if prologue is None:
             for m in T.parallel(rows):
-                quantize(x, xq, xq8, xs, zero_point_sum, x_sum, m)
+                quantize(x, xq8, xs, zero_point_sum, x_sum, m)
         else:  # fused: each row as the linear layer takes it, then as above
             xf = T.alloc_buffer((rows, k_in), "float32")
             for m in T.parallel(rows):
                 prologue(x, norm, xf, m)
-                quantize(xf, xq, xq8, xs, zero_point_sum, x_sum, m)
+                quantize(xf, xq8, xs, zero_point_sum, x_sum, m)
         for t in T.parallel(n_tiles):
             # Global scope and under 1 KiB: stack arrays LLVM keeps in registers ("local"
             # buffers become heap workspaces, every access a load or a store).
