@@ -88,7 +88,6 @@ def _rows_linear_kernel(shape: LinearShape, isa: Int8Isa, fusion: DecodeFusion) 
 
 def _kernel(shape: LinearShape, rows, block: int, spec: IsaSpec, fusion: DecodeFusion) -> tirx.PrimFunc:
     k_in, n_out, tile = shape.k_in, shape.n_out, shape.tile
-    prologue = write_prologue(fusion, k_in)
     groups = q4_groups(k_in)
     lanes = spec.lanes
     store = _store(fusion.residual, lanes)
@@ -106,7 +105,7 @@ def _kernel(shape: LinearShape, rows, block: int, spec: IsaSpec, fusion: DecodeF
     scale_lines = -(-tile // scales_per_line)
     ahead = PREFETCH_AHEAD_BYTES // group_bytes
 
-    quantize = quantize_row_macro(k_in, zero_point, scale_scope="global")
+    quantize_rows = _quantize_rows(fusion, quantize_row_macro(k_in, zero_point, scale_scope="global"), rows, k_in)
 
     @T.macro
     def body(x, norm, w, s, low, residual, y):
@@ -118,14 +117,7 @@ def _kernel(shape: LinearShape, rows, block: int, spec: IsaSpec, fusion: DecodeF
         xs = T.alloc_buffer((rows, groups), "float32")
         zero_point_sum = T.alloc_buffer((rows, groups), "int32")  # -zp * sum(xq)
         x_sum = T.alloc_buffer((rows, groups), "float32")  # xs * sum(xq), for a stored min
-        if prologue is None:
-            for m in T.parallel(rows):
-                quantize(x, xq8, xs, zero_point_sum, x_sum, m)
-        else:  # fused: each row as the linear layer takes it, then as above
-            xf = T.alloc_buffer((rows, k_in), "float32")
-            for m in T.parallel(rows):
-                prologue(x, norm, xf, m)
-                quantize(xf, xq8, xs, zero_point_sum, x_sum, m)
+        quantize_rows(x, norm, xq8, xs, zero_point_sum, x_sum)
         for t in T.parallel(n_tiles):
             # Global scope and under 1 KiB: stack arrays LLVM keeps in registers ("local"
             # buffers become heap workspaces, every access a load or a store).
@@ -205,6 +197,26 @@ def _kernel(shape: LinearShape, rows, block: int, spec: IsaSpec, fusion: DecodeF
     return keep_params(kernel, _kept(fusion, stored_min))
 
 
+def _quantize_rows(fusion: DecodeFusion, quantize_row, rows, k_in: int):
+    """A macro (x, norm, xq8, xs, sums, x_sum) quantizing every row of x with `quantize_row`,
+    one row per parallel task, each first made what the linear layer takes by the fusion's
+    prologue (int8_decode.write_prologue) where it has one."""
+    prologue = write_prologue(fusion, k_in)
+
+    @T.macro
+    def quantize_rows(x, norm, xq8, xs, sums, x_sum):
+        if prologue is None:
+            for m in T.parallel(rows):
+                quantize_row(x, xq8, xs, sums, x_sum, m)
+        else:
+            xf = T.alloc_buffer((rows, k_in), "float32")
+            for m in T.parallel(rows):
+                prologue(x, norm, xf, m)
+                quantize_row(xf, xq8, xs, sums, x_sum, m)
+
+    return quantize_rows
+
+
 def _store(add_residual: bool, lanes: int):
     """A macro (acc, residual, y, row, i, column) storing one register of outputs of `row` (the
     block's i-th), plus the residual's when fused (the unfused graph's add, same sum)."""
@@ -228,7 +240,6 @@ def _code8_kernel(shape: LinearShape, rows, block: int, spec: IsaSpec, fusion: D
     """The same loop order over int8_kernels_q8's layout: per weight group (16 or 32 k), group / 4
     chunks of one code byte per output and k; activations quantized per 32 k."""
     k_in, n_out, tile, kind = shape.k_in, shape.n_out, shape.tile, shape.kind
-    prologue = write_prologue(fusion, k_in)
     group = weight_group(kind)
     per_activation = q8.ACTIVATION_GROUP // group  # weight groups per activation group (1 or 2)
     a_groups, w_groups = k_in // q8.ACTIVATION_GROUP, k_in // group
@@ -249,7 +260,7 @@ def _code8_kernel(shape: LinearShape, rows, block: int, spec: IsaSpec, fusion: D
     min_shape = specs["q_min"][0] if with_min else (1, 1, tile)
 
     @T.macro
-    def quantize(source, xq8, xs, code_sum, x_sum, m):
+    def quantize_row(source, xq8, xs, code_sum, x_sum, m):
         scale = T.alloc_buffer((2,), "float32")  # max |x|, then 127 / max |x|
         for a in range(a_groups):
             scale[0] = T.float32(0)
@@ -276,6 +287,8 @@ def _code8_kernel(shape: LinearShape, rows, block: int, spec: IsaSpec, fusion: D
                     )
                 x_sum[m, a * per_activation + p] = T.Cast("float32", code_sum[m, a * per_activation + p]) * xs[m, a]
 
+    quantize_rows = _quantize_rows(fusion, quantize_row, rows, k_in)
+
     @T.macro
     def body(x, norm, w, s, low, residual, y):
         w_flat = T.decl_buffer((n_tiles * w_groups * group_bytes,), "int8", data=w.data)
@@ -285,14 +298,7 @@ def _code8_kernel(shape: LinearShape, rows, block: int, spec: IsaSpec, fusion: D
         xs = T.alloc_buffer((rows, a_groups), "float32")
         code_sum = T.alloc_buffer((rows, w_groups), "int32")  # sum(xq) per weight group
         x_sum = T.alloc_buffer((rows, w_groups), "float32")  # xs * sum(xq) per weight group
-        if prologue is None:
-            for m in T.parallel(rows):
-                quantize(x, xq8, xs, code_sum, x_sum, m)
-        else:  # fused: each row as the linear layer takes it, then as above
-            xf = T.alloc_buffer((rows, k_in), "float32")
-            for m in T.parallel(rows):
-                prologue(x, norm, xf, m)
-                quantize(xf, xq8, xs, code_sum, x_sum, m)
+        quantize_rows(x, norm, xq8, xs, code_sum, x_sum)
         for t in T.parallel(n_tiles):
             acc = T.alloc_buffer((block, lanes), "float32")
             dot = T.alloc_buffer((block, lanes), "int32")
