@@ -10,9 +10,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from engine import sampling
 from engine.errors import EngineError
 from engine.tvm_backend import ffi_runtime
-from engine import sampling
 from engine.tvm_backend.session import (
     PAGE_SIZE,
     KVBuiltins,
