@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from tvm import tirx
-from tvm.script import tirx as T
-
-from engine.tvm_backend.attention import exp2
-from engine.tvm_backend.kernels import KERNEL_ATTR
+if TYPE_CHECKING:
+    from tvm import tirx
 
 BLOCK = 512
 """Vocabulary ids per block: engine.sampling's candidate block, so the maxima double as its candidates."""
@@ -30,7 +28,13 @@ def blocks(vocab: int) -> int:
 def block_stats_kernel(vocab: int) -> tirx.PrimFunc:
     """One task per (row, block): the block's maximum (16-lane vectors, the ragged end one id at
     a time), then the sum of exp2((logit - maximum) * log2 e) with the inline exp2 (relative
-    error about 1e-7; libm's exp is never vectorised)."""
+    error about 1e-7; libm's exp is never vectorised). TVM's compiler is imported here, not with
+    the module: the sessions read FUNCTION and BLOCK on the warm path, which loads only the runtime."""
+    from tvm.script import tirx as T
+
+    from engine.tvm_backend.attention import exp2
+    from engine.tvm_backend.kernels import KERNEL_ATTR
+
     n_blocks = blocks(vocab)
     vectors = BLOCK // LANES
     log2_e = 1 / math.log(2)
