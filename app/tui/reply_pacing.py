@@ -39,14 +39,18 @@ class PacedEvents:
         self._wake()
 
     def wait_s(self) -> float:
-        """How long the screen should wait before take(), to keep to the frame rate."""
+        """How long the screen should wait before take(), to keep to the frame rate: a frame
+        after the last take that brought text (the first token shows at once)."""
         return max(0.0, self._last_take + self._frame_s - time.monotonic())
 
     def take(self) -> list[RouterEvent]:
         """Everything queued, in order, consecutive tokens of one route joined into one."""
+        from offload.events import Token
+
         with self._lock:
             queued, self._queued, self._woken = self._queued, [], False
-        self._last_take = time.monotonic()
+        if any(isinstance(event, Token) for event in queued):
+            self._last_take = time.monotonic()
         return join_tokens(queued)
 
 

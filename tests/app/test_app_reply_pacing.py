@@ -5,7 +5,7 @@ place; the screen is told to wait out the rest of a frame."""
 from __future__ import annotations
 
 from app.tui.reply_pacing import PacedEvents
-from offload.events import Discard, Notice, Token
+from offload.events import Decision, Discard, Notice, Token
 
 
 def test_events_queued_before_a_take_wake_the_screen_once_and_keep_their_order():
@@ -30,8 +30,12 @@ def test_tokens_of_different_routes_are_not_joined():
     assert [(e.text, e.route) for e in paced.take() if isinstance(e, Token)] == [("draft", "local"), ("answer", "hybrid")]
 
 
-def test_the_screen_waits_out_the_rest_of_a_frame_after_a_take():
+def test_the_screen_waits_out_the_rest_of_a_frame_after_a_take_that_brought_text():
     paced = PacedEvents(lambda: None, frames_per_s=10)
     assert paced.wait_s() == 0.0  # nothing taken yet: show the first token at once
+    paced.push(Decision("local", "confident", 0.9, {}))
+    paced.take()
+    assert paced.wait_s() == 0.0  # the route's label is no frame: the first token still shows at once
+    paced.push(Token("Hi", "local"))
     paced.take()
     assert 0.05 < paced.wait_s() <= 0.1
