@@ -171,7 +171,9 @@ def _from_block_stats(rows: np.ndarray, stats: BlockStats, k: int):
     leading = np.argmax(maxima == peaks[:, None], axis=1) * stats.block
     greedy = np.array([start + np.argmax(row[start : start + stats.block]) for row, start in zip(rows, leading)])
     vocab = rows.shape[1]
-    if k <= 0 or maxima.shape[1] <= k:
+    if k <= 0:
+        candidates = [np.arange(0)] * rows.shape[0]
+    elif maxima.shape[1] <= k:
         candidates = [np.arange(vocab)] * rows.shape[0]
     else:
         candidates = _leading_blocks(maxima, k, stats.block, vocab)
@@ -260,7 +262,9 @@ def _top_candidates(values: np.ndarray, k: int) -> list[np.ndarray]:
     rows, vocab = values.shape
     block = _candidate_block(vocab, k)
     blocks = vocab // block
-    if k <= 0 or blocks <= k:
+    if k <= 0:
+        return [np.arange(0)] * rows
+    if blocks <= k:
         return [np.arange(vocab)] * rows
     body = blocks * block
     block_max = values[:, :body].reshape(rows, blocks, block).max(axis=2)

@@ -240,3 +240,11 @@ def test_a_top_k_draw_over_the_k_most_likely_equals_the_whole_vocabulary_draw():
 
             adjusted = _penalise(logits.astype(np.float64), params.repetition_penalty, history)
             assert adjusted[chosen] >= np.sort(adjusted)[-params.top_k], (seed, params)
+
+
+def test_no_alternatives_asked_gives_none_and_skips_the_search():
+    logits = np.stack([random_logits(seed, 49152) for seed in range(3)])
+    settings = [SamplingParams(temperature=0.0, top_k_alternatives=0)] * 3
+    chosen = sample_rows(logits, settings, [make_rng(r) for r in range(3)], [[]] * 3)
+    assert [c.alternatives for c in chosen] == [(), (), ()]
+    assert [c.token_id for c in chosen] == [int(np.argmax(row)) for row in logits]
