@@ -167,7 +167,9 @@ def _from_block_stats(rows: np.ndarray, stats: BlockStats, k: int):
     only, and the candidates are the blocks whose maxima lead."""
     maxima = stats.maxima.astype(np.float64)
     peaks = maxima.max(axis=1)
-    normalizers = np.log((stats.sums * np.exp(maxima - peaks[:, None])).sum(axis=1))
+    with np.errstate(invalid="ignore"):  # a block of -inf logits (masked ids) adds nothing
+        weighted = np.where(maxima > -np.inf, stats.sums * np.exp(maxima - peaks[:, None]), 0.0)
+    normalizers = np.log(weighted.sum(axis=1))
     leading = np.argmax(maxima == peaks[:, None], axis=1) * stats.block
     greedy = np.array([start + np.argmax(row[start : start + stats.block]) for row, start in zip(rows, leading)])
     vocab = rows.shape[1]

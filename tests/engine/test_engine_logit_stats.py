@@ -18,7 +18,8 @@ def numpy_stats(logits: np.ndarray, block: int = 512) -> sampling.BlockStats:
     padded[:, :vocab] = logits
     blocks = padded.reshape(rows, -1, block)
     maxima = blocks.max(axis=2)
-    sums = np.exp(blocks.astype(np.float64) - maxima[..., None]).sum(axis=2)
+    with np.errstate(invalid="ignore"):  # a block of -inf only: its sum is NaN, as the kernel's
+        sums = np.exp(blocks.astype(np.float64) - maxima[..., None]).sum(axis=2)
     return sampling.BlockStats(maxima, sums.astype(np.float32), block)
 
 
@@ -46,6 +47,7 @@ def test_sampling_with_block_stats_equals_sampling_the_logits_alone(vocab):
     logits = (rng.standard_normal((6, vocab)) * 3).astype(np.float32)
     logits[1, [7, 900, 3000]] = logits[1].max() + 1  # ties for the top: the lowest id wins
     logits[2, -1] = logits[2].max() + 2  # the maximum in the ragged last block
+    logits[5, 512:1024] = -np.inf  # a whole block masked
     settings = [
         sampling.SamplingParams(temperature=0.0),
         sampling.SamplingParams(temperature=0.0),
