@@ -65,6 +65,17 @@ def _quit(pid: int, fd: int) -> None:
     os.close(fd)
 
 
+async def until_started(app) -> bool:
+    """Wait until the app's history is open and its start-up workers (the model's load among them)
+    are done; False if that takes over LOAD_TIMEOUT_S (a first open compiles the model)."""
+    deadline = time.monotonic() + LOAD_TIMEOUT_S
+    while app.store is None or not all(worker.is_finished for worker in app.workers):
+        if time.monotonic() > deadline:  # the history opens after the first frame, then the model loads
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
 async def first_token_ms(rounds: int, model_dir: Path | None) -> tuple[list[float], str]:
     """In-process, on the real engine and the embedded model (or `model_dir`): Enter to the first
     token on screen, with the model already loaded."""
@@ -78,11 +89,8 @@ async def first_token_ms(rounds: int, model_dir: Path | None) -> tuple[list[floa
     app = TandemApp(Path(tempfile.mkdtemp()) / "tandem.db", open_engine=opener)
     timings: list[float] = []
     async with app.run_test(size=(120, 36)) as pilot:
-        deadline = time.monotonic() + LOAD_TIMEOUT_S
-        while app.store is None or not all(worker.is_finished for worker in app.workers):
-            if time.monotonic() > deadline:  # the history opens after the first frame, then the model loads
-                return [], f"the model did not load within {LOAD_TIMEOUT_S} s"
-            await asyncio.sleep(0.01)
+        if not await until_started(app):
+            return [], f"the model did not load within {LOAD_TIMEOUT_S} s"
         if app.engine is None:
             return [], str(app.chat.query_one("#engine-status").render())
         for _ in range(rounds):

@@ -14,13 +14,11 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "Write a long story about a robot who learns to paint."
 REPLY_TOKENS = 200
-LOAD_TIMEOUT_S = 900
 
 
 class RecordingEngine:
@@ -61,14 +59,12 @@ def engine_alone(engine, rounds: int) -> list[float]:
 
 async def in_the_tui(lent: RecordingEngine, rounds: int) -> list[float]:
     from app.tui.app import TandemApp
+    from bench.tui import LOAD_TIMEOUT_S, until_started
 
     app = TandemApp(Path(tempfile.mkdtemp()) / "tandem.db", offline=True, open_engine=lambda model, progress: lent)
     async with app.run_test(size=(120, 36)) as pilot:
-        deadline = time.monotonic() + LOAD_TIMEOUT_S
-        while app.store is None or not all(worker.is_finished for worker in app.workers):
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the app did not start within {LOAD_TIMEOUT_S} s")
-            await asyncio.sleep(0.01)
+        if not await until_started(app):
+            raise SystemExit(f"the app did not start within {LOAD_TIMEOUT_S} s")
         for _ in range(rounds):
             await pilot.press("ctrl+n", *PROMPT)  # a fresh conversation each round
             await pilot.press("enter")

@@ -241,16 +241,18 @@ def _shifted(logits: np.ndarray, temperature: float) -> np.ndarray:
     return scaled
 
 
-_CANDIDATE_BLOCK = 512
+CANDIDATE_BLOCK = 512
+"""Ids per candidate block (for a small k): also the block of the engine's logit statistics
+(engine/tvm_backend/logit_stats.py), so that their maxima serve as the candidates."""
 _CANDIDATE_SHARE = 8
 """Blocks outnumber k at least this many times over (they shrink for a larger k), so that the
 candidates are at most about an eighth of the vocabulary."""
 
 
 def _candidate_block(vocab: int, k: int) -> int:
-    """Ids per candidate block for the k largest: _CANDIDATE_BLOCK, halved while the blocks
+    """Ids per candidate block for the k largest: CANDIDATE_BLOCK, halved while the blocks
     number under _CANDIDATE_SHARE * k."""
-    block = _CANDIDATE_BLOCK
+    block = CANDIDATE_BLOCK
     while block > 16 and vocab // block < _CANDIDATE_SHARE * k:
         block //= 2
     return block

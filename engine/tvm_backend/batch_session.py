@@ -56,7 +56,7 @@ class BatchSession:
             slack = (max_sequences + RETAINED) * PAGE_SIZE
             self._kv = create_paged_kv_cache(vm, max_sequences, kv_tokens + slack, prefill_chunk)
             self._kv_ops = KVBuiltins.lookup()
-            self._logits = LogitReader(vm, self.vocab_rows)
+            self._logits = LogitReader(vm, self.vocab_rows, self._kv_ops.reshape)
 
     def length(self, sequence_id: int) -> int:
         """Tokens cached for a sequence."""

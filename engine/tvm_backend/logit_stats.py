@@ -10,10 +10,12 @@ import math
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from engine.sampling import CANDIDATE_BLOCK
+
 if TYPE_CHECKING:
     from tvm import tirx
 
-BLOCK = 512
+BLOCK = CANDIDATE_BLOCK
 """Vocabulary ids per block: engine.sampling's candidate block, so the maxima double as its candidates."""
 LANES = 16
 FUNCTION = "logit_stats"

@@ -250,8 +250,8 @@ class TVMEngine:
             budget = min(request.max_tokens, self.context_window - len(prompt))
             started = time.perf_counter()
             logits, computed = session.prefill_reusing_cache(prompt)
-            stats: sampling.BlockStats | None = None
             prefill_s = time.perf_counter() - started
+            stats: sampling.BlockStats | None = None  # the prompt's logits come without them
             prompt_states = session.last_states()
             # Sent with the first event, then completed by the answer's states in FinishEvent.
             prompt_hidden = None if prompt_states is None else _prompt_states(prompt_states)

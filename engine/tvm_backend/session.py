@@ -103,10 +103,10 @@ class LogitReader:
     """Brings a step's logits [rows, vocab] to the host and, where the library has logit_stats
     (CPU libraries), their per-block statistics for the sampler, computed before the download."""
 
-    def __init__(self, vm: Any, vocab_rows: int) -> None:
+    def __init__(self, vm: Any, vocab_rows: int, reshape: Any) -> None:
         self.vocab_rows = vocab_rows
         self._stats = _optional(vm, LOGIT_STATS)
-        self._reshape = KVBuiltins.lookup().reshape
+        self._reshape = reshape
 
     def read(self, logits: Any, rows: int, stats: bool) -> tuple[np.ndarray, sampling.BlockStats | None]:
         result = ffi_runtime.download(logits).reshape(rows, -1)
@@ -147,7 +147,7 @@ class ModelSession:
             self._prefill_all = _optional(self._vm, "prefill_all_logits")
             self._kv = create_paged_kv_cache(self._vm, 1, max_tokens, prefill_chunk)
             self._kv_ops = KVBuiltins.lookup()
-            self._logits = LogitReader(self._vm, vocab_rows)
+            self._logits = LogitReader(self._vm, vocab_rows, self._kv_ops.reshape)
         self._tokens: list[int] | None = None
         """What the cache holds; None before the first reset or after a failed forward."""
         self._has_sequence = False
@@ -230,8 +230,7 @@ class ModelSession:
     def decode_for_sampling(self, token_id: int) -> tuple[np.ndarray, sampling.BlockStats | None]:
         """decode(), with the logits' block statistics where the library computes them (for
         sampling.sample's `stats`)."""
-        logits, stats = self._forward([token_id], self._decode, stats=True)
-        return logits, stats
+        return self._forward([token_id], self._decode, stats=True)
 
     def last_hidden(self) -> np.ndarray | None:
         """The model's final hidden state (after its last norm) at the last token the latest
