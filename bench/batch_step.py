@@ -6,10 +6,12 @@ and the scheduler's sampling of every row (engine.sampling.sample_rows, greedy).
 Q4_1 GGUF as it is (`--model smollm2`, the default), a SmolLM2-135M-shaped random q4f16_1 model
 (`--model 135m`: the int8 path on a CPU with AVX2 or VNNI), or a model directory. `--shared N`:
 every row forks the first N context tokens from one parent (served requests sharing a system
-prompt attend to those pages through the cache's paged-prefill kernel). `--json` prints one
+prompt attend to those pages through the cache's paged-prefill kernel). `--context N`: each row
+holds N tokens before the timed steps (default 64; a long conversation's attention reads
+thousands). `--json` prints one
 JSON object as the last line (cpu_ms: the process's CPU time per step, which other processes on a
 busy machine do not inflate; with TVM_NUM_THREADS=1 it is the step's work, with more threads it also
-counts the pool's spinning): {"model", "shared", "rows": [...], "step_ms": [...],
+counts the pool's spinning): {"model", "shared", "context", "rows": [...], "step_ms": [...],
 "cpu_ms": [...], "agg_tok_s": [...], "sample_ms": [...], "functions": {rows: [[name, ms, calls], ...]}}."""
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONTEXT_TOKENS = 64
-"""Each sequence's prompt before the timed steps: the attention reads this much cache."""
+"""Each sequence's prompt before the timed steps, unless `--context` says otherwise: the
+attention reads this much cache."""
+PREFILL_CHUNK = 256
 STEPS = 16
 TOP_FUNCTIONS = 16
 
@@ -37,7 +41,7 @@ def model_dir_for(choice: str, scratch: Path) -> Path:
     return serve_model_dir(choice, scratch)[0]
 
 
-def profile(batch, rows: int, vocab: int, shared: int = 0, cpu_clock: bool = False) -> dict:
+def profile(batch, rows: int, vocab: int, shared: int = 0, cpu_clock: bool = False, context: int = CONTEXT_TOKENS) -> dict:
     """`shared` > 0: every row forks the first `shared` tokens of one parent's prompt (a burst of
     requests with one system prompt), so the step attends to those shared pages too."""
     import numpy as np
@@ -47,17 +51,17 @@ def profile(batch, rows: int, vocab: int, shared: int = 0, cpu_clock: bool = Fal
     ids = list(range(rows))
     rng = np.random.default_rng(rows)
     parent = rows + 1
-    prompt = rng.integers(0, vocab, CONTEXT_TOKENS).tolist()
+    prompt = rng.integers(0, vocab, context).tolist()
     if shared:
         batch.add(parent)
-        batch.prefill(parent, prompt)
+        _prefill(batch, parent, prompt)
     for sequence in ids:
         if shared:
             batch.fork(parent, sequence, shared)
-            batch.prefill(sequence, rng.integers(0, vocab, CONTEXT_TOKENS - shared).tolist())
+            _prefill(batch, sequence, rng.integers(0, vocab, context - shared).tolist())
         else:
             batch.add(sequence)
-            batch.prefill(sequence, rng.integers(0, vocab, CONTEXT_TOKENS).tolist())
+            _prefill(batch, sequence, rng.integers(0, vocab, context).tolist())
     tokens = rng.integers(0, vocab, rows).tolist()
     batch.decode(ids, tokens)  # warm-up
     steps, cpu, sampled = [], [], []
@@ -101,6 +105,12 @@ def _top(functions: dict[str, list[float]]) -> list[list]:
     return [[name, round(ms, 3), int(calls)] for name, (ms, calls) in ordered[:TOP_FUNCTIONS]]
 
 
+def _prefill(batch, sequence: int, tokens: list[int]) -> None:
+    """The tokens in the session's chunks (BatchSession.prefill takes one chunk)."""
+    for start in range(0, len(tokens), batch.prefill_chunk):
+        batch.prefill(sequence, tokens[start : start + batch.prefill_chunk])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2", help="smollm2 (default), 135m, a .gguf file or a model directory")
@@ -110,7 +120,13 @@ def main() -> None:
         "--shared",
         type=int,
         default=0,
-        help=f"tokens of the {CONTEXT_TOKENS}-token context every row forks from one parent (default 0)",
+        help="tokens of the context every row forks from one parent (default 0)",
+    )
+    parser.add_argument(
+        "--context",
+        type=int,
+        default=CONTEXT_TOKENS,
+        help=f"tokens each row holds before the timed steps (default {CONTEXT_TOKENS}): the cache the attention reads",
     )
     parser.add_argument(
         "--cpu-clock",
@@ -118,8 +134,10 @@ def main() -> None:
         help="time each function in CPU time, not wall time (on a busy machine; run with TVM_NUM_THREADS=1)",
     )
     args = parser.parse_args()
-    if not 0 <= args.shared < CONTEXT_TOKENS:
-        raise SystemExit(f"--shared takes 0 to {CONTEXT_TOKENS - 1} tokens.")
+    if args.context < 1:
+        raise SystemExit("--context takes 1 token or more.")
+    if not 0 <= args.shared < args.context:
+        raise SystemExit(f"--shared takes 0 to {args.context - 1} tokens (one less than --context).")
     rows_list = [int(n) for n in args.rows.split(",")]
     with tempfile.TemporaryDirectory(prefix="tandem-bench-batch-") as scratch:
         model_dir = model_dir_for(args.model, Path(scratch))
@@ -128,9 +146,10 @@ def main() -> None:
 
         engine = open_engine(model_dir, backend="tvm")
         try:
-            batch = BatchSession(engine.session, max(rows_list), max(rows_list) * 2 * CONTEXT_TOKENS, CONTEXT_TOKENS)
+            kv_tokens = max(rows_list) * 2 * (args.context + 64)
+            batch = BatchSession(engine.session, max(rows_list), kv_tokens, min(args.context, PREFILL_CHUNK))
             vocab = engine.session.vocab_rows
-            figures = {rows: profile(batch, rows, vocab, args.shared, args.cpu_clock) for rows in rows_list}
+            figures = {rows: profile(batch, rows, vocab, args.shared, args.cpu_clock, args.context) for rows in rows_list}
         finally:
             engine.close()
     for rows, f in figures.items():
@@ -140,7 +159,7 @@ def main() -> None:
             + ", ".join(f"{name} {ms:.2f} ms x{calls}" for name, ms, calls in f["functions"][:4])
         )
     if args.json:
-        result = {"model": args.model, "shared": args.shared, "rows": rows_list}
+        result = {"model": args.model, "shared": args.shared, "context": args.context, "rows": rows_list}
         for key in ("step_ms", "cpu_ms", "agg_tok_s", "sample_ms"):
             result[key] = [figures[r][key] for r in rows_list]
         result["functions"] = {str(r): figures[r]["functions"] for r in rows_list}

@@ -55,19 +55,22 @@ def build(func):
     return tvm.tirx.build(tvm.IRModule({"f": func.with_attr("global_symbol", "f")}), target=target)["f"]
 
 
-def test_decode_attention_matches_numpy():
-    from engine.tvm_backend.attention import paged_decode_attention
+@pytest.mark.parametrize("lengths", [LENGTHS, [37, 15]], ids=["heads-of-a-group-together", "a-head-a-task"])
+def test_decode_attention_matches_numpy(lengths):
+    """Five sequences: each task attends a group's 3 heads; two (fewer than 3): a head each."""
+    from engine.tvm_backend.attention import decode_heads, paged_decode_attention
 
+    assert decode_heads(H_Q // H_KV) == 3
     rng = np.random.default_rng(0)
-    pages, indptr, values, last, keys, vals = page_table(LENGTHS, rng)
-    batch = len(LENGTHS)
+    pages, indptr, values, last, keys, vals = page_table(lengths, rng)
+    batch = len(lengths)
     q = rng.normal(0, 1, (batch, H_Q, HEAD_DIM)).astype(np.float32)
     out = np.zeros_like(q)
     lse = np.zeros((batch, H_Q), np.float32)
     sm_scale = 1 / math.sqrt(HEAD_DIM)
     arrays = [tvm.runtime.tensor(a) for a in (q, pages, indptr, values, last, np.zeros(batch, np.int32), np.zeros(batch, np.int32), out, lse)]
     build(paged_decode_attention(H_KV, H_Q, HEAD_DIM, PAGE))(*arrays, 0, 1.0, 10000.0, sm_scale)
-    for s, n in enumerate(LENGTHS):
+    for s, n in enumerate(lengths):
         expected, expected_lse = reference(q[s], keys[s], vals[s], sm_scale, n)
         np.testing.assert_allclose(arrays[7].numpy()[s], expected, atol=2e-5, err_msg=f"sequence of {n}")
         np.testing.assert_allclose(arrays[8].numpy()[s], expected_lse, atol=2e-5, err_msg=f"sequence of {n}")
