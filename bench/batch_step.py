@@ -8,11 +8,12 @@ Q4_1 GGUF as it is (`--model smollm2`, the default), a SmolLM2-135M-shaped rando
 every row forks the first N context tokens from one parent (served requests sharing a system
 prompt attend to those pages through the cache's paged-prefill kernel). `--context N`: each row
 holds N tokens before the timed steps (default 64; a long conversation's attention reads
-thousands). `--json` prints one
+thousands), prefilled in chunks of up to 256 (prefill_tok_s: their rate, each chunk attending
+to those before it). `--json` prints one
 JSON object as the last line (cpu_ms: the process's CPU time per step, which other processes on a
 busy machine do not inflate; with TVM_NUM_THREADS=1 it is the step's work, with more threads it also
 counts the pool's spinning): {"model", "shared", "context", "rows": [...], "step_ms": [...],
-"cpu_ms": [...], "agg_tok_s": [...], "sample_ms": [...], "functions": {rows: [[name, ms, calls], ...]}}."""
+"cpu_ms": [...], "agg_tok_s": [...], "sample_ms": [...], "prefill_tok_s": [...], "functions": {rows: [[name, ms, calls], ...]}}."""
 
 from __future__ import annotations
 
@@ -55,13 +56,17 @@ def profile(batch, rows: int, vocab: int, shared: int = 0, cpu_clock: bool = Fal
     if shared:
         batch.add(parent)
         _prefill(batch, parent, prompt)
+    prefill_s = 0.0
     for sequence in ids:
         if shared:
             batch.fork(parent, sequence, shared)
+            started = time.perf_counter()
             _prefill(batch, sequence, rng.integers(0, vocab, context - shared).tolist())
         else:
             batch.add(sequence)
+            started = time.perf_counter()
             _prefill(batch, sequence, rng.integers(0, vocab, context).tolist())
+        prefill_s += time.perf_counter() - started
     tokens = rng.integers(0, vocab, rows).tolist()
     batch.decode(ids, tokens)  # warm-up
     steps, cpu, sampled = [], [], []
@@ -85,6 +90,7 @@ def profile(batch, rows: int, vocab: int, shared: int = 0, cpu_clock: bool = Fal
         "agg_tok_s": round(rows * 1000 / step_ms, 1),
         "cpu_ms": round(statistics.median(cpu) * 1000, 2),
         "sample_ms": round(statistics.median(sampled) * 1000, 2),
+        "prefill_tok_s": round(rows * (context - shared) / prefill_s, 1),
         "functions": _top(functions),
     }
 
@@ -155,12 +161,12 @@ def main() -> None:
     for rows, f in figures.items():
         print(
             f"{rows:3d} rows: step {f['step_ms']:7.2f} ms  cpu {f['cpu_ms']:7.2f} ms  {f['agg_tok_s']:7.1f} tok/s  "
-            f"sampling {f['sample_ms']:6.2f} ms  top: "
+            f"sampling {f['sample_ms']:6.2f} ms  prefill {f['prefill_tok_s']:7.1f} tok/s  top: "
             + ", ".join(f"{name} {ms:.2f} ms x{calls}" for name, ms, calls in f["functions"][:4])
         )
     if args.json:
         result = {"model": args.model, "shared": args.shared, "context": args.context, "rows": rows_list}
-        for key in ("step_ms", "cpu_ms", "agg_tok_s", "sample_ms"):
+        for key in ("step_ms", "cpu_ms", "agg_tok_s", "sample_ms", "prefill_tok_s"):
             result[key] = [figures[r][key] for r in rows_list]
         result["functions"] = {str(r): figures[r]["functions"] for r in rows_list}
         print(json.dumps(result))

@@ -275,6 +275,91 @@ appended to a sequence that already holds tokens, and the prefix that forked seq
 (a decode step then attends to it through this kernel, all the sharing rows at once)."""
 
 
+QUERY_BLOCK = 16
+"""Query rows of one sequence a paged-prefill task attends together, one per vector lane."""
+KEYS_AT_ONCE = 8
+BLOCK_MIN_ROWS = 4
+"""Fewer rows than this (a decode step of forked sequences: one each) take the one-row softmax."""
+
+
+def _query_block_softmax(group: int, head_dim: int, page_size: int):
+    """A macro attending QUERY_BLOCK query rows of sequence `b` (tokens first_token.., the last
+    n_rows of them real, the rest repeating the last real one and never written) and one head to
+    the sequence's cached pages, row r seeing its first visible[r] keys. The rows are the vector
+    lanes: a page's scores are sixteen vectors, each key's dot product a multiply-add per head
+    dimension with the key's element broadcast, so no dot product ends in a horizontal sum (the
+    one-row softmax spends more on those sums than on the products) and each key is read once
+    for the whole block; the weighted values accumulate row by row along the head dimension."""
+    rows = QUERY_BLOCK
+
+    # fmt: off
+    @T.macro
+    def attend_block(q, pages, page_values, page_indptr, output, lse, sm_scale, b, first_token, n_rows, head, visible):
+        kv = T.meta_var(head // group)
+        query = T.sblock_alloc_buffer((head_dim, rows), "float32")  # transposed, in log2 units
+        scores = T.sblock_alloc_buffer((page_size, rows), "float32")  # then the page's weights
+        acc = T.sblock_alloc_buffer((rows, head_dim), "float32")
+        state = T.sblock_alloc_buffer((4, rows), "float32")  # running max, denominator, page max, rescale
+        reach = T.sblock_alloc_buffer((2,), "int32")  # the furthest row's keys, the page's id
+        for d in T.serial(head_dim):
+            for r in T.vectorized(rows):
+                query[d, r] = q[first_token + T.min(r, n_rows - 1), head, d] * sm_scale * T.float32(LOG2_E)
+        for r in T.serial(rows):
+            for i in T.vectorized(head_dim):
+                acc[r, i] = T.float32(0)
+        for r in T.vectorized(rows):
+            state[0, r] = T.float32(-5e4)
+            state[1, r] = T.float32(0)
+        reach[0] = 0
+        for r in T.serial(rows):
+            reach[0] = T.max(reach[0], visible[r])
+        for page in T.serial((reach[0] + page_size - 1) // page_size):
+            reach[1] = page_values[page_indptr[b] + page]
+            page_id = T.meta_var(reach[1])
+            for half in T.serial(page_size // KEYS_AT_ONCE):
+                # Under 1 KiB, so that LLVM keeps the KEYS_AT_ONCE score vectors in registers.
+                dots = T.sblock_alloc_buffer((KEYS_AT_ONCE, rows), "float32")
+                for key in T.unroll(KEYS_AT_ONCE):
+                    for r in T.vectorized(rows):
+                        dots[key, r] = T.float32(0)
+                for d in T.serial(head_dim):
+                    for key in T.unroll(KEYS_AT_ONCE):
+                        for r in T.vectorized(rows):
+                            dots[key, r] = dots[key, r] + query[d, r] * pages[page_id, 0, kv, half * KEYS_AT_ONCE + key, d]
+                for key in T.unroll(KEYS_AT_ONCE):
+                    for r in T.vectorized(rows):
+                        scores[half * KEYS_AT_ONCE + key, r] = dots[key, r]
+            for r in T.vectorized(rows):
+                state[2, r] = state[0, r]
+            for key in T.unroll(page_size):
+                for r in T.vectorized(rows):
+                    # Keys past a row's reach (and a last page's unwritten slots) weigh nothing.
+                    scores[key, r] = T.if_then_else(page * page_size + key < visible[r], scores[key, r], T.float32(-5e4))
+                    state[2, r] = T.max(state[2, r], scores[key, r])
+            for r in T.vectorized(rows):
+                state[3, r] = exp2(state[0, r] - state[2, r])
+                state[1, r] = state[1, r] * state[3, r]
+                state[0, r] = state[2, r]
+            for key in T.unroll(page_size):
+                for r in T.vectorized(rows):
+                    scores[key, r] = T.if_then_else(page * page_size + key < visible[r], exp2(scores[key, r] - state[0, r]), T.float32(0))
+                    state[1, r] = state[1, r] + scores[key, r]
+            for r in T.serial(rows):
+                for i in T.vectorized(head_dim):
+                    acc[r, i] = acc[r, i] * state[3, r]
+                # Only keys some row sees: a slot never written may hold NaN, and 0 * NaN is NaN.
+                for key in T.serial(T.min(page_size, reach[0] - page * page_size)):
+                    for i in T.vectorized(head_dim):
+                        acc[r, i] = acc[r, i] + scores[key, r] * pages[page_id, 1, kv, key, i]
+        for r in T.serial(rows):
+            if r < n_rows:
+                for i in T.vectorized(head_dim):
+                    output[first_token + r, head, i] = T.if_then_else(state[1, r] > T.float32(0), acc[r, i] / state[1, r], T.float32(0))
+                lse[first_token + r, head] = T.if_then_else(state[1, r] > T.float32(0), state[0, r] + T.log2(state[1, r]), T.float32(-5e4))
+    # fmt: on
+    return attend_block
+
+
 def paged_prefill_attention(h_kv: int, h_q: int, head_dim: int, page_size: int = 16):
     """One task per query token and head, in parallel: an online softmax over its sequence's
     cached keys (all of them, or with `causal` those up to the query's own position), page by
@@ -282,6 +367,8 @@ def paged_prefill_attention(h_kv: int, h_q: int, head_dim: int, page_size: int =
     of the whole cache for every query, so a batch of forked sequences took ten times as long
     to decode as the same batch unforked."""
     attend = _online_softmax(h_q // h_kv, head_dim, page_size)
+    attend_block = _query_block_softmax(h_q // h_kv, head_dim, page_size)
+    rows = QUERY_BLOCK
 
     # fmt: off
     @T.prim_func(s_tir=True)
@@ -312,21 +399,41 @@ def paged_prefill_attention(h_kv: int, h_q: int, head_dim: int, page_size: int =
         output = T.match_buffer(var_output, (total_len, h_q, head_dim), "float32")
         lse = T.match_buffer(var_lse, (total_len, h_q), "float32")
 
-        for task in T.parallel(total_len * h_q):
-            token = T.meta_var(task // h_q)
-            head = T.meta_var(task % h_q)
-            with T.sblock("attend"):
-                where = T.sblock_alloc_buffer((2,), "int32")  # the query's sequence, keys it sees
-                where[0] = 0
-                for j in T.serial(batch_size):
-                    if q_indptr[j] <= token:
-                        where[0] = j
-                b = T.meta_var(where[0])
-                where[1] = T.if_then_else(page_indptr[b + 1] > page_indptr[b], (page_indptr[b + 1] - page_indptr[b] - 1) * page_size + last_page_len[b], 0)
-                if causal > 0:
-                    # Keys up to the query's position: kv_len - qo_len + its row in the chunk.
-                    where[1] = T.min(where[1], where[1] - (q_indptr[b + 1] - q_indptr[b]) + (token - q_indptr[b]) + 1)
-                attend(q, pages, page_values, page_indptr, output, lse, sm_scale, b, token, head, T.max(where[1], 0))
+        with T.sblock("blocks"):
+            count = T.sblock_alloc_buffer((1,), "int32")  # query blocks over all sequences
+            count[0] = 0
+            for j in T.serial(batch_size):
+                count[0] = count[0] + (q_indptr[j + 1] - q_indptr[j] + rows - 1) // rows
+            for task in T.parallel(count[0] * h_q):
+                block = T.meta_var(task // h_q)
+                head = T.meta_var(task % h_q)
+                with T.sblock("attend"):
+                    # The block's sequence, the blocks before it, a running count; its first row
+                    # in the sequence, its rows, the sequence's keys.
+                    where = T.sblock_alloc_buffer((6,), "int32")
+                    visible = T.sblock_alloc_buffer((rows,), "int32")
+                    where[0] = 0
+                    where[1] = 0
+                    where[2] = 0
+                    for j in T.serial(batch_size):
+                        if where[2] <= block:  # the last sequence starting at or before it owns it
+                            where[0] = j
+                            where[1] = where[2]
+                        where[2] = where[2] + (q_indptr[j + 1] - q_indptr[j] + rows - 1) // rows
+                    b = T.meta_var(where[0])
+                    where[3] = (block - where[1]) * rows
+                    where[4] = T.min(rows, q_indptr[b + 1] - q_indptr[b] - where[3])
+                    where[5] = T.if_then_else(page_indptr[b + 1] > page_indptr[b], (page_indptr[b + 1] - page_indptr[b] - 1) * page_size + last_page_len[b], 0)
+                    for r in T.serial(rows):
+                        visible[r] = where[5]
+                        if causal > 0:
+                            # Keys up to the query's position: kv_len - qo_len + its row in the chunk.
+                            visible[r] = T.max(T.min(where[5], where[5] - (q_indptr[b + 1] - q_indptr[b]) + where[3] + T.min(r, where[4] - 1) + 1), 0)
+                    if where[4] >= BLOCK_MIN_ROWS:
+                        attend_block(q, pages, page_values, page_indptr, output, lse, sm_scale, b, q_indptr[b] + where[3], where[4], head, visible)
+                    else:
+                        for r in T.serial(where[4]):
+                            attend(q, pages, page_values, page_indptr, output, lse, sm_scale, b, q_indptr[b] + where[3] + r, head, visible[r])
     # fmt: on
     return paged_prefill.with_attrs({"tirx.is_scheduled": True, KERNEL_ATTR: "attention"})
 

@@ -17,7 +17,8 @@ LENGTHS = [0, 1, 15, 16, 37]
 
 
 def page_table(lengths: list[int], rng: np.random.Generator):
-    """Pages holding random keys and values for each sequence, handed out in a shuffled order:
+    """Pages holding random keys and values for each sequence (NaN in the slots past its end),
+    handed out in a shuffled order:
     (pages, page_indptr, page_values, last_page_len, keys per sequence, values per sequence)."""
     counts = [math.ceil(n / PAGE) for n in lengths]
     order = rng.permutation(sum(counts) + 2).astype(np.int32)  # two pages no sequence uses
@@ -25,6 +26,9 @@ def page_table(lengths: list[int], rng: np.random.Generator):
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
     values = order[: indptr[-1]]
     last = np.array([n - (c - 1) * PAGE if c else 0 for n, c in zip(lengths, counts)], np.int32)
+    for s, n in enumerate(lengths):
+        if counts[s]:  # slots a sequence never wrote may hold anything, NaN included
+            pages[values[indptr[s + 1] - 1], :, :, last[s]:] = np.nan
     keys, vals = [], []
     for s, n in enumerate(lengths):
         mine = pages[values[indptr[s] : indptr[s + 1]]]  # [pages, 2, h_kv, PAGE, d]
@@ -76,14 +80,18 @@ def test_decode_attention_matches_numpy(lengths):
         np.testing.assert_allclose(arrays[8].numpy()[s], expected_lse, atol=2e-5, err_msg=f"sequence of {n}")
 
 
+@pytest.mark.parametrize("longest_chunk", [3, 33], ids=["rows-one-by-one", "rows-in-blocks"])
 @pytest.mark.parametrize("causal", [0, 1])
-def test_paged_prefill_attention_matches_numpy(causal):
-    """Each sequence's last `chunk` rows are queries; causal: row r sees the keys up to its own."""
-    from engine.tvm_backend.attention import paged_prefill_attention
+def test_paged_prefill_attention_matches_numpy(causal, longest_chunk):
+    """Each sequence's last `chunk` rows are queries; causal: row r sees the keys up to its own.
+    Chunks of up to 3 rows take the one-row softmax; of up to 33, query blocks of 16 rows (whole
+    ones, a 15-row one, and a 1-row remainder that takes the one-row softmax) beside a 1-row chunk."""
+    from engine.tvm_backend.attention import BLOCK_MIN_ROWS, QUERY_BLOCK, paged_prefill_attention
 
+    assert (QUERY_BLOCK, BLOCK_MIN_ROWS) == (16, 4)
     rng = np.random.default_rng(1)
     lengths = [n for n in LENGTHS if n]
-    chunks = [min(n, 3) for n in lengths]
+    chunks = [min(n, longest_chunk) for n in lengths]
     pages, indptr, values, last, keys, vals = page_table(lengths, rng)
     q_indptr = np.concatenate([[0], np.cumsum(chunks)]).astype(np.int32)
     total = int(q_indptr[-1])
