@@ -41,20 +41,14 @@ def supports(head_dim: int) -> bool:
     return head_dim % LANES == 0
 
 
-PREFILL_ROWS = 2
-"""Query rows one prefill task carries: their dot products and softmax updates are independent
-chains the core overlaps, where a single row waits on each reduction and exp2 in turn."""
-
-
 def ragged_prefill_attention(h_kv: int, h_q: int, head_dim: int):
-    """One task per (block of PREFILL_ROWS query tokens, head), in parallel: an online softmax
-    over the visible keys with the dot products and the value accumulation vectorised along the
-    head dimension (which must be a multiple of 16: see supports). Rows past the chunk's end
-    repeat its last row and are not written."""
-    group = h_q // h_kv
-    lanes = LANES
-    blocks = head_dim // lanes
-    rows = PREFILL_ROWS
+    """One task per block of QUERY_BLOCK query rows of a sequence and head, in parallel (one
+    fork-join per sequence): _query_block_softmax over the chunk's own keys, KEY_TILE at a time,
+    each row seeing those up to its own position when `causal`. When a task took two rows, each
+    dot product ended in a horizontal sum and the softmax rescaled at every larger score: a
+    256-token SmolLM2 prompt prefilled at 1,490-1,620 tok/s, against 1,790-2,120 now."""
+    rows = QUERY_BLOCK
+    attend_block = _query_block_softmax(h_q // h_kv, head_dim, KEY_TILE, ragged=True)
 
     # fmt: off
     @T.prim_func(s_tir=True)
@@ -84,48 +78,18 @@ def ragged_prefill_attention(h_kv: int, h_q: int, head_dim: int):
         for b in T.serial(batch_size):
             for task in T.parallel((q_indptr[b + 1] - q_indptr[b] + rows - 1) // rows * h_q):
                 with T.sblock("attend"):
-                    acc = T.sblock_alloc_buffer((rows, head_dim), "float32")
-                    partial = T.sblock_alloc_buffer((rows, lanes), "float32")
-                    state = T.sblock_alloc_buffer((rows, 3), "float32")  # running max, denominator, score/weight
-                    row = T.sblock_alloc_buffer((rows,), "int32")  # chunk row, clamped to the last
-                    last_key = T.sblock_alloc_buffer((rows,), "int32")
-                    for r in T.unroll(rows):
-                        row[r] = T.min(task // h_q * rows + r, q_indptr[b + 1] - q_indptr[b] - 1)
-                        last_key[r] = T.if_then_else(causal > 0, (kv_indptr[b + 1] - kv_indptr[b]) - (q_indptr[b + 1] - q_indptr[b]) + row[r], kv_indptr[b + 1] - kv_indptr[b] - 1)
-                        for i in T.vectorized(head_dim):
-                            acc[r, i] = T.float32(0)
-                        state[r, 0] = T.float32(-5e4)
-                        state[r, 1] = T.float32(0)
-                    for key in T.serial(last_key[rows - 1] + 1):
-                        for r in T.unroll(rows):
-                            if key <= last_key[r]:
-                                for lane in T.vectorized(lanes):
-                                    partial[r, lane] = T.float32(0)
-                                for block in T.unroll(blocks):
-                                    for lane in T.vectorized(lanes):
-                                        partial[r, lane] = partial[r, lane] + q[q_indptr[b] + row[r], task % h_q, block * lanes + lane] * k[kv_indptr[b] + key, task % h_q // group, block * lanes + lane]
-                                # Pairwise halving: three vector adds instead of fifteen scalar ones.
-                                for lane in T.vectorized(8):
-                                    partial[r, lane] = partial[r, lane] + partial[r, lane + 8]
-                                for lane in T.vectorized(4):
-                                    partial[r, lane] = partial[r, lane] + partial[r, lane + 4]
-                                for lane in T.vectorized(2):
-                                    partial[r, lane] = partial[r, lane] + partial[r, lane + 2]
-                                state[r, 2] = (partial[r, 0] + partial[r, 1]) * sm_scale * T.float32(LOG2_E)
-                                if state[r, 2] > state[r, 0]:
-                                    for i in T.vectorized(head_dim):
-                                        acc[r, i] = acc[r, i] * exp2(state[r, 0] - state[r, 2])
-                                    state[r, 1] = state[r, 1] * exp2(state[r, 0] - state[r, 2])
-                                    state[r, 0] = state[r, 2]
-                                state[r, 2] = exp2(state[r, 2] - state[r, 0])
-                                for i in T.vectorized(head_dim):
-                                    acc[r, i] = acc[r, i] + state[r, 2] * v[kv_indptr[b] + key, task % h_q // group, i]
-                                state[r, 1] = state[r, 1] + state[r, 2]
-                    for r in T.unroll(rows):
-                        if task // h_q * rows + r < q_indptr[b + 1] - q_indptr[b]:
-                            for i in T.vectorized(head_dim):
-                                output[q_indptr[b] + row[r], task % h_q, i] = acc[r, i] / state[r, 1]
-                            lse[q_indptr[b] + row[r], task % h_q] = state[r, 0] + T.log2(state[r, 1])
+                    # The block's first row in the chunk, its rows, the sequence's keys.
+                    where = T.sblock_alloc_buffer((3,), "int32")
+                    visible = T.sblock_alloc_buffer((rows,), "int32")
+                    where[0] = task // h_q * rows
+                    where[1] = T.min(rows, q_indptr[b + 1] - q_indptr[b] - where[0])
+                    where[2] = kv_indptr[b + 1] - kv_indptr[b]
+                    for r in T.serial(rows):
+                        visible[r] = where[2]
+                        if causal > 0:
+                            visible[r] = T.max(T.min(where[2], where[2] - (q_indptr[b + 1] - q_indptr[b]) + where[0] + T.min(r, where[1] - 1) + 1), 0)
+                    attend_block(q, k, v, kv_indptr, kv_indptr, output, lse, sm_scale, b, q_indptr[b] + where[0], where[1], task % h_q,
+                                 visible, kv_indptr[b], kv_indptr[b + 1] - 1)
     # fmt: on
     return ragged_prefill.with_attrs({"tirx.is_scheduled": True, KERNEL_ATTR: "attention"})
 
@@ -276,25 +240,31 @@ appended to a sequence that already holds tokens, and the prefix that forked seq
 
 
 QUERY_BLOCK = 16
-"""Query rows of one sequence a paged-prefill task attends together, one per vector lane."""
+"""Query rows of one sequence a prefill task attends together, one per vector lane."""
+KEY_TILE = 16
+"""The chunk's own keys a ragged-prefill task scores at once (as a page of the cache holds)."""
 KEYS_AT_ONCE = 8
 BLOCK_MIN_ROWS = 4
 """Fewer rows than this (a decode step of forked sequences: one each) take the one-row softmax."""
 
 
-def _query_block_softmax(group: int, head_dim: int, page_size: int):
+def _query_block_softmax(group: int, head_dim: int, page_size: int, ragged: bool = False):
     """A macro attending QUERY_BLOCK query rows of sequence `b` (tokens first_token.., the last
     n_rows of them real, the rest repeating the last real one and never written) and one head to
     the sequence's cached pages, row r seeing its first visible[r] keys. The rows are the vector
     lanes: a page's scores are sixteen vectors, each key's dot product a multiply-add per head
     dimension with the key's element broadcast, so no dot product ends in a horizontal sum (the
     one-row softmax spends more on those sums than on the products) and each key is read once
-    for the whole block; the weighted values accumulate row by row along the head dimension."""
+    for the whole block; the weighted values accumulate row by row along the head dimension.
+
+    `ragged`: the keys and values are the chunk's own, `keys` and `values` [tokens, h_kv, dim]
+    from row `base` to `last` of them, taken page_size at a time; else `keys` is the cache's
+    pages (and `values` the same), the sequence's pages listed from page_indptr[b]."""
     rows = QUERY_BLOCK
 
     # fmt: off
     @T.macro
-    def attend_block(q, pages, page_values, page_indptr, output, lse, sm_scale, b, first_token, n_rows, head, visible):
+    def attend_block(q, keys, values, page_values, page_indptr, output, lse, sm_scale, b, first_token, n_rows, head, visible, base, last):
         kv = T.meta_var(head // group)
         query = T.sblock_alloc_buffer((head_dim, rows), "float32")  # transposed, in log2 units
         scores = T.sblock_alloc_buffer((page_size, rows), "float32")  # then the page's weights
@@ -314,7 +284,8 @@ def _query_block_softmax(group: int, head_dim: int, page_size: int):
         for r in T.serial(rows):
             reach[0] = T.max(reach[0], visible[r])
         for page in T.serial((reach[0] + page_size - 1) // page_size):
-            reach[1] = page_values[page_indptr[b] + page]
+            if not ragged:
+                reach[1] = page_values[page_indptr[b] + page]
             page_id = T.meta_var(reach[1])
             for half in T.serial(page_size // KEYS_AT_ONCE):
                 # Under 1 KiB, so that LLVM keeps the KEYS_AT_ONCE score vectors in registers.
@@ -325,7 +296,10 @@ def _query_block_softmax(group: int, head_dim: int, page_size: int):
                 for d in T.serial(head_dim):
                     for key in T.unroll(KEYS_AT_ONCE):
                         for r in T.vectorized(rows):
-                            dots[key, r] = dots[key, r] + query[d, r] * pages[page_id, 0, kv, half * KEYS_AT_ONCE + key, d]
+                            if ragged:  # past the chunk's last key the last one (masked below)
+                                dots[key, r] = dots[key, r] + query[d, r] * keys[T.min(base + page * page_size + half * KEYS_AT_ONCE + key, last), kv, d]
+                            else:
+                                dots[key, r] = dots[key, r] + query[d, r] * keys[page_id, 0, kv, half * KEYS_AT_ONCE + key, d]
                 for key in T.unroll(KEYS_AT_ONCE):
                     for r in T.vectorized(rows):
                         scores[half * KEYS_AT_ONCE + key, r] = dots[key, r]
@@ -350,7 +324,10 @@ def _query_block_softmax(group: int, head_dim: int, page_size: int):
                 # Only keys some row sees: a slot never written may hold NaN, and 0 * NaN is NaN.
                 for key in T.serial(T.min(page_size, reach[0] - page * page_size)):
                     for i in T.vectorized(head_dim):
-                        acc[r, i] = acc[r, i] + scores[key, r] * pages[page_id, 1, kv, key, i]
+                        if ragged:
+                            acc[r, i] = acc[r, i] + scores[key, r] * values[base + page * page_size + key, kv, i]
+                        else:
+                            acc[r, i] = acc[r, i] + scores[key, r] * values[page_id, 1, kv, key, i]
         for r in T.serial(rows):
             if r < n_rows:
                 for i in T.vectorized(head_dim):
@@ -430,7 +407,7 @@ def paged_prefill_attention(h_kv: int, h_q: int, head_dim: int, page_size: int =
                             # Keys up to the query's position: kv_len - qo_len + its row in the chunk.
                             visible[r] = T.max(T.min(where[5], where[5] - (q_indptr[b + 1] - q_indptr[b]) + where[3] + T.min(r, where[4] - 1) + 1), 0)
                     if where[4] >= BLOCK_MIN_ROWS:
-                        attend_block(q, pages, page_values, page_indptr, output, lse, sm_scale, b, q_indptr[b] + where[3], where[4], head, visible)
+                        attend_block(q, pages, pages, page_values, page_indptr, output, lse, sm_scale, b, q_indptr[b] + where[3], where[4], head, visible, 0, 0)
                     else:
                         for r in T.serial(where[4]):
                             attend(q, pages, page_values, page_indptr, output, lse, sm_scale, b, q_indptr[b] + where[3] + r, head, visible[r])

@@ -1,7 +1,8 @@
 """The paged KV cache's CPU attention kernels (engine/tvm_backend/attention.py), called directly on
 a hand-built page table against a numpy softmax attention: decode (one query per sequence) over
 sequences of several lengths (an empty one, one key, a part-filled last page, whole pages) with
-grouped-query heads, and the paged prefill kernel's causal and non-causal forms."""
+grouped-query heads, the paged prefill kernel's causal and non-causal forms, row by row and in
+query blocks, and the ragged prefill kernel (a chunk attending to its own keys)."""
 
 from __future__ import annotations
 
@@ -111,3 +112,33 @@ def test_paged_prefill_attention_matches_numpy(causal, longest_chunk):
             expected, expected_lse = reference(q[token], keys[s], vals[s], sm_scale, visible)
             np.testing.assert_allclose(arrays[8].numpy()[token], expected, atol=2e-5, err_msg=f"{n} keys, row {r}")
             np.testing.assert_allclose(arrays[9].numpy()[token], expected_lse, atol=2e-5, err_msg=f"{n} keys, row {r}")
+
+
+@pytest.mark.parametrize("causal", [0, 1])
+def test_ragged_prefill_attention_matches_numpy(causal):
+    """A chunk of each sequence attending to its own keys: chunks of 1, 15, 16 and 37 rows (query
+    blocks of 16: partly filled, whole, and two whole ones beside a partial one, and key tiles
+    past the chunk's end), causal or not."""
+    from engine.tvm_backend.attention import ragged_prefill_attention
+
+    rng = np.random.default_rng(2)
+    lengths = [1, 15, 16, 37]
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    total = int(indptr[-1])
+    q = rng.normal(0, 1, (total, H_Q, HEAD_DIM)).astype(np.float32)
+    k = rng.normal(0, 1, (total, H_KV, HEAD_DIM)).astype(np.float32)
+    v = rng.normal(0, 1, (total, H_KV, HEAD_DIM)).astype(np.float32)
+    out = np.zeros_like(q)
+    lse = np.zeros((total, H_Q), np.float32)
+    sm_scale = 1 / math.sqrt(HEAD_DIM)
+    zeros = np.zeros(total, np.int32)
+    arrays = [tvm.runtime.tensor(a) for a in (q, indptr, k, v, indptr, zeros, np.zeros(len(lengths), np.int32), out, lse)]
+    build(ragged_prefill_attention(H_KV, H_Q, HEAD_DIM))(*arrays, causal, 0, 1.0, 10000.0, sm_scale)
+    for s, n in enumerate(lengths):
+        keys = k[indptr[s] : indptr[s + 1]].transpose(1, 0, 2)
+        vals = v[indptr[s] : indptr[s + 1]].transpose(1, 0, 2)
+        for r in range(n):
+            token = indptr[s] + r
+            expected, expected_lse = reference(q[token], keys, vals, sm_scale, r + 1 if causal else n)
+            np.testing.assert_allclose(arrays[7].numpy()[token], expected, atol=2e-5, err_msg=f"{n} rows, row {r}")
+            np.testing.assert_allclose(arrays[8].numpy()[token], expected_lse, atol=2e-5, err_msg=f"{n} rows, row {r}")
