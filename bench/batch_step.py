@@ -8,7 +8,7 @@ Q4_1 GGUF as it is (`--model smollm2`, the default), a SmolLM2-135M-shaped rando
 every row forks the first N context tokens from one parent (served requests sharing a system
 prompt attend to those pages through the cache's paged-prefill kernel). `--context N`: each row
 holds N tokens before the timed steps (default 64; a long conversation's attention reads
-thousands), prefilled in chunks of up to 256 (prefill_tok_s: their rate, each chunk attending
+thousands), prefilled in chunks of up to 256 as `tandem serve` does (prefill_tok_s: their rate, each chunk attending
 to those before it). `--json` prints one
 JSON object as the last line (cpu_ms: the process's CPU time per step, which other processes on a
 busy machine do not inflate; with TVM_NUM_THREADS=1 it is the step's work, with more threads it also
@@ -30,7 +30,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CONTEXT_TOKENS = 64
 """Each sequence's prompt before the timed steps, unless `--context` says otherwise: the
 attention reads this much cache."""
-PREFILL_CHUNK = 256
 STEPS = 16
 TOP_FUNCTIONS = 16
 
@@ -149,11 +148,12 @@ def main() -> None:
         model_dir = model_dir_for(args.model, Path(scratch))
         from engine.loader import open_engine
         from engine.tvm_backend.batch_session import BatchSession
+        from engine.tvm_backend.scheduler import STEP_PREFILL_TOKENS
 
         engine = open_engine(model_dir, backend="tvm")
         try:
             kv_tokens = max(rows_list) * 2 * (args.context + 64)
-            batch = BatchSession(engine.session, max(rows_list), kv_tokens, min(args.context, PREFILL_CHUNK))
+            batch = BatchSession(engine.session, max(rows_list), kv_tokens, min(args.context, STEP_PREFILL_TOKENS))
             vocab = engine.session.vocab_rows
             figures = {rows: profile(batch, rows, vocab, args.shared, args.cpu_clock, args.context) for rows in rows_list}
         finally:

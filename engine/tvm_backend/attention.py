@@ -41,6 +41,18 @@ def supports(head_dim: int) -> bool:
     return head_dim % LANES == 0
 
 
+def _cached_keys(page_indptr: tirx.Buffer, last_page_len: tirx.Buffer, b, page_size: int) -> tirx.PrimExpr:
+    """Keys sequence b holds in the cache: its full pages and its last one's filled slots."""
+    pages = page_indptr[b + 1] - page_indptr[b]
+    return tirx.if_then_else(pages > 0, (pages - 1) * page_size + last_page_len[b], 0)
+
+
+def _causal_keys(kv_len, q_len, row) -> tirx.PrimExpr:
+    """Keys a chunk's query `row` sees under a causal mask, the chunk being the last q_len of
+    kv_len keys: those up to its own position (kv_len - q_len + row), none below zero."""
+    return tirx.max(tirx.min(kv_len, kv_len - q_len + row + 1), 0)
+
+
 def ragged_prefill_attention(h_kv: int, h_q: int, head_dim: int):
     """One task per block of QUERY_BLOCK query rows of a sequence and head, in parallel (one
     fork-join per sequence): _query_block_softmax over the chunk's own keys, KEY_TILE at a time,
@@ -87,7 +99,7 @@ def ragged_prefill_attention(h_kv: int, h_q: int, head_dim: int):
                     for r in T.serial(rows):
                         visible[r] = where[2]
                         if causal > 0:
-                            visible[r] = T.max(T.min(where[2], where[2] - (q_indptr[b + 1] - q_indptr[b]) + where[0] + T.min(r, where[1] - 1) + 1), 0)
+                            visible[r] = _causal_keys(where[2], q_indptr[b + 1] - q_indptr[b], where[0] + T.min(r, where[1] - 1))
                     attend_block(q, k, v, kv_indptr, kv_indptr, output, lse, sm_scale, b, q_indptr[b] + where[0], where[1], task % h_q,
                                  visible, kv_indptr[b], kv_indptr[b + 1] - 1)
     # fmt: on
@@ -222,13 +234,13 @@ def paged_decode_attention(h_kv: int, h_q: int, head_dim: int, page_size: int = 
                 b = T.meta_var(task // tasks_per_row)
                 with T.sblock("attend_shared"):
                     attend_shared(q, pages, page_values, page_indptr, output, lse, sm_scale, b, b, task % tasks_per_row * heads,
-                                  T.if_then_else(page_indptr[b + 1] > page_indptr[b], (page_indptr[b + 1] - page_indptr[b] - 1) * page_size + last_page_len[b], 0))
+                                  _cached_keys(page_indptr, last_page_len, b, page_size))
         else:
             for task in T.parallel(batch_size * h_q):
                 b = T.meta_var(task // h_q)
                 with T.sblock("attend_each"):
                     attend_each(q, pages, page_values, page_indptr, output, lse, sm_scale, b, b, task % h_q,
-                                T.if_then_else(page_indptr[b + 1] > page_indptr[b], (page_indptr[b + 1] - page_indptr[b] - 1) * page_size + last_page_len[b], 0))
+                                _cached_keys(page_indptr, last_page_len, b, page_size))
     # fmt: on
     return paged_decode.with_attrs({"tirx.is_scheduled": True, KERNEL_ATTR: "attention"})
 
@@ -404,12 +416,11 @@ def paged_prefill_attention(h_kv: int, h_q: int, head_dim: int, page_size: int =
                     b = T.meta_var(where[0])
                     where[3] = (block - where[1]) * rows
                     where[4] = T.min(rows, q_indptr[b + 1] - q_indptr[b] - where[3])
-                    where[5] = T.if_then_else(page_indptr[b + 1] > page_indptr[b], (page_indptr[b + 1] - page_indptr[b] - 1) * page_size + last_page_len[b], 0)
+                    where[5] = _cached_keys(page_indptr, last_page_len, b, page_size)
                     for r in T.serial(rows):
                         visible[r] = where[5]
                         if causal > 0:
-                            # Keys up to the query's position: kv_len - qo_len + its row in the chunk.
-                            visible[r] = T.max(T.min(where[5], where[5] - (q_indptr[b + 1] - q_indptr[b]) + where[3] + T.min(r, where[4] - 1) + 1), 0)
+                            visible[r] = _causal_keys(where[5], q_indptr[b + 1] - q_indptr[b], where[3] + T.min(r, where[4] - 1))
                     if where[4] >= BLOCK_MIN_ROWS:
                         attend_block(q, pages, pages, page_values, page_indptr, output, lse, sm_scale, b, q_indptr[b] + where[3], where[4], head, visible, 0, 0)
                     else:
