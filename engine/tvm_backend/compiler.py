@@ -148,26 +148,38 @@ def _export(config: ModelConfig, kind: WeightKinds, target: HostTarget):
     # whether decode runs the fused int8 kernels (int8_decode.py).
     with (target.target, cpu_matmul(target.cpu_matmul), int8_isa_scope(target.int8_isa),
           decode_fusion(target.decode_fusion)):
-        model = LlamaForCausalLM(config, kind, target.target)
+        model = LlamaForCausalLM(config, kind, target.target, kv_cache_dtype(config, target))
         module, named_params = model.export_tvm(spec=model.export_spec())
     if not target.is_gpu:
-        module = _with_parallel_prefill_attention(module, config)
+        module = _with_parallel_prefill_attention(module, config, model.kv_dtype)
     params = tuple(
         (name, tuple(int(dim) for dim in param.shape), str(param.dtype)) for name, param in named_params
     )
     return module, params
 
 
-def _with_parallel_prefill_attention(module: tvm.IRModule, config: ModelConfig) -> tvm.IRModule:
+def kv_cache_dtype(config: ModelConfig, target: HostTarget) -> str:
+    """The KV cache's dtype: the target's choice (float16 on the CPU unless TANDEM_KV_CACHE says
+    otherwise) where Tandem's attention and RoPE kernels serve the model, which read halves and
+    compute in float32; float32 where TVM's own kernels do (a GPU, an unsupported head size or
+    RoPE), whose float16 forms were never checked here."""
+    from engine.models.llama import kv_cache_rope
+    from engine.tvm_backend import attention
+
+    served = not target.is_gpu and attention.supports(config.head_dim)
+    return target.kv_cache if served and attention.supports_rope(kv_cache_rope(config)[1]) else "float32"
+
+
+def _with_parallel_prefill_attention(module: tvm.IRModule, config: ModelConfig, kv_dtype: str) -> tvm.IRModule:
     """Swap the KV cache's serial ragged-prefill, paged-prefill and decode attention for Tandem's
     parallel ones, and its RoPE for one that computes each rotation once per token rather than
-    per head."""
+    per head; all of them for a cache of `kv_dtype`."""
     from engine.tvm_backend import attention
 
     if not attention.supports(config.head_dim):
         return module
     heads = (config.num_key_value_heads, config.num_attention_heads, config.head_dim)
-    kernels = {
+    kernels: dict[str, Callable[..., tvm.tirx.PrimFunc]] = {
         attention.RAGGED_PREFILL_NAME: attention.ragged_prefill_attention,
         attention.DECODE_NAME: attention.paged_decode_attention,
         attention.PAGED_PREFILL_NAME: attention.paged_prefill_attention,
@@ -175,13 +187,14 @@ def _with_parallel_prefill_attention(module: tvm.IRModule, config: ModelConfig) 
     names = {global_var.name_hint: global_var for global_var in module.functions}
     for name, build in kernels.items():
         if name in names:
-            module.update_func(names[name], build(*heads))
+            module.update_func(names[name], build(*heads, dtype=kv_dtype))
     from engine.models.llama import kv_cache_rope
 
     scale, scaling = kv_cache_rope(config)
     if attention.ROPE_NAME in names and attention.supports_rope(scaling):
         rope = attention.fused_rope(
-            config.num_attention_heads, config.num_key_value_heads, config.head_dim, config.rope_theta, scale, scaling
+            config.num_attention_heads, config.num_key_value_heads, config.head_dim, config.rope_theta, scale, scaling,
+            kv_dtype,
         )
         module.update_func(names[attention.ROPE_NAME], rope)
     return module

@@ -1,10 +1,11 @@
 """Which device to compile for: a GPU (cuda, metal, vulkan) when this TVM build can drive one
 and one is present, else the host CPU with its detected microarchitecture; TANDEM_DEVICE forces
 one. On the CPU, TANDEM_CPU_MATMUL picks how the 4-bit linear layers compute, and for int8 the
-host's features pick the instructions (TANDEM_INT8_ISA forces a variant).
+host's features pick the instructions (TANDEM_INT8_ISA forces a variant); TANDEM_KV_CACHE the
+KV cache's dtype.
 
-A target's string (with the GPU arch and the host's mcpu), its matmul mode and int8 variant are
-part of the compile cache key because a library is tied to them."""
+A target's string (with the GPU arch and the host's mcpu), its matmul mode, int8 variant and KV
+cache dtype are part of the compile cache key because a library is tied to them."""
 
 from __future__ import annotations
 
@@ -34,6 +35,10 @@ CPU_MATMUL_MODES: tuple[CpuMatmul, ...] = ("float", "int8")
 DECODE_FUSION_ENV = "TANDEM_DECODE_FUSION"
 """on (the default) or off: with int8, each linear layer of a decode step is one kernel with the
 norm, SwiGLU and residual add around it (int8_decode.py); off keeps them apart, to compare."""
+KV_CACHE_ENV = "TANDEM_KV_CACHE"
+"""float16 (the default) or float32: the dtype of the KV cache on the CPU. Halves are half the
+memory a long context's attention reads (the kernels compute in float32 either way)."""
+KV_CACHE_DTYPES = ("float16", "float32")
 _BUILD_FLAGS = {"cuda": "USE_CUDA", "metal": "USE_METAL", "vulkan": "USE_VULKAN"}
 _RUNTIME_NEEDS = {
     "cuda": "the NVIDIA driver's libcuda.so.1 or CUDA 13's libcudart.so.13",
@@ -55,6 +60,9 @@ class HostTarget:
     """With int8: the instructions its kernels use (int8_kernels.Int8Isa)."""
     decode_fusion: bool = False
     """With int8: whether decode runs the fused one-row kernels (see DECODE_FUSION_ENV)."""
+    kv_cache: str = "float32"
+    """The KV cache's dtype where Tandem's attention kernels serve the model (see KV_CACHE_ENV);
+    a GPU keeps TVM's kernels and float32."""
 
     @property
     def is_gpu(self) -> bool:
@@ -64,7 +72,8 @@ class HostTarget:
     def cache_key(self) -> str:
         isa = f":{self.int8_isa}" if self.cpu_matmul == "int8" else ""
         fused = ":fused-decode" if self.decode_fusion else ""
-        return f"{self.kind}:{self.target}:{self.cpu_matmul}{isa}{fused}"
+        kv = f":kv-{self.kv_cache}" if self.kv_cache != "float32" else ""
+        return f"{self.kind}:{self.target}:{self.cpu_matmul}{isa}{fused}{kv}"
 
 
 def host_target(device: str | None = None, model_matmul: str | None = None) -> HostTarget:
@@ -105,7 +114,15 @@ def cpu_target(model_matmul: str | None = None) -> HostTarget:
     count = f"{threads} threads" if threads else "TVM's default threads"
     label = f"cpu ({mcpu}, {count}{f', int8 matmul ({isa})' if isa else ''})"
     fused = decode_fusion_wanted()  # read (and checked) whatever the matmul mode
-    return HostTarget(target, tvm.cpu(), label, "cpu", matmul, isa, matmul == "int8" and fused)
+    return HostTarget(target, tvm.cpu(), label, "cpu", matmul, isa, matmul == "int8" and fused, kv_cache_wanted())
+
+
+def kv_cache_wanted() -> str:
+    """$TANDEM_KV_CACHE: float16 unless it says float32."""
+    wanted = os.environ.get(KV_CACHE_ENV, "float16").strip().lower() or "float16"
+    if wanted not in KV_CACHE_DTYPES:
+        raise EngineError(f"Unknown value {wanted!r} in {KV_CACHE_ENV}; use float16 or float32.")
+    return wanted
 
 
 def decode_fusion_wanted() -> bool:

@@ -23,7 +23,9 @@ from pathlib import Path
 
 WARM_DIR = "warm"
 FORMAT = 1
-ENV_SETTINGS = ("TANDEM_DEVICE", "TANDEM_CPU_MATMUL", "TANDEM_INT8_ISA", "TANDEM_DECODE_FUSION", "TVM_NUM_THREADS")
+ENV_SETTINGS = (
+    "TANDEM_DEVICE", "TANDEM_CPU_MATMUL", "TANDEM_INT8_ISA", "TANDEM_DECODE_FUSION", "TANDEM_KV_CACHE", "TVM_NUM_THREADS"
+)
 """The settings a compiled library or its label depend on (target.py reads them)."""
 _GPU_NODES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dri")
 """Their appearing (a driver installed) may change what device "auto" picks."""

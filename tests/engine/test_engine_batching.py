@@ -24,9 +24,11 @@ PROMPTS = (
     "How do I search my history?",
 )
 WAIT_S = 120
-LOGPROB_TOLERANCE = 1e-4
+LOGPROB_TOLERANCE = {"rel": 1e-3, "abs": 2e-3}
 """A batch decodes with the many-row matmul kernels, a lone sequence with the one-row ones: the
-same sums in another order (measured apart by under 1e-5 on tandem-nano)."""
+same sums in another order, apart by under 1e-5 on tandem-nano, but the float16 KV cache (the
+CPU's default) rounds q, k, v and the attention output to halves, where such a difference can
+flip a last bit: measured apart by up to 6.6e-4 at a logprob of -3.6 and 4.0e-3 at -13.8."""
 
 
 @dataclass
@@ -128,9 +130,9 @@ def test_batched_greedy_output_and_logprobs_equal_one_at_a_time(nano, scheduler)
         assert [t.token_id for t in batched.tokens] == [t.token_id for t in alone.tokens]
         assert "".join(t.text for t in batched.tokens) == "".join(t.text for t in alone.tokens)
         for b, a in zip(batched.tokens, alone.tokens):
-            assert b.logprob == pytest.approx(a.logprob, abs=LOGPROB_TOLERANCE)
+            assert b.logprob == pytest.approx(a.logprob, **LOGPROB_TOLERANCE)
             assert [x.token_id for x in b.top] == [x.token_id for x in a.top]
-            assert [x.logprob for x in b.top] == pytest.approx([x.logprob for x in a.top], abs=LOGPROB_TOLERANCE)
+            assert [x.logprob for x in b.top] == pytest.approx([x.logprob for x in a.top], **LOGPROB_TOLERANCE)
         assert (batched.finish.reason, batched.finish.usage) == (alone.finish.reason, alone.finish.usage)
 
 
@@ -139,7 +141,7 @@ def test_batched_greedy_output_equals_the_single_sequence_engine(nano, scheduler
     for request, batched in zip(requests, run_together(scheduler, requests)):
         reference = [e for e in nano.generate(request) if isinstance(e, TokenEvent)]
         assert [t.token_id for t in batched.tokens] == [t.token_id for t in reference]
-        assert [t.logprob for t in batched.tokens] == pytest.approx([t.logprob for t in reference], abs=LOGPROB_TOLERANCE)
+        assert [t.logprob for t in batched.tokens] == pytest.approx([t.logprob for t in reference], **LOGPROB_TOLERANCE)
 
 
 SYSTEM = (
@@ -166,7 +168,7 @@ def test_prompts_sharing_a_prefix_fork_it_and_still_match_the_single_sequence_en
     for request, run in zip(requests, first + rest):
         reference = [e for e in nano.generate(request) if isinstance(e, TokenEvent)]
         assert [t.token_id for t in run.tokens] == [t.token_id for t in reference]
-        assert [t.logprob for t in run.tokens] == pytest.approx([t.logprob for t in reference], abs=LOGPROB_TOLERANCE)
+        assert [t.logprob for t in run.tokens] == pytest.approx([t.logprob for t in reference], **LOGPROB_TOLERANCE)
         assert run.finish.usage.prompt_tokens == len(nano.prompt_ids(request.messages))
 
 
@@ -340,4 +342,5 @@ def test_forked_sequences_decoded_together_match_the_same_sequences_unforked(nan
         batch.prefill(forked[row], prefix[35:] + tails[row])
     shared = [batch.decode(forked, [5, 6, 7, 8]), batch.decode(forked, [9, 10, 11, 12])]
     for before, after in zip(plain, shared):
-        np.testing.assert_allclose(after, before, atol=1e-4)
+        # Other kernels, other roundings to the float16 cache's halves: measured 2.6e-3 apart.
+        np.testing.assert_allclose(after, before, atol=5e-3)

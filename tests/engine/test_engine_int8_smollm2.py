@@ -1,7 +1,7 @@
 """The int8 CPU matmuls on the real model: SmolLM2-135M-Instruct's GGUF, read by transformers,
 saved as a checkpoint and converted to q4f16_1 (the int8 kernels serve MLC's 4-bit kinds), run
-with TANDEM_CPU_MATMUL=float and =int8 on the same directory. bench/int8_accuracy.py measures the
-same figures; the README quotes them (AVX2: perplexity ratio 1.00017, logits moved by up to 1.45,
+with TANDEM_CPU_MATMUL=float and =int8 on the same directory (both with the default float16 KV
+cache). bench/int8_accuracy.py measures the same figures with a float32 cache; the README quotes them (AVX2: perplexity ratio 1.00017, logits moved by up to 1.45,
 greedy paths equal through the end of the turn on all three prompts)."""
 
 from __future__ import annotations

@@ -95,6 +95,8 @@ def test_k_quant_model_matches_transformers_reading_the_same_file(quantized, mon
             pytest.skip("this CPU has none of the int8 kernels' instruction sets")
     monkeypatch.setenv("TANDEM_CPU_MATMUL", mode)
     monkeypatch.setenv("TANDEM_DEVICE", "cpu")
+    # A float32 cache: this checks the codes, which a float16 cache's rounding (2e-3) would hide.
+    monkeypatch.setenv("TANDEM_KV_CACHE", "float32")
     path, model_dir = quantized(ftype, tie)
     engine = open_engine(model_dir, backend="tvm")
     try:

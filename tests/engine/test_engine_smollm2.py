@@ -1,5 +1,6 @@
 """The real model, run from its GGUF as it is (no re-quantizing): SmolLM2-135M-Instruct's Q4_1
-file (q4_1 linears, a q8_0 embedding tied to the head) through Tandem's float CPU path, against
+file (q4_1 linears, a q8_0 embedding tied to the head) through Tandem's float CPU path with a
+float32 KV cache (test_engine_int8_smollm2.py runs the default: int8 and a float16 cache), against
 transformers reading the same file (`from_pretrained(dir, gguf_file=...)`, which dequantizes it).
 
 The file is imported by engine.gguf (its tokenizer included); both sides get the same token
@@ -33,6 +34,7 @@ def smollm2(tmp_path_factory, smollm2_path, smollm2_reference_model):
     import_gguf(smollm2_path, model_dir)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TANDEM_CPU_MATMUL", "float")  # the float path: the int8 one has its own checks
+        patch.setenv("TANDEM_KV_CACHE", "float32")  # the kernels' arithmetic, not the cache's halves
         patch.setenv("TANDEM_DEVICE", "cpu")
         engine = open_engine(model_dir, backend="tvm")
     yield smollm2_reference_model, engine

@@ -25,9 +25,11 @@ PROMPTS = (
     "What is the egress ledger?",
     "Can I change the keys?",
 )
-LOGPROB_TOLERANCE = 1e-4
+LOGPROB_TOLERANCE = {"rel": 1e-3, "abs": 2e-3}
 """A batch decodes with the many-row matmul kernels, a lone sequence with the one-row ones: the
-same sums in another order (measured apart by under 1e-5 on tandem-nano)."""
+same sums in another order, apart by under 1e-5 on tandem-nano, but the float16 KV cache (the
+CPU's default) rounds q, k, v and the attention output to halves, where such a difference can
+flip a last bit: measured apart by up to 6.6e-4 at a logprob of -3.6 and 4.0e-3 at -13.8."""
 
 
 @contextmanager
@@ -117,9 +119,9 @@ def test_batched_greedy_replies_and_logprobs_equal_one_at_a_time(served_engine):
         one_tokens, many_tokens = (r["choices"][0]["logprobs"]["content"] for r in (one, many))
         assert [t["token"] for t in many_tokens] == [t["token"] for t in one_tokens]
         for a, b in zip(one_tokens, many_tokens):
-            assert b["logprob"] == pytest.approx(a["logprob"], abs=LOGPROB_TOLERANCE)
+            assert b["logprob"] == pytest.approx(a["logprob"], **LOGPROB_TOLERANCE)
             assert [x["token"] for x in b["top_logprobs"]] == [x["token"] for x in a["top_logprobs"]]
-            assert [x["logprob"] for x in b["top_logprobs"]] == pytest.approx([x["logprob"] for x in a["top_logprobs"]], abs=LOGPROB_TOLERANCE)
+            assert [x["logprob"] for x in b["top_logprobs"]] == pytest.approx([x["logprob"] for x in a["top_logprobs"]], **LOGPROB_TOLERANCE)
         assert many["usage"] == one["usage"]
 
 
