@@ -113,8 +113,9 @@ class Attention(nn.Module):
 
     def decode_attention(self, qkv: Tensor, kv_cache: PagedKVCache, layer_id: int) -> Tensor:
         """Attention for one token of each sequence, on their fused q/k/v rows [rows, heads * dim]
-        -> [rows, q_heads * dim]: the KV cache's builtin called on [rows, heads, dim] directly
-        (attention_with_fused_qkv wraps the same call in reshapes to and from [batch, seq_len, ...])."""
+        -> [rows, q_heads * dim] in the cache's dtype (the fused kernels around it write and read
+        that): the KV cache's builtin called on [rows, heads, dim] directly (attention_with_fused_qkv
+        wraps the same call in reshapes to and from [batch, seq_len, ...])."""
         heads = self.num_q_heads + 2 * self.num_kv_heads
         count = qkv.shape[0]
         rows = cast(op.reshape(qkv, (count, heads, self.head_dim)), self.kv_dtype)
@@ -127,7 +128,7 @@ class Attention(nn.Module):
                 )
             )
         )
-        return op.reshape(cast(attended, "float32"), (count, self.num_q_heads * self.head_dim))
+        return op.reshape(attended, (count, self.num_q_heads * self.head_dim))
 
 
 class DecoderLayer(nn.Module):
@@ -156,11 +157,13 @@ class DecoderLayer(nn.Module):
         symbolic number in a batched one), in four fused int8 kernels and attention: norm + qkv,
         o_proj + residual, norm + gate_up, SwiGLU + down_proj + residual."""
         qkv, o_proj, gate_up, down = self.linears()
-        before_attention = DecodeFusion("rms_norm", eps=self.input_layernorm.epsilon)
+        kv_dtype = self.self_attn.kv_dtype  # qkv writes it, o_proj reads it: no casts between
+        before_attention = DecodeFusion("rms_norm", eps=self.input_layernorm.epsilon, output_dtype=kv_dtype)
+        after_attention = DecodeFusion(residual=True, input_dtype=kv_dtype)
         before_mlp = DecodeFusion("rms_norm", eps=self.post_attention_layernorm.epsilon)
         rows = fused_linear(qkv.shape, qkv.weights(), before_attention, hidden, norm=self.input_layernorm.weight)
         attended = self.self_attn.decode_attention(rows, kv_cache, layer_id)
-        hidden = fused_linear(o_proj.shape, o_proj.weights(), DecodeFusion(residual=True), attended, residual=hidden)
+        hidden = fused_linear(o_proj.shape, o_proj.weights(), after_attention, attended, residual=hidden)
         gate_up_rows = fused_linear(
             gate_up.shape, gate_up.weights(), before_mlp, hidden, norm=self.post_attention_layernorm.weight
         )

@@ -60,9 +60,25 @@ class DecodeFusion:
     residual: bool = False
     """y = residual + x @ W.T (o_proj and down_proj end a residual branch)."""
     eps: float = 1e-5
+    input_dtype: str = "float32"
+    """float16: x comes in halves (o_proj after a float16 KV cache), widened as it is quantized;
+    with no prologue only."""
+    output_dtype: str = "float32"
+    """float16: y is stored in halves (qkv before a float16 KV cache): the cache takes them so,
+    and a cast of its own would be one more kernel and buffer a layer."""
+
+    def __post_init__(self) -> None:
+        if self.input_dtype != "float32" and self.prologue != "none":
+            raise ValueError(f"A {self.prologue} prologue reads a float32 input, not {self.input_dtype}.")
 
     def input_width(self, k_in: int) -> int:
         return 2 * k_in if self.prologue == "swiglu" else k_in
+
+    @property
+    def dtype_suffix(self) -> str:
+        """What a kernel's name adds for halves in or out: "", "_from_float16", "_to_float16"."""
+        suffix = f"_from_{self.input_dtype}" if self.input_dtype != "float32" else ""
+        return suffix + (f"_to_{self.output_dtype}" if self.output_dtype != "float32" else "")
 
 
 def fusable(shape: LinearShape) -> bool:
@@ -161,7 +177,8 @@ def fused_linear(
     rows = x.shape[0]
     one_row = isinstance(rows, int) and rows == 1
     phase = "decode" if one_row else "rows"
-    name = f"{shape.kind}_{phase}_{fusion.prologue}{'_residual' if fusion.residual else ''}_{shape.n_out}x{shape.k_in}"
+    name = (f"{shape.kind}_{phase}_{fusion.prologue}{'_residual' if fusion.residual else ''}_{shape.n_out}x{shape.k_in}"
+            f"{fusion.dtype_suffix}")
     kernel = fused_decode_kernel(shape, fusion) if one_row else rows_linear_kernel(shape, fusion=fusion)
     args = [x, *([norm] if norm is not None else []), *weights, *([residual] if residual is not None else [])]
-    return op.tensor_ir_op(kernel, name, args=args, out=Tensor.placeholder((rows, shape.n_out), "float32"))
+    return op.tensor_ir_op(kernel, name, args=args, out=Tensor.placeholder((rows, shape.n_out), fusion.output_dtype))

@@ -226,6 +226,23 @@ def _lanes(buffer: tirx.Buffer, *index, lanes: int = LANES) -> tirx.PrimExpr:
     return tirx.BufferLoad(buffer, [*outer, tirx.Ramp(start, 1, lanes)])
 
 
+def _float_lanes(buffer: tirx.Buffer, *index, lanes: int = LANES) -> tirx.PrimExpr:
+    """_lanes of an activation row as float32 (a float16 row's halves widened)."""
+    return _widened(_lanes(buffer, *index, lanes=lanes), buffer.dtype, lanes)
+
+
+def _widened(value: tirx.PrimExpr, dtype: str, lanes: int) -> tirx.PrimExpr:
+    """A vector loaded from a buffer of `dtype`, as float32."""
+    return value if dtype == "float32" else T.Cast(f"float32x{lanes}", value)
+
+
+def stored_as(value: tirx.PrimExpr, dtype: str, lanes: int = 1) -> tirx.PrimExpr:
+    """A float32 result (a scalar, or a vector of `lanes`) as an output buffer of `dtype` holds it."""
+    if dtype == "float32":
+        return value
+    return T.Cast(dtype if lanes == 1 else f"{dtype}x{lanes}", value)
+
+
 def _prefetch(flat: tirx.Buffer, offset) -> tirx.PrimExpr:
     """Hint the cache line of flat[offset] (clamped to the buffer) into all cache levels."""
     last = flat.shape[0] - 1
@@ -237,11 +254,11 @@ def _group_half(x: tirx.Buffer, m, g, half: int, k_in: int) -> tirx.PrimExpr:
     """x[m, 32g + 16 half : +16] as a float32x16; past k_in (MLC's ragged last group) zeros,
     read through a clamped gather in that group only."""
     start = g * Q4_GROUP + half * LANES
-    contiguous = _lanes(x, m, start)
+    contiguous = _float_lanes(x, m, start)
     if k_in % Q4_GROUP == 0:
         return contiguous
     lanes = tirx.Ramp(start, 1, LANES)
-    clamped = tirx.BufferLoad(x, [m, tirx.Min(lanes, tirx.Broadcast(k_in - 1, LANES))])
+    clamped = _widened(tirx.BufferLoad(x, [m, tirx.Min(lanes, tirx.Broadcast(k_in - 1, LANES))]), x.dtype, LANES)
     zeros = tirx.Broadcast(tirx.const(0, "float32"), LANES)
     masked = tirx.Select(lanes < tirx.Broadcast(k_in, LANES), clamped, zeros)
     return tirx.if_then_else(g < k_in // Q4_GROUP, contiguous, masked)
@@ -352,19 +369,19 @@ def _kernel(shape: LinearShape, rows, row_block: int, spec: IsaSpec, fusion: Dec
                     if b * row_block + i < rows:
                         for n in T.vectorized(tile):
                             if add_residual:
-                                y[b * row_block + i, t * tile + n] = acc[i, n] + residual[b * row_block + i, t * tile + n]
+                                y[b * row_block + i, t * tile + n] = stored_as(acc[i, n] + residual[b * row_block + i, t * tile + n], y.dtype)
                             else:
-                                y[b * row_block + i, t * tile + n] = acc[i, n]
+                                y[b * row_block + i, t * tile + n] = stored_as(acc[i, n], y.dtype)
 
     @T.prim_func(private=True)
     def kernel(
-        x: T.Buffer((rows, x_width), "float32"),
+        x: T.Buffer((rows, x_width), fusion.input_dtype),
         norm: T.Buffer((k_in,), "float32"),
         w: T.Buffer(weight_shape, "uint8"),
         s: T.Buffer((n_tiles, groups, tile), scales),
         low: T.Buffer((n_tiles, groups, tile), scales),
         residual: T.Buffer((rows, n_out), "float32"),
-        y: T.Buffer((rows, n_out), "float32"),
+        y: T.Buffer((rows, n_out), fusion.output_dtype),
     ):
         T.func_attr({"tirx.noalias": True})
         if stored_min:

@@ -40,8 +40,10 @@ from engine.tvm_backend.int8_kernels import (
     PREFETCH_AHEAD_BYTES,
     Int8Isa,
     IsaSpec,
+    _float_lanes,
     isa_in_scope,
     phase_kernel,
+    stored_as,
 )
 from engine.tvm_backend.kernels import Q4_GROUP, LinearShape, has_min, scale_dtype, weight_group
 
@@ -156,14 +158,14 @@ def _kernel(shape: LinearShape, rows, row_block: int, spec: IsaSpec, fusion: Dec
                     scale[0] = T.max(
                         scale[0],
                         T.call_llvm_pure_intrin(
-                            "float32", "llvm.vector.reduce.fmax", T.fabs(_lanes(source, m, a * ACTIVATION_GROUP + h * 16, lanes=16))
+                            "float32", "llvm.vector.reduce.fmax", T.fabs(_float_lanes(source, m, a * ACTIVATION_GROUP + h * 16, lanes=16))
                         ),
                     )
                 xs[m, a] = scale[0] / T.float32(127)
                 scale[1] = T.if_then_else(scale[0] > T.float32(0), T.float32(127) / scale[0], T.float32(0))
                 for h in range(halves):
                     xq8[m, T.ramp(a * ACTIVATION_GROUP + h * 16, 1, 16)] = T.Cast(
-                        "int8x16", T.nearbyint(_lanes(source, m, a * ACTIVATION_GROUP + h * 16, lanes=16) * scale[1])
+                        "int8x16", T.nearbyint(_float_lanes(source, m, a * ACTIVATION_GROUP + h * 16, lanes=16) * scale[1])
                     )
                 for p in range(per_activation):
                     code_sum[m, a * per_activation + p] = T.int32(0)
@@ -235,19 +237,19 @@ def _kernel(shape: LinearShape, rows, row_block: int, spec: IsaSpec, fusion: Dec
                     if b * row_block + i < rows:
                         for n in T.vectorized(tile):
                             if add_residual:
-                                y[b * row_block + i, t * tile + n] = acc[i, n] + residual[b * row_block + i, t * tile + n]
+                                y[b * row_block + i, t * tile + n] = stored_as(acc[i, n] + residual[b * row_block + i, t * tile + n], y.dtype)
                             else:
-                                y[b * row_block + i, t * tile + n] = acc[i, n]
+                                y[b * row_block + i, t * tile + n] = stored_as(acc[i, n], y.dtype)
 
     @T.prim_func(private=True)
     def kernel(
-        x: T.Buffer((rows, x_width), "float32"),
+        x: T.Buffer((rows, x_width), fusion.input_dtype),
         norm: T.Buffer((k_in,), "float32"),
         w: T.Buffer(weight_shape, "int8"),
         s: T.Buffer((n_tiles, w_groups, tile), scales),
         low: T.Buffer(min_shape, scales),
         residual: T.Buffer((rows, n_out), "float32"),
-        y: T.Buffer((rows, n_out), "float32"),
+        y: T.Buffer((rows, n_out), fusion.output_dtype),
     ):
         T.func_attr({"tirx.noalias": True})
         if with_min:

@@ -36,9 +36,9 @@ def int8_weights(kind: str, weight: np.ndarray):
     return shape, list(repacked_params(BlockArrays({"w.weight": tensor}), wanted, tied=False))
 
 
-def run(target, kernel, *arrays: np.ndarray, n_out: int, rows: int = 1) -> np.ndarray:
+def run(target, kernel, *arrays: np.ndarray, n_out: int, rows: int = 1, dtype: str = "float32") -> np.ndarray:
     library = tvm.tirx.build(tvm.IRModule({"k": kernel.with_attr("global_symbol", "k")}), target=target)
-    out = tvm.runtime.tensor(np.zeros((rows, n_out), np.float32))
+    out = tvm.runtime.tensor(np.zeros((rows, n_out), dtype))
     library["k"](*(tvm.runtime.tensor(a) for a in arrays), out)
     return out.numpy()
 
@@ -118,6 +118,38 @@ def test_many_row_fused_kernel_matches_the_unfused_many_row_kernel(host_target, 
         fused = run(host_target, rows_linear_kernel(shape, isa, fusion), *inputs, n_out=n_out, rows=rows)
         unfused = run(host_target, rows_linear_kernel(shape, isa), row_inputs, *weights, n_out=n_out, rows=rows)
         np.testing.assert_array_equal(fused, unfused + (residual if fusion.residual else 0), err_msg=f"{rows} rows")
+
+
+@pytest.mark.parametrize("kind", list(QTYPES))
+@pytest.mark.parametrize("rows", [1, 9], ids=["one-row", "many-rows"])
+def test_halves_in_and_out_are_the_float32_kernels_widened_and_narrowed(host_target, isa, kind, rows):
+    """With a float16 KV cache, qkv writes halves and o_proj reads them: the same kernels, their
+    output rounded to float16 and their input widened from it, and nothing else changed."""
+    from engine.tvm_backend.int8_decode import DecodeFusion, fused_decode_kernel
+    from engine.tvm_backend.int8_rows import rows_linear_kernel
+
+    def kernel(fusion: DecodeFusion):
+        return fused_decode_kernel(shape, fusion, isa) if rows == 1 else rows_linear_kernel(shape, isa, fusion)
+
+    rng = np.random.default_rng(len(kind) + rows)
+    n_out, k_in = 64, 576
+    shape, weights = int8_weights(kind, rng.normal(0, 0.05, (n_out, k_in)).astype(np.float32))
+    x = rng.normal(0, 1, (rows, k_in)).astype(np.float32)
+    norm = rng.normal(1, 0.2, k_in).astype(np.float32)
+    to_halves = DecodeFusion("rms_norm", eps=EPS, output_dtype="float16")
+    halves = run(host_target, kernel(to_halves), x, norm, *weights, n_out=n_out, rows=rows, dtype="float16")
+    floats = run(host_target, kernel(DecodeFusion("rms_norm", eps=EPS)), x, norm, *weights, n_out=n_out, rows=rows)
+    np.testing.assert_array_equal(halves, floats.astype(np.float16))
+
+    x16 = x.astype(np.float16)
+    residual = rng.normal(0, 1, (rows, n_out)).astype(np.float32)
+    from_halves = DecodeFusion(residual=True, input_dtype="float16")
+    widened = run(host_target, kernel(from_halves), x16, *weights, residual, n_out=n_out, rows=rows)
+    expected = run(host_target, kernel(DecodeFusion(residual=True)), x16.astype(np.float32), *weights, residual, n_out=n_out, rows=rows)
+    np.testing.assert_array_equal(widened, expected)
+    assert "_from_float16" in from_halves.dtype_suffix and "_to_float16" in to_halves.dtype_suffix
+    with pytest.raises(ValueError, match="float32 input"):
+        DecodeFusion("rms_norm", input_dtype="float16")
 
 
 def test_a_fusion_without_whole_groups_is_refused():
