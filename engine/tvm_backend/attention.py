@@ -289,7 +289,7 @@ def _query_block_softmax(group: int, head_dim: int, page_size: int, dtype: str =
     Keys and values in halves (`dtype` float16) are widened a page at a time into float32 copies:
     read where they are, each key element was loaded, widened and broadcast once per dot product
     step, and a 2,048-token prompt prefilled at 872-894 tok/s against float32's 1,040-1,080;
-    widened once a page, at float32's rate (948-1,087 against 971-1,068 in one sitting)."""
+    widened once a page, at float32's rate (1,008-1,036 against 982-1,056 in one sitting)."""
     rows = QUERY_BLOCK
     halves = dtype != "float32"
 
