@@ -59,12 +59,10 @@ def profile(batch, rows: int, vocab: int, shared: int = 0, cpu_clock: bool = Fal
     for sequence in ids:
         if shared:
             batch.fork(parent, sequence, shared)
-            started = time.perf_counter()
-            _prefill(batch, sequence, rng.integers(0, vocab, context - shared).tolist())
         else:
             batch.add(sequence)
-            started = time.perf_counter()
-            _prefill(batch, sequence, rng.integers(0, vocab, context).tolist())
+        started = time.perf_counter()
+        _prefill(batch, sequence, rng.integers(0, vocab, context - shared).tolist())
         prefill_s += time.perf_counter() - started
     tokens = rng.integers(0, vocab, rows).tolist()
     batch.decode(ids, tokens)  # warm-up

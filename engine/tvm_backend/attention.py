@@ -15,7 +15,7 @@ import math
 from tvm import tirx
 from tvm.script import tirx as T
 
-from engine.tvm_backend.kernels import KERNEL_ATTR
+from engine.tvm_backend.kernels import KERNEL_ATTR, as_float32, stored_as
 
 RAGGED_PREFILL_NAME = "batch_prefill_ragged_kv"
 DECODE_NAME = "batch_decode_paged_kv_cpu"
@@ -40,16 +40,6 @@ def exp2(x: tirx.PrimExpr) -> tirx.PrimExpr:
 def supports(head_dim: int) -> bool:
     """The kernel works in 16-lane vectors along the head dimension."""
     return head_dim % LANES == 0
-
-
-def widen(value: tirx.PrimExpr) -> tirx.PrimExpr:
-    """A loaded element as float32 (a float16 cache's are halves; no cast when it is one)."""
-    return value.astype("float32")
-
-
-def narrow(value: tirx.PrimExpr, dtype: str) -> tirx.PrimExpr:
-    """A float32 result as stored in `dtype` (no cast when that is float32)."""
-    return value.astype(dtype)
 
 
 def _cached_keys(page_indptr: tirx.Buffer, last_page_len: tirx.Buffer, b, page_size: int) -> tirx.PrimExpr:
@@ -142,7 +132,7 @@ def _online_softmax(group: int, head_dim: int, page_size: int, heads: int = 1):
         for h in T.unroll(heads):
             for i in T.vectorized(head_dim):
                 acc[h, i] = T.float32(0)
-                query[h, i] = widen(q[row, first_head + h, i]) * sm_scale * T.float32(LOG2_E)
+                query[h, i] = as_float32(q[row, first_head + h, i]) * sm_scale * T.float32(LOG2_E)
             state[h, 0] = T.float32(-5e4)
             state[h, 1] = T.float32(0)
         for page in T.serial((n_keys + page_size - 1) // page_size):
@@ -151,11 +141,11 @@ def _online_softmax(group: int, head_dim: int, page_size: int, heads: int = 1):
             for key in T.serial(count):
                 for h in T.unroll(heads):
                     for lane in T.vectorized(lanes):
-                        partial[h, lane] = query[h, lane] * widen(pages[page_id, 0, kv, key, lane])
+                        partial[h, lane] = query[h, lane] * as_float32(pages[page_id, 0, kv, key, lane])
                 for block in T.unroll(1, blocks):
                     for h in T.unroll(heads):
                         for lane in T.vectorized(lanes):
-                            partial[h, lane] = partial[h, lane] + query[h, block * lanes + lane] * widen(pages[page_id, 0, kv, key, block * lanes + lane])
+                            partial[h, lane] = partial[h, lane] + query[h, block * lanes + lane] * as_float32(pages[page_id, 0, kv, key, block * lanes + lane])
                 for h in T.unroll(heads):
                     for lane in T.vectorized(8):
                         partial[h, lane] = partial[h, lane] + partial[h, lane + 8]
@@ -180,10 +170,10 @@ def _online_softmax(group: int, head_dim: int, page_size: int, heads: int = 1):
                 for h in T.unroll(heads):
                     state[h, 1] = state[h, 1] + weight[h, key]
                     for i in T.vectorized(head_dim):
-                        acc[h, i] = acc[h, i] + weight[h, key] * widen(pages[page_id, 1, kv, key, i])
+                        acc[h, i] = acc[h, i] + weight[h, key] * as_float32(pages[page_id, 1, kv, key, i])
         for h in T.unroll(heads):
             for i in T.vectorized(head_dim):
-                output[row, first_head + h, i] = narrow(T.if_then_else(state[h, 1] > T.float32(0), acc[h, i] / state[h, 1], T.float32(0)), output.dtype)
+                output[row, first_head + h, i] = stored_as(T.if_then_else(state[h, 1] > T.float32(0), acc[h, i] / state[h, 1], T.float32(0)), output.dtype)
             lse[row, first_head + h] = T.if_then_else(state[h, 1] > T.float32(0), state[h, 0] + T.log2(state[h, 1]), T.float32(-5e4))
     # fmt: on
     return attend
@@ -306,7 +296,7 @@ def _query_block_softmax(group: int, head_dim: int, page_size: int, dtype: str =
             wide = T.sblock_alloc_buffer((2, page_size, head_dim), "float32")  # the page's keys, values
         for d in T.serial(head_dim):
             for r in T.vectorized(rows):
-                query[d, r] = widen(q[first_token + T.min(r, n_rows - 1), head, d]) * sm_scale * T.float32(LOG2_E)
+                query[d, r] = as_float32(q[first_token + T.min(r, n_rows - 1), head, d]) * sm_scale * T.float32(LOG2_E)
         for r in T.serial(rows):
             for i in T.vectorized(head_dim):
                 acc[r, i] = T.float32(0)
@@ -324,11 +314,11 @@ def _query_block_softmax(group: int, head_dim: int, page_size: int, dtype: str =
                 for key in T.serial(page_size):
                     for i in T.vectorized(head_dim):
                         if ragged:
-                            wide[0, key, i] = widen(keys[T.min(base + page * page_size + key, last), kv, i])
-                            wide[1, key, i] = widen(values[T.min(base + page * page_size + key, last), kv, i])
+                            wide[0, key, i] = as_float32(keys[T.min(base + page * page_size + key, last), kv, i])
+                            wide[1, key, i] = as_float32(values[T.min(base + page * page_size + key, last), kv, i])
                         else:
-                            wide[0, key, i] = widen(keys[page_id, 0, kv, key, i])
-                            wide[1, key, i] = widen(values[page_id, 1, kv, key, i])
+                            wide[0, key, i] = as_float32(keys[page_id, 0, kv, key, i])
+                            wide[1, key, i] = as_float32(values[page_id, 1, kv, key, i])
             for half in T.serial(page_size // KEYS_AT_ONCE):
                 # Under 1 KiB, so that LLVM keeps the KEYS_AT_ONCE score vectors in registers.
                 dots = T.sblock_alloc_buffer((KEYS_AT_ONCE, rows), "float32")
@@ -377,7 +367,7 @@ def _query_block_softmax(group: int, head_dim: int, page_size: int, dtype: str =
         for r in T.serial(rows):
             if r < n_rows:
                 for i in T.vectorized(head_dim):
-                    output[first_token + r, head, i] = narrow(T.if_then_else(state[1, r] > T.float32(0), acc[r, i] / state[1, r], T.float32(0)), output.dtype)
+                    output[first_token + r, head, i] = stored_as(T.if_then_else(state[1, r] > T.float32(0), acc[r, i] / state[1, r], T.float32(0)), output.dtype)
                 lse[first_token + r, head] = T.if_then_else(state[1, r] > T.float32(0), state[0, r] + T.log2(state[1, r]), T.float32(-5e4))
     # fmt: on
     return attend_block
@@ -504,11 +494,11 @@ def fused_rope(
             for h in T.serial(h_q + h_kv):
                 for i in T.vectorized(half):
                     if h < h_q:
-                        q[s, h, i] = narrow(cos[i] * widen(qkv[s, h, i]) + sin[i] * (T.float32(0) - widen(qkv[s, h, i + half])), dtype)
-                        q[s, h, i + half] = narrow(cos[i] * widen(qkv[s, h, i + half]) + sin[i] * widen(qkv[s, h, i]), dtype)
+                        q[s, h, i] = stored_as(cos[i] * as_float32(qkv[s, h, i]) + sin[i] * (T.float32(0) - as_float32(qkv[s, h, i + half])), dtype)
+                        q[s, h, i + half] = stored_as(cos[i] * as_float32(qkv[s, h, i + half]) + sin[i] * as_float32(qkv[s, h, i]), dtype)
                     else:
-                        k[s, h - h_q, i] = narrow(cos[i] * widen(qkv[s, h, i]) + sin[i] * (T.float32(0) - widen(qkv[s, h, i + half])), dtype)
-                        k[s, h - h_q, i + half] = narrow(cos[i] * widen(qkv[s, h, i + half]) + sin[i] * widen(qkv[s, h, i]), dtype)
+                        k[s, h - h_q, i] = stored_as(cos[i] * as_float32(qkv[s, h, i]) + sin[i] * (T.float32(0) - as_float32(qkv[s, h, i + half])), dtype)
+                        k[s, h - h_q, i + half] = stored_as(cos[i] * as_float32(qkv[s, h, i + half]) + sin[i] * as_float32(qkv[s, h, i]), dtype)
             for h in T.serial(h_kv):
                 for i in T.vectorized(head_dim):
                     v[s, h, i] = qkv[s, h_q + h_kv + h, i]

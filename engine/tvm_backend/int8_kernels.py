@@ -43,9 +43,11 @@ from engine.tvm_backend.kernels import (
     VNNI_CHUNKS,
     VNNI_LANES,
     LinearShape,
+    as_float32,
     int8_zero_point,
     q4_groups,
     scale_dtype,
+    stored_as,
 )
 
 LANES = VNNI_LANES
@@ -226,23 +228,6 @@ def _lanes(buffer: tirx.Buffer, *index, lanes: int = LANES) -> tirx.PrimExpr:
     return tirx.BufferLoad(buffer, [*outer, tirx.Ramp(start, 1, lanes)])
 
 
-def _float_lanes(buffer: tirx.Buffer, *index, lanes: int = LANES) -> tirx.PrimExpr:
-    """_lanes of an activation row as float32 (a float16 row's halves widened)."""
-    return _widened(_lanes(buffer, *index, lanes=lanes), buffer.dtype, lanes)
-
-
-def _widened(value: tirx.PrimExpr, dtype: str, lanes: int) -> tirx.PrimExpr:
-    """A vector loaded from a buffer of `dtype`, as float32."""
-    return value if dtype == "float32" else T.Cast(f"float32x{lanes}", value)
-
-
-def stored_as(value: tirx.PrimExpr, dtype: str, lanes: int = 1) -> tirx.PrimExpr:
-    """A float32 result (a scalar, or a vector of `lanes`) as an output buffer of `dtype` holds it."""
-    if dtype == "float32":
-        return value
-    return T.Cast(dtype if lanes == 1 else f"{dtype}x{lanes}", value)
-
-
 def _prefetch(flat: tirx.Buffer, offset) -> tirx.PrimExpr:
     """Hint the cache line of flat[offset] (clamped to the buffer) into all cache levels."""
     last = flat.shape[0] - 1
@@ -254,11 +239,11 @@ def _group_half(x: tirx.Buffer, m, g, half: int, k_in: int) -> tirx.PrimExpr:
     """x[m, 32g + 16 half : +16] as a float32x16; past k_in (MLC's ragged last group) zeros,
     read through a clamped gather in that group only."""
     start = g * Q4_GROUP + half * LANES
-    contiguous = _float_lanes(x, m, start)
+    contiguous = as_float32(_lanes(x, m, start))
     if k_in % Q4_GROUP == 0:
         return contiguous
     lanes = tirx.Ramp(start, 1, LANES)
-    clamped = _widened(tirx.BufferLoad(x, [m, tirx.Min(lanes, tirx.Broadcast(k_in - 1, LANES))]), x.dtype, LANES)
+    clamped = as_float32(tirx.BufferLoad(x, [m, tirx.Min(lanes, tirx.Broadcast(k_in - 1, LANES))]))
     zeros = tirx.Broadcast(tirx.const(0, "float32"), LANES)
     masked = tirx.Select(lanes < tirx.Broadcast(k_in, LANES), clamped, zeros)
     return tirx.if_then_else(g < k_in // Q4_GROUP, contiguous, masked)

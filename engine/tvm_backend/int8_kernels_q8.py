@@ -40,12 +40,10 @@ from engine.tvm_backend.int8_kernels import (
     PREFETCH_AHEAD_BYTES,
     Int8Isa,
     IsaSpec,
-    _float_lanes,
     isa_in_scope,
     phase_kernel,
-    stored_as,
 )
-from engine.tvm_backend.kernels import Q4_GROUP, LinearShape, has_min, scale_dtype, weight_group
+from engine.tvm_backend.kernels import Q4_GROUP, LinearShape, as_float32, has_min, scale_dtype, stored_as, weight_group
 
 ACTIVATION_GROUP = Q4_GROUP
 """Activations are quantized per 32 inputs, whatever the weights' group (16 or 32)."""
@@ -158,14 +156,14 @@ def _kernel(shape: LinearShape, rows, row_block: int, spec: IsaSpec, fusion: Dec
                     scale[0] = T.max(
                         scale[0],
                         T.call_llvm_pure_intrin(
-                            "float32", "llvm.vector.reduce.fmax", T.fabs(_float_lanes(source, m, a * ACTIVATION_GROUP + h * 16, lanes=16))
+                            "float32", "llvm.vector.reduce.fmax", T.fabs(as_float32(_lanes(source, m, a * ACTIVATION_GROUP + h * 16, lanes=16)))
                         ),
                     )
                 xs[m, a] = scale[0] / T.float32(127)
                 scale[1] = T.if_then_else(scale[0] > T.float32(0), T.float32(127) / scale[0], T.float32(0))
                 for h in range(halves):
                     xq8[m, T.ramp(a * ACTIVATION_GROUP + h * 16, 1, 16)] = T.Cast(
-                        "int8x16", T.nearbyint(_float_lanes(source, m, a * ACTIVATION_GROUP + h * 16, lanes=16) * scale[1])
+                        "int8x16", T.nearbyint(as_float32(_lanes(source, m, a * ACTIVATION_GROUP + h * 16, lanes=16)) * scale[1])
                     )
                 for p in range(per_activation):
                     code_sum[m, a * per_activation + p] = T.int32(0)

@@ -31,7 +31,6 @@ from engine.tvm_backend.int8_kernels import (
     _dot_finish,
     _dot_start,
     _dot_step,
-    _float_lanes,
     _lanes,
     _nibbles,
     _prefetch,
@@ -40,7 +39,6 @@ from engine.tvm_backend.int8_kernels import (
     _with_min,
     isa_in_scope,
     quantize_row_macro,
-    stored_as,
 )
 from engine.tvm_backend import int8_kernels_q8 as q8
 from engine.tvm_backend.int8_decode import DecodeFusion, keep_params, write_prologue
@@ -49,10 +47,12 @@ from engine.tvm_backend.kernels import (
     Q4_GROUP,
     VNNI_CHUNKS,
     LinearShape,
+    as_float32,
     has_min,
     int8_zero_point,
     q4_groups,
     scale_dtype,
+    stored_as,
     weight_group,
 )
 
@@ -226,9 +226,9 @@ def _store(add_residual: bool, lanes: int):
     @T.macro
     def store(acc, residual, y, row, i, column):
         if add_residual:
-            y[row, T.ramp(column, 1, lanes)] = stored_as(_lanes(acc, i, 0, lanes=lanes) + _lanes(residual, row, column, lanes=lanes), y.dtype, lanes)
+            y[row, T.ramp(column, 1, lanes)] = stored_as(_lanes(acc, i, 0, lanes=lanes) + _lanes(residual, row, column, lanes=lanes), y.dtype)
         else:
-            y[row, T.ramp(column, 1, lanes)] = stored_as(_lanes(acc, i, 0, lanes=lanes), y.dtype, lanes)
+            y[row, T.ramp(column, 1, lanes)] = stored_as(_lanes(acc, i, 0, lanes=lanes), y.dtype)
 
     return store
 
@@ -270,14 +270,14 @@ def _code8_kernel(shape: LinearShape, rows, block: int, spec: IsaSpec, fusion: D
                 scale[0] = T.max(
                     scale[0],
                     T.call_llvm_pure_intrin(
-                        "float32", "llvm.vector.reduce.fmax", T.fabs(_float_lanes(source, m, a * q8.ACTIVATION_GROUP + h * 16, lanes=16))
+                        "float32", "llvm.vector.reduce.fmax", T.fabs(as_float32(_lanes(source, m, a * q8.ACTIVATION_GROUP + h * 16, lanes=16)))
                     ),
                 )
             xs[m, a] = scale[0] / T.float32(127)
             scale[1] = T.if_then_else(scale[0] > T.float32(0), T.float32(127) / scale[0], T.float32(0))
             for h in range(2):
                 xq8[m, T.ramp(a * q8.ACTIVATION_GROUP + h * 16, 1, 16)] = T.Cast(
-                    "int8x16", T.nearbyint(_float_lanes(source, m, a * q8.ACTIVATION_GROUP + h * 16, lanes=16) * scale[1])
+                    "int8x16", T.nearbyint(as_float32(_lanes(source, m, a * q8.ACTIVATION_GROUP + h * 16, lanes=16)) * scale[1])
                 )
             for p in range(per_activation):
                 code_sum[m, a * per_activation + p] = T.int32(0)

@@ -45,6 +45,19 @@ KERNEL_ATTR = "tandem.kernel"
 of its own."""
 
 
+def as_float32(value: tirx.PrimExpr) -> tirx.PrimExpr:
+    """A loaded scalar or vector as float32 of as many lanes (a float16 cache's halves widened;
+    no cast when it is float32 already)."""
+    return stored_as(value, "float32")
+
+
+def stored_as(value: tirx.PrimExpr, dtype: str) -> tirx.PrimExpr:
+    """A scalar or vector as a buffer of `dtype` holds it, lanes kept (no cast when it is one)."""
+    lanes = value.ty.dtype.lanes
+    wanted = dtype if lanes == 1 else f"{dtype}x{lanes}"
+    return value if str(value.ty.dtype) == wanted else tirx.Cast(wanted, value)
+
+
 def vector_lanes() -> int:
     """float32 lanes of the current target's vector registers (16 with AVX-512, 8 with AVX2)."""
     target = Target.current(allow_none=True)

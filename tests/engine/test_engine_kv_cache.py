@@ -14,8 +14,7 @@ tvm = pytest.importorskip("tvm")
 
 from engine.loader import open_engine  # noqa: E402
 from engine.scoring import greedy_run  # noqa: E402
-
-PROMPT = "The quick brown fox jumps over the lazy dog. Tandem keeps every conversation"
+from test_engine_parity import PROMPT  # noqa: E402
 HALVES_TOLERANCE = 2e-2
 """Largest logit difference the float16 cache may make over a prefill and 16 steps of the tiny
 model (measured 5.2e-3)."""

@@ -22,11 +22,6 @@ OUTPUT_TOLERANCE = {"float32": {"atol": 2e-5}, "float16": {"atol": 1e-3, "rtol":
 """The output is stored in the cache's dtype; the log-sum-exp is float32 in both."""
 
 
-def rounded(array: np.ndarray, dtype: str) -> np.ndarray:
-    """`array` as the kernel stores it: in `dtype`."""
-    return array.astype(dtype)
-
-
 def page_table(lengths: list[int], rng: np.random.Generator, dtype: str = "float32"):
     """Pages holding random keys and values for each sequence (NaN in the slots past its end),
     handed out in a shuffled order:
@@ -80,7 +75,7 @@ def test_decode_attention_matches_numpy(lengths, dtype):
     rng = np.random.default_rng(0)
     pages, indptr, values, last, keys, vals = page_table(lengths, rng, dtype)
     batch = len(lengths)
-    q = rounded(rng.normal(0, 1, (batch, H_Q, HEAD_DIM)), dtype)
+    q = rng.normal(0, 1, (batch, H_Q, HEAD_DIM)).astype(dtype)
     out = np.zeros_like(q)
     lse = np.zeros((batch, H_Q), np.float32)
     sm_scale = 1 / math.sqrt(HEAD_DIM)
@@ -108,7 +103,7 @@ def test_paged_prefill_attention_matches_numpy(causal, longest_chunk, dtype):
     pages, indptr, values, last, keys, vals = page_table(lengths, rng, dtype)
     q_indptr = np.concatenate([[0], np.cumsum(chunks)]).astype(np.int32)
     total = int(q_indptr[-1])
-    q = rounded(rng.normal(0, 1, (total, H_Q, HEAD_DIM)), dtype)
+    q = rng.normal(0, 1, (total, H_Q, HEAD_DIM)).astype(dtype)
     out = np.zeros_like(q)
     lse = np.zeros((total, H_Q), np.float32)
     sm_scale = 1 / math.sqrt(HEAD_DIM)
@@ -138,9 +133,9 @@ def test_ragged_prefill_attention_matches_numpy(causal, dtype):
     lengths = [1, 15, 16, 37]
     indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
     total = int(indptr[-1])
-    q = rounded(rng.normal(0, 1, (total, H_Q, HEAD_DIM)), dtype)
-    k = rounded(rng.normal(0, 1, (total, H_KV, HEAD_DIM)), dtype)
-    v = rounded(rng.normal(0, 1, (total, H_KV, HEAD_DIM)), dtype)
+    q = rng.normal(0, 1, (total, H_Q, HEAD_DIM)).astype(dtype)
+    k = rng.normal(0, 1, (total, H_KV, HEAD_DIM)).astype(dtype)
+    v = rng.normal(0, 1, (total, H_KV, HEAD_DIM)).astype(dtype)
     out = np.zeros_like(q)
     lse = np.zeros((total, H_Q), np.float32)
     sm_scale = 1 / math.sqrt(HEAD_DIM)
